@@ -1,0 +1,298 @@
+/* nsa.h — the whole public API of libnsa: Native Sparse Attention (DeepSeek, arXiv 2502.11089).
+ *
+ * What it is: an opaque context, plain tensor descriptors, the NSA config, forward, backward,
+ * decode with KV caches, and the execution router, all returning nsa_status.
+ * What it is not: a model. RoPE, projections and a learnable φ live in the caller (see lm/).
+ * Key invariant: the library never prints except through the context's rate-limited logger,
+ * never exits, and never writes outside the tensors the caller hands it.
+ *
+ * Notation (DESIGN.md §1): B batch, T tokens in a prefill, S tokens in a cache, t the 0-based
+ * position of a query, Hq query heads, Hkv KV heads, G = Hq/Hkv, head h belongs to group h/G,
+ * Dk/Dv head dims; config l, d, lp, n, n_init, n_local, w, scale.
+ *
+ * Ownership: the caller owns every tensor it passes; the library only reads inputs and writes
+ * outputs during the call. Every object made by a `_create` is freed by its `_destroy`, which
+ * accepts NULL.
+ */
+#ifndef NSA_H
+#define NSA_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define NSA_VERSION_MAJOR 0
+#define NSA_VERSION_MINOR 1
+#define NSA_VERSION_PATCH 0
+
+/* ---------------------------------------------------------------- status */
+
+typedef enum {
+    NSA_OK = 0,
+    NSA_ERR_INVALID_ARG = 1, /* NULL pointer or a value out of its domain          */
+    NSA_ERR_CONFIG = 2,      /* an nsa_config field is invalid                      */
+    NSA_ERR_SHAPE = 3,       /* a tensor's ndim/shape/stride does not fit           */
+    NSA_ERR_DTYPE = 4,       /* a tensor's dtype is not allowed or does not match   */
+    NSA_ERR_DEVICE = 5,      /* a tensor lives on a device this call cannot use     */
+    NSA_ERR_OVERFLOW = 6,    /* a size computation overflows                        */
+    NSA_ERR_NOMEM = 7,       /* an allocation failed                                */
+    NSA_ERR_UNSUPPORTED = 8, /* valid, but not supported by this build or device    */
+    NSA_ERR_CAUSALITY = 9,   /* NSA_STRICT_ASSERTS found a key past t               */
+    NSA_ERR_CACHE = 10,      /* KV cache full, wrong config, or wrong batch row     */
+    NSA_ERR_FLAG = 11,       /* an NSA_* flag has a malformed value                 */
+    NSA_ERR_PROFILE = 12,    /* a device profile file is malformed                  */
+    NSA_ERR_CUDA = 13,       /* a CUDA runtime/library call failed                  */
+    NSA_ERR_IO = 14,         /* a file could not be read or written                 */
+    NSA_ERR_INTERNAL = 15    /* a bug: please report it with the message            */
+} nsa_status;
+
+/* Static name of a status ("NSA_ERR_SHAPE"); never NULL. */
+const char *nsa_status_name(nsa_status s);
+
+/* ---------------------------------------------------------------- tensors */
+
+typedef enum {
+    NSA_DTYPE_F32 = 0,
+    NSA_DTYPE_BF16 = 1,
+    NSA_DTYPE_F16 = 2,
+    NSA_DTYPE_I32 = 3 /* only for index outputs (selected blocks, ranges) */
+} nsa_dtype;
+
+/* Bytes of one element of dtype (4, 2, 2, 4); 0 for an unknown dtype. */
+size_t nsa_dtype_size(nsa_dtype dt);
+/* Static name ("f32", "bf16", "f16", "i32"); "?" for an unknown dtype. */
+const char *nsa_dtype_name(nsa_dtype dt);
+
+typedef enum { NSA_DEVICE_CPU = 0, NSA_DEVICE_CUDA = 1 } nsa_device_kind;
+
+typedef struct {
+    nsa_device_kind kind;
+    int index; /* CUDA ordinal; 0 for the CPU */
+} nsa_device;
+
+#define NSA_MAX_DIMS 5
+
+/* A plain descriptor; the caller owns `data`. Strides are in elements, not bytes, and may be any
+ * non-negative values (non-contiguous views work); a zero stride broadcasts. An optional tensor
+ * is "absent" when data == NULL. */
+typedef struct {
+    void *data;
+    nsa_dtype dtype;
+    nsa_device device;
+    int ndim;
+    int64_t shape[NSA_MAX_DIMS];
+    int64_t stride[NSA_MAX_DIMS];
+} nsa_tensor;
+
+/* A contiguous (row-major) CPU tensor over data with ndim dims taken from shape. */
+nsa_tensor nsa_tensor_make(void *data, nsa_dtype dt, int ndim, const int64_t *shape);
+/* Shorthands for contiguous CPU tensors of 3, 4 and 5 dims. */
+nsa_tensor nsa_tensor_3d(void *data, nsa_dtype dt, int64_t a, int64_t b, int64_t c);
+nsa_tensor nsa_tensor_4d(void *data, nsa_dtype dt, int64_t a, int64_t b, int64_t c, int64_t d);
+nsa_tensor nsa_tensor_5d(void *data, nsa_dtype dt, int64_t a, int64_t b, int64_t c, int64_t d,
+                         int64_t e);
+/* Number of elements (product of shape); 0 for an absent tensor. */
+int64_t nsa_tensor_numel(const nsa_tensor *t);
+
+/* bf16/f16 <-> f32 conversion (round to nearest even), for callers that fill tensors. */
+uint16_t nsa_f32_to_bf16(float x);
+float nsa_bf16_to_f32(uint16_t x);
+uint16_t nsa_f32_to_f16(float x);
+float nsa_f16_to_f32(uint16_t x);
+
+/* ---------------------------------------------------------------- config */
+
+/* The NSA configuration of DESIGN.md §1. Validity: l ≥ 1, d ≥ 1, d | l, d | lp, lp ≥ 1,
+ * n ≥ n_init + n_local, n_init ≥ 0, n_local ≥ 0, w ≥ 0 (0 turns the window branch off),
+ * Hq ≥ 1, Hkv ≥ 1, Hq % Hkv == 0, Dk ≥ 1, Dv ≥ 1, scale finite and > 0 (0 means 1/sqrt(Dk)). */
+typedef struct {
+    int l;       /* compression block length                                  */
+    int d;       /* compression stride                                        */
+    int lp;      /* selection block length (l' in the paper)                  */
+    int n;       /* selected blocks per query, forced ones included           */
+    int n_init;  /* forced initial blocks 0..n_init-1 (paper: 1)               */
+    int n_local; /* forced local blocks c, c-1, .., c-n_local+1, c = t/lp (2)  */
+    int w;       /* sliding window; 0 = window branch off                     */
+    float scale; /* softmax scale; 0 = 1/sqrt(Dk)                             */
+    int Hq, Hkv, Dk, Dv;
+} nsa_config;
+
+/* Paper defaults (l=32, d=16, lp=64, n=16, n_init=1, n_local=2, w=512, scale=0) for the given
+ * head layout. */
+nsa_config nsa_config_default(int Hq, int Hkv, int Dk, int Dv);
+/* Number of compressed blocks complete after T tokens: T < l ? 0 : (T - l)/d + 1. */
+int64_t nsa_num_cmp(const nsa_config *cfg, int64_t T);
+/* The softmax scale in force (cfg->scale, or 1/sqrt(Dk) when it is 0). */
+float nsa_config_scale(const nsa_config *cfg);
+
+/* ---------------------------------------------------------------- context */
+
+typedef struct nsa_context nsa_context;
+
+/* Creates a context: reads the NSA_* environment flags once (a malformed one fails creation with
+ * NSA_ERR_FLAG and, when msg is not NULL, a message naming the flag copied into msg[msg_len]),
+ * queries the devices, and loads the compiled-in device profiles. *out is NULL on failure. */
+nsa_status nsa_context_create(nsa_context **out, char *msg, size_t msg_len);
+/* Frees the context; NULL is a no-op. */
+void nsa_context_destroy(nsa_context *ctx);
+/* The message of the last failed call on ctx ("" after success); it names the offending field.
+ * The pointer stays valid until the next call on ctx. */
+const char *nsa_context_message(const nsa_context *ctx);
+/* Sets a CUDA stream (cudaStream_t cast to void*) for later calls; NULL = the default stream. */
+nsa_status nsa_context_set_stream(nsa_context *ctx, void *stream);
+/* OpenMP threads the CPU paths use (0 = the OpenMP default). */
+nsa_status nsa_context_set_threads(nsa_context *ctx, int threads);
+
+/* ---------------------------------------------------------------- forward */
+
+/* Inputs and outputs of one NSA attention call (prefill / training forward).
+ * Positions are 0..T-1 for every batch row. Every tensor has the dims written beside it;
+ * dtypes: q, k*, v*, gates, out* share one dtype (f32, bf16 or f16); lse* are f32; the index
+ * outputs are i32. The same tensor may be passed for several branches. */
+typedef struct {
+    nsa_config cfg;
+
+    nsa_tensor q;     /* (B, T, Hq, Dk)                                                     */
+    /* cmp branch: raw keys/values, compressed inside with φ = avg ...                      */
+    nsa_tensor k_cmp; /* (B, T, Hkv, Dk) raw;  or (B, num_cmp(T), Hkv, Dk) if cmp_compressed */
+    nsa_tensor v_cmp; /* (B, T, Hkv, Dv) raw;  or (B, num_cmp(T), Hkv, Dv) if cmp_compressed */
+    int cmp_compressed; /* 1: k_cmp/v_cmp are already compressed (a learnable φ)          */
+    nsa_tensor k_sel; /* (B, T, Hkv, Dk) */
+    nsa_tensor v_sel; /* (B, T, Hkv, Dv) */
+    nsa_tensor k_win; /* (B, T, Hkv, Dk); may be absent when w == 0 */
+    nsa_tensor v_win; /* (B, T, Hkv, Dv); may be absent when w == 0 */
+    nsa_tensor gates; /* (B, T, Hq, 3), order cmp, sel, win; values used as given          */
+
+    nsa_tensor out; /* (B, T, Hq, Dv) = Σ_b gates[..,b] · out_b                          */
+
+    /* Optional outputs (absent = not requested). */
+    nsa_tensor out_cmp, out_sel, out_win; /* (B, T, Hq, Dv) per-branch attention outputs   */
+    nsa_tensor lse_cmp, lse_sel, lse_win; /* (B, T, Hq) f32, natural log; -inf: no key     */
+    nsa_tensor sel_blocks; /* (B, T, Hkv, n) i32: selected block indices ascending, -1 pad */
+    nsa_tensor sel_ranges; /* (B, T, Hkv, n, 2) i32: merged [start, end) token ranges,
+                              ascending, end clipped to t+1; unused slots are [0, 0)      */
+} nsa_fwd_args;
+
+/* Computes the NSA forward (DESIGN.md §1) on the device the tensors live on, through the router.
+ * Returns NSA_OK or an error naming the field; on error no output is partially meaningful. */
+nsa_status nsa_forward(nsa_context *ctx, const nsa_fwd_args *a);
+
+/* Gradients of one NSA call. Inputs are those of `fwd` (its optional outputs, if present, must
+ * hold what nsa_forward wrote and are then reused instead of recomputed). Every gradient is
+ * optional (absent = not wanted) and has the shape and dtype of its input (dk_cmp/dv_cmp: the
+ * raw cmp shape, gradients flowing through φ = avg, or the compressed shape when
+ * cmp_compressed). Gradients are overwritten, not accumulated; two gradient tensors with the
+ * same data pointer, shape and strides receive the sum of their gradients (pass one dK for the
+ * branches that share one K); any other overlap is an error. Selection indices are constants.
+ * Deterministic: the same inputs give bitwise the same gradients. */
+typedef struct {
+    nsa_tensor dout;                    /* (B, T, Hq, Dv)  */
+    nsa_tensor dq;                      /* (B, T, Hq, Dk)  */
+    nsa_tensor dk_cmp, dv_cmp;          /* like k_cmp, v_cmp */
+    nsa_tensor dk_sel, dv_sel;          /* (B, T, Hkv, D*) */
+    nsa_tensor dk_win, dv_win;          /* (B, T, Hkv, D*) */
+    nsa_tensor dgates;                  /* (B, T, Hq, 3)   */
+} nsa_bwd_args;
+
+nsa_status nsa_backward(nsa_context *ctx, const nsa_fwd_args *fwd, const nsa_bwd_args *g);
+
+/* ---------------------------------------------------------------- decode (DESIGN.md §1.6) */
+
+typedef struct nsa_kv_cache nsa_kv_cache;
+
+/* What a KV cache is built for. */
+typedef struct {
+    nsa_config cfg;
+    nsa_dtype dtype;     /* element type of the stored keys/values (f32, bf16, f16)          */
+    nsa_device device;   /* where the cache lives                                           */
+    int B;               /* batch rows                                                      */
+    int64_t max_len;     /* most tokens one row may hold                                    */
+    int cmp_external;    /* 1: the caller supplies compressed tokens (learnable φ)          */
+} nsa_kv_cache_desc;
+
+/* Token reads of the last decode step of one batch row, measured from what the step touched. */
+typedef struct {
+    int64_t cmp;    /* compressed tokens read: num_cmp(t+1)          */
+    int64_t sel;    /* raw tokens read by selection: Σ range lengths */
+    int64_t win;    /* window tokens read: min(w, t+1)               */
+    int64_t budget; /* paper budget num_cmp(S) + n·lp + min(w, S)    */
+    int64_t dense;  /* what dense attention reads: S                 */
+} nsa_decode_reads;
+
+/* Bytes a cache for desc takes (host or device memory as desc->device says); 0 if invalid. */
+size_t nsa_kv_cache_bytes(const nsa_kv_cache_desc *desc);
+nsa_status nsa_kv_cache_create(nsa_context *ctx, const nsa_kv_cache_desc *desc,
+                               nsa_kv_cache **out);
+void nsa_kv_cache_destroy(nsa_kv_cache *cache);
+/* Empties row b (b = -1: every row). */
+nsa_status nsa_kv_cache_reset(nsa_context *ctx, nsa_kv_cache *cache, int b);
+/* Tokens held by row b; -1 if b is out of range or cache is NULL. */
+int64_t nsa_kv_cache_len(const nsa_kv_cache *cache, int b);
+
+/* Prefill: an nsa_forward over rows b0 .. b0+B'-1 of the cache (each must be empty), whose
+ * tensors have batch dim B', that also fills every part of the cache. fwd->cfg must equal the
+ * cache's config. With cmp_external, fwd carries compressed k_cmp/v_cmp (cmp_compressed = 1)
+ * and raw_k_cmp/raw_v_cmp carry the raw tokens the cache must keep to finish the next block. */
+typedef struct {
+    int b0;
+    nsa_tensor raw_k_cmp; /* (B', T, Hkv, Dk): only with cmp_external */
+    nsa_tensor raw_v_cmp; /* (B', T, Hkv, Dv): only with cmp_external */
+} nsa_prefill_extra;
+nsa_status nsa_kv_cache_prefill(nsa_context *ctx, nsa_kv_cache *cache, const nsa_fwd_args *fwd,
+                                const nsa_prefill_extra *extra);
+
+/* One decode step: appends one token to every active row and returns its attention output.
+ * Row b's new token sits at position t = nsa_kv_cache_len(cache, b). */
+typedef struct {
+    nsa_tensor q;                    /* (B, 1, Hq, Dk)  */
+    nsa_tensor k_cmp, v_cmp;         /* (B, 1, Hkv, D*) raw cmp key/value of the new token   */
+    nsa_tensor k_sel, v_sel;         /* (B, 1, Hkv, D*) */
+    nsa_tensor k_win, v_win;         /* (B, 1, Hkv, D*) */
+    nsa_tensor kc_new, vc_new;       /* (B, 1, Hkv, D*) cmp_external only: the compressed token
+                                        emitted by this step, read for rows that emit one     */
+    nsa_tensor gates;                /* (B, 1, Hq, 3)   */
+    nsa_tensor out;                  /* (B, 1, Hq, Dv)  */
+    const uint8_t *active;           /* host array of B flags; NULL = every row             */
+} nsa_decode_args;
+nsa_status nsa_decode_step(nsa_context *ctx, nsa_kv_cache *cache, const nsa_decode_args *a);
+
+/* 1 when appending a token to row b emits a compressed block (t+1 ≥ l, (t+1-l) % d == 0). */
+int nsa_kv_cache_emits_next(const nsa_kv_cache *cache, int b);
+/* With cmp_external: copies the l-1 raw cmp tokens before the next position of row b (the
+ * block the next step completes, less its last token) into k (l-1, Hkv, Dk) / v (l-1, Hkv, Dv)
+ * so the caller can run its φ. */
+nsa_status nsa_kv_cache_raw_cmp_tail(nsa_context *ctx, const nsa_kv_cache *cache, int b,
+                                     nsa_tensor k, nsa_tensor v);
+/* Reads of row b's last decode step. */
+nsa_status nsa_kv_cache_last_reads(const nsa_kv_cache *cache, int b, nsa_decode_reads *out);
+
+/* ---------------------------------------------------------------- routing (spec/execution-routing.md) */
+
+typedef enum { NSA_BRANCH_CMP = 0, NSA_BRANCH_SEL = 1, NSA_BRANCH_WIN = 2 } nsa_branch;
+
+/* Sets one NSA_* flag on ctx as if it came from the environment ("NSA_USE_FA2", "1").
+ * NSA_ERR_FLAG with a message naming the flag if the name is unknown or the value malformed. */
+nsa_status nsa_context_set_flag(nsa_context *ctx, const char *name, const char *value);
+
+/* Log sink: tag ("decode.reads", "fa2.fallback", ...) and one line without newline. Default:
+ * stderr. Lines per tag are capped by NSA_LOG_LIMIT. */
+typedef void (*nsa_log_fn)(void *user, const char *tag, const char *line);
+void nsa_context_set_log_callback(nsa_context *ctx, nsa_log_fn fn, void *user);
+
+/* Counters since the context was created. */
+typedef struct {
+    int64_t calls;                 /* forward/backward/decode calls routed       */
+    int64_t fallback_nonfinite;    /* fast path output not finite → reference    */
+    int64_t fallback_error;        /* fast path failed → reference               */
+    int64_t fallback_unsupported;  /* fast path cannot run the shape → reference */
+    int64_t causality_violations;  /* found by NSA_STRICT_ASSERTS                */
+} nsa_counters;
+nsa_status nsa_context_counters(const nsa_context *ctx, nsa_counters *out);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* NSA_H */

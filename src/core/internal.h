@@ -1,0 +1,121 @@
+/* internal.h — what every libnsa source file shares: the context struct, error reporting, tensor
+ * checks and element access. Not public: nothing here is installed.
+ * Invariant: every check that fails sets ctx's message naming the field and returns its status
+ * (the NSA_CHECK macros), so a public entry point is a sequence of checks, then work.
+ */
+#ifndef NSA_INTERNAL_H
+#define NSA_INTERNAL_H
+
+#include "nsa.h"
+
+#include <stdarg.h>
+#include <stdbool.h>
+
+#define NSA_MSG_LEN 512
+
+/* Flags of spec/execution-routing.md, read once at context creation (src/route/flags.c). A value
+ * of -1 in a tri-state means "not set: the profile decides". */
+typedef struct {
+    int force_parity;     /* NSA_FORCE_PARITY     0/1             */
+    int use_win_mask;     /* NSA_USE_WIN_MASK     0/1 (default 1) */
+    int use_cmp_mask;     /* NSA_USE_CMP_MASK     0/1 (default 1) */
+    int use_sel_pack;     /* NSA_USE_SEL_PACK     0/1 (default 1) */
+    int use_fa2;          /* NSA_USE_FA2          -1/0/1          */
+    int use_fa2_win;      /* NSA_USE_FA2_WIN      -1/0/1          */
+    int use_fa2_cmp;      /* NSA_USE_FA2_CMP      -1/0/1          */
+    int64_t fa2_min_len_win; /* NSA_FA2_MIN_LEN_WIN -1 = profile  */
+    int64_t fa2_min_len_cmp; /* NSA_FA2_MIN_LEN_CMP -1 = profile  */
+    int use_triton_sel;   /* NSA_USE_TRITON_SEL   -1/0/1          */
+    int triton_sel_force; /* NSA_TRITON_SEL_FORCE 0/1             */
+    int force_branch;     /* NSA_FORCE_BRANCH     -1 or nsa_branch */
+    int strict_asserts;   /* NSA_STRICT_ASSERTS   0/1             */
+    int64_t log_limit;    /* NSA_LOG_LIMIT        lines per tag (default 10); 0 = silent */
+} nsa_flags;
+
+#define NSA_LOG_MAX_TAGS 64
+
+struct nsa_context {
+    char msg[NSA_MSG_LEN];
+    nsa_flags flags;
+    nsa_counters counters;
+    int threads;
+    void *stream;
+    /* logger */
+    nsa_log_fn log_fn;
+    void *log_user;
+    char log_tags[NSA_LOG_MAX_TAGS][48];
+    int64_t log_counts[NSA_LOG_MAX_TAGS];
+    int log_ntags;
+    /* devices */
+    int cuda_devices; /* usable CUDA devices found at creation (0 in a CPU-only build) */
+};
+
+/* Sets ctx->msg (printf style) and returns st. ctx may be NULL. */
+nsa_status nsa_fail(nsa_context *ctx, nsa_status st, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 3, 4)))
+#endif
+    ;
+/* Clears ctx->msg (start of every public call). */
+void nsa_clear(nsa_context *ctx);
+
+#define NSA_TRY(expr)                                                                              \
+    do {                                                                                           \
+        nsa_status nsa_try_st_ = (expr);                                                           \
+        if (nsa_try_st_ != NSA_OK) return nsa_try_st_;                                             \
+    } while (0)
+
+/* Rate-limited log line under tag (src/core/log.c). */
+void nsa_log(nsa_context *ctx, const char *tag, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 3, 4)))
+#endif
+    ;
+
+/* ------------------------------------------------------------------ checks (src/core/check.c) */
+
+/* Validates every config field; the message names the field ("cfg.d: 3 does not divide l=32"). */
+nsa_status nsa_check_config(nsa_context *ctx, const nsa_config *cfg);
+
+/* Checks tensor `name`: present, dtype == dt, device, ndim and each shape entry (a shape entry
+ * of -1 is not checked), strides non-negative, and that the largest element offset fits
+ * int64. */
+nsa_status nsa_check_tensor(nsa_context *ctx, const char *name, const nsa_tensor *t, nsa_dtype dt,
+                            nsa_device_kind dev, int ndim, const int64_t *shape);
+/* Same, for an optional tensor: absent (data == NULL) passes. */
+nsa_status nsa_check_opt_tensor(nsa_context *ctx, const char *name, const nsa_tensor *t,
+                                nsa_dtype dt, nsa_device_kind dev, int ndim, const int64_t *shape);
+
+/* Overflow-checked a*b into *out; false on overflow or negative inputs. */
+bool nsa_mul_ok(int64_t a, int64_t b, int64_t *out);
+
+/* ------------------------------------------------------------------ element access */
+
+static inline int64_t nsa_off4(const nsa_tensor *t, int64_t i0, int64_t i1, int64_t i2,
+                               int64_t i3) {
+    return i0 * t->stride[0] + i1 * t->stride[1] + i2 * t->stride[2] + i3 * t->stride[3];
+}
+
+/* Element `off` (in elements) of a float tensor as f32; exact for bf16/f16. */
+static inline float nsa_load(const nsa_tensor *t, int64_t off) {
+    switch (t->dtype) {
+    case NSA_DTYPE_F32: return ((const float *)t->data)[off];
+    case NSA_DTYPE_BF16: return nsa_bf16_to_f32(((const uint16_t *)t->data)[off]);
+    case NSA_DTYPE_F16: return nsa_f16_to_f32(((const uint16_t *)t->data)[off]);
+    default: return 0.0f;
+    }
+}
+
+/* Stores x (rounded to nearest even for bf16/f16) at element `off`. */
+static inline void nsa_store(const nsa_tensor *t, int64_t off, double x) {
+    switch (t->dtype) {
+    case NSA_DTYPE_F32: ((float *)t->data)[off] = (float)x; break;
+    case NSA_DTYPE_BF16: ((uint16_t *)t->data)[off] = nsa_f32_to_bf16((float)x); break;
+    case NSA_DTYPE_F16: ((uint16_t *)t->data)[off] = nsa_f32_to_f16((float)x); break;
+    case NSA_DTYPE_I32: ((int32_t *)t->data)[off] = (int32_t)x; break;
+    }
+}
+
+static inline bool nsa_present(const nsa_tensor *t) { return t && t->data != NULL; }
+
+#endif /* NSA_INTERNAL_H */

@@ -1,0 +1,124 @@
+/* ref.h — the reference NSA: exact semantics of DESIGN.md §1 on the CPU, accumulating in double.
+ * It is the oracle of every test and the fallback of every fast path. Not fast: it is plain
+ * loops parallelised over independent rows with OpenMP.
+ * Invariant: results do not depend on the number of threads (each output element is computed
+ * by one thread in a fixed order), so the reference is bitwise deterministic.
+ */
+#ifndef NSA_REF_H
+#define NSA_REF_H
+
+#include "../core/internal.h"
+
+/* Shapes of one forward/backward call, derived once by nsa_args_check_fwd (src/core/args.c). */
+typedef struct {
+    int64_t B, T, Tc; /* batch, tokens, compressed blocks num_cmp(T) */
+    int Hq, Hkv, G, Dk, Dv;
+    int nsel_max;     /* selection blocks a query of this T may see: ceil(T / lp) */
+    nsa_dtype dt;     /* dtype of q, k*, v*, gates, out* */
+    nsa_device_kind dev;
+    double scale;
+} nsa_shape;
+
+/* Validates every field of a (dtypes, devices, shapes, strides, config) and derives *s.
+ * The message names the field ("k_sel: shape[1] = 7, expected 8"). */
+nsa_status nsa_args_check_fwd(nsa_context *ctx, const nsa_fwd_args *a, nsa_shape *s);
+/* Validates g against fwd's shapes (each gradient optional). */
+nsa_status nsa_args_check_bwd(nsa_context *ctx, const nsa_fwd_args *a, const nsa_bwd_args *g,
+                              const nsa_shape *s);
+
+/* ---- row-level primitives shared by forward, backward and decode (src/ref/select.c) ---- */
+
+/* m(i, j) of DESIGN.md §1.2: stride-d sub-blocks shared by compressed block i and selection
+ * block j, |[i·d, i·d+l) ∩ [j·lp, (j+1)·lp)| / d. */
+int nsa_ref_overlap(const nsa_config *c, int64_t i, int64_t j);
+
+/* Selection of one query at position t for one KV group. p (G rows of nc probabilities, row
+ * stride p_stride) are the group's compressed-attention probabilities, nc = num_cmp(t+1).
+ * Writes blocks[0..n) (ascending, -1 padded) and ranges[0..2n) ([start, end) pairs, end
+ * clipped to t+1, unused pairs [0, 0)); returns the number of ranges. score (at least
+ * t/lp + 1 floats) and order (as many ints) are scratch. */
+int nsa_ref_select(const nsa_config *c, int64_t t, const double *p, int G, int64_t p_stride,
+                   int64_t nc, int32_t *blocks, int64_t *ranges, float *score, int32_t *order);
+
+/* Softmax attention of one query q (Dk) over the keys at the listed ranges of K (row stride
+ * ks) and V (row stride vs). Writes out (Dv) and, when p is not NULL, the probability of each
+ * key in range order. Returns the log-sum-exp of the scaled scores; -inf (and out = 0) when the
+ * ranges hold no key. s is scratch of at least as many doubles as keys. */
+double nsa_ref_attend(const double *q, const double *K, int64_t ks, const double *V, int64_t vs,
+                      int Dk, int Dv, const int64_t *ranges, int nr, double scale, double *out,
+                      double *p, double *s);
+
+/* Keys in a list of ranges. */
+int64_t nsa_ref_range_len(const int64_t *ranges, int nr);
+
+/* Mean of l rows (row stride rs) of D values into out: summed in ascending row order in double,
+ * then divided by l. The one definition of φ = avg (prefill and decode both call it). */
+void nsa_ref_compress_block(const double *rows, int64_t rs, int l, int D, double *out);
+
+/* Keys and values of one branch for one batch row, as double arrays: key of position p, head
+ * hk starts at K + (p - base)·ks + hk·khs (likewise V). For cmp, "position" is the block index. */
+typedef struct {
+    const double *K, *V;
+    int64_t ks, vs, khs, vhs;
+    int64_t base;
+} nsa_ref_kv;
+
+/* Per-thread scratch of nsa_ref_row, sized for queries up to position t_max. */
+typedef struct {
+    double *p;     /* (Hq, num_cmp(t_max+1)) compressed probabilities  */
+    double *s;     /* (t_max + 1) scores of one attend                 */
+    float *score;  /* (t_max/lp + 1) selection scores                  */
+    int32_t *order;/* (t_max/lp + 1) candidates                        */
+    int64_t nc_cap;
+} nsa_ref_scratch;
+nsa_status nsa_ref_scratch_init(nsa_ref_scratch *w, const nsa_config *c, int64_t t_max);
+void nsa_ref_scratch_free(nsa_ref_scratch *w);
+
+/* What one query row produces. Arrays are caller-owned: o (3, Hq, Dv) per-branch outputs,
+ * lse (3, Hq), out (Hq, Dv) gated sum, blocks (Hkv, n), ranges (Hkv, n, 2) and nr (Hkv). */
+typedef struct {
+    double *o, *lse, *out;
+    int32_t *blocks;
+    int64_t *ranges;
+    int *nr;
+    int64_t reads[3]; /* keys read per branch (set by nsa_ref_row): cmp, sel, win */
+} nsa_ref_row_out;
+
+/* The whole NSA of one query at position t, all heads: q (Hq, Dk), gates (Hq, 3); kv[3] the
+ * branches' keys/values (cmp compressed, with nc = num_cmp(t+1) blocks visible; base must be 0
+ * for cmp and sel, and at most max(0, t-w+1) for win, whose rows are in position order). The single
+ * code path of both prefill and decode on the reference. */
+void nsa_ref_row(const nsa_config *c, double scale, int64_t t, const double *q,
+                 const double *gates, const nsa_ref_kv kv[3], nsa_ref_scratch *w,
+                 nsa_ref_row_out *r);
+
+/* The inputs of one call as contiguous double arrays (src/ref/inputs.c). A tensor passed for
+ * several branches is converted once and shared. */
+typedef struct {
+    double *q;          /* (B, T, Hq, Dk)                     */
+    double *kc, *vc;    /* (B, Tc, Hkv, Dk|Dv) compressed     */
+    double *ks, *vs;    /* (B, T, Hkv, Dk|Dv)                 */
+    double *kw, *vw;    /* (B, T, Hkv, Dk|Dv); NULL when w=0 and absent */
+    double *gates;      /* (B, T, Hq, 3)                      */
+    double *owned[12];
+    int nowned;
+} nsa_ref_inputs;
+nsa_status nsa_ref_load(nsa_context *ctx, const nsa_fwd_args *a, const nsa_shape *s,
+                        nsa_ref_inputs *in);
+void nsa_ref_unload(nsa_ref_inputs *in);
+/* kv[3] of batch row b over in. */
+void nsa_ref_kv_of(const nsa_ref_inputs *in, const nsa_shape *s, int64_t b, nsa_ref_kv kv[3]);
+
+/* ---- whole calls ---- */
+
+/* The reference forward of a (already checked; s from nsa_args_check_fwd). */
+nsa_status nsa_ref_forward(nsa_context *ctx, const nsa_fwd_args *a, const nsa_shape *s);
+/* The reference backward (already checked). */
+nsa_status nsa_ref_backward(nsa_context *ctx, const nsa_fwd_args *a, const nsa_bwd_args *g,
+                            const nsa_shape *s);
+
+/* Copies tensor t (4-d, any strides, any float dtype) into a new contiguous double array of
+ * its numel; NULL on allocation failure. */
+double *nsa_ref_gather(const nsa_tensor *t);
+
+#endif /* NSA_REF_H */
