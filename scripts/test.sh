@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# test.sh — the README's test command: set up, build (gcc, -Werror), run every test, then the
+# whole CPU suite again under AddressSanitizer + UndefinedBehaviorSanitizer, and a clang build.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+jobs=$(nproc)
+echo "== build (gcc, Release)"
+cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
+cmake --build build -j"$jobs"
+echo "== tests"
+ctest --test-dir build --output-on-failure -j"$jobs"
+echo "== tests under ASan + UBSan (CPU build)"
+cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DNSA_SANITIZE=ON -DNSA_CUDA=OFF >/dev/null
+cmake --build build-asan -j"$jobs"
+ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
+  ctest --test-dir build-asan --output-on-failure -j"$jobs" -LE slow
+echo "== clang -Werror build"
+CC=clang cmake -S . -B build-clang -G Ninja -DCMAKE_BUILD_TYPE=Release -DNSA_CUDA=OFF -DNSA_TESTS=OFF >/dev/null
+cmake --build build-clang -j"$jobs"
+echo "== all tests passed"
