@@ -292,6 +292,90 @@ typedef struct {
 } nsa_counters;
 nsa_status nsa_context_counters(const nsa_context *ctx, nsa_counters *out);
 
+/* Static branch name ("cmp", "sel", "win"); "?" otherwise. */
+const char *nsa_branch_name(nsa_branch b);
+
+/* Backend roles (DESIGN.md §3). The seed's names survive in flags and log tags: "SDPA" is the
+ * reference role, "Triton selection" is NSA_ROLE_FUSED_SEL (a CUDA C kernel, named "triton"). */
+typedef enum {
+    NSA_ROLE_REF = 0,      /* the reference: every branch, every device, every dtype          */
+    NSA_ROLE_MASKED = 1,   /* masked SDPA: batched variant of the reference role (cmp, win)    */
+    NSA_ROLE_PACKED = 2,   /* packed selection: batched variant of the reference role (sel)   */
+    NSA_ROLE_FA2 = 3,      /* FA-2 tiled online-softmax kernels (cmp, win)                    */
+    NSA_ROLE_FUSED_SEL = 4 /* fused group-centric selection kernel, "triton" (sel)            */
+} nsa_role;
+#define NSA_ROLE_COUNT 5
+/* Static role name ("ref", "masked", "packed", "fa2", "triton"); "?" otherwise. */
+const char *nsa_role_name(nsa_role r);
+
+typedef enum { NSA_PASS_FORWARD = 0, NSA_PASS_BACKWARD = 1, NSA_PASS_DECODE = 2 } nsa_pass;
+
+/* What the router decides for: one call's config, size, dtype and pass. */
+typedef struct {
+    nsa_config cfg;
+    int64_t B;       /* batch rows                                                        */
+    int64_t T;       /* tokens per row (forward/backward); decode: tokens after the step  */
+    nsa_dtype dtype; /* dtype of q, k*, v*, out                                           */
+    nsa_pass pass;
+} nsa_route_problem;
+
+/* What the router knows about a device: real (nsa_device_caps_query) or named
+ * (nsa_device_caps_named, for `nsa route --device sm89` and tests). */
+typedef struct {
+    nsa_device_kind kind;
+    int index;            /* CUDA ordinal; 0 for the CPU                                 */
+    int sm;               /* 10*major + minor (80, 89, 90); 0 for the CPU                */
+    int compiled;         /* 1: this build holds code for this device (the CPU: always)  */
+    int multiprocessors;  /* 0 when unknown                                              */
+    int64_t memory_bytes; /* 0 when unknown                                              */
+    char name[64];        /* "cpu", "sm89 (named)", or the CUDA device name              */
+} nsa_device_caps;
+
+/* Caps of a named device: "cpu" or "smNN" (sm80, sm89, sm90, ...). `compiled` says whether this
+ * build holds code for that architecture. NSA_ERR_INVALID_ARG for another name. */
+nsa_status nsa_device_caps_named(const char *name, nsa_device_caps *out);
+/* Caps of a real device of this machine. NSA_ERR_DEVICE if it does not exist. */
+nsa_status nsa_device_caps_query(nsa_context *ctx, nsa_device dev, nsa_device_caps *out);
+
+/* The toolchain check of the contract: what this build and machine offer, read at context
+ * creation. A device whose architecture is not in archs gets the reference, with that reason. */
+typedef struct {
+    int cuda_built;      /* 1: built with CUDA                                         */
+    int runtime_version; /* CUDA runtime (12040 = 12.4); 0 without CUDA                */
+    int driver_version;  /* CUDA driver; 0 without a driver                            */
+    int narchs;
+    int archs[8];        /* architectures compiled in, as sm numbers (80, 90)          */
+    char note[128];      /* "CPU-only build", "driver 12.2 older than runtime 12.4", "" */
+} nsa_toolchain;
+nsa_status nsa_context_toolchain(const nsa_context *ctx, nsa_toolchain *out);
+
+#define NSA_REASON_LEN 256
+
+/* One routing decision: per branch (index nsa_branch), the backend chosen and why. */
+typedef struct {
+    const char *backend[3];         /* static backend name ("ref", "cuda.fa2", ...)          */
+    nsa_role role[3];               /* role of that backend                                  */
+    nsa_role wanted[3];             /* role the flags and profile asked for                  */
+    char reason[3][NSA_REASON_LEN]; /* why: flags, profile, cutoff, support, toolchain       */
+    int force_branch;               /* NSA_FORCE_BRANCH: -1, or the branch whose gate is 1   */
+    char profile[NSA_REASON_LEN];   /* profile in force ("sm90 (compiled-in)", "none: ...") */
+} nsa_route_decision;
+
+/* The router's decision for problem p on device dev under ctx's flags and profiles. Pure: the
+ * same inputs give the same decision; it runs nothing. */
+nsa_status nsa_route_explain(nsa_context *ctx, const nsa_route_problem *p,
+                             const nsa_device_caps *dev, nsa_route_decision *out);
+
+/* Loads device profiles (sm80.yaml, sm89.yaml, ... : `key: value` lines) from dir, replacing
+ * those in force. Atomic: on error (NSA_ERR_PROFILE, the message names file and line) the
+ * context keeps its previous profiles. At creation the context loads the compiled-in defaults,
+ * then the files of $NSA_PROFILE_DIR or else of the installed profile directory, if present. */
+nsa_status nsa_context_load_profiles(nsa_context *ctx, const char *dir);
+
+/* Writes every NSA_* flag in force, one "NAME=value (default|set)" line each, into buf[len]
+ * (truncated, always NUL-terminated). */
+nsa_status nsa_context_flags_format(const nsa_context *ctx, char *buf, size_t len);
+
 #ifdef __cplusplus
 }
 #endif
