@@ -1,3 +1,11 @@
-# Reference forward/backward tests (issue: libnsa foundation).
-nsa_test(test_ref_forward SOURCES test_ref_forward.c
+# Reference forward/backward tests (issue 2: libnsa foundation). Helpers shared by these tests
+# live in ref_util.c; each case is one invariant (see the case's comment in its file).
+add_library(nsa_ref_util STATIC ref_util.c)
+target_compile_options(nsa_ref_util PRIVATE ${NSA_WARN})
+target_link_libraries(nsa_ref_util PUBLIC nsa_harness)
+
+nsa_test(test_ref_forward SOURCES test_ref_forward.c LIBS nsa_ref_util
   CASES full_coverage_dense)
+nsa_test(test_ref_backward SOURCES test_ref_backward.c LIBS nsa_ref_util
+  CASES fd_gqa1_raw fd_gqa4_compressed fd_shared_kv fd_identity_no_window determinism_threads
+        sel_ranges_reused alias_identical_sum alias_overlap_rejected)

@@ -109,5 +109,9 @@ nsa_status nsa_args_check_bwd(nsa_context *ctx, const nsa_fwd_args *a, const nsa
     NSA_TRY(nsa_check_opt_tensor(ctx, "dk_win", &g->dk_win, s->dt, s->dev, 4, ks));
     NSA_TRY(nsa_check_opt_tensor(ctx, "dv_win", &g->dv_win, s->dt, s->dev, 4, vs));
     NSA_TRY(nsa_check_opt_tensor(ctx, "dgates", &g->dgates, s->dt, s->dev, 4, gs));
-    return NSA_OK;
+    static const char *const names[8] = {"dq",     "dk_cmp", "dv_cmp", "dk_sel",
+                                         "dv_sel", "dk_win", "dv_win", "dgates"};
+    const nsa_tensor *const ts[8] = {&g->dq,     &g->dk_cmp, &g->dv_cmp, &g->dk_sel,
+                                     &g->dv_sel, &g->dk_win, &g->dv_win, &g->dgates};
+    return nsa_check_disjoint(ctx, 8, names, ts);
 }

@@ -86,6 +86,12 @@ nsa_status nsa_check_tensor(nsa_context *ctx, const char *name, const nsa_tensor
 nsa_status nsa_check_opt_tensor(nsa_context *ctx, const char *name, const nsa_tensor *t,
                                 nsa_dtype dt, nsa_device_kind dev, int ndim, const int64_t *shape);
 
+/* Output tensors ts[0..n) (names[i] names ts[i]; absent or empty ones are skipped): none may
+ * overlap itself, and two may share memory only as the same view (data, shape, strides).
+ * NSA_ERR_INVALID_ARG naming both fields otherwise (src/core/overlap.c). */
+nsa_status nsa_check_disjoint(nsa_context *ctx, int n, const char *const *names,
+                              const nsa_tensor *const *ts);
+
 /* Overflow-checked a*b into *out; false on overflow or negative inputs. */
 bool nsa_mul_ok(int64_t a, int64_t b, int64_t *out);
 

@@ -48,6 +48,17 @@ double nsa_ref_attend(const double *q, const double *K, int64_t ks, const double
                       int Dk, int Dv, const int64_t *ranges, int nr, double scale, double *out,
                       double *p, double *s);
 
+/* Backward of nsa_ref_attend for the same query and ranges, given its output o (Dv), its lse
+ * and the gradient dO (Dv) of o. With p_j = exp(scale·q·k_j − lse) and
+ * ds_j = p_j·(dO·v_j − dO·o) it adds scale·Σ_j ds_j·k_j to dq (Dk), scale·ds_j·q to row j of dK
+ * (row stride dks) and p_j·dO to row j of dV (row stride dvs); rows are indexed like K and V.
+ * Any of dq, dK, dV may be NULL (not wanted). Keys are visited in range order, so the order of
+ * every accumulation is fixed. No key (nr ranges hold none) adds nothing. */
+void nsa_ref_attend_bwd(const double *q, const double *K, int64_t ks, const double *V, int64_t vs,
+                        int Dk, int Dv, const int64_t *ranges, int nr, double scale,
+                        const double *o, double lse, const double *dO, double *dq, double *dK,
+                        int64_t dks, double *dV, int64_t dvs);
+
 /* Keys in a list of ranges. */
 int64_t nsa_ref_range_len(const int64_t *ranges, int nr);
 
@@ -116,6 +127,10 @@ nsa_status nsa_ref_forward(nsa_context *ctx, const nsa_fwd_args *a, const nsa_sh
 /* The reference backward (already checked). */
 nsa_status nsa_ref_backward(nsa_context *ctx, const nsa_fwd_args *a, const nsa_bwd_args *g,
                             const nsa_shape *s);
+
+/* OpenMP threads the reference uses on ctx: ctx->threads, or the OpenMP default when it is 0.
+ * Every `omp parallel` of src/ref passes it as num_threads. */
+int nsa_ref_threads(const nsa_context *ctx);
 
 /* Copies tensor t (4-d, any strides, any float dtype) into a new contiguous double array of
  * its numel; NULL on allocation failure. */

@@ -53,7 +53,8 @@ nsa_status nsa_ref_forward(nsa_context *ctx, const nsa_fwd_args *a, const nsa_sh
     const nsa_config *c = &a->cfg;
     const int64_t rows = s->B * s->T;
     int failed = 0;
-#pragma omp parallel if (rows > 1)
+    const int nt = nsa_ref_threads(ctx);
+#pragma omp parallel if (rows > 1) num_threads(nt)
     {
         nsa_ref_scratch w;
         const int Hq = s->Hq, Dv = s->Dv;
