@@ -11,5 +11,7 @@ typedef struct {
 } nsa_command;
 
 int cmd_selfcheck(int argc, char **argv);
+int cmd_train(int argc, char **argv);
+int cmd_sample(int argc, char **argv);
 
 #endif

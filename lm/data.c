@@ -1,0 +1,204 @@
+/* data.c — the corpus (any byte file; the built-in one is the King James Bible), its
+ * deterministic train/validation split, batches, and a loader thread that prefetches them.
+ * Not a tokenizer: tokens are bytes (vocab 256).
+ * Invariant: the batch of step s is a pure function of (corpus, seed, s) — which thread made it,
+ * and whether the run was resumed, does not matter.
+ */
+#include "lm.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#define VAL_PERCENT 10
+
+int lm_corpus_load(lm_corpus *c, const char *path, int seq_len, char *err, size_t n) {
+    memset(c, 0, sizeof *c);
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        snprintf(err, n, "data: %s: cannot open: %s", path, strerror(errno));
+        return -1;
+    }
+    size_t cap = 1 << 20, len = 0;
+    uint8_t *buf = malloc(cap);
+    while (buf) {
+        if (len == cap) {
+            uint8_t *nb = realloc(buf, cap * 2);
+            if (!nb) {
+                free(buf);
+                buf = NULL;
+                break;
+            }
+            buf = nb;
+            cap *= 2;
+        }
+        size_t r = fread(buf + len, 1, cap - len, f);
+        len += r;
+        if (r == 0) break;
+    }
+    int rerr = ferror(f);
+    fclose(f);
+    if (!buf || rerr) {
+        free(buf);
+        snprintf(err, n, "data: %s: %s", path, rerr ? "read error" : "out of memory");
+        return -1;
+    }
+    if (len == 0) {
+        free(buf);
+        snprintf(err, n, "data: %s: the file is empty", path);
+        return -1;
+    }
+    const size_t val = len * VAL_PERCENT / 100, train = len - val;
+    if (val < (size_t)seq_len + 1 || train < (size_t)seq_len + 1) {
+        free(buf);
+        snprintf(err, n,
+                 "data: %s: %zu bytes is too short for seq_len=%d (each of the train (90%%) and "
+                 "validation (10%%) parts needs seq_len + 1 = %d bytes)",
+                 path, len, seq_len, seq_len + 1);
+        return -1;
+    }
+    uint64_t h = 1469598103934665603ULL;
+    for (size_t i = 0; i < len; i++) h = (h ^ buf[i]) * 1099511628211ULL;
+    c->bytes = buf;
+    c->len = len;
+    c->train_len = train;
+    c->hash = h;
+    return 0;
+}
+
+void lm_corpus_free(lm_corpus *c) {
+    free(c->bytes);
+    memset(c, 0, sizeof *c);
+}
+
+const char *lm_default_corpus(void) {
+#ifdef NSA_LM_DATA_BUILD
+    if (access(NSA_LM_DATA_BUILD, R_OK) == 0) return NSA_LM_DATA_BUILD;
+#endif
+#ifdef NSA_LM_DATA_INSTALL
+    if (access(NSA_LM_DATA_INSTALL, R_OK) == 0) return NSA_LM_DATA_INSTALL;
+#endif
+    return NULL;
+}
+
+static void window(const lm_corpus *c, size_t off, int T, uint8_t *x, uint8_t *y) {
+    memcpy(x, c->bytes + off, (size_t)T);
+    memcpy(y, c->bytes + off + 1, (size_t)T);
+}
+
+void lm_batch(const lm_corpus *c, uint64_t seed, int64_t step, int B, int T, uint8_t *x,
+              uint8_t *y) {
+    uint64_t s = seed * 0x2545f4914f6cdd1dULL ^ ((uint64_t)step + 1) * 0x9e3779b97f4a7c15ULL;
+    const uint64_t span = (uint64_t)(c->train_len - (size_t)T - 1) + 1; /* offsets 0..train-T-1 */
+    for (int b = 0; b < B; b++) {
+        size_t off = (size_t)(lm_rng_next(&s) % span);
+        window(c, off, T, x + (size_t)b * T, y + (size_t)b * T);
+    }
+}
+
+void lm_val_batch(const lm_corpus *c, int k, int nbatches, int B, int T, uint8_t *x, uint8_t *y) {
+    const size_t val_len = c->len - c->train_len, last = val_len - (size_t)T - 1;
+    const int64_t W = (int64_t)nbatches * B;
+    for (int b = 0; b < B; b++) {
+        const int64_t j = (int64_t)k * B + b;
+        size_t off = W > 1 ? (size_t)((double)last * (double)j / (double)(W - 1)) : 0;
+        window(c, c->train_len + off, T, x + (size_t)b * T, y + (size_t)b * T);
+    }
+}
+
+/* ------------------------------------------------------------------ loader thread */
+
+#define SLOTS 2
+
+struct lm_loader {
+    const lm_corpus *c;
+    uint64_t seed;
+    int B, T;
+    int64_t next_make, next_take; /* steps */
+    uint8_t *buf;                 /* (SLOTS, 2, B, T) */
+    int stop;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    pthread_t th;
+};
+
+static void *loader_main(void *arg) {
+    lm_loader *L = arg;
+    const size_t bt = (size_t)L->B * L->T;
+    pthread_mutex_lock(&L->mu);
+    for (;;) {
+        while (!L->stop && L->next_make - L->next_take >= SLOTS) pthread_cond_wait(&L->cv, &L->mu);
+        if (L->stop) break;
+        const int64_t s = L->next_make;
+        uint8_t *slot = L->buf + (size_t)(s % SLOTS) * 2 * bt;
+        pthread_mutex_unlock(&L->mu);
+        lm_batch(L->c, L->seed, s, L->B, L->T, slot, slot + bt);
+        pthread_mutex_lock(&L->mu);
+        L->next_make++;
+        pthread_cond_broadcast(&L->cv);
+    }
+    pthread_mutex_unlock(&L->mu);
+    return NULL;
+}
+
+lm_loader *lm_loader_start(const lm_corpus *c, uint64_t seed, int64_t step0, int B, int T) {
+    lm_loader *L = calloc(1, sizeof *L);
+    if (!L) return NULL;
+    L->c = c;
+    L->seed = seed;
+    L->B = B;
+    L->T = T;
+    L->next_make = L->next_take = step0;
+    L->buf = malloc((size_t)SLOTS * 2 * (size_t)B * T);
+    if (!L->buf) {
+        free(L);
+        return NULL;
+    }
+    pthread_mutex_init(&L->mu, NULL);
+    pthread_cond_init(&L->cv, NULL);
+    if (pthread_create(&L->th, NULL, loader_main, L)) {
+        pthread_mutex_destroy(&L->mu);
+        pthread_cond_destroy(&L->cv);
+        free(L->buf);
+        free(L);
+        return NULL;
+    }
+    return L;
+}
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+double lm_loader_next(lm_loader *L, uint8_t *x, uint8_t *y) {
+    const size_t bt = (size_t)L->B * L->T;
+    const double t0 = now_s();
+    pthread_mutex_lock(&L->mu);
+    while (L->next_make <= L->next_take) pthread_cond_wait(&L->cv, &L->mu);
+    const double waited = now_s() - t0;
+    const uint8_t *slot = L->buf + (size_t)(L->next_take % SLOTS) * 2 * bt;
+    memcpy(x, slot, bt);
+    memcpy(y, slot + bt, bt);
+    L->next_take++;
+    pthread_cond_broadcast(&L->cv);
+    pthread_mutex_unlock(&L->mu);
+    return waited;
+}
+
+void lm_loader_stop(lm_loader *L) {
+    if (!L) return;
+    pthread_mutex_lock(&L->mu);
+    L->stop = 1;
+    pthread_cond_broadcast(&L->cv);
+    pthread_mutex_unlock(&L->mu);
+    pthread_join(L->th, NULL);
+    pthread_mutex_destroy(&L->mu);
+    pthread_cond_destroy(&L->cv);
+    free(L->buf);
+    free(L);
+}

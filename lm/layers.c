@@ -1,0 +1,241 @@
+/* layers.c — the model's layers, each a forward and a hand-written backward over contiguous
+ * fp32 arrays (llm.c style): matmul (OpenBLAS), RMSNorm, RoPE, SwiGLU, gates, cross-entropy,
+ * the learnable φ, and the gate statistics of DESIGN.md §4.
+ * Not the NSA attention itself: that is the library's (nsa_forward / nsa_backward).
+ * Invariant: every backward is checked against central finite differences (tests/test_lm_layers.c).
+ */
+#include "lm.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <string.h>
+
+void lm_matmul(float *y, const float *x, const float *W, int M, int K, int O, int acc) {
+    if (M == 0 || O == 0) return;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, O, K, 1.0f, x, K, W, K,
+                acc ? 1.0f : 0.0f, y, O);
+}
+
+void lm_matmul_backward(float *dx, float *dW, const float *dy, const float *x, const float *W,
+                        int M, int K, int O, int acc_dx) {
+    if (M == 0) return;
+    if (dx)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, K, O, 1.0f, dy, O, W, K,
+                    acc_dx ? 1.0f : 0.0f, dx, K);
+    if (dW)
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, O, K, M, 1.0f, dy, O, x, K, 1.0f, dW,
+                    K);
+}
+
+#define RMS_EPS 1e-5f
+
+void lm_rmsnorm(float *y, float *rstd, const float *x, const float *w, int M, int C) {
+    for (int i = 0; i < M; i++) {
+        const float *xi = x + (int64_t)i * C;
+        float *yi = y + (int64_t)i * C;
+        double ss = 0.0;
+        for (int c = 0; c < C; c++) ss += (double)xi[c] * xi[c];
+        float r = 1.0f / sqrtf((float)(ss / C) + RMS_EPS);
+        rstd[i] = r;
+        for (int c = 0; c < C; c++) yi[c] = xi[c] * r * w[c];
+    }
+}
+
+void lm_rmsnorm_backward(float *dx, float *dw, const float *dy, const float *x, const float *w,
+                         const float *rstd, int M, int C) {
+    for (int i = 0; i < M; i++) {
+        const float *xi = x + (int64_t)i * C, *dyi = dy + (int64_t)i * C;
+        float *dxi = dx + (int64_t)i * C;
+        const float r = rstd[i];
+        /* y = x·r·w, r = (mean x² + eps)^-1/2:  dx = r·(dy·w) - x·r³·mean(dy·w·x) */
+        double dot = 0.0;
+        for (int c = 0; c < C; c++) dot += (double)dyi[c] * w[c] * xi[c];
+        const float k = (float)(dot / C) * r * r * r;
+        for (int c = 0; c < C; c++) {
+            dxi[c] += r * dyi[c] * w[c] - k * xi[c];
+            dw[c] += dyi[c] * xi[c] * r;
+        }
+    }
+}
+
+void lm_rope_table(float *cos_t, float *sin_t, int P, int D, float base) {
+    const int half = D / 2;
+    for (int i = 0; i < half; i++) {
+        const double freq = pow((double)base, -2.0 * i / D);
+        for (int p = 0; p < P; p++) {
+            const double a = p * freq;
+            cos_t[(int64_t)p * half + i] = (float)cos(a);
+            sin_t[(int64_t)p * half + i] = (float)sin(a);
+        }
+    }
+}
+
+void lm_rope(float *x, const float *cos_t, const float *sin_t, int B, int T, int H, int D,
+             int64_t pos0, int inverse) {
+    const int half = D / 2;
+    for (int b = 0; b < B; b++)
+        for (int t = 0; t < T; t++) {
+            const float *cs = cos_t + (pos0 + t) * half, *sn = sin_t + (pos0 + t) * half;
+            for (int h = 0; h < H; h++) {
+                float *v = x + (((int64_t)b * T + t) * H + h) * D;
+                for (int i = 0; i < half; i++) {
+                    const float c = cs[i], s = inverse ? -sn[i] : sn[i];
+                    const float x0 = v[2 * i], x1 = v[2 * i + 1];
+                    v[2 * i] = x0 * c - x1 * s;
+                    v[2 * i + 1] = x0 * s + x1 * c;
+                }
+            }
+        }
+}
+
+static inline float sigmoidf(float z) { return 1.0f / (1.0f + expf(-z)); }
+
+void lm_swiglu(float *h, const float *a, const float *b, int64_t n) {
+    for (int64_t i = 0; i < n; i++) h[i] = a[i] * sigmoidf(a[i]) * b[i];
+}
+
+void lm_swiglu_backward(float *da, float *db, const float *dh, const float *a, const float *b,
+                        int64_t n) {
+    for (int64_t i = 0; i < n; i++) {
+        const float s = sigmoidf(a[i]);
+        const float silu = a[i] * s;
+        db[i] = dh[i] * silu;
+        da[i] = dh[i] * b[i] * (s * (1.0f + a[i] * (1.0f - s)));
+    }
+}
+
+void lm_gates(float *g, const float *z, int64_t MH, int kind, float temp) {
+    for (int64_t i = 0; i < MH; i++) {
+        const float *zi = z + 3 * i;
+        float *gi = g + 3 * i;
+        if (kind == LM_GATE_SIGMOID) {
+            for (int b = 0; b < 3; b++) gi[b] = sigmoidf(zi[b]);
+        } else {
+            float mx = zi[0] > zi[1] ? zi[0] : zi[1];
+            if (zi[2] > mx) mx = zi[2];
+            float s = 0.0f;
+            for (int b = 0; b < 3; b++) s += (gi[b] = expf((zi[b] - mx) / temp));
+            for (int b = 0; b < 3; b++) gi[b] /= s;
+        }
+    }
+}
+
+void lm_gates_backward(float *dz, const float *dg, const float *g, int64_t MH, int kind,
+                       float temp) {
+    for (int64_t i = 0; i < MH; i++) {
+        const float *gi = g + 3 * i, *dgi = dg + 3 * i;
+        float *dzi = dz + 3 * i;
+        if (kind == LM_GATE_SIGMOID) {
+            for (int b = 0; b < 3; b++) dzi[b] = dgi[b] * gi[b] * (1.0f - gi[b]);
+        } else {
+            const float dot = gi[0] * dgi[0] + gi[1] * dgi[1] + gi[2] * dgi[2];
+            for (int b = 0; b < 3; b++) dzi[b] = gi[b] * (dgi[b] - dot) / temp;
+        }
+    }
+}
+
+float lm_cross_entropy(float *probs, const float *logits, const uint8_t *targets, int M, int V) {
+    double total = 0.0;
+    for (int i = 0; i < M; i++) {
+        const float *li = logits + (int64_t)i * V;
+        float *pi = probs + (int64_t)i * V;
+        float mx = li[0];
+        for (int v = 1; v < V; v++)
+            if (li[v] > mx) mx = li[v];
+        double s = 0.0;
+        for (int v = 0; v < V; v++) s += (pi[v] = expf(li[v] - mx));
+        const float inv = (float)(1.0 / s);
+        for (int v = 0; v < V; v++) pi[v] *= inv;
+        if (targets) total += -((double)li[targets[i]] - mx - log(s));
+    }
+    return M > 0 ? (float)(total / M) : 0.0f;
+}
+
+void lm_cross_entropy_backward(float *dlogits, const float *probs, const uint8_t *targets, int M,
+                               int V) {
+    const float inv = 1.0f / (float)M;
+    for (int i = 0; i < M; i++) {
+        const float *pi = probs + (int64_t)i * V;
+        float *di = dlogits + (int64_t)i * V;
+        for (int v = 0; v < V; v++) di[v] = pi[v] * inv;
+        di[targets[i]] -= inv;
+    }
+}
+
+/* Row r of block i of (b, hk) in raw (B, T, Hkv, D). */
+static inline int64_t raw_off(int b, int64_t pos, int hk, int T, int Hkv, int D) {
+    return (((int64_t)b * T + pos) * Hkv + hk) * D;
+}
+
+void lm_phi(float *out, float *u, float *hpre, const float *raw, const float *pe, const float *W1,
+            const float *W2, int B, int T, int Hkv, int D, int l, int d) {
+    const int Tc = T < l ? 0 : (T - l) / d + 1;
+    const int M = B * Tc * Hkv, L = l * D;
+    if (M == 0) return;
+    for (int b = 0; b < B; b++)
+        for (int i = 0; i < Tc; i++)
+            for (int hk = 0; hk < Hkv; hk++) {
+                const int64_t row = ((int64_t)b * Tc + i) * Hkv + hk;
+                float *ur = u + row * L, *o = out + row * D;
+                for (int e = 0; e < D; e++) o[e] = 0.0f;
+                for (int r = 0; r < l; r++) {
+                    const float *x = raw + raw_off(b, (int64_t)i * d + r, hk, T, Hkv, D);
+                    for (int e = 0; e < D; e++) {
+                        ur[r * D + e] = x[e] + pe[r * D + e];
+                        o[e] += x[e];
+                    }
+                }
+                for (int e = 0; e < D; e++) o[e] /= (float)l;
+            }
+    lm_matmul(hpre, u, W1, M, L, D, 0);
+    float *h = hpre + (int64_t)M * D; /* caller gives 2·M·D floats: pre-activation, then silu */
+    for (int64_t k = 0; k < (int64_t)M * D; k++) h[k] = hpre[k] * sigmoidf(hpre[k]);
+    lm_matmul(out, h, W2, M, D, D, 1);
+}
+
+void lm_phi_backward(float *draw, float *dpe, float *dW1, float *dW2, const float *dout,
+                     const float *u, const float *hpre, const float *W1, const float *W2, int B,
+                     int T, int Hkv, int D, int l, int d, float *work) {
+    const int Tc = T < l ? 0 : (T - l) / d + 1;
+    const int M = B * Tc * Hkv, L = l * D;
+    if (M == 0) return;
+    const float *h = hpre + (int64_t)M * D;
+    float *dh = work;                     /* (M, D)   */
+    float *du = work + (int64_t)M * D;    /* (M, l·D) */
+    lm_matmul_backward(dh, dW2, dout, h, W2, M, D, D, 0);
+    for (int64_t k = 0; k < (int64_t)M * D; k++) {
+        const float s = sigmoidf(hpre[k]);
+        dh[k] *= s * (1.0f + hpre[k] * (1.0f - s));
+    }
+    lm_matmul_backward(du, dW1, dh, u, W1, M, L, D, 0);
+    for (int b = 0; b < B; b++)
+        for (int i = 0; i < Tc; i++)
+            for (int hk = 0; hk < Hkv; hk++) {
+                const int64_t row = ((int64_t)b * Tc + i) * Hkv + hk;
+                const float *dur = du + row * L, *dor = dout + row * D;
+                for (int r = 0; r < l; r++) {
+                    float *dx = draw + raw_off(b, (int64_t)i * d + r, hk, T, Hkv, D);
+                    for (int e = 0; e < D; e++) {
+                        dx[e] += dur[r * D + e] + dor[e] / (float)l;
+                        dpe[r * D + e] += dur[r * D + e];
+                    }
+                }
+            }
+}
+
+void lm_gate_stats(const float *g, int64_t MH, double *entropy_sum, double *collapse_sum,
+                   double share_sum[3]) {
+    for (int64_t i = 0; i < MH; i++) {
+        const float *gi = g + 3 * i;
+        const double tot = (double)gi[0] + gi[1] + gi[2];
+        double ent = 0.0, mx = 0.0;
+        for (int b = 0; b < 3; b++) {
+            const double s = tot > 0 ? gi[b] / tot : 1.0 / 3.0;
+            if (s > 0) ent -= s * log(s);
+            if (s > mx) mx = s;
+            share_sum[b] += s;
+        }
+        *entropy_sum += ent;
+        *collapse_sum += (ent < 0.1 && mx > 0.95) ? 1.0 : 0.0;
+    }
+}

@@ -1,0 +1,303 @@
+/* lm.h — the byte-level NSA language model: config, parameters, forward/backward, optimizer,
+ * data, checkpoints, heartbeat and sampling, all on the public API of libnsa (include/nsa.h).
+ * What it is not: a tensor framework. Every layer is a pair of plain functions (forward,
+ * backward by hand, llm.c style) over contiguous fp32 arrays; GEMMs go through OpenBLAS.
+ * Key invariant: the same config, seed and step give bitwise the same parameters, whether the
+ * run was interrupted and resumed or not (batches are a pure function of (seed, step)).
+ * Shapes: B batch, T tokens, N = B·T rows, C model dim, Hq/Hkv heads, D head dim, F MLP hidden.
+ */
+#ifndef NSA_LM_H
+#define NSA_LM_H
+
+#include "nsa.h"
+
+#include <signal.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#define LM_VOCAB 256
+#define LM_MAX_LAYERS 64
+#define LM_MAX_TENSORS (16 + 24 * LM_MAX_LAYERS)
+
+typedef enum { LM_PHI_AVG = 0, LM_PHI_LEARNED = 1 } lm_phi_kind;
+typedef enum { LM_GATE_SIGMOID = 0, LM_GATE_SOFTMAX = 1 } lm_gate_kind;
+
+/* What fixes the shapes of the parameters and the meaning of a checkpoint. */
+typedef struct {
+    int n_layer, dim, n_head, n_kv_head, ffn; /* ffn: SwiGLU hidden F                 */
+    int l, d, lp, n, w;                        /* NSA (n_init = 1, n_local = 2)        */
+    int phi;                                   /* lm_phi_kind                          */
+    int gate;                                  /* lm_gate_kind                         */
+    float gate_temp;                           /* softmax temperature                  */
+    float rope_base;                           /* 10000                                */
+} lm_model_config;
+
+/* Everything `nsa train` reads from defaults, a config file and flags. */
+typedef struct {
+    lm_model_config m;
+    int seq_len, batch, steps, warmup;
+    float lr, lr_min_ratio, weight_decay, beta1, beta2, eps, clip;
+    uint64_t seed;
+    int log_every, eval_every, eval_batches, ckpt_every, threads;
+    char out[512], data[512];
+} lm_train_config;
+
+/* ---- config (lm/config.c) */
+void lm_train_config_default(lm_train_config *c);
+/* Sets one key ("dim", "lr", "phi", ...; '-' and '_' alike). Returns 0, or -1 with a message
+ * naming the key in err. */
+int lm_config_set(lm_train_config *c, const char *key, const char *val, char *err, size_t n);
+/* Reads key = value lines (# comments) from path. 0 or -1 with err naming file and line. */
+int lm_config_load(lm_train_config *c, const char *path, char *err, size_t n);
+/* Checks every field; -1 with err naming the first bad one. */
+int lm_config_check(const lm_train_config *c, char *err, size_t n);
+/* Writes the whole config as key=value lines (the format lm_config_load reads). */
+void lm_config_write(const lm_train_config *c, FILE *f);
+/* One line per key: --key default help. */
+void lm_config_help(FILE *f);
+/* The model config as one "k=v k=v" string (checkpoint metadata), and back. */
+void lm_model_config_str(const lm_model_config *m, char *buf, size_t n);
+int lm_model_config_parse(lm_model_config *m, const char *s, char *err, size_t n);
+/* -1 and err naming the first field where a and b differ. */
+int lm_model_config_diff(const lm_model_config *a, const lm_model_config *b, char *err, size_t n);
+/* The NSA config the attention layers use. */
+nsa_config lm_nsa_config(const lm_model_config *m);
+
+/* ---- parameters: one flat fp32 array, described by a table of named tensors */
+typedef struct {
+    char name[64];
+    size_t off; /* in floats */
+    int ndim;
+    int64_t shape[4];
+    int decay; /* 1: AdamW weight decay applies (matrices), 0: norms, biases, embeddings */
+} lm_tensor_info;
+
+typedef struct {
+    float *ln1;             /* (C)                */
+    float *wq;              /* (Hq·D, C)          */
+    float *wk[3], *wv[3];   /* (Hkv·D, C) per branch cmp, sel, win */
+    float *wg, *bg;         /* (Hq·3, C), (Hq·3)  */
+    float *wo;              /* (C, Hq·D)          */
+    float *ln2;             /* (C)                */
+    float *w1, *w3;         /* (F, C)             */
+    float *w2;              /* (C, F)             */
+    float *phi_pe[2];       /* (l, D) for k, v: intra-block position embedding   (learned φ) */
+    float *phi_w1[2];       /* (D, l·D) MLP over the flattened block              (learned φ) */
+    float *phi_w2[2];       /* (D, D)                                             (learned φ) */
+} lm_layer_w;
+
+typedef struct {
+    float *emb;       /* (256, C) */
+    lm_layer_w layer[LM_MAX_LAYERS];
+    float *lnf;       /* (C)      */
+    float *head;      /* (256, C) */
+} lm_weights;
+
+/* Activations of one layer kept for backward. */
+typedef struct {
+    float *x;                     /* (N, C) layer input (residual)          */
+    float *ln1, *rstd1;           /* (N, C), (N)                             */
+    float *q;                     /* (N, Hq·D) after RoPE                    */
+    float *k[3], *v[3];           /* (N, Hkv·D) k after RoPE                 */
+    float *kc, *vc;               /* (B, Tc, Hkv, D) learned φ output        */
+    float *phi_u[2], *phi_h[2];   /* (B·Tc·Hkv, l·D), (2, B·Tc·Hkv, D)       */
+    float *z, *g;                 /* (N, Hq·3) gate logits, gates            */
+    float *att;                   /* (N, Hq·D) NSA output                    */
+    float *xm;                    /* (N, C) after attention residual         */
+    float *ln2, *rstd2;           /* (N, C), (N)                             */
+    float *a, *b, *h;             /* (N, F) w1 branch, w3 branch, silu(a)·b  */
+} lm_layer_act;
+
+typedef struct {
+    lm_model_config cfg;
+    nsa_config nsa;
+    int D;                                /* head dim C / Hq                    */
+    lm_tensor_info tensors[LM_MAX_TENSORS];
+    int ntensors;
+    size_t nparams;
+    float *params, *grads;                /* (nparams) each                     */
+    lm_weights w, dw;                     /* views into params / grads          */
+    nsa_context *ctx;
+    /* activations for (B, T) up to the capacity they were allocated for */
+    int B, T, cap_N;
+    float *act_mem;
+    size_t act_floats;
+    lm_layer_act act[LM_MAX_LAYERS];
+    float *xL;                            /* (N, C) output of the last layer    */
+    float *xf, *rstdf;                    /* (N, C), (N) final norm             */
+    float *logits;                        /* (N, 256)                           */
+    float *probs;                         /* (N, 256) softmax (backward input)  */
+    float *scratch;                       /* backward work space                */
+    float *rope_cos, *rope_sin;           /* (rope_len, D/2)                    */
+    int rope_len;
+    const uint8_t *targets;               /* (N) of the last forward, or NULL   */
+    /* gate statistics of the last forward, over layers, rows and heads */
+    double gate_entropy_mean, gate_collapse_frac, gate_share[3];
+} lm_model;
+
+/* ---- model (lm/model.c) */
+/* Builds the model and its parameter table; params are N(0, 0.02) from seed (output
+ * projections scaled by 1/sqrt(2·layers), norms 1, gate biases 0, φ's last layer 0).
+ * Returns 0 or -1 with err. ctx is borrowed and must outlive the model. */
+int lm_model_create(lm_model *m, const lm_model_config *cfg, nsa_context *ctx, uint64_t seed,
+                    char *err, size_t n);
+void lm_model_destroy(lm_model *m);
+/* Forward over tokens (B, T). With targets (B, T) returns the mean cross-entropy in nats,
+ * else 0; logits (B·T, 256) stay in m->logits. caches (one per layer) or NULL: when given,
+ * every attention call is an nsa_kv_cache_prefill into them. -1 on a library error (err). */
+int lm_forward(lm_model *m, const uint8_t *tokens, const uint8_t *targets, int B, int T,
+               nsa_kv_cache **caches, float *loss, char *err, size_t n);
+/* Gradients of the last forward's loss into m->grads (overwritten). -1 on error. */
+int lm_backward(lm_model *m, const uint8_t *tokens, char *err, size_t n);
+/* One decode token at position pos (= cache length) for batch row 0: logits (256). */
+int lm_decode(lm_model *m, nsa_kv_cache **caches, uint8_t token, int64_t pos, float *logits,
+              char *err, size_t n);
+
+/* (Re)allocates activations and backward scratch for (B, T); the RoPE table for positions
+ * < P. Used by the forward/backward/decode passes (lm/pass.c). */
+int lm_model_ensure_act(lm_model *m, int B, int T, char *err, size_t n);
+int lm_model_ensure_rope(lm_model *m, int64_t P, char *err, size_t n);
+
+/* ---- layers (lm/layers.c): each forward has its backward; d-arrays accumulate (+=) where
+ * noted, and overwrite otherwise. */
+/* y (M, O) = x (M, K) · W (O, K)^T (+ y if acc). */
+void lm_matmul(float *y, const float *x, const float *W, int M, int K, int O, int acc);
+/* dx (M, K) (+)= dy (M, O) · W (O, K);  dW (O, K) += dy^T · x. Either output may be NULL. */
+void lm_matmul_backward(float *dx, float *dW, const float *dy, const float *x, const float *W,
+                        int M, int K, int O, int acc_dx);
+/* y (M, C) = x / rms(x) · w; rstd (M). */
+void lm_rmsnorm(float *y, float *rstd, const float *x, const float *w, int M, int C);
+/* dx (M, C) += ..., dw (C) += ... */
+void lm_rmsnorm_backward(float *dx, float *dw, const float *dy, const float *x, const float *w,
+                         const float *rstd, int M, int C);
+/* The RoPE table: cos/sin (P, D/2) of pos·base^(-2i/D). The one table q and k both use. */
+void lm_rope_table(float *cos_t, float *sin_t, int P, int D, float base);
+/* In place on x (B, T, H, D) at absolute positions pos0 + t (inverse = 1: rotate back,
+ * which is the backward of the rotation). */
+void lm_rope(float *x, const float *cos_t, const float *sin_t, int B, int T, int H, int D,
+             int64_t pos0, int inverse);
+/* h (M, F) = silu(a) · b;  backward: da, db (M, F) overwrite. */
+void lm_swiglu(float *h, const float *a, const float *b, int64_t n);
+void lm_swiglu_backward(float *da, float *db, const float *dh, const float *a, const float *b,
+                        int64_t n);
+/* Gates g (M, H, 3) from logits z: sigmoid(z), or softmax(z / temp) over the 3 branches. */
+void lm_gates(float *g, const float *z, int64_t MH, int kind, float temp);
+void lm_gates_backward(float *dz, const float *dg, const float *g, int64_t MH, int kind,
+                       float temp);
+/* Mean cross-entropy (nats) of logits (M, V) against targets; probs (M, V) = softmax. */
+float lm_cross_entropy(float *probs, const float *logits, const uint8_t *targets, int M, int V);
+/* dlogits (M, V) = (probs - onehot) / M. */
+void lm_cross_entropy_backward(float *dlogits, const float *probs, const uint8_t *targets, int M,
+                               int V);
+/* Learnable φ over raw (B, T, Hkv, D) → (B, Tc, Hkv, D): out = mean(block) + W2·silu(W1·u),
+ * u = flatten(block + pe). Saves u (B·Tc·Hkv, l·D) and hpre (2, B·Tc·Hkv, D): the hidden
+ * pre-activation, then its silu. */
+void lm_phi(float *out, float *u, float *hpre, const float *raw, const float *pe, const float *W1,
+            const float *W2, int B, int T, int Hkv, int D, int l, int d);
+/* draw (B, T, Hkv, D) += ..., dpe, dW1, dW2 += ...; work: (B·Tc·Hkv, l·D + 2D) floats. */
+void lm_phi_backward(float *draw, float *dpe, float *dW1, float *dW2, const float *dout,
+                     const float *u, const float *hpre, const float *W1, const float *W2, int B,
+                     int T, int Hkv, int D, int l, int d, float *work);
+/* Gate statistics over g (M, H, 3) (DESIGN.md §4): accumulates into sums. */
+void lm_gate_stats(const float *g, int64_t MH, double *entropy_sum, double *collapse_sum,
+                   double share_sum[3]);
+
+/* ---- optimizer (lm/optim.c) */
+/* Learning rate at step (0-based): linear warm-up to lr, then cosine to lr·lr_min_ratio. */
+float lm_lr_at(const lm_train_config *c, int step);
+/* Scales grads so their global L2 norm is at most clip (clip ≤ 0: no clipping); returns the
+ * norm before clipping. */
+float lm_clip_grads(float *grads, size_t n, float clip);
+/* One AdamW step t (1-based) over the table; m, v (nparams) are the moments. */
+void lm_adamw(const lm_model *m, float *mom, float *vel, int t, float lr,
+              const lm_train_config *c);
+
+/* ---- data (lm/data.c) */
+typedef struct {
+    uint8_t *bytes;
+    size_t len;
+    size_t train_len;   /* train = [0, train_len), val = [train_len, len) */
+    uint64_t hash;      /* FNV-1a of the whole file: checkpoints record it */
+} lm_corpus;
+/* Reads path whole; the last 10% is validation. -1 with err (missing, empty, too short for
+ * seq_len + 1 in either split). */
+int lm_corpus_load(lm_corpus *c, const char *path, int seq_len, char *err, size_t n);
+void lm_corpus_free(lm_corpus *c);
+/* The built-in corpus: the compiled-in build-tree path, then the install path; NULL if none. */
+const char *lm_default_corpus(void);
+/* Batch of step (a pure function of seed and step): x, y (B, T) from the train split. */
+void lm_batch(const lm_corpus *c, uint64_t seed, int64_t step, int B, int T, uint8_t *x,
+              uint8_t *y);
+/* Validation batch k of a fixed evenly spaced set. */
+void lm_val_batch(const lm_corpus *c, int k, int nbatches, int B, int T, uint8_t *x, uint8_t *y);
+
+/* A loader thread that prefetches the batches of steps step0, step0+1, ... */
+typedef struct lm_loader lm_loader;
+lm_loader *lm_loader_start(const lm_corpus *c, uint64_t seed, int64_t step0, int B, int T);
+/* Copies the next batch into x, y; returns the seconds the caller waited. */
+double lm_loader_next(lm_loader *L, uint8_t *x, uint8_t *y);
+void lm_loader_stop(lm_loader *L);
+
+/* ---- checkpoints (lm/ckpt.c): safetensors with params, "adam.m.*", "adam.v.*" and metadata */
+typedef struct {
+    int64_t step;          /* optimizer steps done */
+    uint64_t seed;
+    uint64_t data_hash;
+    char config[1024];     /* lm_model_config_str */
+} lm_ckpt_meta;
+/* Writes path atomically (temp file, fsync, rename, fsync of the directory). mom/vel may be
+ * NULL (model only). -1 with err; the old file at path is untouched on failure. */
+int lm_ckpt_save(const char *path, const lm_model *m, const float *mom, const float *vel,
+                 const lm_ckpt_meta *meta, char *err, size_t n);
+/* Reads only the metadata (to build the model before loading). */
+int lm_ckpt_read_meta(const char *path, lm_ckpt_meta *meta, char *err, size_t n);
+/* Loads params (and mom/vel when not NULL) into m; every tensor must be present with its
+ * exact shape. -1 with err naming the field; m is unchanged on failure. */
+int lm_ckpt_load(const char *path, lm_model *m, float *mom, float *vel, lm_ckpt_meta *meta,
+                 char *err, size_t n);
+
+/* ---- JSON writer (lm/json.c): one object per line, non-finite numbers as null */
+typedef struct {
+    char *buf;
+    size_t len, cap;
+    int first;
+    int oom;
+} lm_json;
+void lm_json_begin(lm_json *j);
+void lm_json_str(lm_json *j, const char *key, const char *val);
+void lm_json_num(lm_json *j, const char *key, double val);
+void lm_json_int(lm_json *j, const char *key, int64_t val);
+void lm_json_nums(lm_json *j, const char *key, const double *v, int n);
+/* Closes the object and appends '\n'; returns the line (owned by j) or NULL on OOM. */
+const char *lm_json_end(lm_json *j);
+void lm_json_free(lm_json *j);
+
+/* ---- training (lm/train.c) */
+typedef struct {
+    const char *resume;           /* checkpoint to resume from, or NULL                      */
+    int quiet;                    /* no progress output on stderr                            */
+    volatile sig_atomic_t *stop;  /* set by a signal handler: save a checkpoint and stop     */
+    int stop_after;               /* > 0: stop (with a checkpoint) after this many steps, as
+                                     an interruption would; tests use it                     */
+} lm_train_opts;
+/* Trains per c; writes c->out/{model.safetensors, heartbeat.jsonl, config.txt}. Returns 0 on
+ * success (or a clean stop), 1 on error (message printed to stderr, heartbeat stop record). */
+int lm_train(const lm_train_config *c, const lm_train_opts *o);
+
+/* ---- sampling (lm/sample.c) */
+typedef struct {
+    float temperature; /* 0: greedy */
+    int top_k;         /* 0: all    */
+    uint64_t seed;
+} lm_sample_opts;
+/* Generates n tokens after prompt (len ≥ 1) through the KV-cache decode; out (n). */
+int lm_generate(lm_model *m, const uint8_t *prompt, int len, int n, const lm_sample_opts *o,
+                uint8_t *out, char *err, size_t errn);
+
+/* splitmix64, the one RNG of the model code */
+uint64_t lm_rng_next(uint64_t *state);
+float lm_rng_normal(uint64_t *state);
+double lm_rng_uniform(uint64_t *state);
+
+#endif /* NSA_LM_H */

@@ -1,0 +1,265 @@
+/* model.c — the byte-level NSA transformer: parameter table, initialisation, forward and
+ * backward of the whole model, and one-token decode. Pre-norm blocks: x += NSA(RMSNorm(x)),
+ * x += SwiGLU(RMSNorm(x)); final RMSNorm; LM head. Attention goes through the public API only
+ * (nsa_forward / nsa_backward, nsa_kv_cache_prefill / nsa_decode_step).
+ * Not an autograd: backward replays the forward's saved activations in reverse by hand.
+ * Invariant: q and every raw key are rotated by the same RoPE table at absolute positions.
+ */
+#include "lm.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int fail(char *err, size_t n, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    if (err && n) vsnprintf(err, n, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+/* ------------------------------------------------------------------ parameter table */
+
+typedef struct {
+    lm_model *m;
+    float *base; /* NULL: build the table; else bind views into base */
+    lm_weights *w;
+    int i;
+} layout_state;
+
+static void put(layout_state *s, float **slot, const char *name, int ndim, int64_t a, int64_t b,
+                int decay) {
+    lm_model *m = s->m;
+    if (!s->base) {
+        lm_tensor_info *t = &m->tensors[m->ntensors++];
+        snprintf(t->name, sizeof t->name, "%s", name);
+        t->off = m->nparams;
+        t->ndim = ndim;
+        t->shape[0] = a;
+        t->shape[1] = ndim > 1 ? b : 1;
+        t->decay = decay;
+        m->nparams += (size_t)(a * (ndim > 1 ? b : 1));
+    } else {
+        *slot = s->base + m->tensors[s->i++].off;
+    }
+}
+
+static void layout(lm_model *m, float *base, lm_weights *w) {
+    layout_state s = {m, base, w, 0};
+    const lm_model_config *c = &m->cfg;
+    const int C = c->dim, D = m->D, Hq = c->n_head, Hkv = c->n_kv_head, F = c->ffn;
+    static const char *br[3] = {"cmp", "sel", "win"}, *kv[2] = {"k", "v"};
+    char nm[64];
+    put(&s, &w->emb, "emb", 2, LM_VOCAB, C, 0);
+    for (int l = 0; l < c->n_layer; l++) {
+        lm_layer_w *L = &w->layer[l];
+#define P(field, suffix, ...)                                                                      \
+    do {                                                                                           \
+        snprintf(nm, sizeof nm, "layers.%d.%s", l, suffix);                                       \
+        put(&s, &L->field, nm, __VA_ARGS__);                                                       \
+    } while (0)
+        P(ln1, "ln1", 1, C, 0, 0);
+        P(wq, "attn.wq", 2, Hq * D, C, 1);
+        for (int b = 0; b < 3; b++) {
+            char k1[24], v1[24];
+            snprintf(k1, sizeof k1, "attn.wk_%s", br[b]);
+            snprintf(v1, sizeof v1, "attn.wv_%s", br[b]);
+            P(wk[b], k1, 2, Hkv * D, C, 1);
+            P(wv[b], v1, 2, Hkv * D, C, 1);
+        }
+        P(wg, "attn.wg", 2, Hq * 3, C, 1);
+        P(bg, "attn.bg", 1, Hq * 3, 0, 0);
+        P(wo, "attn.wo", 2, C, Hq * D, 1);
+        P(ln2, "ln2", 1, C, 0, 0);
+        P(w1, "mlp.w1", 2, F, C, 1);
+        P(w3, "mlp.w3", 2, F, C, 1);
+        P(w2, "mlp.w2", 2, C, F, 1);
+        if (c->phi == LM_PHI_LEARNED)
+            for (int j = 0; j < 2; j++) {
+                char a1[24], a2[24], a3[24];
+                snprintf(a1, sizeof a1, "attn.phi_%s.pe", kv[j]);
+                snprintf(a2, sizeof a2, "attn.phi_%s.w1", kv[j]);
+                snprintf(a3, sizeof a3, "attn.phi_%s.w2", kv[j]);
+                P(phi_pe[j], a1, 2, c->l, D, 0);
+                P(phi_w1[j], a2, 2, D, c->l * D, 1);
+                P(phi_w2[j], a3, 2, D, D, 1);
+            }
+#undef P
+    }
+    put(&s, &w->lnf, "lnf", 1, C, 0, 0);
+    put(&s, &w->head, "head", 2, LM_VOCAB, C, 1);
+}
+
+static void init_params(lm_model *m, uint64_t seed) {
+    uint64_t st = seed ^ 0x5eedf00dULL;
+    const float proj_scale = 1.0f / sqrtf(2.0f * (float)m->cfg.n_layer);
+    for (int i = 0; i < m->ntensors; i++) {
+        const lm_tensor_info *t = &m->tensors[i];
+        float *p = m->params + t->off;
+        const size_t n = (size_t)(t->shape[0] * t->shape[1]);
+        const char *nm = t->name;
+        const size_t len = strlen(nm);
+        int ones = (len >= 3 && (!strcmp(nm + len - 3, "ln1") || !strcmp(nm + len - 3, "ln2"))) ||
+                   !strcmp(nm, "lnf");
+        int zero = strstr(nm, ".bg") || (strstr(nm, "phi_") && strstr(nm, ".w2"));
+        float sd = 0.02f;
+        if (strstr(nm, "attn.wo") || strstr(nm, "mlp.w2")) sd *= proj_scale;
+        for (size_t k = 0; k < n; k++) {
+            float r = lm_rng_normal(&st); /* drawn for every tensor: the stream stays aligned */
+            p[k] = ones ? 1.0f : zero ? 0.0f : sd * r;
+        }
+    }
+}
+
+/* ------------------------------------------------------------------ activations */
+
+static void free_act(lm_model *m) {
+    free(m->act_mem);
+    m->act_mem = NULL;
+    m->act_floats = 0;
+    m->B = m->T = m->cap_N = 0;
+}
+
+int lm_model_ensure_act(lm_model *m, int B, int T, char *err, size_t n) {
+    if (m->act_mem && m->B == B && m->T == T) return 0;
+    free_act(m);
+    const lm_model_config *c = &m->cfg;
+    const int64_t N = (int64_t)B * T, C = c->dim, D = m->D, Hq = c->n_head, Hkv = c->n_kv_head;
+    const int64_t F = c->ffn, L = c->n_layer;
+    int64_t Tc = nsa_num_cmp(&m->nsa, T);
+    const int64_t Mc = (int64_t)B * (Tc > 0 ? Tc : 1) * Hkv; /* φ rows (≥ 1 block for decode) */
+    const int learned = c->phi == LM_PHI_LEARNED;
+    const int64_t per_layer = N * C * 4 + N * 2 + N * Hq * D * 2 + N * Hkv * D * 6 + N * Hq * 6 +
+                              N * F * 3 + (learned ? Mc * D * 2 + Mc * (c->l * D + 2 * D) * 2 : 0);
+    const int64_t head = N * C * 2 + N + N * LM_VOCAB * 2;
+    const int64_t scratch = N * C * 2 + N * F * 3 + N * Hq * D * 2 + N * Hkv * D * 6 + N * Hq * 6 +
+                            N * LM_VOCAB + (learned ? Mc * D * 2 + Mc * (c->l * D + 2 * D) : 0);
+    const int64_t total = per_layer * L + head + scratch;
+    m->act_mem = malloc(sizeof(float) * (size_t)total);
+    if (!m->act_mem) return fail(err, n, "out of memory for activations (%lld floats)", (long long)total);
+    m->act_floats = (size_t)total;
+    float *p = m->act_mem;
+#define TAKE(ptr, cnt) (ptr = p, p += (cnt))
+    for (int l = 0; l < L; l++) {
+        lm_layer_act *A = &m->act[l];
+        memset(A, 0, sizeof *A);
+        TAKE(A->x, N * C);
+        TAKE(A->ln1, N * C);
+        TAKE(A->rstd1, N);
+        TAKE(A->q, N * Hq * D);
+        for (int b = 0; b < 3; b++) {
+            TAKE(A->k[b], N * Hkv * D);
+            TAKE(A->v[b], N * Hkv * D);
+        }
+        TAKE(A->z, N * Hq * 3);
+        TAKE(A->g, N * Hq * 3);
+        TAKE(A->att, N * Hq * D);
+        TAKE(A->xm, N * C);
+        TAKE(A->ln2, N * C);
+        TAKE(A->rstd2, N);
+        TAKE(A->a, N * F);
+        TAKE(A->b, N * F);
+        TAKE(A->h, N * F);
+        if (learned) {
+            TAKE(A->kc, Mc * D);
+            TAKE(A->vc, Mc * D);
+            for (int j = 0; j < 2; j++) {
+                TAKE(A->phi_u[j], Mc * c->l * D);
+                TAKE(A->phi_h[j], Mc * 2 * D);
+            }
+        }
+    }
+    TAKE(m->xL, N * C);
+    TAKE(m->xf, N * C);
+    TAKE(m->rstdf, N);
+    TAKE(m->logits, N * LM_VOCAB);
+    TAKE(m->probs, N * LM_VOCAB);
+    m->scratch = p;
+#undef TAKE
+    m->B = B;
+    m->T = T;
+    m->cap_N = (int)N;
+    return 0;
+}
+
+int lm_model_ensure_rope(lm_model *m, int64_t P, char *err, size_t n) {
+    if (P <= m->rope_len) return 0;
+    int64_t want = P < 256 ? 256 : P;
+    const size_t sz = sizeof(float) * (size_t)(want * (m->D / 2));
+    float *c = malloc(sz), *s = malloc(sz);
+    if (!c || !s) {
+        free(c);
+        free(s);
+        return fail(err, n, "out of memory for the RoPE table");
+    }
+    lm_rope_table(c, s, (int)want, m->D, m->cfg.rope_base);
+    free(m->rope_cos);
+    free(m->rope_sin);
+    m->rope_cos = c;
+    m->rope_sin = s;
+    m->rope_len = (int)want;
+    return 0;
+}
+
+/* ------------------------------------------------------------------ create / destroy */
+
+int lm_model_create(lm_model *m, const lm_model_config *cfg, nsa_context *ctx, uint64_t seed,
+                    char *err, size_t n) {
+    memset(m, 0, sizeof *m);
+    m->cfg = *cfg;
+    m->ctx = ctx;
+    const lm_model_config *c = cfg;
+    if (c->n_layer < 1 || c->n_layer > LM_MAX_LAYERS)
+        return fail(err, n, "layers: %d, expected 1..%d", c->n_layer, LM_MAX_LAYERS);
+    if (c->n_head < 1 || c->dim < 1 || c->dim % c->n_head)
+        return fail(err, n, "dim: %d is not a multiple of heads=%d", c->dim, c->n_head);
+    m->D = c->dim / c->n_head;
+    if (m->D % 2) return fail(err, n, "dim/heads = %d: RoPE needs an even head dim", m->D);
+    if (c->n_kv_head < 1 || c->n_head % c->n_kv_head)
+        return fail(err, n, "kv_heads: %d does not divide heads=%d", c->n_kv_head, c->n_head);
+    if (c->ffn < 1) return fail(err, n, "ffn: %d, expected >= 1", c->ffn);
+    m->nsa = lm_nsa_config(c);
+    /* the library validates the NSA fields and names the bad one: ask it with a 1-token call */
+    {
+        float z[4096] = {0};
+        if ((int64_t)c->n_head * m->D > 1024 || (int64_t)c->n_kv_head * m->D > 1024)
+            goto skip_probe;
+        nsa_tensor q = nsa_tensor_4d(z, NSA_DTYPE_F32, 1, 1, c->n_head, m->D);
+        nsa_tensor k = nsa_tensor_4d(z + 1024, NSA_DTYPE_F32, 1, 1, c->n_kv_head, m->D);
+        nsa_tensor g = nsa_tensor_4d(z + 2048, NSA_DTYPE_F32, 1, 1, c->n_head, 3);
+        nsa_tensor o = nsa_tensor_4d(z + 3072, NSA_DTYPE_F32, 1, 1, c->n_head, m->D);
+        nsa_fwd_args a;
+        memset(&a, 0, sizeof a);
+        a.cfg = m->nsa;
+        a.q = q;
+        a.k_cmp = a.k_sel = a.k_win = a.v_cmp = a.v_sel = a.v_win = k;
+        a.gates = g;
+        a.out = o;
+        if (nsa_forward(ctx, &a) != NSA_OK)
+            return fail(err, n, "NSA config: %s", nsa_context_message(ctx));
+    }
+skip_probe:
+    layout(m, NULL, NULL);
+    m->params = calloc(m->nparams, sizeof(float));
+    m->grads = calloc(m->nparams, sizeof(float));
+    if (!m->params || !m->grads) {
+        lm_model_destroy(m);
+        return fail(err, n, "out of memory for %zu parameters", m->nparams);
+    }
+    layout(m, m->params, &m->w);
+    layout(m, m->grads, &m->dw);
+    init_params(m, seed);
+    return 0;
+}
+
+void lm_model_destroy(lm_model *m) {
+    if (!m) return;
+    free(m->params);
+    free(m->grads);
+    free(m->rope_cos);
+    free(m->rope_sin);
+    free_act(m);
+    memset(m, 0, sizeof *m);
+}

@@ -1,0 +1,85 @@
+/* sample.c — text generation: the prompt is prefilled into one KV cache per layer, then every
+ * new byte goes through the library's decode (nsa_decode_step), with temperature and top-k.
+ * Not a second model: lm_decode runs the very layer code of training (lm/pass.c).
+ * Invariant: with temperature 0 the tokens equal the argmax of a full forward recomputed at
+ * every step (tests/test_lm_model.c checks it).
+ */
+#include "lm.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* The next token from logits (256): argmax for temperature 0 (ties: lowest byte), else a draw
+ * from softmax(logits / temperature) over the top_k most likely bytes. */
+static uint8_t pick(const float *logits, const lm_sample_opts *o, uint64_t *rng) {
+    int best = 0;
+    for (int v = 1; v < LM_VOCAB; v++)
+        if (logits[v] > logits[best]) best = v;
+    if (o->temperature <= 0.0f) return (uint8_t)best;
+    float thr = -INFINITY;
+    if (o->top_k > 0 && o->top_k < LM_VOCAB) { /* the k-th largest logit */
+        float s[LM_VOCAB];
+        memcpy(s, logits, sizeof s);
+        for (int a = 0; a < o->top_k; a++) {
+            int mx = a;
+            for (int b = a + 1; b < LM_VOCAB; b++)
+                if (s[b] > s[mx]) mx = b;
+            float t = s[a];
+            s[a] = s[mx];
+            s[mx] = t;
+        }
+        thr = s[o->top_k - 1];
+    }
+    double p[LM_VOCAB], sum = 0.0;
+    for (int v = 0; v < LM_VOCAB; v++) {
+        p[v] = logits[v] >= thr ? exp((double)(logits[v] - logits[best]) / o->temperature) : 0.0;
+        sum += p[v];
+    }
+    double u = lm_rng_uniform(rng) * sum;
+    for (int v = 0; v < LM_VOCAB; v++) {
+        u -= p[v];
+        if (u < 0.0 && p[v] > 0.0) return (uint8_t)v;
+    }
+    return (uint8_t)best;
+}
+
+int lm_generate(lm_model *m, const uint8_t *prompt, int len, int n, const lm_sample_opts *o,
+                uint8_t *out, char *err, size_t errn) {
+    if (len < 1) {
+        snprintf(err, errn, "prompt: empty (give at least one byte)");
+        return -1;
+    }
+    const int L = m->cfg.n_layer;
+    nsa_kv_cache *caches[LM_MAX_LAYERS] = {0};
+    nsa_kv_cache_desc desc;
+    memset(&desc, 0, sizeof desc);
+    desc.cfg = m->nsa;
+    desc.dtype = NSA_DTYPE_F32;
+    desc.device.kind = NSA_DEVICE_CPU;
+    desc.B = 1;
+    desc.max_len = (int64_t)len + n;
+    desc.cmp_external = m->cfg.phi == LM_PHI_LEARNED;
+    int rc = -1;
+    for (int l = 0; l < L; l++) {
+        nsa_status st = nsa_kv_cache_create(m->ctx, &desc, &caches[l]);
+        if (st != NSA_OK) {
+            snprintf(err, errn, "nsa_kv_cache_create: %s: %s", nsa_status_name(st),
+                     nsa_context_message(m->ctx));
+            goto out;
+        }
+    }
+    float logits[LM_VOCAB];
+    if (lm_forward(m, prompt, NULL, 1, len, caches, NULL, err, errn)) goto out;
+    memcpy(logits, m->logits + (size_t)(len - 1) * LM_VOCAB, sizeof logits);
+    uint64_t rng = o->seed;
+    for (int i = 0; i < n; i++) {
+        out[i] = pick(logits, o, &rng);
+        if (i + 1 < n && lm_decode(m, caches, out[i], (int64_t)len + i, logits, err, errn))
+            goto out;
+    }
+    rc = 0;
+out:
+    for (int l = 0; l < L; l++) nsa_kv_cache_destroy(caches[l]);
+    return rc;
+}

@@ -1,0 +1,345 @@
+/* train.c — the training loop of `nsa train`: data, model, AdamW, evals, checkpoints, the
+ * heartbeat (JSON Lines, DESIGN.md §4) and the progress line.
+ * Not the argument parsing (tools/cmd_train.c) nor the layers (lm/pass.c, lm/layers.c).
+ * Invariants: a non-finite loss or gradient stops the run before the optimizer step and never
+ * overwrites a checkpoint; a resumed run repeats the uninterrupted one bit for bit.
+ */
+#include "lm.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+typedef struct {
+    FILE *hb;
+    lm_json j;
+    int64_t step;
+} beat;
+
+static double wall_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static double mono_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* Starts a record with the fields every record has: ts, iso, pid, rank, step, msg. */
+static void rec_begin(beat *b, const char *msg) {
+    const double ts = wall_s();
+    const time_t sec = (time_t)ts;
+    struct tm tm;
+    gmtime_r(&sec, &tm);
+    char iso[40], t[32];
+    strftime(t, sizeof t, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(iso, sizeof iso, "%s.%03dZ", t, (int)((ts - (double)sec) * 1000.0));
+    lm_json_begin(&b->j);
+    lm_json_num(&b->j, "ts", ts);
+    lm_json_str(&b->j, "iso", iso);
+    lm_json_int(&b->j, "pid", (int64_t)getpid());
+    lm_json_int(&b->j, "rank", 0);
+    lm_json_int(&b->j, "step", b->step);
+    lm_json_str(&b->j, "msg", msg);
+}
+
+static void rec_end(beat *b) {
+    const char *line = lm_json_end(&b->j);
+    if (line && b->hb) {
+        fputs(line, b->hb);
+        fflush(b->hb);
+    }
+}
+
+static void stop_record(beat *b, const char *reason, const char *detail) {
+    rec_begin(b, "stop");
+    lm_json_str(&b->j, "reason", reason);
+    if (detail) lm_json_str(&b->j, "detail", detail);
+    rec_end(b);
+}
+
+static int mkdirs(const char *path, char *err, size_t n) {
+    char p[600];
+    snprintf(p, sizeof p, "%s", path);
+    for (char *s = p + 1;; s++) {
+        if (*s == '/' || !*s) {
+            char c = *s;
+            *s = 0;
+            if (mkdir(p, 0777) && errno != EEXIST) {
+                snprintf(err, n, "out: cannot create %s: %s", p, strerror(errno));
+                return -1;
+            }
+            *s = c;
+            if (!c) break;
+        }
+    }
+    char probe[700];
+    snprintf(probe, sizeof probe, "%s/.write-test.%ld", path, (long)getpid());
+    FILE *f = fopen(probe, "w");
+    if (!f) {
+        snprintf(err, n, "out: %s is not writable: %s", path, strerror(errno));
+        return -1;
+    }
+    fclose(f);
+    unlink(probe);
+    return 0;
+}
+
+static int write_config(const lm_train_config *c, char *err, size_t n) {
+    char path[600], tmp[640];
+    snprintf(path, sizeof path, "%s/config.txt", c->out);
+    snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
+    FILE *f = fopen(tmp, "w");
+    if (!f) {
+        snprintf(err, n, "%s: %s", tmp, strerror(errno));
+        return -1;
+    }
+    fprintf(f, "# written by nsa train; nsa train --out %s --resume reads it\n", c->out);
+    lm_config_write(c, f);
+    int ok = fflush(f) == 0 && fsync(fileno(f)) == 0;
+    ok = fclose(f) == 0 && ok;
+    if (!ok || rename(tmp, path)) {
+        snprintf(err, n, "%s: %s", path, strerror(errno));
+        unlink(tmp);
+        return -1;
+    }
+    return 0;
+}
+
+static void progress_line(int tty, int64_t done, int steps, float loss, double val, double tps,
+                          double eta) {
+    char bar[33];
+    int fill = (int)(32 * done / (steps > 0 ? steps : 1));
+    for (int i = 0; i < 32; i++) bar[i] = i < fill ? '#' : '.';
+    bar[32] = 0;
+    char v[32] = "-";
+    if (isfinite(val)) snprintf(v, sizeof v, "%.3f", val / log(2.0));
+    fprintf(stderr, "%s[%s] step %lld/%d  loss %.4f  val bpb %s  %.0f tok/s  eta %.0fs%s",
+            tty ? "\r" : "", bar, (long long)done, steps, (double)loss, v, tps, eta,
+            tty ? "   " : "\n");
+    fflush(stderr);
+}
+
+/* Mean validation loss over the fixed validation batches. */
+static int evaluate(lm_model *m, const lm_corpus *cor, const lm_train_config *c, uint8_t *x,
+                    uint8_t *y, double *val, char *err, size_t n) {
+    double s = 0.0;
+    for (int k = 0; k < c->eval_batches; k++) {
+        float l;
+        lm_val_batch(cor, k, c->eval_batches, c->batch, c->seq_len, x, y);
+        if (lm_forward(m, x, y, c->batch, c->seq_len, NULL, &l, err, n)) return -1;
+        s += l;
+    }
+    *val = s / c->eval_batches;
+    return 0;
+}
+
+int lm_train(const lm_train_config *c, const lm_train_opts *o) {
+    char err[1024] = "";
+    lm_corpus cor = {0};
+    lm_model m;
+    memset(&m, 0, sizeof m);
+    nsa_context *ctx = NULL;
+    float *mom = NULL, *vel = NULL;
+    uint8_t *x = NULL, *y = NULL;
+    lm_loader *L = NULL;
+    beat b = {0};
+    int rc = 1;
+    const int tty = isatty(2) && !o->quiet;
+
+    if (lm_config_check(c, err, sizeof err) || mkdirs(c->out, err, sizeof err)) goto fail;
+    const char *data = c->data[0] ? c->data : lm_default_corpus();
+    if (!data) {
+        snprintf(err, sizeof err, "data: the built-in corpus was not found (build tree or "
+                                  "install); pass --data FILE");
+        goto fail;
+    }
+    if (lm_corpus_load(&cor, data, c->seq_len, err, sizeof err)) goto fail;
+    if (nsa_context_create(&ctx, err, sizeof err) != NSA_OK) goto fail;
+    if (c->threads > 0) nsa_context_set_threads(ctx, c->threads);
+    if (lm_model_create(&m, &c->m, ctx, c->seed, err, sizeof err)) goto fail;
+    mom = calloc(m.nparams, sizeof(float));
+    vel = calloc(m.nparams, sizeof(float));
+    x = malloc((size_t)c->batch * c->seq_len);
+    y = malloc((size_t)c->batch * c->seq_len);
+    if (!mom || !vel || !x || !y) {
+        snprintf(err, sizeof err, "out of memory");
+        goto fail;
+    }
+    char ckpt[600], hbpath[600];
+    snprintf(ckpt, sizeof ckpt, "%s/model.safetensors", c->out);
+    snprintf(hbpath, sizeof hbpath, "%s/heartbeat.jsonl", c->out);
+    int64_t step0 = 0;
+    if (o->resume) {
+        lm_ckpt_meta meta;
+        if (lm_ckpt_load(o->resume, &m, mom, vel, &meta, err, sizeof err)) goto fail;
+        if (meta.seed != c->seed) {
+            snprintf(err, sizeof err, "seed: checkpoint has %llu, this run has %llu",
+                     (unsigned long long)meta.seed, (unsigned long long)c->seed);
+            goto fail;
+        }
+        if (meta.data_hash != cor.hash) {
+            snprintf(err, sizeof err, "data: %s is not the corpus the checkpoint was trained on",
+                     data);
+            goto fail;
+        }
+        step0 = meta.step;
+    }
+    b.hb = fopen(hbpath, o->resume ? "a" : "w");
+    if (!b.hb) {
+        snprintf(err, sizeof err, "%s: %s", hbpath, strerror(errno));
+        goto fail;
+    }
+    if (write_config(c, err, sizeof err)) goto fail;
+    b.step = step0;
+    char cfgs[1024];
+    lm_model_config_str(&c->m, cfgs, sizeof cfgs);
+    rec_begin(&b, "boot");
+    lm_json_str(&b.j, "data", data);
+    lm_json_int(&b.j, "data_bytes", (int64_t)cor.len);
+    lm_json_int(&b.j, "params", (int64_t)m.nparams);
+    lm_json_str(&b.j, "model", cfgs);
+    lm_json_int(&b.j, "seq_len", c->seq_len);
+    lm_json_int(&b.j, "batch", c->batch);
+    lm_json_int(&b.j, "steps", c->steps);
+    lm_json_str(&b.j, "resume", o->resume ? o->resume : "");
+    rec_end(&b);
+    if (!o->quiet)
+        fprintf(stderr, "nsa train: %zu parameters, %d layers, dim %d, corpus %s (%zu bytes), "
+                        "out %s%s\n", m.nparams, c->m.n_layer, c->m.dim, data, cor.len, c->out,
+                o->resume ? " (resumed)" : "");
+
+    L = lm_loader_start(&cor, c->seed, step0, c->batch, c->seq_len);
+    if (!L) {
+        snprintf(err, sizeof err, "cannot start the loader thread");
+        goto fail;
+    }
+    const double ln2 = log(2.0);
+    double t_int = mono_s(), fetch_int = 0.0, last_val = NAN, t_start = mono_s();
+    int64_t toks_int = 0;
+    lm_ckpt_meta meta = {0, c->seed, cor.hash, ""};
+    lm_model_config_str(&c->m, meta.config, sizeof meta.config);
+    for (int64_t step = step0; step < c->steps; step++) {
+        float loss;
+        fetch_int += lm_loader_next(L, x, y);
+        if (lm_forward(&m, x, y, c->batch, c->seq_len, NULL, &loss, err, sizeof err)) goto fail;
+        float norm = NAN;
+        if (isfinite(loss)) {
+            if (lm_backward(&m, x, err, sizeof err)) goto fail;
+            norm = lm_clip_grads(m.grads, m.nparams, c->clip);
+        }
+        if (!isfinite(loss) || !isfinite(norm)) {
+            b.step = step;
+            snprintf(err, sizeof err, "%s is not finite at step %lld; stopped before the "
+                     "optimizer step, the last checkpoint (%s) is kept",
+                     isfinite(loss) ? "the gradient norm" : "the loss", (long long)step, ckpt);
+            rec_begin(&b, "progress");
+            lm_json_num(&b.j, "loss", loss);
+            lm_json_num(&b.j, "grad_norm", norm);
+            rec_end(&b);
+            stop_record(&b, "nonfinite", err);
+            fprintf(stderr, "%snsa train: %s\n", tty ? "\n" : "", err);
+            goto out;
+        }
+        const float lr = lm_lr_at(c, (int)step);
+        lm_adamw(&m, mom, vel, (int)step + 1, lr, c);
+        const int64_t done = step + 1;
+        b.step = done;
+        toks_int += (int64_t)c->batch * c->seq_len;
+        const int last = done == c->steps;
+        const int stopping = (o->stop && *o->stop) || (o->stop_after > 0 && done >= o->stop_after);
+        if (done % c->log_every == 0 || last || stopping) {
+            const double t = mono_s(), dt = t - t_int;
+            nsa_counters cn;
+            memset(&cn, 0, sizeof cn);
+            nsa_context_counters(ctx, &cn);
+            const double tps = dt > 0 ? (double)toks_int / dt : NAN;
+            rec_begin(&b, "progress");
+            lm_json_num(&b.j, "loss", loss);
+            lm_json_num(&b.j, "lr", lr);
+            lm_json_num(&b.j, "grad_norm", norm);
+            lm_json_num(&b.j, "toks_per_s", tps);
+            lm_json_num(&b.j, "dt_fetch_s", fetch_int);
+            lm_json_num(&b.j, "gate_entropy_mean", m.gate_entropy_mean);
+            lm_json_num(&b.j, "gate_collapse_frac", m.gate_collapse_frac);
+            lm_json_nums(&b.j, "gate_branch_shares", m.gate_share, 3);
+            lm_json_int(&b.j, "fallback_nonfinite", cn.fallback_nonfinite);
+            lm_json_int(&b.j, "fallback_error", cn.fallback_error);
+            lm_json_int(&b.j, "fallback_unsupported", cn.fallback_unsupported);
+            lm_json_int(&b.j, "nsa_calls", cn.calls);
+            rec_end(&b);
+            if (!o->quiet) {
+                const double el = t - t_start;
+                progress_line(tty, done, c->steps, loss, last_val, tps,
+                              el / (double)(done - step0) * (double)(c->steps - done));
+            }
+            t_int = t;
+            fetch_int = 0.0;
+            toks_int = 0;
+        }
+        if (done % c->eval_every == 0 || last) {
+            double val;
+            if (evaluate(&m, &cor, c, x, y, &val, err, sizeof err)) goto fail;
+            rec_begin(&b, "eval");
+            lm_json_num(&b.j, "val_loss", val);
+            lm_json_num(&b.j, "ppl", exp(val));
+            lm_json_num(&b.j, "bits_per_byte", val / ln2);
+            lm_json_int(&b.j, "val_tokens", (int64_t)c->eval_batches * c->batch * c->seq_len);
+            rec_end(&b);
+            last_val = val;
+            if (!isfinite(val)) {
+                snprintf(err, sizeof err, "the validation loss is not finite at step %lld; the "
+                         "last checkpoint (%s) is kept", (long long)done, ckpt);
+                stop_record(&b, "nonfinite", err);
+                fprintf(stderr, "%snsa train: %s\n", tty ? "\n" : "", err);
+                goto out;
+            }
+        }
+        if (done % c->ckpt_every == 0 || last || stopping) {
+            meta.step = done;
+            if (lm_ckpt_save(ckpt, &m, mom, vel, &meta, err, sizeof err)) goto fail;
+            rec_begin(&b, "checkpoint");
+            lm_json_str(&b.j, "path", ckpt);
+            rec_end(&b);
+        }
+        if (stopping) {
+            stop_record(&b, "interrupted", "checkpoint saved; continue with --resume");
+            if (!o->quiet)
+                fprintf(stderr, "%snsa train: interrupted after step %lld; checkpoint %s saved; "
+                                "continue with: nsa train --out %s --resume\n",
+                        tty ? "\n" : "", (long long)done, ckpt, c->out);
+            rc = 0;
+            goto out;
+        }
+    }
+    stop_record(&b, "done", NULL);
+    if (tty) fputc('\n', stderr);
+    if (!o->quiet)
+        fprintf(stderr, "nsa train: done: %d steps, final val loss %.4f (%.3f bits/byte), "
+                        "checkpoint %s\n", c->steps, last_val, last_val / ln2, ckpt);
+    rc = 0;
+    goto out;
+fail:
+    if (b.hb) stop_record(&b, "error", err);
+    fprintf(stderr, "%snsa train: %s\n", tty ? "\n" : "", err);
+    rc = 1;
+out:
+    lm_loader_stop(L);
+    if (b.hb) fclose(b.hb);
+    lm_json_free(&b.j);
+    free(x);
+    free(y);
+    free(mom);
+    free(vel);
+    lm_model_destroy(&m);
+    nsa_context_destroy(ctx);
+    lm_corpus_free(&cor);
+    return rc;
+}

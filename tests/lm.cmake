@@ -1,0 +1,5 @@
+# The byte-level language model (lm/): layers against finite differences, the whole model,
+# training (checkpoints, resume, heartbeat, errors) and sampling through the decode.
+nsa_test(test_lm_layers SOURCES test_lm_layers.c LIBS nsa_lm
+  CASES matmul_grad rmsnorm_grad swiglu_grad gates_sigmoid_grad gates_softmax_grad
+        cross_entropy_grad phi_grad rope_relative schedule_and_clip)
