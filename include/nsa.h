@@ -201,41 +201,69 @@ nsa_status nsa_backward(nsa_context *ctx, const nsa_fwd_args *fwd, const nsa_bwd
 
 /* ---------------------------------------------------------------- decode (DESIGN.md §1.6) */
 
+/* A KV cache holds, per batch row of one attention layer, everything a decode step reads: the
+ * whole history of the sel keys/values, a ring of the last w window keys/values, a ring of the
+ * last l raw cmp keys/values (what the next compressed block still needs) and every compressed
+ * key/value emitted so far. Rows have their own lengths, so sequences at different positions
+ * decode together. Prefill, append and decode all leave a row in the same state for the same
+ * tokens, so decode continues a prefill exactly (bitwise on the reference).
+ *
+ * Memory (bytes, exactly what nsa_kv_cache_bytes returns), with e = nsa_dtype_size(dtype),
+ * R = Hkv·(Dk + Dv), W = min(w, max_len), L = min(l, max_len), C = max(num_cmp(max_len), 1):
+ *     B · R · (e · (max_len + W + L) + 8 · C)        keys/values
+ *   + B · 64                                         per-row length and read counters
+ *   + 8 · l · Hkv · max(Dk, Dv) + 256                φ scratch and the object itself (rounded up)
+ * Compressed keys/values are kept in double, as the reference computes them, so a step uses
+ * exactly the values a prefill uses. A reference decode step also allocates, for its duration,
+ * 8 · (S·R + W·R + the scratch of one reference row) bytes. A cache on a CUDA device returns
+ * NSA_ERR_UNSUPPORTED until the CUDA decode lands. */
 typedef struct nsa_kv_cache nsa_kv_cache;
 
 /* What a KV cache is built for. */
 typedef struct {
     nsa_config cfg;
     nsa_dtype dtype;     /* element type of the stored keys/values (f32, bf16, f16)          */
-    nsa_device device;   /* where the cache lives                                           */
-    int B;               /* batch rows                                                      */
-    int64_t max_len;     /* most tokens one row may hold                                    */
-    int cmp_external;    /* 1: the caller supplies compressed tokens (learnable φ)          */
+    nsa_device device;   /* where the cache lives (CPU; CUDA: NSA_ERR_UNSUPPORTED for now)   */
+    int B;               /* batch rows, >= 1                                                 */
+    int64_t max_len;     /* most tokens one row may hold, 1 .. INT32_MAX                     */
+    int cmp_external;    /* 1: the caller supplies compressed tokens (learnable φ); 0: avg   */
 } nsa_kv_cache_desc;
 
-/* Token reads of the last decode step of one batch row, measured from what the step touched. */
+/* Token reads of the last decode step of one batch row, measured from what the step touched
+ * (keys read per KV head; keys and values of one token count once). All zero before the row's
+ * first step and after a reset. */
 typedef struct {
-    int64_t cmp;    /* compressed tokens read: num_cmp(t+1)          */
-    int64_t sel;    /* raw tokens read by selection: Σ range lengths */
-    int64_t win;    /* window tokens read: min(w, t+1)               */
-    int64_t budget; /* paper budget num_cmp(S) + n·lp + min(w, S)    */
-    int64_t dense;  /* what dense attention reads: S                 */
+    int64_t cmp;    /* compressed tokens read: the visible blocks, num_cmp(S)                */
+    int64_t sel;    /* raw tokens read by selection: Σ range lengths (≤ n·lp)                */
+    int64_t win;    /* window tokens read: min(w, S)                                        */
+    int64_t total;  /* cmp + sel + win                                                      */
+    int64_t budget; /* paper budget num_cmp(S) + n·lp + min(w, S)                           */
+    int64_t dense;  /* what dense attention reads: S                                        */
 } nsa_decode_reads;
 
-/* Bytes a cache for desc takes (host or device memory as desc->device says); 0 if invalid. */
+/* Bytes a cache for desc takes (the formula above); 0 if desc is NULL, invalid or overflows. */
 size_t nsa_kv_cache_bytes(const nsa_kv_cache_desc *desc);
+/* Creates an empty cache; *out is NULL on failure (the message names the desc field). */
 nsa_status nsa_kv_cache_create(nsa_context *ctx, const nsa_kv_cache_desc *desc,
                                nsa_kv_cache **out);
+/* Frees the cache; NULL is a no-op. */
 void nsa_kv_cache_destroy(nsa_kv_cache *cache);
-/* Empties row b (b = -1: every row). */
+/* Empties row b (b = -1: every row). NSA_ERR_CACHE if b is out of range. */
 nsa_status nsa_kv_cache_reset(nsa_context *ctx, nsa_kv_cache *cache, int b);
 /* Tokens held by row b; -1 if b is out of range or cache is NULL. */
 int64_t nsa_kv_cache_len(const nsa_kv_cache *cache, int b);
 
-/* Prefill: an nsa_forward over rows b0 .. b0+B'-1 of the cache (each must be empty), whose
- * tensors have batch dim B', that also fills every part of the cache. fwd->cfg must equal the
- * cache's config. With cmp_external, fwd carries compressed k_cmp/v_cmp (cmp_compressed = 1)
- * and raw_k_cmp/raw_v_cmp carry the raw tokens the cache must keep to finish the next block. */
+/* Every call below validates all of its arguments before it changes anything: on any error the
+ * cache is exactly as it was and the next valid call works. Wrong batch row, full row, non-empty
+ * row for a prefill, or a config / cmp mode other than the cache's: NSA_ERR_CACHE; a tensor of
+ * another dtype than the cache's: NSA_ERR_DTYPE; NULL cache: NSA_ERR_INVALID_ARG. */
+
+/* Prefill: an nsa_forward over rows b0 .. b0+B'-1 of the cache (each must be empty; T ≤
+ * max_len), whose tensors have batch dim B', that also fills every part of the cache.
+ * fwd->cfg must equal the cache's config and its dtype the cache's dtype. With cmp_external,
+ * fwd carries compressed k_cmp/v_cmp (cmp_compressed = 1) and raw_k_cmp/raw_v_cmp carry the raw
+ * tokens (the cache keeps the last min(T, l): what the next blocks need); without it they are
+ * absent. extra may be NULL (b0 = 0). */
 typedef struct {
     int b0;
     nsa_tensor raw_k_cmp; /* (B', T, Hkv, Dk): only with cmp_external */
@@ -244,30 +272,55 @@ typedef struct {
 nsa_status nsa_kv_cache_prefill(nsa_context *ctx, nsa_kv_cache *cache, const nsa_fwd_args *fwd,
                                 const nsa_prefill_extra *extra);
 
-/* One decode step: appends one token to every active row and returns its attention output.
- * Row b's new token sits at position t = nsa_kv_cache_len(cache, b). */
+/* Append: adds T tokens to rows b0 .. b0+B'-1 without computing attention — to restore a
+ * cache from keys/values kept elsewhere, or to fill one cheaply. The rows must hold the same
+ * number of tokens S0 and have room for T more. The cache ends in the same state as a prefill
+ * (or decode) of the same tokens. Tensors are in the cache dtype, on the cache's device. */
 typedef struct {
+    int b0;
+    nsa_tensor k_cmp, v_cmp; /* (B', T, Hkv, D*) raw cmp keys/values                        */
+    nsa_tensor k_sel, v_sel; /* (B', T, Hkv, D*)                                              */
+    nsa_tensor k_win, v_win; /* (B', T, Hkv, D*); may be absent when w == 0                   */
+    nsa_tensor kc, vc;       /* cmp_external only: (B', num_cmp(S0+T) - num_cmp(S0), Hkv, D*)
+                                the compressed tokens the appended tokens emit, in order;
+                                may be absent when that count is 0                          */
+} nsa_kv_append_args;
+nsa_status nsa_kv_cache_append(nsa_context *ctx, nsa_kv_cache *cache,
+                               const nsa_kv_append_args *a);
+
+/* One decode step: appends one token to every active row and returns its attention output.
+ * Row b's new token sits at position t = nsa_kv_cache_len(cache, b), S = t + 1 afterwards.
+ * cfg must equal the cache's config (a cache of another layer is refused, NSA_ERR_CACHE).
+ * Rows that are not active are neither read, written nor grown; their rows of out are left
+ * untouched. Measured reads are kept per row (nsa_kv_cache_last_reads) and logged under the
+ * tag `decode.reads` (at most NSA_LOG_LIMIT lines). */
+typedef struct {
+    nsa_config cfg;
     nsa_tensor q;                    /* (B, 1, Hq, Dk)  */
     nsa_tensor k_cmp, v_cmp;         /* (B, 1, Hkv, D*) raw cmp key/value of the new token   */
     nsa_tensor k_sel, v_sel;         /* (B, 1, Hkv, D*) */
-    nsa_tensor k_win, v_win;         /* (B, 1, Hkv, D*) */
+    nsa_tensor k_win, v_win;         /* (B, 1, Hkv, D*); may be absent when w == 0           */
     nsa_tensor kc_new, vc_new;       /* (B, 1, Hkv, D*) cmp_external only: the compressed token
-                                        emitted by this step, read for rows that emit one     */
+                                        emitted by this step, read for rows that emit one
+                                        (nsa_kv_cache_emits_next); absent when none emits   */
     nsa_tensor gates;                /* (B, 1, Hq, 3)   */
     nsa_tensor out;                  /* (B, 1, Hq, Dv)  */
     const uint8_t *active;           /* host array of B flags; NULL = every row             */
 } nsa_decode_args;
 nsa_status nsa_decode_step(nsa_context *ctx, nsa_kv_cache *cache, const nsa_decode_args *a);
 
-/* 1 when appending a token to row b emits a compressed block (t+1 ≥ l, (t+1-l) % d == 0). */
+/* 1 when appending a token to row b emits a compressed block (t+1 ≥ l, (t+1-l) % d == 0 with
+ * t = nsa_kv_cache_len), 0 when not, -1 if cache is NULL or b is out of range. */
 int nsa_kv_cache_emits_next(const nsa_kv_cache *cache, int b);
 /* With cmp_external: copies the l-1 raw cmp tokens before the next position of row b (the
- * block the next step completes, less its last token) into k (l-1, Hkv, Dk) / v (l-1, Hkv, Dv)
- * so the caller can run its φ. */
+ * block the next step completes, less its last token) into k (l-1, Hkv, Dk) / v (l-1, Hkv, Dv),
+ * in the cache dtype, so the caller can run its φ. NSA_ERR_CACHE if the row holds fewer than
+ * l-1 tokens. With l == 1 there is nothing to copy and k, v may be absent. */
 nsa_status nsa_kv_cache_raw_cmp_tail(nsa_context *ctx, const nsa_kv_cache *cache, int b,
                                      nsa_tensor k, nsa_tensor v);
 /* Reads of row b's last decode step. */
-nsa_status nsa_kv_cache_last_reads(const nsa_kv_cache *cache, int b, nsa_decode_reads *out);
+nsa_status nsa_kv_cache_last_reads(nsa_context *ctx, const nsa_kv_cache *cache, int b,
+                                   nsa_decode_reads *out);
 
 /* ---------------------------------------------------------------- routing (spec/execution-routing.md) */
 

@@ -1,0 +1,119 @@
+/* kv_fill.c — filling a KV cache from whole tensors: nsa_kv_cache_prefill (a forward that also
+ * fills the cache) and nsa_kv_cache_append (fills without attention).
+ * Not the decode step (decode.c). Both push token by token through nsa_kv_push, the function a
+ * decode step uses, so every path leaves a row in the same state for the same tokens.
+ * Invariant: everything is validated before the first byte of the cache changes.
+ */
+#include "kv_cache.h"
+
+/* Rows [b0, b0 + Bp) exist. */
+static nsa_status check_rows(nsa_context *ctx, const nsa_kv_cache *c, int64_t b0, int64_t Bp,
+                             const char *field) {
+    if (b0 < 0 || Bp < 0 || b0 + Bp > c->desc.B)
+        return nsa_fail(ctx, NSA_ERR_CACHE, "%s: rows [%lld, %lld) outside the cache's %d rows",
+                        field, (long long)b0, (long long)(b0 + Bp), c->desc.B);
+    return NSA_OK;
+}
+
+static nsa_status check_room(nsa_context *ctx, const nsa_kv_cache *c, int64_t b, int64_t T) {
+    if (T > c->desc.max_len - c->row[b].len)
+        return nsa_fail(ctx, NSA_ERR_CACHE,
+                        "cache row %lld: %lld + %lld tokens exceed max_len = %lld", (long long)b,
+                        (long long)c->row[b].len, (long long)T, (long long)c->desc.max_len);
+    return NSA_OK;
+}
+
+nsa_status nsa_kv_cache_prefill(nsa_context *ctx, nsa_kv_cache *c, const nsa_fwd_args *fwd,
+                                const nsa_prefill_extra *extra) {
+    if (!ctx) return NSA_ERR_INVALID_ARG;
+    nsa_clear(ctx);
+    if (!c) return nsa_fail(ctx, NSA_ERR_INVALID_ARG, "cache: NULL pointer");
+    nsa_shape s;
+    NSA_TRY(nsa_args_check_fwd(ctx, fwd, &s));
+    NSA_TRY(nsa_kv_check_cfg(ctx, c, &fwd->cfg));
+    if (s.dt != c->desc.dtype)
+        return nsa_fail(ctx, NSA_ERR_DTYPE, "q: dtype %s, the cache holds %s",
+                        nsa_dtype_name(s.dt), nsa_dtype_name(c->desc.dtype));
+    if (s.dev != c->desc.device.kind)
+        return nsa_fail(ctx, NSA_ERR_DEVICE, "q: not on the cache's device");
+    if (fwd->cmp_compressed != c->desc.cmp_external)
+        return nsa_fail(ctx, NSA_ERR_CACHE, "cmp_compressed: %d, the cache was made with "
+                        "cmp_external = %d", fwd->cmp_compressed, c->desc.cmp_external);
+    const int64_t b0 = extra ? extra->b0 : 0;
+    NSA_TRY(check_rows(ctx, c, b0, s.B, "extra.b0"));
+    for (int64_t b = b0; b < b0 + s.B; b++) {
+        if (c->row[b].len != 0)
+            return nsa_fail(ctx, NSA_ERR_CACHE, "cache row %lld holds %lld tokens; prefill needs "
+                            "an empty row (nsa_kv_cache_reset)", (long long)b,
+                            (long long)c->row[b].len);
+        NSA_TRY(check_room(ctx, c, b, s.T));
+    }
+    const nsa_config *g = &fwd->cfg;
+    int64_t ks[4] = {s.B, s.T, g->Hkv, g->Dk}, vs[4] = {s.B, s.T, g->Hkv, g->Dv};
+    const nsa_tensor *rk = &fwd->k_cmp, *rv = &fwd->v_cmp;
+    if (c->desc.cmp_external) {
+        if (!extra) return nsa_fail(ctx, NSA_ERR_INVALID_ARG, "extra: NULL, a cmp_external cache "
+                                    "needs the raw cmp tokens");
+        NSA_TRY(nsa_check_tensor(ctx, "extra.raw_k_cmp", &extra->raw_k_cmp, s.dt, s.dev, 4, ks));
+        NSA_TRY(nsa_check_tensor(ctx, "extra.raw_v_cmp", &extra->raw_v_cmp, s.dt, s.dev, 4, vs));
+        rk = &extra->raw_k_cmp;
+        rv = &extra->raw_v_cmp;
+    } else if (extra && (nsa_present(&extra->raw_k_cmp) || nsa_present(&extra->raw_v_cmp))) {
+        return nsa_fail(ctx, NSA_ERR_INVALID_ARG, "extra.raw_k_cmp: only for a cmp_external "
+                        "cache (this one computes φ = avg from k_cmp)");
+    }
+    NSA_TRY(nsa_forward(ctx, fwd));
+    nsa_kv_src src = {rk, rv, &fwd->k_sel, &fwd->v_sel, &fwd->k_win, &fwd->v_win,
+                      c->desc.cmp_external ? &fwd->k_cmp : NULL,
+                      c->desc.cmp_external ? &fwd->v_cmp : NULL};
+    for (int64_t i = 0; i < s.B; i++)
+        for (int64_t t = 0; t < s.T; t++)
+            nsa_kv_push(c, (int)(b0 + i), &src, i, t, nsa_num_cmp(g, t + 1) - 1);
+    return NSA_OK;
+}
+
+nsa_status nsa_kv_cache_append(nsa_context *ctx, nsa_kv_cache *c, const nsa_kv_append_args *a) {
+    if (!ctx) return NSA_ERR_INVALID_ARG;
+    nsa_clear(ctx);
+    if (!c) return nsa_fail(ctx, NSA_ERR_INVALID_ARG, "cache: NULL pointer");
+    if (!a) return nsa_fail(ctx, NSA_ERR_INVALID_ARG, "args: NULL pointer");
+    const nsa_config *g = &c->desc.cfg;
+    const nsa_dtype dt = c->desc.dtype;
+    const nsa_device_kind dev = c->desc.device.kind;
+    int64_t any4[4] = {-1, -1, g->Hkv, g->Dk};
+    NSA_TRY(nsa_check_tensor(ctx, "k_sel", &a->k_sel, dt, dev, 4, any4));
+    const int64_t Bp = a->k_sel.shape[0], T = a->k_sel.shape[1];
+    NSA_TRY(check_rows(ctx, c, a->b0, Bp, "b0"));
+    if (Bp == 0 || T == 0) return NSA_OK;
+    const int64_t S0 = c->row[a->b0].len;
+    for (int64_t b = a->b0; b < a->b0 + Bp; b++) {
+        if (c->row[b].len != S0)
+            return nsa_fail(ctx, NSA_ERR_CACHE, "b0: row %lld holds %lld tokens, row %d holds "
+                            "%lld; append needs rows of equal length", (long long)b,
+                            (long long)c->row[b].len, a->b0, (long long)S0);
+        NSA_TRY(check_room(ctx, c, b, T));
+    }
+    int64_t ks[4] = {Bp, T, g->Hkv, g->Dk}, vs[4] = {Bp, T, g->Hkv, g->Dv};
+    NSA_TRY(nsa_check_tensor(ctx, "k_cmp", &a->k_cmp, dt, dev, 4, ks));
+    NSA_TRY(nsa_check_tensor(ctx, "v_cmp", &a->v_cmp, dt, dev, 4, vs));
+    NSA_TRY(nsa_check_tensor(ctx, "v_sel", &a->v_sel, dt, dev, 4, vs));
+    if (g->w > 0) {
+        NSA_TRY(nsa_check_tensor(ctx, "k_win", &a->k_win, dt, dev, 4, ks));
+        NSA_TRY(nsa_check_tensor(ctx, "v_win", &a->v_win, dt, dev, 4, vs));
+    }
+    const int64_t c0 = nsa_num_cmp(g, S0), Tc = nsa_num_cmp(g, S0 + T) - c0;
+    int64_t kcs[4] = {Bp, Tc, g->Hkv, g->Dk}, vcs[4] = {Bp, Tc, g->Hkv, g->Dv};
+    if (c->desc.cmp_external && Tc > 0) {
+        NSA_TRY(nsa_check_tensor(ctx, "kc", &a->kc, dt, dev, 4, kcs));
+        NSA_TRY(nsa_check_tensor(ctx, "vc", &a->vc, dt, dev, 4, vcs));
+    } else if (!c->desc.cmp_external && (nsa_present(&a->kc) || nsa_present(&a->vc))) {
+        return nsa_fail(ctx, NSA_ERR_INVALID_ARG, "kc: only for a cmp_external cache (this one "
+                        "computes φ = avg)");
+    }
+    nsa_kv_src src = {&a->k_cmp, &a->v_cmp, &a->k_sel, &a->v_sel, &a->k_win, &a->v_win,
+                      &a->kc, &a->vc};
+    for (int64_t i = 0; i < Bp; i++)
+        for (int64_t t = 0; t < T; t++)
+            nsa_kv_push(c, (int)(a->b0 + i), &src, i, t, nsa_num_cmp(g, S0 + t + 1) - 1 - c0);
+    return NSA_OK;
+}
