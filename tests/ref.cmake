@@ -5,7 +5,10 @@ target_compile_options(nsa_ref_util PRIVATE ${NSA_WARN})
 target_link_libraries(nsa_ref_util PUBLIC nsa_harness)
 
 nsa_test(test_ref_forward SOURCES test_ref_forward.c LIBS nsa_ref_util
-  CASES full_coverage_dense)
+  CASES full_coverage_dense branch_cmp_dense branch_cmp_compressed_dense branch_sel_dense
+        branch_win_banded causality_bitwise causality_bitwise_compressed causality_bitwise_shared_kv)
 nsa_test(test_ref_backward SOURCES test_ref_backward.c LIBS nsa_ref_util
   CASES fd_gqa1_raw fd_gqa4_compressed fd_shared_kv fd_identity_no_window determinism_threads
         sel_ranges_reused alias_identical_sum alias_overlap_rejected)
+nsa_test(test_ref_select SOURCES test_ref_select.c LIBS nsa_ref_util
+  CASES sel_bruteforce group_consistency tie_rule eq9_weights selection_same_across_dtypes)
