@@ -100,11 +100,12 @@ static int layer_forward(lm_model *m, int layer, int B, int T, int64_t pos0, pas
 
     nsa_status st;
     if (mode == PASS_DECODE) {
-        int learned = c->phi == LM_PHI_LEARNED;
-        if (learned && nsa_kv_cache_emits_next(cache, 0) && decode_phi(m, layer, cache, err, n))
-            return -1;
+        const int emits = c->phi == LM_PHI_LEARNED && nsa_kv_cache_emits_next(cache, 0) == 1;
+        if (emits && decode_phi(m, layer, cache, err, n)) return -1;
         nsa_decode_args a;
         memset(&a, 0, sizeof a);
+        a.cfg = m->nsa;
+        a.cfg = m->nsa;
         a.q = nsa_tensor_4d(A->q, NSA_DTYPE_F32, 1, 1, Hq, D);
         a.k_cmp = nsa_tensor_4d(A->k[0], NSA_DTYPE_F32, 1, 1, Hkv, D);
         a.v_cmp = nsa_tensor_4d(A->v[0], NSA_DTYPE_F32, 1, 1, Hkv, D);
@@ -112,7 +113,7 @@ static int layer_forward(lm_model *m, int layer, int B, int T, int64_t pos0, pas
         a.v_sel = nsa_tensor_4d(A->v[1], NSA_DTYPE_F32, 1, 1, Hkv, D);
         a.k_win = nsa_tensor_4d(A->k[2], NSA_DTYPE_F32, 1, 1, Hkv, D);
         a.v_win = nsa_tensor_4d(A->v[2], NSA_DTYPE_F32, 1, 1, Hkv, D);
-        if (learned) {
+        if (emits) {
             a.kc_new = nsa_tensor_4d(A->kc, NSA_DTYPE_F32, 1, 1, Hkv, D);
             a.vc_new = nsa_tensor_4d(A->vc, NSA_DTYPE_F32, 1, 1, Hkv, D);
         }
