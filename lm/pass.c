@@ -105,7 +105,6 @@ static int layer_forward(lm_model *m, int layer, int B, int T, int64_t pos0, pas
         nsa_decode_args a;
         memset(&a, 0, sizeof a);
         a.cfg = m->nsa;
-        a.cfg = m->nsa;
         a.q = nsa_tensor_4d(A->q, NSA_DTYPE_F32, 1, 1, Hq, D);
         a.k_cmp = nsa_tensor_4d(A->k[0], NSA_DTYPE_F32, 1, 1, Hkv, D);
         a.v_cmp = nsa_tensor_4d(A->v[0], NSA_DTYPE_F32, 1, 1, Hkv, D);

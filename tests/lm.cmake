@@ -3,3 +3,6 @@
 nsa_test(test_lm_layers SOURCES test_lm_layers.c LIBS nsa_lm
   CASES matmul_grad rmsnorm_grad swiglu_grad gates_sigmoid_grad gates_softmax_grad
         cross_entropy_grad phi_grad rope_relative schedule_and_clip)
+nsa_test(test_lm_model SOURCES test_lm_model.c LIBS nsa_lm
+  CASES gradcheck_avg_sigmoid gradcheck_learned_softmax loss_decreases greedy_decode_avg
+        greedy_decode_learned)
