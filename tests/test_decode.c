@@ -201,12 +201,36 @@ static void batch_mixed_lengths(void) {
     nsa_context_destroy(ctx);
 }
 
+/* NSA_FORCE_BRANCH and NSA_STRICT_ASSERTS hold in decode as in the forward: with each branch
+ * forced, decode still equals the (forced) prefill, and strict asserts find no violation. */
+static void flags_as_forward(void) {
+    static const char *branches[3] = {"cmp", "sel", "win"};
+    for (int i = 0; i < 3; i++) {
+        nsa_context *ctx = new_ctx();
+        CHECK(ctx);
+        CHECK_OK(ctx, nsa_context_set_flag(ctx, "NSA_FORCE_BRANCH", branches[i]));
+        CHECK_OK(ctx, nsa_context_set_flag(ctx, "NSA_STRICT_ASSERTS", "1"));
+        seq s;
+        CHECK(seq_new(ctx, &s, dec_cfg(), dtypes[i], 1, 50));
+        nsa_kv_cache *c = dec_cache(ctx, &s, 1, 50, 0);
+        CHECK(c);
+        CHECK(decode_rest(ctx, c, &s, 0, &s.out), "NSA_FORCE_BRANCH=%s", branches[i]);
+        nsa_counters k;
+        CHECK_OK(ctx, nsa_context_counters(ctx, &k));
+        CHECK(k.causality_violations == 0);
+        nsa_kv_cache_destroy(c);
+        seq_free(&s);
+        nsa_context_destroy(ctx);
+    }
+}
+
 int main(int argc, char **argv) {
     static const nsa_case cases[] = {
         {"empty_equals_prefill", empty_equals_prefill},
         {"prefill_then_decode", prefill_then_decode},
         {"causality_stale", causality_stale},
         {"batch_mixed_lengths", batch_mixed_lengths},
+        {"flags_as_forward", flags_as_forward},
     };
     return nsa_test_main(argc, argv, cases, (int)(sizeof cases / sizeof cases[0]));
 }

@@ -3,7 +3,7 @@
  * prefill calls per row — over the cache's keys/values, so decode equals prefill bitwise.
  * Not fast: each step converts the row's sel history to double (O(S) conversions); the read
  * counters count what the attention read (nsa_ref_row's reads), which is what a kernel reading
- * the cache in place touches.
+ * the cache in place touches. NSA_FORCE_BRANCH and NSA_STRICT_ASSERTS apply as in the forward.
  * Invariant: every argument is validated and every scratch buffer allocated before the cache
  * changes, so a failed step leaves the cache exactly as it was.
  */
@@ -70,8 +70,28 @@ static void to_double(const nsa_kv_cache *c, const unsigned char *src, int64_t f
     }
 }
 
+/* NSA_STRICT_ASSERTS: every selected range lies in [0, t+1), ascending and disjoint. A failure
+ * is a bug of the library, not of the input (the token is already in the cache). */
+static nsa_status strict_ranges(nsa_context *ctx, const nsa_config *g, int b, int64_t t,
+                                const nsa_ref_row_out *r) {
+    for (int k = 0; k < g->Hkv; k++) {
+        int64_t prev = 0;
+        for (int i = 0; i < r->nr[k]; i++) {
+            const int64_t *q = r->ranges + ((int64_t)k * g->n + i) * 2;
+            if (q[0] < prev || q[1] <= q[0] || q[1] > t + 1) {
+                ctx->counters.causality_violations++;
+                return nsa_fail(ctx, NSA_ERR_CAUSALITY, "decode row %d, t=%lld, KV head %d: "
+                                "selected range [%lld, %lld) leaves [0, t+1)", b, (long long)t, k,
+                                (long long)q[0], (long long)q[1]);
+            }
+            prev = q[1];
+        }
+    }
+    return NSA_OK;
+}
+
 /* Attention of row b's token at position t (already pushed) into out row b. */
-static void step_row(nsa_context *ctx, nsa_kv_cache *c, const nsa_decode_args *a, int b,
+static nsa_status step_row(nsa_context *ctx, nsa_kv_cache *c, const nsa_decode_args *a, int b,
                      int64_t t, step_scratch *s) {
     const nsa_config *g = &c->desc.cfg;
     const int Hq = g->Hq, Dk = g->Dk, Dv = g->Dv;
@@ -90,15 +110,18 @@ static void step_row(nsa_context *ctx, nsa_kv_cache *c, const nsa_decode_args *a
         to_double(c, c->vw + (int64_t)b * c->nwin * c->rv * e, lo, S - lo, c->nwin, c->rv, s->wv);
         kv[NSA_BRANCH_WIN] = (nsa_ref_kv){s->wk, s->wv, c->rk, c->rv, Dk, Dv, lo};
     }
+    const int force = ctx->flags.force_branch; /* NSA_FORCE_BRANCH: one-hot, as the forward */
     for (int h = 0; h < Hq; h++) {
         for (int x = 0; x < Dk; x++)
             s->q[h * Dk + x] = nsa_load(&a->q, nsa_off4(&a->q, b, 0, h, x));
         for (int x = 0; x < 3; x++)
-            s->gates[h * 3 + x] = nsa_load(&a->gates, nsa_off4(&a->gates, b, 0, h, x));
+            s->gates[h * 3 + x] = force >= 0 ? (x == force ? 1.0 : 0.0)
+                                             : nsa_load(&a->gates, nsa_off4(&a->gates, b, 0, h, x));
     }
     nsa_ref_row_out r = {s->o, s->o + 3 * Hq * Dv, s->o + 3 * Hq * Dv + 3 * Hq, s->blocks,
                          s->ranges, s->nr, {0, 0, 0}};
     nsa_ref_row(g, (double)nsa_config_scale(g), t, s->q, s->gates, kv, &s->w, &r);
+    if (ctx->flags.strict_asserts) NSA_TRY(strict_ranges(ctx, g, b, t, &r));
     for (int h = 0; h < Hq; h++)
         for (int x = 0; x < Dv; x++)
             nsa_store(&a->out, nsa_off4(&a->out, b, 0, h, x), r.out[(int64_t)h * Dv + x]);
@@ -114,6 +137,7 @@ static void step_row(nsa_context *ctx, nsa_kv_cache *c, const nsa_decode_args *a
             "b=%d S=%lld cmp=%lld sel=%lld win=%lld total=%lld budget=%lld dense=%lld", b,
             (long long)S, (long long)rd->cmp, (long long)rd->sel, (long long)rd->win,
             (long long)rd->total, (long long)rd->budget, (long long)rd->dense);
+    return NSA_OK;
 }
 
 nsa_status nsa_decode_step(nsa_context *ctx, nsa_kv_cache *c, const nsa_decode_args *a) {
@@ -171,7 +195,11 @@ nsa_status nsa_decode_step(nsa_context *ctx, nsa_kv_cache *c, const nsa_decode_a
         if (a->active && !a->active[b]) continue;
         const int64_t t = c->row[b].len;
         nsa_kv_push(c, b, &src, b, 0, 0);
-        step_row(ctx, c, a, b, t, &s);
+        nsa_status st = step_row(ctx, c, a, b, t, &s);
+        if (st != NSA_OK) {
+            scratch_free(&s);
+            return st;
+        }
     }
     scratch_free(&s);
     return NSA_OK;
