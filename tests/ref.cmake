@@ -12,3 +12,6 @@ nsa_test(test_ref_backward SOURCES test_ref_backward.c LIBS nsa_ref_util
         sel_ranges_reused alias_identical_sum alias_overlap_rejected)
 nsa_test(test_ref_select SOURCES test_ref_select.c LIBS nsa_ref_util
   CASES sel_bruteforce group_consistency tie_rule eq9_weights selection_same_across_dtypes)
+nsa_test(test_ref_edges SOURCES test_ref_edges.c LIBS nsa_ref_util
+  CASES no_nan_edges guard_bytes_all_outputs strided_inputs determinism_forward_threads
+        dtypes_round_f32)
