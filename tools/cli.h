@@ -11,6 +11,8 @@ typedef struct {
 } nsa_command;
 
 int cmd_selfcheck(int argc, char **argv);
+int cmd_route(int argc, char **argv);
+int cmd_parity(int argc, char **argv);
 int cmd_train(int argc, char **argv);
 int cmd_sample(int argc, char **argv);
 

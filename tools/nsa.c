@@ -8,6 +8,8 @@
 
 static const nsa_command commands[] = {
     {"selfcheck", "run the reference on random inputs and print what was verified", cmd_selfcheck},
+    {"route", "show the backend and reason per branch for a shape, dtype and device", cmd_route},
+    {"parity", "check every fast path of this build against the reference", cmd_parity},
     {"train", "train a byte-level NSA language model (heartbeat, checkpoints, --resume)", cmd_train},
     {"sample", "generate text from a checkpoint through the KV-cache decode", cmd_sample},
 };

@@ -9,11 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* src/route/flags.c */
-nsa_status nsa_flags_from_env(nsa_context *ctx, nsa_flags *out);
-void nsa_flags_default(nsa_flags *f);
-/* src/core/device.c (CPU-only build) or src/cuda/device.cu */
-int nsa_device_cuda_count(void);
+/* flags, profiles (src/route/) and the device hooks (device_cpu.c or src/cuda/device.cu) */
+#include "../route/route.h"
 
 nsa_status nsa_fail(nsa_context *ctx, nsa_status st, const char *fmt, ...) {
     if (ctx) {
@@ -49,11 +46,22 @@ nsa_status nsa_context_create(nsa_context **out, char *msg, size_t msg_len) {
         return st;
     }
     ctx->cuda_devices = nsa_device_cuda_count();
+    nsa_device_toolchain(&ctx->toolchain);
+    st = nsa_profiles_init(ctx);
+    if (st != NSA_OK) {
+        if (msg && msg_len) snprintf(msg, msg_len, "%s", ctx->msg);
+        free(ctx->profiles);
+        free(ctx);
+        return st;
+    }
     *out = ctx;
     return NSA_OK;
 }
 
-void nsa_context_destroy(nsa_context *ctx) { free(ctx); }
+void nsa_context_destroy(nsa_context *ctx) {
+    if (ctx) free(ctx->profiles);
+    free(ctx);
+}
 
 const char *nsa_context_message(const nsa_context *ctx) { return ctx ? ctx->msg : ""; }
 

@@ -1,5 +1,29 @@
-/* device_cpu.c — device queries of a build without CUDA: no CUDA device exists.
- * Replaced by src/cuda/device.cu when CUDA is compiled in.
+/* device_cpu.c — the device hooks of route/backend.h for a build without CUDA: no CUDA device,
+ * no CUDA pipeline, no CUDA backends, toolchain "CPU-only build".
+ * src/cuda/device.cu defines the same functions when CUDA is compiled in (CMake then drops
+ * this file); this file is the exact list it must define.
  */
-int nsa_device_cuda_count(void);
+#include "../route/backend.h"
+
+#include <stdio.h>
+#include <string.h>
+
 int nsa_device_cuda_count(void) { return 0; }
+
+int nsa_device_cuda_caps(int index, nsa_device_caps *caps, char *why, size_t why_len) {
+    (void)caps;
+    snprintf(why, why_len, "CUDA device %d: this is a CPU-only build", index);
+    return 1;
+}
+
+void nsa_device_toolchain(nsa_toolchain *out) {
+    memset(out, 0, sizeof *out);
+    snprintf(out->note, sizeof out->note, "CPU-only build");
+}
+
+const nsa_pipeline *nsa_device_cuda_pipeline(void) { return NULL; }
+
+const nsa_backend *const *nsa_device_cuda_backends(int *count) {
+    *count = 0;
+    return NULL;
+}

@@ -48,6 +48,11 @@ struct nsa_context {
     int log_ntags;
     /* devices */
     int cuda_devices; /* usable CUDA devices found at creation (0 in a CPU-only build) */
+    /* router (src/route/) */
+    struct nsa_profile_set *profiles; /* device profiles in force (route.h)              */
+    nsa_toolchain toolchain;          /* CUDA versions and archs, read at creation       */
+    nsa_device_caps cuda_caps[8];     /* caps of CUDA devices 0..7, queried once each     */
+    unsigned cuda_caps_known;         /* bit i: cuda_caps[i] is filled                    */
 };
 
 /* Sets ctx->msg (printf style) and returns st. ctx may be NULL. */
@@ -67,6 +72,13 @@ void nsa_clear(nsa_context *ctx);
 
 /* Rate-limited log line under tag (src/core/log.c). */
 void nsa_log(nsa_context *ctx, const char *tag, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 3, 4)))
+#endif
+    ;
+
+/* Like nsa_log, but at most one line per tag for the context's life (fallback notices). */
+void nsa_log_once(nsa_context *ctx, const char *tag, const char *fmt, ...)
 #if defined(__GNUC__)
     __attribute__((format(printf, 3, 4)))
 #endif

@@ -75,6 +75,7 @@ typedef struct nsa_fwd_work {
     int32_t *ranges;     /* (B, T, Hkv, n, 2) [start, end) token ranges, unused [0, 0)        */
     size_t acc_size;     /* bytes of one acc element: 8 (double) on the CPU pipeline          */
     void *impl;          /* the pipeline's private state (CPU: inputs converted to double)   */
+    int force_branch;    /* NSA_FORCE_BRANCH: -1, or the branch finish gives gate 1 (others 0) */
 } nsa_fwd_work;
 
 /* The steps of a forward on one device kind that are not routed per branch. */
@@ -127,7 +128,8 @@ struct nsa_backend {
 typedef struct {
     nsa_route_decision d;
     const nsa_backend *be[3];
-    const nsa_backend *fallback[3]; /* the reference-role backend of the same device per branch */
+    const nsa_backend *fallback[3]; /* where a failed fast step reruns: base role, else ref    */
+    int declined[3];                /* 1: a fast backend declined the shape (counted)          */
 } nsa_route_plan_t;
 
 /* Decides every branch of p on dev from ctx's flags and profiles (nsa_route_explain's engine). */

@@ -4,16 +4,14 @@
  * Invariant: a malformed value is NSA_ERR_FLAG naming the flag and the value; nothing is
  * silently ignored and a failed set leaves the flags as they were.
  */
-#include "../core/internal.h"
+#include "route.h"
 
 #include <ctype.h>
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-
-void nsa_flags_default(nsa_flags *f);
-nsa_status nsa_flags_from_env(nsa_context *ctx, nsa_flags *out);
 
 void nsa_flags_default(nsa_flags *f) {
     memset(f, 0, sizeof *f);
@@ -131,4 +129,43 @@ nsa_status nsa_context_set_flag(nsa_context *ctx, const char *name, const char *
         return NSA_OK;
     }
     return nsa_fail(ctx, NSA_ERR_FLAG, "%s: unknown flag", name);
+}
+
+/* The value of row r in f, as it would be written in the environment. */
+static void value_of(const nsa_flags *f, const flag_row *r, char *buf, size_t len) {
+    const char *base = (const char *)f + r->off;
+    switch (r->k) {
+    case K_BOOL: snprintf(buf, len, "%d", *(const int *)base); break;
+    case K_TRI:
+        if (*(const int *)base < 0) snprintf(buf, len, "unset");
+        else snprintf(buf, len, "%d", *(const int *)base);
+        break;
+    case K_COUNT:
+        if (*(const int64_t *)base < 0) snprintf(buf, len, "unset");
+        else snprintf(buf, len, "%lld", (long long)*(const int64_t *)base);
+        break;
+    case K_BRANCH: {
+        int b = *(const int *)base;
+        snprintf(buf, len, "%s", b < 0 ? "none" : nsa_branch_name((nsa_branch)b));
+        break;
+    }
+    }
+}
+
+nsa_status nsa_context_flags_format(const nsa_context *ctx, char *buf, size_t len) {
+    if (!ctx || !buf || !len) return NSA_ERR_INVALID_ARG;
+    nsa_flags def;
+    nsa_flags_default(&def);
+    size_t at = 0;
+    buf[0] = '\0';
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        char v[32], dv[32];
+        value_of(&ctx->flags, &rows[i], v, sizeof v);
+        value_of(&def, &rows[i], dv, sizeof dv);
+        int k = snprintf(buf + at, len - at, "%s=%s (%s)\n", rows[i].name, v,
+                         strcmp(v, dv) ? "set" : "default");
+        if (k < 0 || (size_t)k >= len - at) break;
+        at += (size_t)k;
+    }
+    return NSA_OK;
 }

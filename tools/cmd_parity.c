@@ -1,0 +1,289 @@
+/* cmd_parity.c — `nsa parity`: every fast path this build has, on every parity case and dtype,
+ * against the reference, with the contract's thresholds (spec/execution-routing.md, DESIGN.md
+ * §5): f32 MAE < 1e-5; bf16/f16 max error ≤ 2 × the reference's own error on inputs rounded to
+ * the dtype + 1e-5; no NaN/Inf; no fallback taken; selected blocks identical.
+ * Not a benchmark: it times nothing. A path is chosen only through public flags, so what is
+ * checked is what the router would run. Adding a case is a row of `cases`; adding a fast path
+ * needs no change here (each row of `paths` asks the router whether this build binds it).
+ */
+#include "cli.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct {
+    const char *name;
+    int B, T, Hq, Hkv, Dk, Dv, l, d, lp, n, w;
+} parity_case;
+
+/* Representative shapes and the contract's edge cases (empty ranges, tiny shapes). */
+static const parity_case cases[] = {
+    {"small", 1, 256, 8, 2, 64, 64, 32, 16, 64, 4, 128},
+    {"ragged-T", 2, 200, 4, 2, 32, 32, 32, 16, 64, 3, 64},
+    {"G=1,Dk!=Dv", 1, 130, 4, 4, 48, 32, 16, 8, 32, 3, 40},
+    {"tiny T=1", 1, 1, 2, 1, 16, 16, 32, 16, 64, 3, 32},
+    {"T<l no cmp", 2, 20, 4, 2, 32, 32, 32, 16, 64, 3, 16},
+    {"w=0 empty win", 1, 96, 4, 1, 32, 32, 16, 16, 32, 3, 0},
+};
+#define NCASES ((int)(sizeof cases / sizeof cases[0]))
+
+/* A fast path: a role on a branch, and the flags that make the router choose it. */
+typedef struct {
+    nsa_role role;
+    nsa_branch br;
+    const char *flags[4][2];
+} parity_path;
+
+static const parity_path paths[] = {
+    {NSA_ROLE_FA2, NSA_BRANCH_CMP, {{"NSA_USE_FA2_CMP", "1"}, {"NSA_FA2_MIN_LEN_CMP", "0"}}},
+    {NSA_ROLE_FA2, NSA_BRANCH_WIN, {{"NSA_USE_FA2_WIN", "1"}, {"NSA_FA2_MIN_LEN_WIN", "0"}}},
+    {NSA_ROLE_FUSED_SEL, NSA_BRANCH_SEL, {{"NSA_TRITON_SEL_FORCE", "1"}}},
+    {NSA_ROLE_MASKED, NSA_BRANCH_CMP, {{"NSA_USE_FA2", "0"}, {"NSA_USE_CMP_MASK", "1"}}},
+    {NSA_ROLE_MASKED, NSA_BRANCH_WIN, {{"NSA_USE_FA2", "0"}, {"NSA_USE_WIN_MASK", "1"}}},
+    {NSA_ROLE_PACKED, NSA_BRANCH_SEL, {{"NSA_USE_TRITON_SEL", "0"}, {"NSA_USE_SEL_PACK", "1"}}},
+};
+#define NPATHS ((int)(sizeof paths / sizeof paths[0]))
+
+static const nsa_dtype dtypes[] = {NSA_DTYPE_F32, NSA_DTYPE_BF16, NSA_DTYPE_F16};
+
+static uint64_t rng = 0x9e3779b97f4a7c15ull;
+static double urand(void) { /* [-1, 1) */
+    rng ^= rng << 13;
+    rng ^= rng >> 7;
+    rng ^= rng << 17;
+    return (double)(rng >> 11) / 9007199254740992.0 * 2.0 - 1.0;
+}
+
+/* The inputs of one case in f32, and tensors of one dtype made from them. */
+typedef struct {
+    float *x[8]; /* q, k_cmp, v_cmp, k_sel, v_sel, k_win, v_win, gates */
+    int64_t n[8];
+    int64_t shape[8][4];
+} inputs;
+
+static int inputs_make(const parity_case *c, inputs *in) {
+    const int64_t s[8][4] = {{c->B, c->T, c->Hq, c->Dk},  {c->B, c->T, c->Hkv, c->Dk},
+                             {c->B, c->T, c->Hkv, c->Dv}, {c->B, c->T, c->Hkv, c->Dk},
+                             {c->B, c->T, c->Hkv, c->Dv}, {c->B, c->T, c->Hkv, c->Dk},
+                             {c->B, c->T, c->Hkv, c->Dv}, {c->B, c->T, c->Hq, 3}};
+    memset(in, 0, sizeof *in);
+    for (int i = 0; i < 8; i++) {
+        memcpy(in->shape[i], s[i], sizeof s[i]);
+        in->n[i] = s[i][0] * s[i][1] * s[i][2] * s[i][3];
+        in->x[i] = malloc(sizeof(float) * (size_t)(in->n[i] + 1));
+        if (!in->x[i]) return 0;
+        for (int64_t j = 0; j < in->n[i]; j++)
+            in->x[i][j] = (float)(i == 7 ? 0.5 + 0.5 * urand() : urand());
+    }
+    return 1;
+}
+
+static void inputs_free(inputs *in) {
+    for (int i = 0; i < 8; i++) free(in->x[i]);
+}
+
+static void *to_dtype(const float *x, int64_t n, nsa_dtype dt) {
+    void *p = malloc(nsa_dtype_size(dt) * (size_t)(n + 1));
+    for (int64_t i = 0; p && i < n; i++) {
+        if (dt == NSA_DTYPE_F32) ((float *)p)[i] = x[i];
+        else if (dt == NSA_DTYPE_BF16) ((uint16_t *)p)[i] = nsa_f32_to_bf16(x[i]);
+        else ((uint16_t *)p)[i] = nsa_f32_to_f16(x[i]);
+    }
+    return p;
+}
+
+static double get(const void *p, nsa_dtype dt, int64_t i) {
+    if (dt == NSA_DTYPE_F32) return ((const float *)p)[i];
+    if (dt == NSA_DTYPE_BF16) return nsa_bf16_to_f32(((const uint16_t *)p)[i]);
+    return nsa_f16_to_f32(((const uint16_t *)p)[i]);
+}
+
+/* What one forward produced: branch br's output (f64 copy) and the selected blocks. */
+typedef struct {
+    double *o;
+    int32_t *blocks;
+    nsa_counters counters;
+    nsa_status st;
+    char msg[256];
+} run_out;
+
+/* One forward of case c in dtype dt on the CPU under flags (NULL-terminated pairs). */
+static void run(const parity_case *c, const inputs *in, nsa_dtype dt, nsa_branch br,
+                const char *const (*flags)[2], int nflags, run_out *r) {
+    memset(r, 0, sizeof *r);
+    nsa_context *ctx;
+    r->st = nsa_context_create(&ctx, r->msg, sizeof r->msg);
+    if (r->st != NSA_OK) return;
+    for (int i = 0; i < nflags && flags[i][0] && r->st == NSA_OK; i++)
+        r->st = nsa_context_set_flag(ctx, flags[i][0], flags[i][1]);
+    nsa_fwd_args a;
+    memset(&a, 0, sizeof a);
+    a.cfg = nsa_config_default(c->Hq, c->Hkv, c->Dk, c->Dv);
+    a.cfg.l = c->l, a.cfg.d = c->d, a.cfg.lp = c->lp, a.cfg.n = c->n, a.cfg.w = c->w;
+    void *buf[8] = {0};
+    nsa_tensor *t[8] = {&a.q, &a.k_cmp, &a.v_cmp, &a.k_sel, &a.v_sel, &a.k_win, &a.v_win, &a.gates};
+    for (int i = 0; i < 8; i++) {
+        buf[i] = to_dtype(in->x[i], in->n[i], dt);
+        *t[i] = nsa_tensor_make(buf[i], dt, 4, in->shape[i]);
+    }
+    const int64_t no = (int64_t)c->B * c->T * c->Hq * c->Dv;
+    const int64_t nb = (int64_t)c->B * c->T * c->Hkv * c->n;
+    void *out = malloc(nsa_dtype_size(dt) * (size_t)(no + 1));
+    void *obr = malloc(nsa_dtype_size(dt) * (size_t)(no + 1));
+    r->blocks = malloc(sizeof(int32_t) * (size_t)(nb + 1));
+    r->o = malloc(sizeof(double) * (size_t)(no + 1));
+    a.out = nsa_tensor_4d(out, dt, c->B, c->T, c->Hq, c->Dv);
+    nsa_tensor ob = nsa_tensor_4d(obr, dt, c->B, c->T, c->Hq, c->Dv);
+    if (br == NSA_BRANCH_CMP) a.out_cmp = ob;
+    else if (br == NSA_BRANCH_SEL) a.out_sel = ob;
+    else a.out_win = ob;
+    a.sel_blocks = nsa_tensor_4d(r->blocks, NSA_DTYPE_I32, c->B, c->T, c->Hkv, c->n);
+    if (r->st == NSA_OK) r->st = nsa_forward(ctx, &a);
+    snprintf(r->msg, sizeof r->msg, "%s", nsa_context_message(ctx));
+    for (int64_t i = 0; r->st == NSA_OK && i < no; i++) r->o[i] = get(obr, dt, i);
+    nsa_context_counters(ctx, &r->counters);
+    nsa_context_destroy(ctx);
+    for (int i = 0; i < 8; i++) free(buf[i]);
+    free(out);
+    free(obr);
+}
+
+static void run_free(run_out *r) {
+    free(r->o);
+    free(r->blocks);
+}
+
+/* max and mean |a - b| over n; *bad counts non-finite a. */
+static void errors(const double *a, const double *b, int64_t n, double *mx, double *mae,
+                   int64_t *bad) {
+    *mx = 0, *mae = 0, *bad = 0;
+    for (int64_t i = 0; i < n; i++) {
+        if (!isfinite(a[i])) { (*bad)++; continue; }
+        double e = fabs(a[i] - b[i]);
+        if (e > *mx) *mx = e;
+        *mae += e;
+    }
+    *mae /= n > 0 ? (double)n : 1.0;
+}
+
+static const char *const parity_flags[][2] = {{"NSA_FORCE_PARITY", "1"}};
+
+/* One table row: branch br of case c in dtype dt, run under flags (the fast path) against the
+ * reference; returns 1 when it passes. */
+static int row(const char *path, const char *backend, const parity_case *c, const inputs *in,
+               nsa_dtype dt, nsa_branch br, const char *const (*flags)[2], int nflags) {
+    run_out r0, rb, rf;
+    run(c, in, NSA_DTYPE_F32, br, parity_flags, 1, &r0); /* oracle: f32 inputs   */
+    run(c, in, dt, br, parity_flags, 1, &rb);            /* reference, dt inputs */
+    run(c, in, dt, br, flags, nflags, &rf);              /* the path, dt inputs  */
+    const int64_t no = (int64_t)c->B * c->T * c->Hq * c->Dv;
+    const int64_t nb = (int64_t)c->B * c->T * c->Hkv * c->n;
+    double mx = 0, mae = 0, bmx = 0, bmae = 0, bound;
+    int64_t bad = 0, bbad = 0;
+    const int ok = r0.st == NSA_OK && rb.st == NSA_OK && rf.st == NSA_OK;
+    if (ok) {
+        errors(rf.o, r0.o, no, &mx, &mae, &bad);
+        errors(rb.o, r0.o, no, &bmx, &bmae, &bbad);
+    }
+    const int same = ok && !memcmp(rf.blocks, rb.blocks, sizeof(int32_t) * (size_t)nb);
+    const int64_t fell = rf.counters.fallback_nonfinite + rf.counters.fallback_error +
+                         rf.counters.fallback_unsupported;
+    int pass;
+    if (dt == NSA_DTYPE_F32) {
+        bound = 1e-5;
+        pass = ok && mae < bound;
+    } else {
+        bound = 2.0 * bmx + 1e-5;
+        pass = ok && mx <= bound;
+    }
+    pass = pass && bad == 0 && same && fell == 0;
+    printf("%-12s %-10s %-14s %-5s %-10.3g %-10.3g %-10.3g %-6lld %-5lld %-6s %s%s%s\n", path,
+           backend, c->name, nsa_dtype_name(dt), mae, mx, bound, (long long)bad, (long long)fell,
+           same ? "same" : "DIFF", pass ? "pass" : "FAIL", ok ? "" : ": ",
+           ok ? "" : (r0.st ? r0.msg : rb.st ? rb.msg : rf.msg));
+    run_free(&r0);
+    run_free(&rb);
+    run_free(&rf);
+    return pass;
+}
+
+int cmd_parity(int argc, char **argv) {
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            printf("usage: nsa parity\nRuns every fast path of this build against the reference "
+                   "on the cases of\ntools/cmd_parity.c and prints one row per (path, case, "
+                   "dtype); exit 1 if any row fails.\n");
+            return 0;
+        }
+        fprintf(stderr, "nsa parity: unknown option %s\nhint: nsa parity --help\n", argv[i]);
+        return 2;
+    }
+    nsa_device_caps cpu;
+    nsa_device_caps_named("cpu", &cpu);
+    char absent[NPATHS][NSA_REASON_LEN];
+    memset(absent, 0, sizeof absent);
+    printf("%-12s %-10s %-14s %-5s %-10s %-10s %-10s %-6s %-5s %-6s %s\n", "path", "backend",
+           "case", "dtype", "mae", "max_err", "bound", "nonfin", "fallb", "blocks", "verdict");
+    int rows = 0, failed = 0;
+    inputs in[NCASES];
+    for (int ci = 0; ci < NCASES; ci++)
+        if (!inputs_make(&cases[ci], &in[ci])) {
+            fprintf(stderr, "nsa parity: out of memory\n");
+            return 2;
+        }
+    for (int pi = 0; pi < NPATHS; pi++) {
+        const parity_path *pp = &paths[pi];
+        char name[32];
+        snprintf(name, sizeof name, "%s/%s", nsa_role_name(pp->role), nsa_branch_name(pp->br));
+        for (int ci = 0; ci < NCASES; ci++)
+            for (size_t di = 0; di < sizeof dtypes / sizeof dtypes[0]; di++) {
+                const parity_case *c = &cases[ci];
+                nsa_context *pc;
+                char msg[256];
+                if (nsa_context_create(&pc, msg, sizeof msg) != NSA_OK) {
+                    fprintf(stderr, "nsa parity: %s\n", msg);
+                    return 2;
+                }
+                for (int f = 0; f < 4 && pp->flags[f][0]; f++)
+                    nsa_context_set_flag(pc, pp->flags[f][0], pp->flags[f][1]);
+                nsa_route_problem p = {nsa_config_default(c->Hq, c->Hkv, c->Dk, c->Dv), c->B,
+                                       c->T, dtypes[di], NSA_PASS_FORWARD};
+                p.cfg.l = c->l, p.cfg.d = c->d, p.cfg.lp = c->lp, p.cfg.n = c->n, p.cfg.w = c->w;
+                nsa_route_decision d;
+                nsa_status st = nsa_route_explain(pc, &p, &cpu, &d);
+                nsa_context_destroy(pc);
+                if (st != NSA_OK || d.role[pp->br] != pp->role) {
+                    if (!absent[pi][0])
+                        snprintf(absent[pi], sizeof absent[pi], "%s",
+                                 st != NSA_OK ? nsa_status_name(st) : d.reason[pp->br]);
+                    continue;
+                }
+                rows++;
+                failed += !row(name, d.backend[pp->br], c, &in[ci], dtypes[di], pp->br,
+                               pp->flags, 4);
+            }
+    }
+    if (rows == 0) {
+        /* no fast path: the machinery still runs, the reference on both sides */
+        for (int ci = 0; ci < NCASES; ci++)
+            for (size_t di = 0; di < sizeof dtypes / sizeof dtypes[0]; di++) {
+                rows++;
+                failed += !row("ref/sel", "ref", &cases[ci], &in[ci], dtypes[di],
+                               NSA_BRANCH_SEL, parity_flags, 1);
+            }
+        printf("\nno fast path exists in this build for the cpu: the rows above run the "
+               "reference on both sides.\n");
+    }
+    for (int pi = 0; pi < NPATHS; pi++)
+        if (absent[pi][0])
+            printf("%s/%s not run here: %s\n", nsa_role_name(paths[pi].role),
+                   nsa_branch_name(paths[pi].br), absent[pi]);
+    for (int ci = 0; ci < NCASES; ci++) inputs_free(&in[ci]);
+    printf("\n%d rows, %d failed. Thresholds: f32 MAE < 1e-5; bf16/f16 max error <= 2 x the "
+           "reference's error on inputs\nrounded to the dtype + 1e-5; no NaN/Inf; no fallback "
+           "taken; selected blocks identical to the reference's.\n",
+           rows, failed);
+    return failed ? 1 : 0;
+}
