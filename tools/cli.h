@@ -15,5 +15,6 @@ int cmd_route(int argc, char **argv);
 int cmd_parity(int argc, char **argv);
 int cmd_train(int argc, char **argv);
 int cmd_sample(int argc, char **argv);
+int cmd_decode_demo(int argc, char **argv);
 
 #endif

@@ -12,6 +12,8 @@ static const nsa_command commands[] = {
     {"parity", "check every fast path of this build against the reference", cmd_parity},
     {"train", "train a byte-level NSA language model (heartbeat, checkpoints, --resume)", cmd_train},
     {"sample", "generate text from a checkpoint through the KV-cache decode", cmd_sample},
+    {"decode-demo", "decode with a KV cache; measured token reads vs budget vs dense (Table 4)",
+     cmd_decode_demo},
 };
 
 static void usage(FILE *f) {

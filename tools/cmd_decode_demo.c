@@ -1,0 +1,348 @@
+/* cmd_decode_demo.c — `nsa decode-demo`: prefills a prompt of random tokens into a KV cache,
+ * decodes N steps, and prints the token reads each step measured beside the paper's budget and
+ * dense attention; then the paper's Table 4 (8k..64k, paper defaults) from measured decode steps.
+ * Not a benchmark: the reference runs on the CPU, and reads do not depend on head dims, so small
+ * heads (Hq = Hkv = 1, Dk = Dv = 8 by default) keep 64k feasible. Exit code 1 if a measured count
+ * at a table length differs from the exact budget num_cmp(S) + n·lp + w.
+ */
+#include "cli.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+typedef struct {
+    int Hq, Hkv, Dk, Dv;
+    nsa_dtype dt;
+    int64_t prompt, steps, every;
+    int table, fill_prefill;
+    int64_t lens[8];
+    int nlens;
+    uint64_t seed;
+} demo_opts;
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static uint64_t rng;
+static float urand(void) { /* xorshift64, uniform in [-1, 1) */
+    rng ^= rng << 13;
+    rng ^= rng >> 7;
+    rng ^= rng << 17;
+    return (float)((double)(rng >> 11) / 9007199254740992.0 * 2.0 - 1.0);
+}
+
+/* A contiguous (a, b, c, d) tensor of dtype dt with random values (gates: in [0, 1]). */
+static nsa_tensor rand_tensor(nsa_dtype dt, int64_t a, int64_t b, int64_t c, int64_t d, int gate) {
+    const int64_t n = a * b * c * d;
+    void *p = malloc(nsa_dtype_size(dt) * (size_t)(n > 0 ? n : 1));
+    if (!p) {
+        fprintf(stderr, "nsa decode-demo: out of memory for %lld elements\n", (long long)n);
+        exit(1);
+    }
+    for (int64_t i = 0; i < n; i++) {
+        float x = gate ? 0.5f + 0.5f * urand() : urand();
+        if (dt == NSA_DTYPE_F32) ((float *)p)[i] = x;
+        else ((uint16_t *)p)[i] = dt == NSA_DTYPE_BF16 ? nsa_f32_to_bf16(x) : nsa_f32_to_f16(x);
+    }
+    return nsa_tensor_4d(p, dt, a, b, c, d);
+}
+
+/* Progress of long work on stderr: a rewritten line on a terminal, else one line per 5 s. */
+static void progress(const char *what, int64_t done, int64_t total, double *last) {
+    const double t = now_s();
+    const int tty = isatty(2);
+    if (done < total && t - *last < (tty ? 0.2 : 5.0)) return;
+    *last = t;
+    fprintf(stderr, tty ? "\r%s: %lld / %lld%s" : "%s: %lld / %lld%s\n", what, (long long)done,
+            (long long)total, tty && done == total ? "\n" : "");
+}
+
+static int die(nsa_context *ctx, const char *what) {
+    fprintf(stderr, "nsa decode-demo: %s: %s\n", what, nsa_context_message(ctx));
+    return 1;
+}
+
+/* All inputs of one sequence of T tokens (B = 1): q, k/v per branch, gates. */
+typedef struct {
+    nsa_tensor q, k[3], v[3], g;
+} tokens;
+
+static tokens tokens_new(const nsa_config *c, nsa_dtype dt, int64_t T) {
+    tokens x;
+    x.q = rand_tensor(dt, 1, T, c->Hq, c->Dk, 0);
+    for (int b = 0; b < 3; b++) {
+        x.k[b] = rand_tensor(dt, 1, T, c->Hkv, c->Dk, 0);
+        x.v[b] = rand_tensor(dt, 1, T, c->Hkv, c->Dv, 0);
+    }
+    x.g = rand_tensor(dt, 1, T, c->Hq, 3, 1);
+    return x;
+}
+
+static void tokens_free(tokens *x) {
+    free(x->q.data);
+    free(x->g.data);
+    for (int b = 0; b < 3; b++) {
+        free(x->k[b].data);
+        free(x->v[b].data);
+    }
+}
+
+/* Token t of x as a (1, 1, H, D) view. */
+static nsa_tensor at(nsa_tensor x, int64_t t) {
+    x.data = (char *)x.data + t * x.stride[1] * (int64_t)nsa_dtype_size(x.dtype);
+    x.shape[1] = 1;
+    return x;
+}
+
+/* Fills cache with tokens [0, T0) of x: prefill (a forward, output discarded) or append. */
+static int fill(nsa_context *ctx, nsa_kv_cache *cache, const nsa_config *c, const tokens *x,
+                int64_t T0, int use_prefill, nsa_dtype dt) {
+    if (T0 == 0) return 0;
+    if (use_prefill) {
+        nsa_fwd_args a;
+        memset(&a, 0, sizeof a);
+        a.cfg = *c;
+        a.q = x->q;
+        a.k_cmp = x->k[0], a.v_cmp = x->v[0];
+        a.k_sel = x->k[1], a.v_sel = x->v[1];
+        a.k_win = x->k[2], a.v_win = x->v[2];
+        a.gates = x->g;
+        nsa_tensor *all[] = {&a.q, &a.k_cmp, &a.v_cmp, &a.k_sel, &a.v_sel, &a.k_win, &a.v_win,
+                             &a.gates};
+        for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) all[i]->shape[1] = T0;
+        a.out = rand_tensor(dt, 1, T0, c->Hq, c->Dv, 0);
+        nsa_status st = nsa_kv_cache_prefill(ctx, cache, &a, NULL);
+        free(a.out.data);
+        return st == NSA_OK ? 0 : die(ctx, "nsa_kv_cache_prefill");
+    }
+    double last = now_s();
+    const int64_t chunk = 4096;
+    for (int64_t t0 = 0; t0 < T0; t0 += chunk) {
+        const int64_t n = T0 - t0 < chunk ? T0 - t0 : chunk;
+        nsa_kv_append_args a;
+        memset(&a, 0, sizeof a);
+        nsa_tensor *dst[6] = {&a.k_cmp, &a.v_cmp, &a.k_sel, &a.v_sel, &a.k_win, &a.v_win};
+        const nsa_tensor *src[6] = {&x->k[0], &x->v[0], &x->k[1], &x->v[1], &x->k[2], &x->v[2]};
+        for (int i = 0; i < 6; i++) {
+            *dst[i] = at(*src[i], t0);
+            dst[i]->shape[1] = n;
+        }
+        if (nsa_kv_cache_append(ctx, cache, &a) != NSA_OK) return die(ctx, "nsa_kv_cache_append");
+        progress("  append", t0 + n, T0, &last);
+    }
+    return 0;
+}
+
+/* Decodes tokens [S0, S1) of x; prints every `every`-th step's reads (every 0: none) and
+ * returns the last step's reads in *last. */
+static int decode(nsa_context *ctx, nsa_kv_cache *cache, const nsa_config *c, const tokens *x,
+                  int64_t S0, int64_t S1, int64_t every, nsa_dtype dt, nsa_decode_reads *last) {
+    nsa_tensor out = rand_tensor(dt, 1, 1, c->Hq, c->Dv, 0);
+    for (int64_t t = S0; t < S1; t++) {
+        nsa_decode_args a;
+        memset(&a, 0, sizeof a);
+        a.cfg = *c;
+        a.q = at(x->q, t);
+        a.k_cmp = at(x->k[0], t), a.v_cmp = at(x->v[0], t);
+        a.k_sel = at(x->k[1], t), a.v_sel = at(x->v[1], t);
+        a.k_win = at(x->k[2], t), a.v_win = at(x->v[2], t);
+        a.gates = at(x->g, t);
+        a.out = out;
+        if (nsa_decode_step(ctx, cache, &a) != NSA_OK) {
+            free(out.data);
+            return die(ctx, "nsa_decode_step");
+        }
+        if (nsa_kv_cache_last_reads(ctx, cache, 0, last) != NSA_OK) {
+            free(out.data);
+            return die(ctx, "nsa_kv_cache_last_reads");
+        }
+        if (every > 0 && ((t - S0) % every == 0 || t == S1 - 1))
+            printf("%8lld %6lld %6lld %6lld %8lld %8lld %8lld %9.2fx\n", (long long)last->dense,
+                   (long long)last->cmp, (long long)last->sel, (long long)last->win,
+                   (long long)last->total, (long long)last->budget, (long long)last->dense,
+                   (double)last->dense / (double)last->total);
+    }
+    free(out.data);
+    return 0;
+}
+
+static nsa_kv_cache *new_cache(nsa_context *ctx, const nsa_config *c, nsa_dtype dt, int64_t len,
+                               size_t *bytes) {
+    nsa_kv_cache_desc d;
+    memset(&d, 0, sizeof d);
+    d.cfg = *c;
+    d.dtype = dt;
+    d.device.kind = NSA_DEVICE_CPU;
+    d.B = 1;
+    d.max_len = len;
+    nsa_kv_cache *cache = NULL;
+    if (nsa_kv_cache_create(ctx, &d, &cache) != NSA_OK) die(ctx, "nsa_kv_cache_create");
+    *bytes = nsa_kv_cache_bytes(&d);
+    return cache;
+}
+
+static void usage(FILE *f) {
+    fprintf(f,
+            "usage: nsa decode-demo [options]\n"
+            "  --prompt N       prompt tokens prefilled before decoding (default 2048)\n"
+            "  --steps N        decode steps after the prompt (default 128)\n"
+            "  --every N        print every N-th step (default 16)\n"
+            "  --Hq H --Hkv H --Dk D --Dv D   head layout (default 1 1 8 8; reads do not depend on it)\n"
+            "  --dtype f32|bf16|f16           cache and token dtype (default bf16)\n"
+            "  --lens a,b,...   Table 4 lengths (default 8192,16384,32768,65536); --no-table skips it\n"
+            "  --fill prefill|append          how the table's caches are filled (default prefill:\n"
+            "                   a full reference forward; append stores the tokens without attention)\n"
+            "  --seed N         random seed (default: the clock)\n"
+            "Config: paper defaults l=32 d=16 lp=64 n=16 (1 initial + 2 local) w=512.\n");
+}
+
+static int parse(int argc, char **argv, demo_opts *o) {
+    o->Hq = o->Hkv = 1;
+    o->Dk = o->Dv = 8;
+    o->dt = NSA_DTYPE_BF16;
+    o->prompt = 2048;
+    o->steps = 128;
+    o->every = 16;
+    o->table = 1;
+    o->fill_prefill = 1;
+    o->nlens = 4;
+    for (int i = 0; i < 4; i++) o->lens[i] = (int64_t)8192 << i;
+    o->seed = (uint64_t)time(NULL);
+    for (int i = 1; i < argc; i++) {
+        const char *k = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(k, "--help") || !strcmp(k, "-h")) {
+            usage(stdout);
+            exit(0);
+        } else if (!strcmp(k, "--no-table")) {
+            o->table = 0;
+            continue;
+        }
+        if (!v) return fprintf(stderr, "nsa decode-demo: %s needs a value\n", k), 0;
+        i++;
+        if (!strcmp(k, "--prompt")) o->prompt = atoll(v);
+        else if (!strcmp(k, "--steps")) o->steps = atoll(v);
+        else if (!strcmp(k, "--every")) o->every = atoll(v);
+        else if (!strcmp(k, "--Hq")) o->Hq = atoi(v);
+        else if (!strcmp(k, "--Hkv")) o->Hkv = atoi(v);
+        else if (!strcmp(k, "--Dk")) o->Dk = atoi(v);
+        else if (!strcmp(k, "--Dv")) o->Dv = atoi(v);
+        else if (!strcmp(k, "--seed")) o->seed = strtoull(v, NULL, 10);
+        else if (!strcmp(k, "--dtype")) {
+            if (!strcmp(v, "f32")) o->dt = NSA_DTYPE_F32;
+            else if (!strcmp(v, "bf16")) o->dt = NSA_DTYPE_BF16;
+            else if (!strcmp(v, "f16")) o->dt = NSA_DTYPE_F16;
+            else return fprintf(stderr, "nsa decode-demo: --dtype %s: expected f32, bf16 or f16\n", v), 0;
+        } else if (!strcmp(k, "--fill")) {
+            if (strcmp(v, "prefill") && strcmp(v, "append"))
+                return fprintf(stderr, "nsa decode-demo: --fill %s: expected prefill or append\n", v), 0;
+            o->fill_prefill = !strcmp(v, "prefill");
+        } else if (!strcmp(k, "--lens")) {
+            o->nlens = 0;
+            for (const char *p = v; *p && o->nlens < 8;) {
+                char *end;
+                o->lens[o->nlens++] = strtoll(p, &end, 10);
+                p = end;
+                if (*p == ',') p++;
+                else if (*p) return fprintf(stderr, "nsa decode-demo: --lens %s: expected a,b,...\n", v), 0;
+            }
+        } else {
+            return fprintf(stderr, "nsa decode-demo: unknown option %s\n", k), 0;
+        }
+    }
+    if (o->prompt < 0 || o->steps < 1 || o->every < 1 || o->Hq < 1 || o->Hkv < 1 || o->Dk < 1 ||
+        o->Dv < 1) {
+        fprintf(stderr, "nsa decode-demo: --prompt >= 0, --steps, --every and head sizes >= 1\n");
+        return 0;
+    }
+    for (int i = 0; i < o->nlens; i++)
+        if (o->lens[i] < 1) return fprintf(stderr, "nsa decode-demo: --lens must be >= 1\n"), 0;
+    return 1;
+}
+
+int cmd_decode_demo(int argc, char **argv) {
+    demo_opts o;
+    if (!parse(argc, argv, &o)) {
+        fprintf(stderr, "hint: nsa decode-demo --help\n");
+        return 2;
+    }
+    rng = o.seed * 0x9e3779b97f4a7c15ull + 1;
+    char msg[256];
+    nsa_context *ctx;
+    if (nsa_context_create(&ctx, msg, sizeof msg) != NSA_OK) {
+        fprintf(stderr, "nsa decode-demo: %s\n", msg);
+        return 1;
+    }
+    const nsa_config c = nsa_config_default(o.Hq, o.Hkv, o.Dk, o.Dv);
+    printf("nsa decode-demo: l=%d d=%d lp=%d n=%d (%d initial, %d local) w=%d; Hq=%d Hkv=%d Dk=%d "
+           "Dv=%d %s; reference decode on the CPU; seed %llu\n", c.l, c.d, c.lp, c.n, c.n_init,
+           c.n_local, c.w, c.Hq, c.Hkv, c.Dk, c.Dv, nsa_dtype_name(o.dt),
+           (unsigned long long)o.seed);
+    printf("reads are tokens per KV head per step: cmp = compressed tokens, sel = selected raw "
+           "tokens, win = window tokens; budget = num_cmp(S) + n*lp + min(w, S); dense = S\n\n");
+
+    int rc = 0;
+    const int64_t T = o.prompt + o.steps;
+    tokens x = tokens_new(&c, o.dt, T);
+    size_t bytes;
+    nsa_kv_cache *cache = new_cache(ctx, &c, o.dt, T, &bytes);
+    if (!cache) return 1;
+    double t0 = now_s();
+    if (fill(ctx, cache, &c, &x, o.prompt, 1, o.dt)) return 1;
+    printf("prefill of %lld random tokens: %.2f s; cache of %lld tokens: %zu bytes\n",
+           (long long)o.prompt, now_s() - t0, (long long)T, bytes);
+    printf("decode %lld steps (S = %lld .. %lld), every %lld-th shown:\n", (long long)o.steps,
+           (long long)o.prompt + 1, (long long)T, (long long)o.every);
+    printf("%8s %6s %6s %6s %8s %8s %8s %10s\n", "S", "cmp", "sel", "win", "total", "budget",
+           "dense", "dense/tot");
+    nsa_decode_reads r;
+    t0 = now_s();
+    if (decode(ctx, cache, &c, &x, o.prompt, T, o.every, o.dt, &r)) return 1;
+    printf("%lld steps: %.3f ms per step (reference, includes converting the history to double)\n\n",
+           (long long)o.steps, 1e3 * (now_s() - t0) / (double)o.steps);
+    nsa_kv_cache_destroy(cache);
+    tokens_free(&x);
+
+    if (o.table) {
+        printf("Table 4 of the paper: tokens read by one decode step at S tokens (measured: the\n"
+               "step at position S-1 after filling S-1 tokens by %s)\n",
+               o.fill_prefill ? "a prefill" : "append");
+        printf("%8s %6s %6s %6s %9s %8s %7s %8s %9s  %s\n", "S", "cmp", "sel", "win", "measured",
+               "exact", "paper", "dense", "dense/msr", "fill s");
+        for (int i = 0; i < o.nlens; i++) {
+            const int64_t S = o.lens[i];
+            tokens y = tokens_new(&c, o.dt, S);
+            nsa_kv_cache *cs = new_cache(ctx, &c, o.dt, S, &bytes);
+            if (!cs) return 1;
+            fprintf(stderr, "decode-demo: S = %lld: filling %lld tokens\n", (long long)S,
+                    (long long)S - 1);
+            t0 = now_s();
+            if (fill(ctx, cs, &c, &y, S - 1, o.fill_prefill, o.dt)) return 1;
+            const double tf = now_s() - t0;
+            if (decode(ctx, cs, &c, &y, S - 1, S, 0, o.dt, &r)) return 1;
+            const int64_t exact = nsa_num_cmp(&c, S) + (int64_t)c.n * c.lp + (c.w < S ? c.w : S);
+            /* Table 4 of the paper as published (it rounds the budget) */
+            static const int64_t paper_S[4] = {8192, 16384, 32768, 65536};
+            static const int64_t paper_reads[4] = {2048, 2560, 3584, 5632};
+            char paper[24] = "-";
+            for (int k = 0; k < 4; k++)
+                if (S == paper_S[k]) snprintf(paper, sizeof paper, "%lld", (long long)paper_reads[k]);
+            printf("%8lld %6lld %6lld %6lld %9lld %8lld %7s %8lld %8.2fx  %.1f\n", (long long)S,
+                   (long long)r.cmp, (long long)r.sel, (long long)r.win, (long long)r.total,
+                   (long long)exact, paper, (long long)r.dense,
+                   (double)r.dense / (double)r.total, tf);
+            if (r.total != exact) rc = 1;
+            nsa_kv_cache_destroy(cs);
+            tokens_free(&y);
+        }
+        printf("%s\n", rc ? "MISMATCH: a measured count differs from the exact budget"
+                          : "every measured count equals the exact budget num_cmp(S) + n*lp + w");
+    }
+    nsa_context_destroy(ctx);
+    return rc;
+}
