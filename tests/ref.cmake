@@ -15,3 +15,7 @@ nsa_test(test_ref_select SOURCES test_ref_select.c LIBS nsa_ref_util
 nsa_test(test_ref_edges SOURCES test_ref_edges.c LIBS nsa_ref_util
   CASES no_nan_edges guard_bytes_all_outputs strided_inputs determinism_forward_threads
         dtypes_round_f32)
+nsa_test(test_ref_args SOURCES test_ref_args.c LIBS nsa_ref_util
+  CASES bad_config null_pointers bad_tensors_forward bad_tensors_backward overflow_sizes)
+nsa_test(test_ref_convert SOURCES test_ref_convert.c
+  CASES f16_exhaustive bf16_exhaustive random_f32_rounding ties_to_even)
