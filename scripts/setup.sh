@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # setup.sh — installs what nsa needs on Debian 12 (build tools, OpenBLAS, gnuplot); idempotent.
 set -euo pipefail
-pkgs=(cmake ninja-build gcc clang make libopenblas-openmp-dev gnuplot-nox zlib1g-dev)
+pkgs=(cmake ninja-build gcc clang make pkg-config libopenblas-openmp-dev gnuplot-nox zlib1g-dev)
 missing=()
 for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if ((${#missing[@]})); then
