@@ -66,12 +66,12 @@ static const key_info keys[] = {
 void lm_train_config_default(lm_train_config *c) {
     memset(c, 0, sizeof *c);
     c->m = (lm_model_config){.n_layer = 4, .dim = 128, .n_head = 4, .n_kv_head = 2, .ffn = 384,
-                             .l = 16, .d = 8, .lp = 16, .n = 4, .w = 64,
+                             .l = 16, .d = 8, .lp = 16, .n = 4, .w = 32,
                              .phi = LM_PHI_AVG, .gate = LM_GATE_SIGMOID, .gate_temp = 1.0f,
                              .rope_base = 10000.0f};
-    c->seq_len = 256;
-    c->batch = 8;
-    c->steps = 500;
+    c->seq_len = 128;
+    c->batch = 16;
+    c->steps = 400;
     c->warmup = 30;
     c->lr = 3e-3f;
     c->lr_min_ratio = 0.1f;
@@ -82,7 +82,7 @@ void lm_train_config_default(lm_train_config *c) {
     c->clip = 1.0f;
     c->seed = 1337;
     c->log_every = 10;
-    c->eval_every = 100;
+    c->eval_every = 50;
     c->eval_batches = 8;
     c->ckpt_every = 100;
     c->threads = 0;

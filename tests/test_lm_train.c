@@ -1,0 +1,462 @@
+/* test_lm_train.c — training on a tiny corpus: checkpoint save/load round trip (bitwise), resume
+ * equals an uninterrupted run (bitwise), every heartbeat line is JSON with the fields and types
+ * of DESIGN.md §4, a non-finite loss stops without touching the checkpoint, and each bad input
+ * (corrupted, truncated or wrong-config checkpoint, empty or missing corpus, an output directory
+ * that cannot be created) fails with a message and loses nothing.
+ * The JSON check uses its own small parser, independent of lm/json.c.
+ */
+#include "harness.h"
+#include "lm.h"
+
+#include <ctype.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static char dir[64];
+
+static void mkdir_tmp(void) {
+    snprintf(dir, sizeof dir, "/tmp/nsa_lm_test_XXXXXX");
+    if (!mkdtemp(dir)) dir[0] = 0;
+}
+
+static void rm_tmp(void) {
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    if (dir[0] && system(cmd) != 0) fprintf(stderr, "could not remove %s\n", dir);
+}
+
+static char *slurp(const char *path, size_t *len) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *b = malloc((size_t)n + 1);
+    if (b && fread(b, 1, (size_t)n, f) != (size_t)n) n = 0;
+    fclose(f);
+    if (b) b[n] = 0;
+    *len = (size_t)n;
+    return b;
+}
+
+static int spit(const char *path, const void *p, size_t n) {
+    FILE *f = fopen(path, "wb");
+    if (!f) return -1;
+    int ok = fwrite(p, 1, n, f) == n;
+    return fclose(f) == 0 && ok ? 0 : -1;
+}
+
+static int same_file(const char *a, const char *b) {
+    size_t na, nb;
+    char *x = slurp(a, &na), *y = slurp(b, &nb);
+    int same = x && y && na == nb && memcmp(x, y, na) == 0;
+    free(x), free(y);
+    return same;
+}
+
+/* A tiny corpus: 4 KB of varied sentences. */
+static void write_corpus(char *path, size_t n) {
+    snprintf(path, n, "%s/corpus.txt", dir);
+    static const char *w[] = {"light", "earth", "water", "day", "night", "God", "saw", "good"};
+    char buf[4096];
+    size_t len = 0;
+    for (int i = 0; len + 40 < sizeof buf; i++)
+        len += (size_t)snprintf(buf + len, sizeof buf - len, "And the %s was %s. ", w[i % 8],
+                                w[(i * 5 + 3) % 8]);
+    spit(path, buf, len);
+}
+
+static void tiny_config(lm_train_config *c, const char *corpus, const char *out) {
+    lm_train_config_default(c);
+    c->m = (lm_model_config){.n_layer = 2, .dim = 16, .n_head = 4, .n_kv_head = 2, .ffn = 24,
+                             .l = 4, .d = 2, .lp = 4, .n = 3, .w = 8, .phi = LM_PHI_LEARNED,
+                             .gate = LM_GATE_SIGMOID, .gate_temp = 1.0f, .rope_base = 10000.0f};
+    c->seq_len = 24, c->batch = 2, c->steps = 12, c->warmup = 3, c->lr = 3e-3f;
+    c->log_every = 2, c->eval_every = 4, c->eval_batches = 2, c->ckpt_every = 4;
+    snprintf(c->data, sizeof c->data, "%s", corpus);
+    snprintf(c->out, sizeof c->out, "%s", out);
+}
+
+static void ckpt_roundtrip(void) {
+    mkdir_tmp();
+    CHECK(dir[0]);
+    nsa_context *ctx;
+    CHECK(nsa_context_create(&ctx, NULL, 0) == NSA_OK);
+    lm_train_config c;
+    tiny_config(&c, "", "");
+    lm_model a, b;
+    char err[512], p1[128], p2[128];
+    CHECK(lm_model_create(&a, &c.m, ctx, 1, err, sizeof err) == 0, "%s", err);
+    CHECK(lm_model_create(&b, &c.m, ctx, 2, err, sizeof err) == 0, "%s", err);
+    float *m1 = malloc(4 * a.nparams), *v1 = malloc(4 * a.nparams);
+    float *m2 = calloc(a.nparams, 4), *v2 = calloc(a.nparams, 4);
+    for (size_t i = 0; i < a.nparams; i++)
+        m1[i] = (float)nsa_rng_normal(), v1[i] = (float)nsa_rng_uniform(), a.params[i] += (float)nsa_rng_normal();
+    a.params[0] = -0.0f; /* signed zero and denormals survive bitwise */
+    a.params[1] = 1e-40f;
+    lm_ckpt_meta meta = {77, 5, 0xabcdefULL, ""}, got;
+    lm_model_config_str(&c.m, meta.config, sizeof meta.config);
+    snprintf(p1, sizeof p1, "%s/a.safetensors", dir);
+    snprintf(p2, sizeof p2, "%s/b.safetensors", dir);
+    CHECK(lm_ckpt_save(p1, &a, m1, v1, &meta, err, sizeof err) == 0, "%s", err);
+    CHECK(lm_ckpt_load(p1, &b, m2, v2, &got, err, sizeof err) == 0, "%s", err);
+    CHECK(memcmp(a.params, b.params, 4 * a.nparams) == 0, "params differ after load");
+    CHECK(memcmp(m1, m2, 4 * a.nparams) == 0 && memcmp(v1, v2, 4 * a.nparams) == 0, "moments differ");
+    CHECK(got.step == 77 && got.seed == 5 && got.data_hash == 0xabcdefULL, "metadata");
+    CHECK(lm_ckpt_save(p2, &b, m2, v2, &got, err, sizeof err) == 0, "%s", err);
+    CHECK(same_file(p1, p2), "save(load(file)) is not byte-identical to file");
+    free(m1), free(v1), free(m2), free(v2);
+    lm_model_destroy(&a), lm_model_destroy(&b);
+    nsa_context_destroy(ctx);
+    rm_tmp();
+}
+
+/* Runs A (uninterrupted) and B (stopped after 5 steps, then resumed) must end bitwise equal. */
+static void resume_bitwise(void) {
+    mkdir_tmp();
+    CHECK(dir[0]);
+    char corpus[128], outa[128], outb[128], ca[160], cb[160];
+    write_corpus(corpus, sizeof corpus);
+    snprintf(outa, sizeof outa, "%s/a", dir);
+    snprintf(outb, sizeof outb, "%s/b", dir);
+    lm_train_config c;
+    tiny_config(&c, corpus, outa);
+    lm_train_opts o = {NULL, 1, NULL, 0};
+    CHECK(lm_train(&c, &o) == 0);
+    snprintf(c.out, sizeof c.out, "%s", outb);
+    o.stop_after = 5;
+    CHECK(lm_train(&c, &o) == 0);
+    snprintf(cb, sizeof cb, "%s/model.safetensors", outb);
+    snprintf(ca, sizeof ca, "%s/model.safetensors", outa);
+    lm_ckpt_meta meta;
+    char err[512];
+    CHECK(lm_ckpt_read_meta(cb, &meta, err, sizeof err) == 0 && meta.step == 5, "step %lld",
+          (long long)meta.step);
+    CHECK(!same_file(ca, cb), "the interrupted run already equals the full one");
+    o.stop_after = 0;
+    o.resume = cb;
+    CHECK(lm_train(&c, &o) == 0);
+    CHECK(same_file(ca, cb), "resumed run differs from the uninterrupted one");
+    rm_tmp();
+}
+
+/* ------------------------------------------------------------------ a small JSON parser */
+
+typedef enum { J_NULL, J_NUM, J_INT, J_STR, J_ARR, J_OBJ, J_BOOL } jtype;
+typedef struct {
+    char key[48];
+    jtype type;
+    int arr_len, arr_nums; /* for arrays: elements, numeric (or null) elements */
+} jfield;
+
+typedef struct {
+    const char *p;
+    jfield f[64];
+    int nf;
+} jdoc;
+
+static void jws(jdoc *d) {
+    while (isspace((unsigned char)*d->p)) d->p++;
+}
+
+static int jstring(jdoc *d, char *out, size_t n) {
+    if (*d->p != '"') return -1;
+    d->p++;
+    size_t k = 0;
+    while (*d->p && *d->p != '"') {
+        if (*d->p == '\\') {
+            d->p++;
+            if (*d->p == 'u') {
+                for (int i = 1; i <= 4; i++)
+                    if (!isxdigit((unsigned char)d->p[i])) return -1;
+                d->p += 4;
+            } else if (!strchr("\"\\/bfnrt", *d->p)) {
+                return -1;
+            }
+        } else if ((unsigned char)*d->p < 0x20) {
+            return -1;
+        }
+        if (out && k + 1 < n) out[k++] = *d->p;
+        d->p++;
+    }
+    if (out) out[k] = 0;
+    if (*d->p != '"') return -1;
+    d->p++;
+    return 0;
+}
+
+/* Parses one value; *t its type; nums/len for arrays. */
+static int jvalue(jdoc *d, jtype *t, int *len, int *nums) {
+    jws(d);
+    *len = *nums = 0;
+    if (*d->p == '"') return *t = J_STR, jstring(d, NULL, 0);
+    if (!strncmp(d->p, "null", 4)) return d->p += 4, *t = J_NULL, 0;
+    if (!strncmp(d->p, "true", 4)) return d->p += 4, *t = J_BOOL, 0;
+    if (!strncmp(d->p, "false", 5)) return d->p += 5, *t = J_BOOL, 0;
+    if (*d->p == '[') {
+        d->p++;
+        *t = J_ARR;
+        jws(d);
+        if (*d->p == ']') return d->p++, 0;
+        for (;;) {
+            jtype et;
+            int l2, n2;
+            if (jvalue(d, &et, &l2, &n2)) return -1;
+            (*len)++;
+            *nums += et == J_NUM || et == J_INT || et == J_NULL;
+            jws(d);
+            if (*d->p == ',') {
+                d->p++;
+                continue;
+            }
+            if (*d->p != ']') return -1;
+            d->p++;
+            return 0;
+        }
+    }
+    if (*d->p == '{') return -1; /* heartbeat records are flat */
+    const char *s = d->p;
+    if (*d->p == '-') d->p++;
+    if (!isdigit((unsigned char)*d->p)) return -1;
+    while (isdigit((unsigned char)*d->p)) d->p++;
+    int integer = 1;
+    if (*d->p == '.') {
+        integer = 0;
+        d->p++;
+        if (!isdigit((unsigned char)*d->p)) return -1;
+        while (isdigit((unsigned char)*d->p)) d->p++;
+    }
+    if (*d->p == 'e' || *d->p == 'E') {
+        integer = 0;
+        d->p++;
+        if (*d->p == '+' || *d->p == '-') d->p++;
+        if (!isdigit((unsigned char)*d->p)) return -1;
+        while (isdigit((unsigned char)*d->p)) d->p++;
+    }
+    *t = integer ? J_INT : J_NUM;
+    return d->p > s ? 0 : -1;
+}
+
+static int jparse(jdoc *d, const char *line) {
+    d->p = line;
+    d->nf = 0;
+    jws(d);
+    if (*d->p++ != '{') return -1;
+    jws(d);
+    if (*d->p == '}') return d->p++, 0;
+    for (;;) {
+        jws(d);
+        jfield *f = &d->f[d->nf];
+        if (d->nf >= 64 || jstring(d, f->key, sizeof f->key)) return -1;
+        jws(d);
+        if (*d->p++ != ':') return -1;
+        if (jvalue(d, &f->type, &f->arr_len, &f->arr_nums)) return -1;
+        d->nf++;
+        jws(d);
+        if (*d->p == ',') {
+            d->p++;
+            continue;
+        }
+        if (*d->p++ != '}') return -1;
+        jws(d);
+        return *d->p ? -1 : 0;
+    }
+}
+
+static const jfield *jget(const jdoc *d, const char *k) {
+    for (int i = 0; i < d->nf; i++)
+        if (!strcmp(d->f[i].key, k)) return &d->f[i];
+    return NULL;
+}
+
+static int is_num(const jfield *f) { return f && (f->type == J_NUM || f->type == J_INT || f->type == J_NULL); }
+static int is_int(const jfield *f) { return f && f->type == J_INT; }
+
+/* Every line of a real run's heartbeat parses and carries its record's fields and types. */
+static void heartbeat_json(void) {
+    mkdir_tmp();
+    CHECK(dir[0]);
+    char corpus[128], out[128], hb[160];
+    write_corpus(corpus, sizeof corpus);
+    snprintf(out, sizeof out, "%s/run", dir);
+    lm_train_config c;
+    tiny_config(&c, corpus, out);
+    lm_train_opts o = {NULL, 1, NULL, 0};
+    CHECK(lm_train(&c, &o) == 0);
+    snprintf(hb, sizeof hb, "%s/heartbeat.jsonl", out);
+    size_t n;
+    char *text = slurp(hb, &n);
+    CHECK(text && n > 0, "no heartbeat at %s", hb);
+    int counts[5] = {0}, ln = 0;
+    static const char *kinds[5] = {"boot", "progress", "eval", "checkpoint", "stop"};
+    for (char *line = strtok(text, "\n"); line; line = strtok(NULL, "\n")) {
+        ln++;
+        jdoc d;
+        CHECK(jparse(&d, line) == 0, "line %d is not a JSON object: %s", ln, line);
+        CHECK(is_num(jget(&d, "ts")) && jget(&d, "ts")->type != J_NULL, "line %d: ts", ln);
+        CHECK(jget(&d, "iso") && jget(&d, "iso")->type == J_STR, "line %d: iso", ln);
+        CHECK(is_int(jget(&d, "pid")) && is_int(jget(&d, "rank")) && is_int(jget(&d, "step")),
+              "line %d: pid/rank/step", ln);
+        const jfield *msg = jget(&d, "msg");
+        CHECK(msg && msg->type == J_STR, "line %d: msg", ln);
+        const char *mv = strstr(line, "\"msg\":\"") + 7;
+        int kind = -1;
+        for (int k = 0; k < 5; k++)
+            if (!strncmp(mv, kinds[k], strlen(kinds[k])) && mv[strlen(kinds[k])] == '"') kind = k;
+        CHECK(kind >= 0, "line %d: unknown msg", ln);
+        counts[kind]++;
+        if (kind == 1) {
+            static const char *num[] = {"loss", "toks_per_s", "dt_fetch_s", "gate_entropy_mean",
+                                        "gate_collapse_frac"};
+            for (int k = 0; k < 5; k++) CHECK(is_num(jget(&d, num[k])), "line %d: %s", ln, num[k]);
+            const jfield *sh = jget(&d, "gate_branch_shares");
+            CHECK(sh && sh->type == J_ARR && sh->arr_len == 3 && sh->arr_nums == 3,
+                  "line %d: gate_branch_shares", ln);
+            static const char *ints[] = {"fallback_nonfinite", "fallback_error", "fallback_unsupported"};
+            for (int k = 0; k < 3; k++) CHECK(is_int(jget(&d, ints[k])), "line %d: %s", ln, ints[k]);
+        }
+        if (kind == 2) {
+            static const char *num[] = {"val_loss", "ppl", "bits_per_byte"};
+            for (int k = 0; k < 3; k++) CHECK(is_num(jget(&d, num[k])), "line %d: %s", ln, num[k]);
+        }
+    }
+    CHECK(counts[0] == 1 && counts[1] == 6 && counts[2] == 3 && counts[3] == 3 && counts[4] == 1,
+          "records boot %d progress %d eval %d checkpoint %d stop %d", counts[0], counts[1],
+          counts[2], counts[3], counts[4]);
+    /* the parser itself rejects broken lines and accepts null */
+    jdoc d;
+    CHECK(jparse(&d, "{\"a\":nan}") != 0 && jparse(&d, "{\"a\":1,}") != 0 && jparse(&d, "{\"a\":null}") == 0);
+    free(text);
+    rm_tmp();
+}
+
+/* A NaN parameter makes the first loss NaN: the run stops with a "nonfinite" stop record
+ * before any optimizer step and leaves the checkpoint byte for byte as it was. */
+static void nonfinite_stops(void) {
+    mkdir_tmp();
+    CHECK(dir[0]);
+    char corpus[128], out[128], ck[160], copy[160], hb[160];
+    write_corpus(corpus, sizeof corpus);
+    snprintf(out, sizeof out, "%s/run", dir);
+    lm_train_config c;
+    tiny_config(&c, corpus, out);
+    c.steps = 4;
+    lm_train_opts o = {NULL, 1, NULL, 0};
+    CHECK(lm_train(&c, &o) == 0);
+    snprintf(ck, sizeof ck, "%s/model.safetensors", out);
+    /* poison: load, set one weight to NaN, save as the checkpoint with more steps to go */
+    nsa_context *ctx;
+    CHECK(nsa_context_create(&ctx, NULL, 0) == NSA_OK);
+    lm_model m;
+    char err[512];
+    CHECK(lm_model_create(&m, &c.m, ctx, 1, err, sizeof err) == 0, "%s", err);
+    float *mo = calloc(m.nparams, 4), *ve = calloc(m.nparams, 4);
+    lm_ckpt_meta meta;
+    CHECK(lm_ckpt_load(ck, &m, mo, ve, &meta, err, sizeof err) == 0, "%s", err);
+    m.w.layer[0].wq[3] = NAN;
+    CHECK(lm_ckpt_save(ck, &m, mo, ve, &meta, err, sizeof err) == 0, "%s", err);
+    snprintf(copy, sizeof copy, "%s/before.safetensors", dir);
+    size_t n;
+    char *bytes = slurp(ck, &n);
+    CHECK(bytes && spit(copy, bytes, n) == 0);
+    free(bytes);
+    c.steps = 8;
+    o.resume = ck;
+    CHECK(lm_train(&c, &o) == 1, "a NaN loss must fail the run");
+    CHECK(same_file(ck, copy), "the checkpoint changed");
+    snprintf(hb, sizeof hb, "%s/heartbeat.jsonl", out);
+    char *text = slurp(hb, &n);
+    CHECK(text && strstr(text, "\"msg\":\"stop\",\"reason\":\"nonfinite\""), "no nonfinite stop record");
+    CHECK(strstr(text, "\"loss\":null"), "the NaN loss is not written as null");
+    free(text), free(mo), free(ve);
+    lm_model_destroy(&m);
+    nsa_context_destroy(ctx);
+    rm_tmp();
+}
+
+static void bad_inputs(void) {
+    mkdir_tmp();
+    CHECK(dir[0]);
+    char corpus[128], out[128], ck[160], bad[160], err[512];
+    write_corpus(corpus, sizeof corpus);
+    snprintf(out, sizeof out, "%s/run", dir);
+    lm_train_config c;
+    tiny_config(&c, corpus, out);
+    c.steps = 2;
+    lm_train_opts o = {NULL, 1, NULL, 0};
+    CHECK(lm_train(&c, &o) == 0);
+    snprintf(ck, sizeof ck, "%s/model.safetensors", out);
+    size_t n;
+    char *good = slurp(ck, &n);
+    CHECK(good && n > 64);
+    nsa_context *ctx;
+    CHECK(nsa_context_create(&ctx, NULL, 0) == NSA_OK);
+    lm_model m;
+    CHECK(lm_model_create(&m, &c.m, ctx, 9, err, sizeof err) == 0, "%s", err);
+    float *before = malloc(4 * m.nparams);
+    memcpy(before, m.params, 4 * m.nparams);
+    snprintf(bad, sizeof bad, "%s/bad.safetensors", dir);
+    /* corrupted: one flipped bit in the data */
+    good[n - 5] ^= 0x10;
+    CHECK(spit(bad, good, n) == 0);
+    good[n - 5] ^= 0x10;
+    CHECK(lm_ckpt_load(bad, &m, NULL, NULL, NULL, err, sizeof err) != 0 && strstr(err, "checksum"),
+          "corrupted: %s", err);
+    /* truncated */
+    CHECK(spit(bad, good, n - 100) == 0);
+    CHECK(lm_ckpt_load(bad, &m, NULL, NULL, NULL, err, sizeof err) != 0 && strstr(err, "truncated"),
+          "truncated: %s", err);
+    CHECK(spit(bad, good, 5) == 0);
+    CHECK(lm_ckpt_load(bad, &m, NULL, NULL, NULL, err, sizeof err) != 0 && strstr(err, "truncated"),
+          "5 bytes: %s", err);
+    CHECK(memcmp(before, m.params, 4 * m.nparams) == 0, "a failed load changed the model");
+    /* wrong config: the message names the field */
+    lm_model m2;
+    lm_model_config c2 = c.m;
+    c2.dim = 32;
+    CHECK(lm_model_create(&m2, &c2, ctx, 9, err, sizeof err) == 0, "%s", err);
+    CHECK(lm_ckpt_load(ck, &m2, NULL, NULL, NULL, err, sizeof err) != 0 && strstr(err, "dim"),
+          "wrong config: %s", err);
+    lm_model_destroy(&m2);
+    /* resuming with another config fails and leaves the checkpoint alone */
+    lm_train_config c3 = c;
+    c3.m.w = 4;
+    o.resume = ck;
+    CHECK(lm_train(&c3, &o) == 1);
+    o.resume = NULL;
+    /* empty and missing corpus */
+    lm_corpus cor;
+    snprintf(bad, sizeof bad, "%s/empty.txt", dir);
+    CHECK(spit(bad, "", 0) == 0);
+    CHECK(lm_corpus_load(&cor, bad, 24, err, sizeof err) != 0 && strstr(err, "empty"), "%s", err);
+    snprintf(bad, sizeof bad, "%s/missing.txt", dir);
+    CHECK(lm_corpus_load(&cor, bad, 24, err, sizeof err) != 0 && strstr(err, "cannot open"), "%s", err);
+    lm_train_config c4 = c;
+    snprintf(c4.data, sizeof c4.data, "%s", bad);
+    CHECK(lm_train(&c4, &o) == 1);
+    /* an output directory below a regular file cannot be created */
+    lm_train_config c5 = c;
+    snprintf(c5.out, sizeof c5.out, "%s/sub", corpus);
+    CHECK(lm_train(&c5, &o) == 1);
+    size_t n2;
+    char *after = slurp(ck, &n2);
+    CHECK(after && n2 == n && memcmp(after, good, n) == 0, "a failed run touched the checkpoint");
+    free(after), free(good), free(before);
+    lm_model_destroy(&m);
+    nsa_context_destroy(ctx);
+    rm_tmp();
+}
+
+int main(int argc, char **argv) {
+    static const nsa_case cases[] = {
+        {"ckpt_roundtrip", ckpt_roundtrip},
+        {"resume_bitwise", resume_bitwise},
+        {"heartbeat_json", heartbeat_json},
+        {"nonfinite_stops", nonfinite_stops},
+        {"bad_inputs", bad_inputs},
+    };
+    return nsa_test_main(argc, argv, cases, (int)(sizeof cases / sizeof cases[0]));
+}
