@@ -173,14 +173,22 @@ static void ref_row(const nsa_fwd_work *w, nsa_branch br, int64_t row, thread_sc
     }
 }
 
-/* Rejects ranges outside [0, T] before any key is read (a fast select step may be wrong). */
+/* Rejects ranges outside [0, T], descending or overlapping, before any key is read (a fast
+ * select step may be wrong; the scratch holds at most T keys per query). */
 static nsa_status ranges_in_bounds(nsa_context *ctx, const nsa_fwd_work *w) {
-    const int64_t cnt = w->s->B * w->s->T * w->s->Hkv * w->a->cfg.n;
-    for (int64_t i = 0; i < cnt; i++) {
-        int32_t a = w->ranges[2 * i], e = w->ranges[2 * i + 1];
-        if (a < 0 || e < a || e > w->s->T)
-            return nsa_fail(ctx, NSA_ERR_INTERNAL, "sel ranges: slot %lld = [%d, %d) outside "
-                            "[0, T=%lld]", (long long)i, a, e, (long long)w->s->T);
+    const int n = w->a->cfg.n;
+    const int64_t lists = w->s->B * w->s->T * w->s->Hkv;
+    for (int64_t i = 0; i < lists; i++) {
+        int64_t prev = 0;
+        for (int k = 0; k < n; k++) {
+            const int32_t a = w->ranges[(i * n + k) * 2], e = w->ranges[(i * n + k) * 2 + 1];
+            if (a == 0 && e == 0) continue;
+            if (a < prev || e < a || e > w->s->T)
+                return nsa_fail(ctx, NSA_ERR_INTERNAL, "sel ranges: list %lld slot %d = [%d, %d) "
+                                "not ascending, disjoint and within [0, T=%lld]", (long long)i, k,
+                                a, e, (long long)w->s->T);
+            prev = e;
+        }
     }
     return NSA_OK;
 }
