@@ -141,6 +141,15 @@ static int evaluate(lm_model *m, const lm_corpus *cor, const lm_train_config *c,
     return 0;
 }
 
+static void eval_record(beat *b, double val, const lm_train_config *c) {
+    rec_begin(b, "eval");
+    lm_json_num(&b->j, "val_loss", val);
+    lm_json_num(&b->j, "ppl", exp(val));
+    lm_json_num(&b->j, "bits_per_byte", val / log(2.0));
+    lm_json_int(&b->j, "val_tokens", (int64_t)c->eval_batches * c->batch * c->seq_len);
+    rec_end(b);
+}
+
 int lm_train(const lm_train_config *c, const lm_train_opts *o) {
     char err[1024] = "";
     lm_corpus cor = {0};
@@ -226,6 +235,11 @@ int lm_train(const lm_train_config *c, const lm_train_opts *o) {
     int64_t toks_int = 0;
     lm_ckpt_meta meta = {0, c->seed, cor.hash, ""};
     lm_model_config_str(&c->m, meta.config, sizeof meta.config);
+    if (step0 == 0) { /* the starting point of the validation curve */
+        double val;
+        if (evaluate(&m, &cor, c, x, y, &val, err, sizeof err)) goto fail;
+        eval_record(&b, val, c);
+    }
     for (int64_t step = step0; step < c->steps; step++) {
         float loss;
         fetch_int += lm_loader_next(L, x, y);
@@ -287,12 +301,7 @@ int lm_train(const lm_train_config *c, const lm_train_opts *o) {
         if (done % c->eval_every == 0 || last) {
             double val;
             if (evaluate(&m, &cor, c, x, y, &val, err, sizeof err)) goto fail;
-            rec_begin(&b, "eval");
-            lm_json_num(&b.j, "val_loss", val);
-            lm_json_num(&b.j, "ppl", exp(val));
-            lm_json_num(&b.j, "bits_per_byte", val / ln2);
-            lm_json_int(&b.j, "val_tokens", (int64_t)c->eval_batches * c->batch * c->seq_len);
-            rec_end(&b);
+            eval_record(&b, val, c);
             last_val = val;
             if (!isfinite(val)) {
                 snprintf(err, sizeof err, "the validation loss is not finite at step %lld; the "

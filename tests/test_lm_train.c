@@ -323,7 +323,7 @@ static void heartbeat_json(void) {
             for (int k = 0; k < 3; k++) CHECK(is_num(jget(&d, num[k])), "line %d: %s", ln, num[k]);
         }
     }
-    CHECK(counts[0] == 1 && counts[1] == 6 && counts[2] == 3 && counts[3] == 3 && counts[4] == 1,
+    CHECK(counts[0] == 1 && counts[1] == 6 && counts[2] == 4 && counts[3] == 3 && counts[4] == 1,
           "records boot %d progress %d eval %d checkpoint %d stop %d", counts[0], counts[1],
           counts[2], counts[3], counts[4]);
     /* the parser itself rejects broken lines and accepts null */
