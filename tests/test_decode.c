@@ -12,6 +12,7 @@
 #include <string.h>
 
 static const nsa_dtype dtypes[3] = {NSA_DTYPE_F32, NSA_DTYPE_BF16, NSA_DTYPE_F16};
+static int no_win; /* 1: decode steps pass no window tensors (legal when w == 0) */
 
 static nsa_context *new_ctx(void) {
     nsa_context *ctx = NULL;
@@ -32,6 +33,7 @@ static int decode_rest(nsa_context *ctx, nsa_kv_cache *cache, const seq *s, int6
     for (int64_t t = t0; t < s->T && ok; t++) {
         for (int b = 0; b < s->B; b++) pos[b] = t;
         step_fill(&st, s, pos);
+        if (no_win) st.a.k_win = st.a.v_win = (nsa_tensor){0};
         if (nsa_decode_step(ctx, cache, &st.a) != NSA_OK) {
             fprintf(stderr, "decode at t=%lld: %s\n", (long long)t, nsa_context_message(ctx));
             ok = 0;
@@ -224,6 +226,40 @@ static void flags_as_forward(void) {
     }
 }
 
+/* Edge configs: l = d = lp = 1 with n = 1 and no initial block; w = 0 with no window tensors at
+ * all; w and l longer than the cache (max_len 6 < l = 8 < w). */
+static void edge_configs(void) {
+    nsa_context *ctx = new_ctx();
+    CHECK(ctx);
+    nsa_config c1 = dec_cfg(), c2 = dec_cfg(), c3 = dec_cfg();
+    c1.l = c1.d = c1.lp = 1;
+    c1.n = 1;
+    c1.n_init = 0;
+    c1.n_local = 1;
+    c2.w = 0;
+    c3.w = 100;
+    const nsa_config cs[3] = {c1, c2, c3};
+    const int T[3] = {30, 40, 6};
+    for (int i = 0; i < 3; i++) {
+        seq s;
+        CHECK(seq_new(ctx, &s, cs[i], dtypes[i], 2, T[i]));
+        nsa_kv_cache *c = dec_cache(ctx, &s, 2, T[i], 0);
+        CHECK(c, "%s", nsa_context_message(ctx));
+        const int T0 = T[i] / 3;
+        tbuf po = tb_new4(s.dt, 2, T0, s.c.Hq, s.c.Dv, 0.0);
+        nsa_fwd_args a = seq_fwd(&s, T0, &po.t);
+        if (i == 1) a.k_win = a.v_win = (nsa_tensor){0};
+        CHECK_OK(ctx, nsa_kv_cache_prefill(ctx, c, &a, NULL));
+        no_win = i == 1;
+        CHECK(decode_rest(ctx, c, &s, T0, &s.out), "edge config %d", i);
+        no_win = 0;
+        tb_free(&po);
+        nsa_kv_cache_destroy(c);
+        seq_free(&s);
+    }
+    nsa_context_destroy(ctx);
+}
+
 int main(int argc, char **argv) {
     static const nsa_case cases[] = {
         {"empty_equals_prefill", empty_equals_prefill},
@@ -231,6 +267,7 @@ int main(int argc, char **argv) {
         {"causality_stale", causality_stale},
         {"batch_mixed_lengths", batch_mixed_lengths},
         {"flags_as_forward", flags_as_forward},
+        {"edge_configs", edge_configs},
     };
     return nsa_test_main(argc, argv, cases, (int)(sizeof cases / sizeof cases[0]));
 }
