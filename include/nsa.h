@@ -87,7 +87,9 @@ typedef struct {
     int64_t stride[NSA_MAX_DIMS];
 } nsa_tensor;
 
-/* A contiguous (row-major) CPU tensor over data with ndim dims taken from shape. */
+/* A contiguous (row-major) CPU tensor over data with ndim dims taken from shape[0..ndim). The
+ * descriptor only points at data (not copied, not owned); ndim outside 0..NSA_MAX_DIMS gives an
+ * ndim of 0, which every entry point rejects. */
 nsa_tensor nsa_tensor_make(void *data, nsa_dtype dt, int ndim, const int64_t *shape);
 /* Shorthands for contiguous CPU tensors of 3, 4 and 5 dims. */
 nsa_tensor nsa_tensor_3d(void *data, nsa_dtype dt, int64_t a, int64_t b, int64_t c);
@@ -97,7 +99,9 @@ nsa_tensor nsa_tensor_5d(void *data, nsa_dtype dt, int64_t a, int64_t b, int64_t
 /* Number of elements (product of shape); 0 for an absent tensor. */
 int64_t nsa_tensor_numel(const nsa_tensor *t);
 
-/* bf16/f16 <-> f32 conversion (round to nearest even), for callers that fill tensors. */
+/* bf16/f16 <-> f32 conversion for callers that fill tensors: to 16 bits rounds to nearest, ties
+ * to even, subnormals included; values past the largest finite one become inf; NaN stays NaN
+ * (quiet, sign kept). To f32 is exact. */
 uint16_t nsa_f32_to_bf16(float x);
 float nsa_bf16_to_f32(uint16_t x);
 uint16_t nsa_f32_to_f16(float x);
@@ -143,7 +147,8 @@ void nsa_context_destroy(nsa_context *ctx);
 const char *nsa_context_message(const nsa_context *ctx);
 /* Sets a CUDA stream (cudaStream_t cast to void*) for later calls; NULL = the default stream. */
 nsa_status nsa_context_set_stream(nsa_context *ctx, void *stream);
-/* OpenMP threads the CPU paths use (0 = the OpenMP default). */
+/* OpenMP threads the CPU paths use (0 = the OpenMP default); NSA_ERR_INVALID_ARG if negative.
+ * Results do not depend on it: the CPU reference is bitwise deterministic for any count. */
 nsa_status nsa_context_set_threads(nsa_context *ctx, int threads);
 
 /* ---------------------------------------------------------------- forward */
@@ -181,13 +186,20 @@ typedef struct {
 nsa_status nsa_forward(nsa_context *ctx, const nsa_fwd_args *a);
 
 /* Gradients of one NSA call. Inputs are those of `fwd` (its optional outputs, if present, must
- * hold what nsa_forward wrote and are then reused instead of recomputed). Every gradient is
+ * hold what nsa_forward wrote and may be reused instead of recomputed; the reference reuses
+ * sel_ranges — checked to be ascending ranges within [0, t+1) — and recomputes the rest in
+ * double). Every gradient is
  * optional (absent = not wanted) and has the shape and dtype of its input (dk_cmp/dv_cmp: the
  * raw cmp shape, gradients flowing through φ = avg, or the compressed shape when
  * cmp_compressed). Gradients are overwritten, not accumulated; two gradient tensors with the
  * same data pointer, shape and strides receive the sum of their gradients (pass one dK for the
- * branches that share one K); any other overlap is an error. Selection indices are constants.
- * Deterministic: the same inputs give bitwise the same gradients. */
+ * branches that share one K); any other byte shared by two gradient tensors is
+ * NSA_ERR_INVALID_ARG naming both fields, and so is a gradient whose own elements overlap (a
+ * zero stride; or strides that do not nest: sorted by stride, each dim must step past the span
+ * of the smaller ones). Views that interleave without sharing a byte (dK and dV packed in one
+ * buffer) are fine. Selection indices
+ * are constants. dgates[.., b] = dout · out_b. Deterministic: the same inputs give bitwise the
+ * same gradients, for any thread count. */
 typedef struct {
     nsa_tensor dout;                    /* (B, T, Hq, Dv)  */
     nsa_tensor dq;                      /* (B, T, Hq, Dk)  */
@@ -197,6 +209,9 @@ typedef struct {
     nsa_tensor dgates;                  /* (B, T, Hq, 3)   */
 } nsa_bwd_args;
 
+/* Computes the gradients g of the NSA forward described by fwd (its `out` is not read). Every
+ * argument is validated (fwd as by nsa_forward, then g) before any gradient is written; on error
+ * the message names the field. */
 nsa_status nsa_backward(nsa_context *ctx, const nsa_fwd_args *fwd, const nsa_bwd_args *g);
 
 /* ---------------------------------------------------------------- decode (DESIGN.md §1.6) */
@@ -333,6 +348,7 @@ nsa_status nsa_context_set_flag(nsa_context *ctx, const char *name, const char *
 /* Log sink: tag ("decode.reads", "fa2.fallback", ...) and one line without newline. Default:
  * stderr. Lines per tag are capped by NSA_LOG_LIMIT. */
 typedef void (*nsa_log_fn)(void *user, const char *tag, const char *line);
+/* Sends ctx's log lines to fn(user, ...) from now on; fn = NULL restores stderr. NULL ctx: no-op. */
 void nsa_context_set_log_callback(nsa_context *ctx, nsa_log_fn fn, void *user);
 
 /* Counters since the context was created. */
@@ -343,6 +359,7 @@ typedef struct {
     int64_t fallback_unsupported;  /* fast path cannot run the shape → reference */
     int64_t causality_violations;  /* found by NSA_STRICT_ASSERTS                */
 } nsa_counters;
+/* Copies ctx's counters into *out; NSA_ERR_INVALID_ARG if either is NULL. */
 nsa_status nsa_context_counters(const nsa_context *ctx, nsa_counters *out);
 
 /* Static branch name ("cmp", "sel", "win"); "?" otherwise. */
@@ -400,6 +417,7 @@ typedef struct {
     int archs[8];        /* architectures compiled in, as sm numbers (80, 90)          */
     char note[128];      /* "CPU-only build", "driver 12.2 older than runtime 12.4", "" */
 } nsa_toolchain;
+/* Copies what ctx found at creation into *out; NSA_ERR_INVALID_ARG if either is NULL. */
 nsa_status nsa_context_toolchain(const nsa_context *ctx, nsa_toolchain *out);
 
 #define NSA_REASON_LEN 256
