@@ -197,9 +197,8 @@ nsa_status nsa_forward(nsa_context *ctx, const nsa_fwd_args *a);
  * NSA_ERR_INVALID_ARG naming both fields, and so is a gradient whose own elements overlap (a
  * zero stride; or strides that do not nest: sorted by stride, each dim must step past the span
  * of the smaller ones). Views that interleave without sharing a byte (dK and dV packed in one
- * buffer) are fine. Selection indices
- * are constants. dgates[.., b] = dout · out_b. Deterministic: the same inputs give bitwise the
- * same gradients, for any thread count. */
+ * buffer) are fine. Selection indices are constants. dgates[.., b] = dout · out_b.
+ * Deterministic: the same inputs give bitwise the same gradients, for any thread count. */
 typedef struct {
     nsa_tensor dout;                    /* (B, T, Hq, Dv)  */
     nsa_tensor dq;                      /* (B, T, Hq, Dk)  */
