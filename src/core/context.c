@@ -58,7 +58,14 @@ nsa_status nsa_context_create(nsa_context **out, char *msg, size_t msg_len) {
     return NSA_OK;
 }
 
+#ifdef NSA_HAVE_CUDA
+void nsa_cuda_workspace_free(nsa_context *ctx); /* src/cuda/device.cu */
+#endif
+
 void nsa_context_destroy(nsa_context *ctx) {
+#ifdef NSA_HAVE_CUDA
+    if (ctx) nsa_cuda_workspace_free(ctx);
+#endif
     if (ctx) free(ctx->profiles);
     free(ctx);
 }

@@ -53,6 +53,8 @@ struct nsa_context {
     nsa_toolchain toolchain;          /* CUDA versions and archs, read at creation       */
     nsa_device_caps cuda_caps[8];     /* caps of CUDA devices 0..7, queried once each     */
     unsigned cuda_caps_known;         /* bit i: cuda_caps[i] is filled                    */
+    void *dev_ws;        /* CUDA device workspace (src/cuda/device.cu), grown on demand */
+    size_t dev_ws_bytes;
 };
 
 /* Sets ctx->msg (printf style) and returns st. ctx may be NULL. */

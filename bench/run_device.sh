@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# run_device.sh — everything the GPU machine runs for issue 6, in one call: build, GPU parity
+# tests, compute-sanitizer (memcheck, racecheck) on small shapes, long-T sampled parity, the C
+# benchmark and the torch SDPA (cuDNN, FLASH) baselines. Logs and CSVs go to $OUT.
+# Usage: bench/run_device.sh [phases]   phases: any of build,test,sanitize,long,bench,sdpa
+#        (default all). Env: LONG_TS (default "8192 32768 65536"), BENCH_S, BENCH_REPS.
+set -u
+OUT=${OUT:-/tmp/out}
+mkdir -p "$OUT"
+PH=${1:-build,test,sanitize,long,bench,sdpa}
+has() { [[ ",$PH," == *",$1,"* ]]; }
+B=build-dev
+log() { echo "== $(date -u +%H:%M:%S) $*" | tee -a "$OUT/summary.txt"; }
+
+log "card"
+nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,clocks.mem,temperature.gpu,power.draw \
+  --format=csv | tee -a "$OUT/summary.txt"
+nvcc --version | tail -1 | tee -a "$OUT/summary.txt"
+
+if has build; then
+  log "build"
+  cmake -S . -B $B -G Ninja -DCMAKE_CUDA_ARCHITECTURES=90a-real -DNSA_CUDA=ON >"$OUT/build.log" 2>&1 &&
+    cmake --build $B -j16 --target test_gpu_parity bench_forward >>"$OUT/build.log" 2>&1 ||
+    { log "BUILD FAILED"; tail -40 "$OUT/build.log"; exit 1; }
+fi
+T=$B/tests/test_gpu_parity
+if has test; then
+  log "gpu parity tests"
+  for c in ref_f32 ref_bf16_f16 fa2_cmp_win fused_sel all_fast_paper ties_exact public_forward; do
+    timeout 300 $T $c >>"$OUT/test.log" 2>&1; rc=$?
+    log "test $c rc=$rc"
+  done
+  grep -E "FAIL|ok  " "$OUT/test.log" | cut -c1-300 | tail -40
+fi
+if has sanitize; then
+  for tool in memcheck racecheck; do
+    for c in sanitize_small; do
+      timeout 400 compute-sanitizer --tool $tool --error-exitcode 9 $T $c >"$OUT/san_$tool.log" 2>&1
+      rc=$?; log "compute-sanitizer $tool $c rc=$rc"; tail -5 "$OUT/san_$tool.log"
+    done
+  done
+fi
+if has long; then
+  for t in ${LONG_TS:-8192 32768 65536}; do
+    NSA_GPU_LONG_T=$t timeout 300 $T long_sampled >>"$OUT/long.log" 2>&1; rc=$?
+    log "long_sampled T=$t rc=$rc"; grep -E "long T|FAIL" "$OUT/long.log" | tail -2
+  done
+fi
+if has bench; then
+  log "bench_forward"
+  $B/bench/bench_forward --S ${BENCH_S:-8192,16384,32768,65536} --reps ${BENCH_REPS:-20} \
+    >"$OUT/bench_nsa.csv" 2>"$OUT/bench_nsa.err"; log "bench rc=$?"
+  cat "$OUT/bench_nsa.err" | tail -5
+  grep -E "total|gemm|sel," "$OUT/bench_nsa.csv"
+fi
+if has sdpa; then
+  log "sdpa baselines"
+  PYTHONUNBUFFERED=1 python3 bench/sdpa_baseline.py --S ${BENCH_S:-8192,16384,32768,65536} \
+    --reps ${BENCH_REPS:-20} >"$OUT/bench_sdpa.csv" 2>"$OUT/bench_sdpa.err"; log "sdpa rc=$?"
+  tail -3 "$OUT/bench_sdpa.err"; cat "$OUT/bench_sdpa.csv"
+fi
+log "done"

@@ -1,0 +1,92 @@
+/* backends.cu — the CUDA backends of the routing table (src/route/backend.h): the reference
+ * role for every branch, FA-2 for cmp and win, the fused group-centric selection ("triton").
+ * Not kernels: each fwd() hands the pipeline state to its kernel file's launcher.
+ * Invariant: supports() and the launchers ask nsa_cuda_role_supported, the one place that knows
+ * what each role can run, so the router never picks a backend that would refuse the call.
+ */
+#include "common.cuh"
+
+#include <stdio.h>
+
+extern "C" int nsa_cuda_role_supported(const nsa_route_problem *p, nsa_branch br, nsa_role role,
+                                       const char **why) {
+    nsa_shape s;
+    s.B = p->B; s.T = p->T; s.Tc = nsa_num_cmp(&p->cfg, p->T);
+    s.Hq = p->cfg.Hq; s.Hkv = p->cfg.Hkv; s.G = p->cfg.Hkv > 0 ? p->cfg.Hq / p->cfg.Hkv : 0;
+    s.Dk = p->cfg.Dk; s.Dv = p->cfg.Dv; s.dt = p->dtype; s.dev = NSA_DEVICE_CUDA;
+    s.nsel_max = p->cfg.lp > 0 ? (int)((p->T + p->cfg.lp - 1) / p->cfg.lp) : 0;
+    s.scale = 0;
+    if (p->pass != NSA_PASS_FORWARD) { *why = "CUDA backend runs the forward only"; return 0; }
+    if (p->cfg.n > 256) { *why = "n > 256 (GPU top-n)"; return 0; }
+    switch (role) {
+    case NSA_ROLE_REF: return 1;
+    case NSA_ROLE_FA2:
+        if (br == NSA_BRANCH_SEL) { *why = "FA-2 serves cmp and win"; return 0; }
+        return nsa_cu_fa2_supported(&s, br, why);
+    case NSA_ROLE_FUSED_SEL:
+        if (br != NSA_BRANCH_SEL) { *why = "the fused kernel serves sel"; return 0; }
+        return nsa_cu_fused_supported(&s, why);
+    default: *why = "role not built for CUDA"; return 0;
+    }
+}
+
+static int cu_supports(const nsa_backend *self, const nsa_route_problem *p, nsa_branch br,
+                       const nsa_device_caps *dev, char *why, size_t why_len) {
+    const char *w = "";
+    if (dev->kind != NSA_DEVICE_CUDA) w = "not a CUDA device";
+    else if (!dev->compiled) w = "no code compiled for this architecture";
+    else if (self->role != NSA_ROLE_REF && dev->sm < 80) w = "tensor-core kernels need sm_80+";
+    else if (!(self->branches & NSA_BRANCH_BIT(br))) w = "branch not served";
+    else if (nsa_cuda_role_supported(p, br, self->role, &w)) return 1;
+    snprintf(why, why_len, "%s", w);
+    return 0;
+}
+
+static nsa_status ref_fwd(nsa_context *ctx, const nsa_backend *self, nsa_branch br,
+                          nsa_fwd_work *w) {
+    (void)self;
+    nsa_cu_fwd *st = nsa_cu_state(w);
+    if (br == NSA_BRANCH_CMP) st->P_valid = 0;
+    return nsa_cu_ref_attend(ctx, (cudaStream_t)w->stream, st->dt, st->kc_dt, &st->P, br);
+}
+
+static nsa_status fa2_fwd(nsa_context *ctx, const nsa_backend *self, nsa_branch br,
+                          nsa_fwd_work *w) {
+    (void)self;
+    nsa_cu_fwd *st = nsa_cu_state(w);
+    nsa_cu_params P = st->P;
+    if (br == NSA_BRANCH_CMP) {
+        P.kc = st->kcT;
+        P.vc = st->vcT;
+        st->P_valid = 0;
+    }
+    NSA_TRY(nsa_cu_fa2_attend(ctx, (cudaStream_t)w->stream, st->dt, &P, br));
+    if (br == NSA_BRANCH_CMP) st->P_valid = 1;
+    return NSA_OK;
+}
+
+static nsa_status fused_fwd(nsa_context *ctx, const nsa_backend *self, nsa_branch br,
+                            nsa_fwd_work *w) {
+    (void)self;
+    (void)br;
+    nsa_cu_fwd *st = nsa_cu_state(w);
+    return nsa_cu_fused_sel(ctx, (cudaStream_t)w->stream, st->dt, &st->P);
+}
+
+extern "C" const nsa_backend nsa_cuda_backend_ref = {
+    "cuda.ref", NSA_ROLE_REF, NSA_BRANCHES_ALL, NSA_DEVICE_CUDA, cu_supports, ref_fwd, NULL,
+    NULL, NULL};
+extern "C" const nsa_backend nsa_cuda_backend_fa2 = {
+    "cuda.fa2", NSA_ROLE_FA2, NSA_BRANCH_BIT(NSA_BRANCH_CMP) | NSA_BRANCH_BIT(NSA_BRANCH_WIN),
+    NSA_DEVICE_CUDA, cu_supports, fa2_fwd, NULL, NULL, NULL};
+extern "C" const nsa_backend nsa_cuda_backend_triton = {
+    "cuda.triton", NSA_ROLE_FUSED_SEL, NSA_BRANCH_BIT(NSA_BRANCH_SEL), NSA_DEVICE_CUDA,
+    cu_supports, fused_fwd, NULL, NULL, NULL};
+
+static const nsa_backend *const cuda_backends[] = {&nsa_cuda_backend_ref, &nsa_cuda_backend_fa2,
+                                                   &nsa_cuda_backend_triton};
+
+extern "C" const nsa_backend *const *nsa_device_cuda_backends(int *count) {
+    *count = (int)(sizeof cuda_backends / sizeof cuda_backends[0]);
+    return cuda_backends;
+}

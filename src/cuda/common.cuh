@@ -1,0 +1,138 @@
+/* common.cuh — what every kernel file of the CUDA backend shares: the parameter block of one
+ * forward, element loads/stores for f32/bf16/f16, row mapping and launch checks.
+ * Not a launcher: each .cu file owns its kernels and exposes one host function per role.
+ * Invariant: every intermediate of the pipeline lives in "row space": r indexes the rows being
+ * computed (r = b·T + t for a full forward, or the r-th entry of a row list), so reference and
+ * fast kernels exchange the same buffers.
+ */
+#ifndef NSA_CUDA_COMMON_CUH
+#define NSA_CUDA_COMMON_CUH
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+#include <stdint.h>
+
+extern "C" {
+#include "cuda_api.h"
+}
+
+/* A strided 4-d view (element strides) of a caller tensor or workspace buffer. */
+typedef struct {
+    const void *p;
+    int64_t sb, st, sh, sd;
+} nsa_cu_view;
+
+/* Everything one forward's kernels read. Passed by value (well under the 4 KB limit). */
+typedef struct {
+    int B, T, Tc, Hq, Hkv, G, Dk, Dv;
+    int l, d, lp, n, n_init, n_local, w;
+    int nsel_max;          /* ceil(T / lp) */
+    float scale;
+    const int32_t *rows;   /* NULL: r = b·T + t for r < R; else rows[r] = b·T + t */
+    int64_t R;
+    nsa_cu_view q, kc, vc, ks, vs, kw, vw, gates; /* kc/vc: compressed (B, Tc, Hkv, D) */
+    /* row-space workspace */
+    float *o[3];      /* (R, Hq, Dv) per-branch outputs, f32                          */
+    float *lse[3];    /* (R, Hq)                                                       */
+    float *P;         /* (R, Hkv, Tc) cmp probabilities summed over the group's heads  */
+    int32_t *blocks;  /* (R, Hkv, n) selected blocks ascending, -1 padded              */
+    int32_t *ranges;  /* (R, Hkv, n, 2) merged [start, end), unused [0, 0)             */
+} nsa_cu_params;
+
+/* ---- elements ---- */
+template <typename T> __device__ __forceinline__ float nsa_cu_f(T x);
+template <> __device__ __forceinline__ float nsa_cu_f<float>(float x) { return x; }
+template <> __device__ __forceinline__ float nsa_cu_f<__nv_bfloat16>(__nv_bfloat16 x) {
+    return __bfloat162float(x);
+}
+template <> __device__ __forceinline__ float nsa_cu_f<__half>(__half x) { return __half2float(x); }
+
+template <typename T> __device__ __forceinline__ T nsa_cu_to(float x);
+template <> __device__ __forceinline__ float nsa_cu_to<float>(float x) { return x; }
+template <> __device__ __forceinline__ __nv_bfloat16 nsa_cu_to<__nv_bfloat16>(float x) {
+    return __float2bfloat16_rn(x);
+}
+template <> __device__ __forceinline__ __half nsa_cu_to<__half>(float x) {
+    return __float2half_rn(x);
+}
+
+/* Element (b, t, h, e) of view v, element type T, as float. */
+template <typename T>
+__device__ __forceinline__ float nsa_cu_ld(const nsa_cu_view &v, int64_t b, int64_t t, int64_t h,
+                                           int64_t e) {
+    return nsa_cu_f<T>(((const T *)v.p)[b * v.sb + t * v.st + h * v.sh + e * v.sd]);
+}
+
+/* Row r -> (b, t). */
+__device__ __forceinline__ void nsa_cu_row(const nsa_cu_params &P, int64_t r, int64_t *b,
+                                           int64_t *t) {
+    int64_t bt = P.rows ? (int64_t)P.rows[r] : r;
+    *b = bt / P.T;
+    *t = bt % P.T;
+}
+
+__device__ __forceinline__ int64_t nsa_cu_num_cmp(const nsa_cu_params &P, int64_t T) {
+    return T < P.l ? 0 : (T - P.l) / P.d + 1;
+}
+
+/* m(i, j) of DESIGN.md §1.2 (same arithmetic as nsa_ref_overlap). */
+__device__ __forceinline__ int nsa_cu_overlap(const nsa_cu_params &P, int64_t i, int64_t j) {
+    int64_t a0 = i * P.d, a1 = a0 + P.l, b0 = j * P.lp, b1 = b0 + P.lp;
+    int64_t lo = a0 > b0 ? a0 : b0, hi = a1 < b1 ? a1 : b1;
+    return hi > lo ? (int)((hi - lo) / P.d) : 0;
+}
+
+/* ---- host side ---- */
+/* Sets ctx's message from a CUDA error and returns NSA_ERR_CUDA (NSA_OK when e is success). */
+nsa_status nsa_cu_check(nsa_context *ctx, cudaError_t e, const char *what);
+/* The launch check after every kernel launch: cudaGetLastError. */
+#define NSA_CU_LAUNCHED(ctx, what) NSA_TRY(nsa_cu_check((ctx), cudaGetLastError(), (what)))
+
+static inline unsigned nsa_cu_blocks(int64_t n, int per) { return (unsigned)((n + per - 1) / per); }
+
+/* device.cu: ctx's device workspace, at least bytes (grown, never shrunk). */
+nsa_status nsa_cu_workspace(nsa_context *ctx, size_t bytes, void **p);
+
+/* The CUDA pipeline's private state of one forward (nsa_fwd_work.impl). */
+typedef struct {
+    nsa_cu_params P;    /* P.kc/P.vc: compressed K/V in f32 (or the caller's, when given)   */
+    nsa_dtype dt;       /* dtype of q, k*, v*, gates, out                                   */
+    nsa_dtype kc_dt;    /* dtype of P.kc / P.vc                                             */
+    nsa_cu_view kcT, vcT; /* compressed K/V in dt (tensor-core roles); == P.kc when dt f32  */
+    int P_valid;        /* the cmp step also wrote P.P (FA-2 does; the reference does not)  */
+    int *flag;          /* one device int (finite check)                                   */
+} nsa_cu_fwd;
+
+static inline nsa_cu_fwd *nsa_cu_state(const nsa_fwd_work *w) { return (nsa_cu_fwd *)w->impl; }
+
+/* ---- per-file launchers (each returns a status; all on `st`) ---- */
+typedef cudaStream_t nsa_cu_stream;
+/* compress.cu: kc/vc (B, Tc, Hkv, D) contiguous of element dtype `out_dt` from raw k/v. */
+nsa_status nsa_cu_compress(nsa_context *ctx, nsa_cu_stream st, nsa_dtype in_dt, nsa_dtype out_dt,
+                           const nsa_cu_view *raw, int B, int T, int Tc, int Hkv, int D, int l,
+                           int d, void *out);
+/* ref_attend.cu: reference attention of branch br into P.o[br], P.lse[br]; and the reference
+ * scoring P.P from P.lse[CMP]. kc_dt: dtype of the compressed K/V. */
+nsa_status nsa_cu_ref_attend(nsa_context *ctx, nsa_cu_stream st, nsa_dtype dt, nsa_dtype kc_dt,
+                             const nsa_cu_params *P, nsa_branch br);
+nsa_status nsa_cu_ref_score(nsa_context *ctx, nsa_cu_stream st, nsa_dtype dt, nsa_dtype kc_dt,
+                            const nsa_cu_params *P);
+/* select.cu: top-n with the tie rule and range building from P.P into P.blocks / P.ranges and,
+ * when present, the caller's sel_blocks / sel_ranges. */
+nsa_status nsa_cu_select(nsa_context *ctx, nsa_cu_stream st, const nsa_cu_params *P,
+                         const nsa_fwd_args *a);
+/* combine.cu: gated sum into a->out and the optional outputs; force_branch >= 0 replaces the
+ * gates by one-hot (NSA_FORCE_BRANCH). */
+nsa_status nsa_cu_combine(nsa_context *ctx, nsa_cu_stream st, nsa_dtype dt,
+                          const nsa_cu_params *P, const nsa_fwd_args *a, int force_branch);
+/* fa2.cu: tensor-core cmp (also writes P.P) and win. */
+int nsa_cu_fa2_supported(const nsa_shape *s, nsa_branch br, const char **why);
+nsa_status nsa_cu_fa2_attend(nsa_context *ctx, nsa_cu_stream st, nsa_dtype dt,
+                             const nsa_cu_params *P, nsa_branch br);
+/* sel_fused.cu: group-centric tensor-core selection. */
+int nsa_cu_fused_supported(const nsa_shape *s, const char **why);
+nsa_status nsa_cu_fused_sel(nsa_context *ctx, nsa_cu_stream st, nsa_dtype dt,
+                            const nsa_cu_params *P);
+
+#endif /* NSA_CUDA_COMMON_CUH */

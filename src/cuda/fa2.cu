@@ -1,0 +1,499 @@
+/* fa2.cu — tensor-core attention (mma.sync m16n8k16, bf16/f16 in, f32 accumulate) for the three
+ * branches: FA-2 for cmp and win, and the fused group-centric selection kernel ("triton").
+ * One kernel template serves all three; they differ only in which key tiles a CTA walks and
+ * which keys a row sees:
+ *   cmp  tiles over compressed blocks [0, num_cmp(t_last+1)); row t sees i < num_cmp(t+1).
+ *        Two passes: row max/sum first, then exact probabilities p = exp(s - lse), which give
+ *        O = Σ p·V and, summed over the group's heads in a fixed order, the selection scores'
+ *        input P[t, g, i] — scoring costs no extra QK pass.
+ *   win  tiles over [t_first - w + 1, t_last]; row t sees [t - w + 1, t]. One pass.
+ *   sel  tiles over the union of the selected blocks of the CTA's queries (ascending), each
+ *        block loaded once and used by every head of the group and every neighbouring query
+ *        that selected it; row t sees keys of its own blocks, ≤ t.
+ * Not the reference: P is rounded to the input dtype for the P·V product, like FlashAttention.
+ * Invariant: rows of a CTA are (query, head) pairs of one KV group, 64/G queries × G heads, so
+ * every K/V tile in shared memory serves all G heads (GQA packing); needs G | 64.
+ */
+#include "common.cuh"
+
+#include <math.h>
+
+#define FA_BM 64      /* rows (query, head) per CTA: 4 warps × 16 */
+#define FA_BN 64      /* keys per tile */
+#define FA_THREADS 128
+
+/* ---- PTX helpers (sm_80+) ---- */
+__device__ __forceinline__ uint32_t smem_u32(const void *p) {
+    return (uint32_t)__cvta_generic_to_shared(p);
+}
+__device__ __forceinline__ void cp_async16(void *dst, const void *src, bool valid) {
+    int n = valid ? 16 : 0; /* 0: zero-fill, nothing read */
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_u32(dst)),
+                 "l"(src), "r"(n));
+}
+__device__ __forceinline__ void cp_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N> __device__ __forceinline__ void cp_wait() {
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+}
+__device__ __forceinline__ void ldsm_x4(uint32_t r[4], const void *p) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(smem_u32(p)));
+}
+__device__ __forceinline__ void ldsm_x4_t(uint32_t r[4], const void *p) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(smem_u32(p)));
+}
+template <typename T> __device__ __forceinline__ void mma16816(float c[4], const uint32_t a[4],
+                                                               uint32_t b0, uint32_t b1);
+template <> __device__ __forceinline__ void mma16816<__nv_bfloat16>(float c[4], const uint32_t a[4],
+                                                                    uint32_t b0, uint32_t b1) {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, "
+                 "{%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+template <> __device__ __forceinline__ void mma16816<__half>(float c[4], const uint32_t a[4],
+                                                             uint32_t b0, uint32_t b1) {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, "
+                 "{%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+template <typename T> __device__ __forceinline__ uint32_t pack2(float x, float y);
+template <> __device__ __forceinline__ uint32_t pack2<__nv_bfloat16>(float x, float y) {
+    __nv_bfloat162 v = __floats2bfloat162_rn(x, y);
+    return *(uint32_t *)&v;
+}
+template <> __device__ __forceinline__ uint32_t pack2<__half>(float x, float y) {
+    __half2 v = __floats2half2_rn(x, y);
+    return *(uint32_t *)&v;
+}
+
+/* Shared memory of one CTA (bytes): K and V tiles double-buffered, rows padded by 8 elements
+ * (16 B) so ldmatrix rows fall in distinct banks; Q staging, reused as the f32 P tile of the
+ * cmp score reduction; the sel union list and the queries' block lists. */
+template <int DK, int DV> struct fa_smem {
+    static constexpr int KS = DK + 8, VS = DV + 8, PS = FA_BN + 4;
+    static constexpr int k_bytes = 2 * FA_BN * KS * 2, v_bytes = 2 * FA_BN * VS * 2;
+    static constexpr int q_bytes = FA_BM * KS * 2 > FA_BM * PS * 4 ? FA_BM * KS * 2 : FA_BM * PS * 4;
+    static constexpr int bytes = k_bytes + v_bytes + q_bytes; /* + sel lists (dynamic) */
+};
+
+/* Grid: x = ceil(T / (64/G)) query tiles, heaviest (latest) first; y = Hkv; z = B. Block: 128
+ * threads, warp w owns rows 16w..16w+15, row m = (query m/G, head m%G). Shared memory:
+ * fa_smem<DK, DV>::bytes (cmp 192/128: 112 KB) plus, for sel, (64/G)·n + nsel_max + 32 ints.
+ * Registers: Q fragments (DK/4), O accumulators (DV/2), S (32) per thread. */
+template <typename T, int DK, int DV, int BR>
+__global__ void __launch_bounds__(FA_THREADS) fa_kernel(nsa_cu_params P, nsa_cu_view Kv,
+                                                         nsa_cu_view Vv) {
+    typedef fa_smem<DK, DV> SM;
+    extern __shared__ __align__(16) unsigned char smraw[];
+    T *Ks = (T *)smraw;
+    T *Vs = (T *)(smraw + SM::k_bytes);
+    T *Qs = (T *)(smraw + SM::k_bytes + SM::v_bytes);
+    float *Pr = (float *)Qs;
+    int *blk = (int *)(smraw + SM::bytes); /* sel: QPB·n block lists, then the union */
+
+    const int G = P.G, QPB = FA_BM / G;
+    const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
+    const int g = blockIdx.y, b = blockIdx.z;
+    const int t0 = (gridDim.x - 1 - blockIdx.x) * QPB;
+    const int tlast = min(t0 + QPB, P.T) - 1;
+    const float sl2 = P.scale * 1.4426950408889634f;
+
+    /* this thread's two rows */
+    int trow[2], hrow[2];
+    for (int i = 0; i < 2; i++) {
+        int m = warp * 16 + lane / 4 + 8 * i;
+        trow[i] = t0 + m / G;
+        hrow[i] = g * G + m % G;
+    }
+
+    /* key tiles */
+    int ntiles = 0, kbase0 = 0, nunion = 0, cpb = 1;
+    int *ulist = blk + QPB * P.n;
+    if constexpr (BR == NSA_BRANCH_CMP) {
+        ntiles = ((int)nsa_cu_num_cmp(P, tlast + 1) + FA_BN - 1) / FA_BN;
+    } else if constexpr (BR == NSA_BRANCH_WIN) {
+        kbase0 = max(0, t0 - P.w + 1);
+        ntiles = (tlast + 1 - kbase0 + FA_BN - 1) / FA_BN;
+    } else {
+        /* the queries' block lists, then their union via a bitmap over blocks */
+        unsigned *bits = (unsigned *)(ulist + P.nsel_max);
+        const int words = (P.nsel_max + 31) / 32;
+        for (int i = tid; i < words; i += FA_THREADS) bits[i] = 0u;
+        __syncthreads();
+        for (int i = tid; i < QPB * P.n; i += FA_THREADS) {
+            int qi = i / P.n, t = t0 + qi;
+            int j = t < P.T ? P.blocks[(((int64_t)b * P.T + t) * P.Hkv + g) * P.n + i % P.n] : -1;
+            blk[i] = j;
+            if (j >= 0) atomicOr(&bits[j / 32], 1u << (j % 32));
+        }
+        __syncthreads();
+        if (tid == 0) {
+            for (int wd = 0; wd < words; wd++)
+                for (unsigned x = bits[wd]; x; x &= x - 1) ulist[nunion++] = wd * 32 + __ffs(x) - 1;
+            bits[0] = (unsigned)nunion;
+        }
+        __syncthreads();
+        nunion = (int)bits[0];
+        cpb = (P.lp + FA_BN - 1) / FA_BN;
+        ntiles = nunion * cpb;
+    }
+    auto tile_base = [&](int it) -> int {
+        if constexpr (BR == NSA_BRANCH_SEL) return ulist[it / cpb] * P.lp + (it % cpb) * FA_BN;
+        else return kbase0 + it * FA_BN;
+    };
+    /* keys [base, end) of tile it that exist at all (sel: inside its block) */
+    auto tile_end = [&](int it, int base) -> int {
+        if constexpr (BR == NSA_BRANCH_SEL) return min(base + FA_BN, min((ulist[it / cpb] + 1) * P.lp, tlast + 1));
+        else if constexpr (BR == NSA_BRANCH_CMP) return min(base + FA_BN, P.Tc);
+        else return min(base + FA_BN, tlast + 1);
+    };
+
+    const T *Kg = (const T *)Kv.p + (int64_t)b * Kv.sb + (int64_t)g * Kv.sh;
+    const T *Vg = (const T *)Vv.p + (int64_t)b * Vv.sb + (int64_t)g * Vv.sh;
+    auto load_tile = [&](int it, int stage, bool withv) {
+        int base = tile_base(it), end = tile_end(it, base);
+        T *ks = Ks + stage * FA_BN * SM::KS;
+        for (int c = tid; c < FA_BN * (DK / 8); c += FA_THREADS) {
+            int kr = c / (DK / 8), ch = c % (DK / 8);
+            bool ok = base + kr < end;
+            cp_async16(ks + kr * SM::KS + ch * 8, Kg + (int64_t)(ok ? base + kr : 0) * Kv.st + ch * 8, ok);
+        }
+        if (withv) {
+            T *vs = Vs + stage * FA_BN * SM::VS;
+            for (int c = tid; c < FA_BN * (DV / 8); c += FA_THREADS) {
+                int kr = c / (DV / 8), ch = c % (DV / 8);
+                bool ok = base + kr < end;
+                cp_async16(vs + kr * SM::VS + ch * 8, Vg + (int64_t)(ok ? base + kr : 0) * Vv.st + ch * 8, ok);
+            }
+        }
+        cp_commit();
+    };
+
+    /* Q -> shared -> fragments */
+    for (int c = tid; c < FA_BM * (DK / 8); c += FA_THREADS) {
+        int m = c / (DK / 8), ch = c % (DK / 8), t = t0 + m / G;
+        bool ok = t < P.T;
+        const T *src = (const T *)P.q.p + (int64_t)b * P.q.sb + (int64_t)(ok ? t : 0) * P.q.st +
+                       (int64_t)(g * G + m % G) * P.q.sh + ch * 8;
+        cp_async16(Qs + m * SM::KS + ch * 8, src, ok);
+    }
+    cp_commit();
+    cp_wait<0>();
+    __syncthreads();
+    uint32_t qf[DK / 16][4];
+#pragma unroll
+    for (int kk = 0; kk < DK / 16; kk++) {
+        int mi = lane / 8;
+        ldsm_x4(qf[kk], Qs + (warp * 16 + (mi % 2) * 8 + lane % 8) * SM::KS + kk * 16 + (mi / 2) * 8);
+    }
+    __syncthreads();
+
+    float o[DV / 8][4];
+#pragma unroll
+    for (int i = 0; i < DV / 8; i++) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.f;
+    float mx[2] = {-INFINITY, -INFINITY}, ls[2] = {0.f, 0.f};
+
+    /* keys row i of this thread sees in tile it: [vlo[i], vhi[i]) (empty when vhi <= vlo) */
+    int vlo[2], vhi[2];
+    auto bounds = [&](int it) {
+#pragma unroll
+        for (int i = 0; i < 2; i++) {
+            int t = trow[i];
+            vlo[i] = 0;
+            vhi[i] = 0;
+            if (t >= P.T) continue;
+            if constexpr (BR == NSA_BRANCH_CMP) {
+                vhi[i] = (int)nsa_cu_num_cmp(P, t + 1);
+            } else if constexpr (BR == NSA_BRANCH_WIN) {
+                vlo[i] = t - P.w + 1;
+                vhi[i] = t + 1;
+            } else {
+                int j = ulist[it / cpb];
+                const int *bl = blk + (t - t0) * P.n;
+                bool member = false;
+                for (int q = 0; q < P.n; q++) member |= bl[q] == j;
+                if (member) {
+                    vlo[i] = j * P.lp;
+                    vhi[i] = min((j + 1) * P.lp, t + 1);
+                }
+            }
+        }
+    };
+    if constexpr (BR != NSA_BRANCH_SEL) bounds(0);
+
+    auto scores = [&](float s[8][4], const T *ks) {
+#pragma unroll
+        for (int i = 0; i < 8; i++) s[i][0] = s[i][1] = s[i][2] = s[i][3] = 0.f;
+#pragma unroll
+        for (int np = 0; np < 4; np++) {
+#pragma unroll
+            for (int kk = 0; kk < DK / 16; kk++) {
+                uint32_t r[4];
+                int mi = lane / 8;
+                ldsm_x4(r, ks + (np * 16 + (mi / 2) * 8 + lane % 8) * SM::KS + kk * 16 + (mi % 2) * 8);
+                mma16816<T>(s[2 * np], qf[kk], r[0], r[1]);
+                mma16816<T>(s[2 * np + 1], qf[kk], r[2], r[3]);
+            }
+        }
+    };
+    auto mask = [&](float s[8][4], int base) {
+#pragma unroll
+        for (int nt = 0; nt < 8; nt++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                int key = base + nt * 8 + (lane % 4) * 2 + (e & 1);
+                bool vis = key >= vlo[e / 2] && key < vhi[e / 2];
+                s[nt][e] = vis ? s[nt][e] * sl2 : -INFINITY;
+            }
+    };
+    auto pv = [&](float s[8][4], const T *vs) {
+#pragma unroll
+        for (int kk = 0; kk < 4; kk++) {
+            uint32_t a[4] = {pack2<T>(s[2 * kk][0], s[2 * kk][1]), pack2<T>(s[2 * kk][2], s[2 * kk][3]),
+                             pack2<T>(s[2 * kk + 1][0], s[2 * kk + 1][1]),
+                             pack2<T>(s[2 * kk + 1][2], s[2 * kk + 1][3])};
+#pragma unroll
+            for (int np = 0; np < DV / 16; np++) {
+                uint32_t r[4];
+                int mi = lane / 8;
+                ldsm_x4_t(r, vs + (kk * 16 + (mi % 2) * 8 + lane % 8) * SM::VS + np * 16 + (mi / 2) * 8);
+                mma16816<T>(o[2 * np], a, r[0], r[1]);
+                mma16816<T>(o[2 * np + 1], a, r[2], r[3]);
+            }
+        }
+    };
+    /* sel: the rows of this warp that selected tile it's block (others skip its math) */
+    auto warp_active = [&](int it) -> bool {
+        if constexpr (BR != NSA_BRANCH_SEL) return true;
+        else {
+            bounds(it);
+            return __any_sync(0xffffffffu, vhi[0] > vlo[0] || vhi[1] > vlo[1]);
+        }
+    };
+
+    const bool two_pass = BR == NSA_BRANCH_CMP;
+    if (two_pass && ntiles > 0) {
+        /* pass 1: row max and sum only (K tiles) */
+        load_tile(0, 0, false);
+        for (int it = 0; it < ntiles; it++) {
+            if (it + 1 < ntiles) { load_tile(it + 1, (it + 1) & 1, false); cp_wait<1>(); }
+            else cp_wait<0>();
+            __syncthreads();
+            int base = tile_base(it);
+            float s[8][4];
+            scores(s, Ks + (it & 1) * FA_BN * SM::KS);
+            mask(s, base);
+#pragma unroll
+            for (int i = 0; i < 2; i++) {
+                float m = mx[i];
+#pragma unroll
+                for (int nt = 0; nt < 8; nt++) m = fmaxf(m, fmaxf(s[nt][2 * i], s[nt][2 * i + 1]));
+                m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, 1));
+                m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, 2));
+                if (m != -INFINITY) {
+                    float sum = 0.f;
+#pragma unroll
+                    for (int nt = 0; nt < 8; nt++) sum += exp2f(s[nt][2 * i] - m) + exp2f(s[nt][2 * i + 1] - m);
+                    ls[i] = ls[i] * exp2f(mx[i] - m) + sum;
+                    mx[i] = m;
+                }
+            }
+            __syncthreads();
+        }
+#pragma unroll
+        for (int i = 0; i < 2; i++) {
+            ls[i] += __shfl_xor_sync(0xffffffffu, ls[i], 1);
+            ls[i] += __shfl_xor_sync(0xffffffffu, ls[i], 2);
+            mx[i] = ls[i] > 0.f ? mx[i] + log2f(ls[i]) : -INFINITY; /* lse in log2 units */
+        }
+    }
+
+    /* main pass: O (and, for cmp, the group-summed probabilities) */
+    if (ntiles > 0) load_tile(0, 0, true);
+    for (int it = 0; it < ntiles; it++) {
+        if (it + 1 < ntiles) { load_tile(it + 1, (it + 1) & 1, true); cp_wait<1>(); }
+        else cp_wait<0>();
+        __syncthreads();
+        const int base = tile_base(it);
+        if (warp_active(it)) {
+            float s[8][4];
+            scores(s, Ks + (it & 1) * FA_BN * SM::KS);
+            mask(s, base);
+            if (two_pass) {
+#pragma unroll
+                for (int nt = 0; nt < 8; nt++)
+#pragma unroll
+                    for (int e = 0; e < 4; e++) {
+                        float l2 = mx[e / 2];
+                        s[nt][e] = l2 == -INFINITY ? 0.f : exp2f(s[nt][e] - l2);
+                        Pr[(warp * 16 + lane / 4 + 8 * (e / 2)) * SM::PS + nt * 8 + (lane % 4) * 2 + (e & 1)] = s[nt][e];
+                    }
+            } else {
+#pragma unroll
+                for (int i = 0; i < 2; i++) {
+                    float m = mx[i];
+#pragma unroll
+                    for (int nt = 0; nt < 8; nt++) m = fmaxf(m, fmaxf(s[nt][2 * i], s[nt][2 * i + 1]));
+                    m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, 1));
+                    m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, 2));
+                    float alpha = m == -INFINITY ? 1.f : exp2f(mx[i] - m);
+                    float sum = 0.f;
+#pragma unroll
+                    for (int nt = 0; nt < 8; nt++)
+#pragma unroll
+                        for (int e = 0; e < 2; e++) {
+                            float p = m == -INFINITY ? 0.f : exp2f(s[nt][2 * i + e] - m);
+                            s[nt][2 * i + e] = p;
+                            sum += p;
+                        }
+                    ls[i] = ls[i] * alpha + sum;
+                    mx[i] = m;
+#pragma unroll
+                    for (int nt = 0; nt < DV / 8; nt++) {
+                        o[nt][2 * i] *= alpha;
+                        o[nt][2 * i + 1] *= alpha;
+                    }
+                }
+            }
+            pv(s, Vs + (it & 1) * FA_BN * SM::VS);
+        }
+        if (two_pass) {
+            __syncthreads();
+            /* P[t, g, i] = Σ_h p[(t, h), i], heads in ascending order */
+            for (int c = tid; c < QPB * FA_BN; c += FA_THREADS) {
+                int qi = c / FA_BN, col = c % FA_BN, t = t0 + qi, key = base + col;
+                if (t < P.T && key < (int)nsa_cu_num_cmp(P, t + 1)) {
+                    float sum = 0.f;
+                    for (int hh = 0; hh < G; hh++) sum += Pr[(qi * G + hh) * SM::PS + col];
+                    P.P[(((int64_t)b * P.T + t) * P.Hkv + g) * P.Tc + key] = sum;
+                }
+            }
+        }
+        __syncthreads();
+    }
+
+    /* epilogue */
+#pragma unroll
+    for (int i = 0; i < 2; i++) {
+        float l = ls[i];
+        if (!two_pass) {
+            l += __shfl_xor_sync(0xffffffffu, l, 1);
+            l += __shfl_xor_sync(0xffffffffu, l, 2);
+        }
+        int t = trow[i];
+        if (t >= P.T) continue;
+        int64_t rh = ((int64_t)b * P.T + t) * P.Hq + hrow[i];
+        float inv = two_pass ? 1.f : (l > 0.f ? 1.f / l : 0.f);
+        float *dst = P.o[BR] + rh * P.Dv;
+#pragma unroll
+        for (int nt = 0; nt < DV / 8; nt++) {
+            float2 v = make_float2(o[nt][2 * i] * inv, o[nt][2 * i + 1] * inv);
+            *(float2 *)(dst + nt * 8 + (lane % 4) * 2) = v;
+        }
+        if (lane % 4 == 0) {
+            float lse2 = two_pass ? mx[i] : (l > 0.f ? mx[i] + log2f(l) : -INFINITY);
+            P.lse[BR][rh] = lse2 == -INFINITY ? -INFINITY : lse2 * 0.6931471805599453f;
+        }
+    }
+}
+
+/* ---- launch ---- */
+
+static int dims_ok(int Dk, int Dv) {
+    return (Dk == 64 && Dv == 64) || (Dk == 128 && Dv == 128) || (Dk == 192 && Dv == 128);
+}
+
+static int tc_common(const nsa_shape *s, const char **why) {
+    if (s->dt != NSA_DTYPE_BF16 && s->dt != NSA_DTYPE_F16) { *why = "dtype not bf16/f16"; return 0; }
+    if (!dims_ok(s->Dk, s->Dv)) { *why = "(Dk, Dv) not in {(64,64), (128,128), (192,128)}"; return 0; }
+    if (s->G > FA_BM || FA_BM % s->G) { *why = "G does not divide 64"; return 0; }
+    if (s->T > INT32_MAX / 2) { *why = "T too large"; return 0; }
+    return 1;
+}
+
+int nsa_cu_fa2_supported(const nsa_shape *s, nsa_branch br, const char **why) {
+    if (!tc_common(s, why)) return 0;
+    (void)br;
+    return 1;
+}
+
+static size_t sel_list_bytes(const nsa_cu_params *P) {
+    return (size_t)(FA_BM / P->G * P->n + P->nsel_max + (P->nsel_max + 31) / 32 + 32) * 4;
+}
+
+int nsa_cu_fused_supported(const nsa_shape *s, const char **why) {
+    if (!tc_common(s, why)) return 0;
+    return 1;
+}
+
+/* 16-byte loads need D-contiguous rows on 16-byte boundaries. */
+static int aligned(const nsa_cu_view *v, int D) {
+    return v->p && v->sd == 1 && ((uintptr_t)v->p % 16) == 0 && v->sb % 8 == 0 && v->st % 8 == 0 &&
+           v->sh % 8 == 0 && D % 8 == 0;
+}
+
+template <typename T, int DK, int DV, int BR>
+static nsa_status launch(nsa_context *ctx, nsa_cu_stream st, const nsa_cu_params *P,
+                         const nsa_cu_view *K, const nsa_cu_view *V) {
+    size_t smem = fa_smem<DK, DV>::bytes + (BR == NSA_BRANCH_SEL ? sel_list_bytes(P) : 0);
+    if (smem > 227 * 1024)
+        return nsa_fail(ctx, NSA_ERR_UNSUPPORTED, "sel: T = %d with n = %d exceeds shared memory",
+                        P->T, P->n);
+    NSA_TRY(nsa_cu_check(ctx, cudaFuncSetAttribute(fa_kernel<T, DK, DV, BR>,
+                                                   cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                                   (int)smem), "fa2 smem attribute"));
+    dim3 grid((unsigned)((P->T + FA_BM / P->G - 1) / (FA_BM / P->G)), (unsigned)P->Hkv,
+              (unsigned)P->B);
+    fa_kernel<T, DK, DV, BR><<<grid, FA_THREADS, smem, st>>>(*P, *K, *V);
+    NSA_CU_LAUNCHED(ctx, "fa2 kernel");
+    return NSA_OK;
+}
+
+template <typename T, int BR>
+static nsa_status launch_dims(nsa_context *ctx, nsa_cu_stream st, const nsa_cu_params *P,
+                              const nsa_cu_view *K, const nsa_cu_view *V) {
+    if (P->Dk == 64) return launch<T, 64, 64, BR>(ctx, st, P, K, V);
+    if (P->Dk == 128) return launch<T, 128, 128, BR>(ctx, st, P, K, V);
+    return launch<T, 192, 128, BR>(ctx, st, P, K, V);
+}
+
+template <int BR>
+static nsa_status launch_br(nsa_context *ctx, nsa_cu_stream st, nsa_dtype dt,
+                            const nsa_cu_params *P, const nsa_cu_view *K, const nsa_cu_view *V) {
+    if (dt == NSA_DTYPE_BF16) return launch_dims<__nv_bfloat16, BR>(ctx, st, P, K, V);
+    return launch_dims<__half, BR>(ctx, st, P, K, V);
+}
+
+static nsa_status check_views(nsa_context *ctx, const nsa_cu_params *P, const nsa_cu_view *K,
+                              const nsa_cu_view *V, const char *name) {
+    if (P->rows) return nsa_fail(ctx, NSA_ERR_UNSUPPORTED, "%s: row lists run on the reference", name);
+    if (!aligned(&P->q, P->Dk) || !aligned(K, P->Dk) || !aligned(V, P->Dv))
+        return nsa_fail(ctx, NSA_ERR_UNSUPPORTED,
+                        "%s: q/k/v rows must be contiguous and 16-byte aligned for tensor cores", name);
+    return NSA_OK;
+}
+
+nsa_status nsa_cu_fa2_attend(nsa_context *ctx, nsa_cu_stream st, nsa_dtype dt,
+                             const nsa_cu_params *P, nsa_branch br) {
+    if (P->R == 0) return NSA_OK;
+    if (br == NSA_BRANCH_CMP) {
+        NSA_TRY(check_views(ctx, P, &P->kc, &P->vc, "k_cmp"));
+        return launch_br<NSA_BRANCH_CMP>(ctx, st, dt, P, &P->kc, &P->vc);
+    }
+    if (P->w == 0) /* branch off: the reference writes zeros and lse -inf without reading */
+        return nsa_cu_ref_attend(ctx, st, dt, dt, P, br);
+    NSA_TRY(check_views(ctx, P, &P->kw, &P->vw, "k_win"));
+    return launch_br<NSA_BRANCH_WIN>(ctx, st, dt, P, &P->kw, &P->vw);
+}
+
+nsa_status nsa_cu_fused_sel(nsa_context *ctx, nsa_cu_stream st, nsa_dtype dt,
+                            const nsa_cu_params *P) {
+    if (P->R == 0) return NSA_OK;
+    NSA_TRY(check_views(ctx, P, &P->ks, &P->vs, "k_sel"));
+    return launch_br<NSA_BRANCH_SEL>(ctx, st, dt, P, &P->ks, &P->vs);
+}

@@ -1,0 +1,146 @@
+/* select.cu — block selection on the GPU (DESIGN.md §1.2 steps 2–6): Eq. 9 mapping of the
+ * group-summed cmp probabilities P onto selection blocks, forced blocks, top-n with the tie
+ * rule, ascending sort, range merging and clipping. Every fast or reference role of the sel
+ * branch reads its output.
+ * Invariant: score[j] is summed in double in ascending i and rounded once to f32, then compared
+ * exactly, ties to the lower block index — the arithmetic of src/ref/select.c — so the GPU picks
+ * the reference's blocks whenever the probabilities agree to f32.
+ */
+#include "common.cuh"
+
+#define SEL_WARPS 4
+#define SEL_MAX_N 256
+
+typedef struct {
+    nsa_cu_view blocks; /* caller's sel_blocks (B, T, Hkv, n) i32, p NULL when absent   */
+    nsa_cu_view ranges; /* caller's sel_ranges (B, T, Hkv, n, 2): sd is the n stride     */
+    int64_t range_pair_stride;
+} sel_out;
+
+/* Grid: x = ceil(R·Hkv / warps), one warp per (row r, group g). Shared memory (dynamic), per
+ * warp: nsel_max f32 scores + n i32 blocks: warps · (nsel_max + n) · 4 bytes. */
+__global__ void select_kernel(nsa_cu_params P, sel_out U, int warps) {
+    extern __shared__ float ssm[];
+    const int wid = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const int64_t item = (int64_t)blockIdx.x * warps + wid;
+    if (item >= P.R * P.Hkv) return;
+    float *sc = ssm + (int64_t)wid * (P.nsel_max + P.n);
+    int32_t *blk = (int32_t *)(sc + P.nsel_max);
+    const int64_t r = item / P.Hkv;
+    const int g = (int)(item % P.Hkv);
+    int64_t b, t;
+    nsa_cu_row(P, r, &b, &t);
+    const int64_t nc = nsa_cu_num_cmp(P, t + 1);
+    const int64_t cur = t / P.lp, ncomplete = (t + 1) / P.lp;
+    const float *Pr = P.P + item * (int64_t)P.Tc;
+
+    for (int64_t j = lane; j <= cur; j += 32) {
+        int64_t i_lo = j * P.lp < P.l ? 0 : (j * P.lp - P.l) / P.d + 1;
+        int64_t i_hi = ((j + 1) * P.lp - 1) / P.d;
+        if (i_hi > nc - 1) i_hi = nc - 1;
+        double sum = 0.0;
+        for (int64_t i = i_lo; i <= i_hi; i++) sum += (double)Pr[i] * nsa_cu_overlap(P, i, j);
+        sc[j] = (float)sum;
+    }
+    __syncwarp();
+    /* forced: initial then local, duplicates once; their scores leave the candidate pool (-1:
+     * real scores are ≥ 0). */
+    int nf = 0;
+    if (lane == 0) {
+        for (int64_t j = 0; j < P.n_init && j <= cur; j++) blk[nf++] = (int32_t)j;
+        for (int64_t k = 0; k < P.n_local && cur - k >= 0; k++) {
+            int dup = 0;
+            for (int f = 0; f < nf; f++) dup |= blk[f] == cur - k;
+            if (!dup) blk[nf++] = (int32_t)(cur - k);
+        }
+        for (int f = 0; f < nf; f++) sc[blk[f]] = -1.0f;
+    }
+    nf = __shfl_sync(0xffffffffu, nf, 0);
+    __syncwarp();
+    int nforced_complete = 0;
+    for (int f = 0; f < nf; f++) nforced_complete += blk[f] < ncomplete;
+    int64_t ncand = ncomplete - nforced_complete;
+    int k = (int64_t)(P.n - nf) < ncand ? P.n - nf : (int)ncand;
+    for (int a = 0; a < k; a++) {
+        float bs = -1.0f;
+        int bj = -1;
+        for (int64_t j = lane; j < ncomplete; j += 32) {
+            float s = sc[j];
+            if (s > bs) { bs = s; bj = (int)j; } /* ascending j: first max wins ties */
+        }
+        for (int off = 16; off > 0; off >>= 1) {
+            float os = __shfl_xor_sync(0xffffffffu, bs, off);
+            int oj = __shfl_xor_sync(0xffffffffu, bj, off);
+            if (os > bs || (os == bs && oj >= 0 && (bj < 0 || oj < bj))) { bs = os; bj = oj; }
+        }
+        if (bj < 0) { k = a; break; }
+        if (lane == 0) {
+            blk[nf + a] = bj;
+            sc[bj] = -1.0f;
+        }
+        __syncwarp();
+    }
+    if (lane != 0) return;
+    const int nsel = nf + k;
+    for (int a = 1; a < nsel; a++) { /* insertion sort, ascending */
+        int32_t v = blk[a];
+        int c = a - 1;
+        while (c >= 0 && blk[c] > v) { blk[c + 1] = blk[c]; c--; }
+        blk[c + 1] = v;
+    }
+    int32_t *ob = P.blocks + item * (int64_t)P.n;
+    int32_t *orr = P.ranges + item * (int64_t)P.n * 2;
+    int32_t *ub = U.blocks.p ? (int32_t *)U.blocks.p + b * U.blocks.sb + t * U.blocks.st +
+                                   g * U.blocks.sh : NULL;
+    int32_t *ur = U.ranges.p ? (int32_t *)U.ranges.p + b * U.ranges.sb + t * U.ranges.st +
+                                   g * U.ranges.sh : NULL;
+    for (int a = 0; a < P.n; a++) {
+        int32_t v = a < nsel ? blk[a] : -1;
+        ob[a] = v;
+        if (ub) ub[a * U.blocks.sd] = v;
+    }
+    int nr = 0;
+    for (int a = 0; a < nsel;) {
+        int c = a;
+        while (c + 1 < nsel && blk[c + 1] == blk[c] + 1) c++;
+        int64_t e0 = ((int64_t)blk[c] + 1) * P.lp;
+        orr[2 * nr] = blk[a] * P.lp;
+        orr[2 * nr + 1] = (int32_t)(e0 > t + 1 ? t + 1 : e0);
+        nr++;
+        a = c + 1;
+    }
+    for (int q = nr; q < P.n; q++) orr[2 * q] = orr[2 * q + 1] = 0;
+    if (ur)
+        for (int q = 0; q < P.n; q++) {
+            ur[q * U.ranges.sd] = orr[2 * q];
+            ur[q * U.ranges.sd + U.range_pair_stride] = orr[2 * q + 1];
+        }
+}
+
+static nsa_cu_view view5(const nsa_tensor *x) {
+    nsa_cu_view v = {x->data, x->stride[0], x->stride[1], x->stride[2], x->stride[3]};
+    return v;
+}
+
+nsa_status nsa_cu_select(nsa_context *ctx, nsa_cu_stream st, const nsa_cu_params *P,
+                         const nsa_fwd_args *a) {
+    if (P->R * P->Hkv == 0) return NSA_OK;
+    if (P->n > SEL_MAX_N)
+        return nsa_fail(ctx, NSA_ERR_UNSUPPORTED, "cfg.n: %d exceeds %d for GPU selection", P->n,
+                        SEL_MAX_N);
+    sel_out U;
+    U.blocks = view5(&a->sel_blocks);
+    U.ranges = view5(&a->sel_ranges);
+    U.range_pair_stride = a->sel_ranges.data ? a->sel_ranges.stride[4] : 0;
+    size_t per = (size_t)(P->nsel_max + P->n) * 4;
+    int warps = per * SEL_WARPS <= 48 * 1024 ? SEL_WARPS : 1;
+    size_t smem = per * (size_t)warps;
+    if (smem > 200 * 1024)
+        return nsa_fail(ctx, NSA_ERR_UNSUPPORTED, "q: T = %d too long for GPU selection", P->T);
+    if (smem > 48 * 1024)
+        cudaFuncSetAttribute(select_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                             (int)smem);
+    select_kernel<<<nsa_cu_blocks(P->R * P->Hkv, warps), 32 * warps, smem, st>>>(*P, U, warps);
+    NSA_CU_LAUNCHED(ctx, "selection");
+    return NSA_OK;
+}

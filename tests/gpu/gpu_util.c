@@ -1,0 +1,318 @@
+/* gpu_util.c — see gpu_util.h. Tolerance (DESIGN.md §5, FlashAttention's rule): an element
+ * passes when |gpu − ref| ≤ 4·u·(|ref| + rms(ref)) + 1e-6, u the unit roundoff of the dtype
+ * (2^-8 bf16, 2^-11 f16; 1e-6 for f32, whose kernels round only the compressed keys and the
+ * output): twice what a naive low-precision run loses (output rounding u·|ref| plus operand
+ * rounding u·rms). Selected blocks must be identical except where the reference's scores of
+ * the swapped blocks lie within 1e-4·(max score) of the selection threshold (a near-tie).
+ */
+#include "gpu_util.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+int gp_have_gpu(void) { return nsa_device_cuda_count() > 0; }
+
+static int dnew(nsa_context *ctx, dbuf *b, nsa_dtype dt, int ndim, const int64_t *shape,
+                double scale) {
+    memset(b, 0, sizeof *b);
+    b->h = tb_new(dt, ndim, shape, scale);
+    if (nsa_cuda_malloc(ctx, &b->d, b->h.bytes + NSA_GUARD_BYTES) != NSA_OK) return 0;
+    if (nsa_cuda_memcpy_h2d(ctx, b->d, b->h.base, b->h.bytes + NSA_GUARD_BYTES) != NSA_OK) return 0;
+    b->t = b->h.t;
+    b->t.data = b->d;
+    b->t.device.kind = NSA_DEVICE_CUDA;
+    return 1;
+}
+
+static void dfree(dbuf *b) {
+    if (b->d) nsa_cuda_free(b->d);
+    tb_free(&b->h);
+    memset(b, 0, sizeof *b);
+}
+
+static int dnew4(nsa_context *ctx, dbuf *b, nsa_dtype dt, int64_t a, int64_t c, int64_t d,
+                 int64_t e, double scale) {
+    int64_t s[4] = {a, c, d, e};
+    return dnew(ctx, b, dt, 4, s, scale);
+}
+
+/* Device tensor filled on the device (N(0, 1)), host mirror copied back: long-T inputs. */
+static int dnew4_dev(nsa_context *ctx, dbuf *b, nsa_dtype dt, int64_t a, int64_t c, int64_t d,
+                     int64_t e) {
+    if (!dnew4(ctx, b, dt, a, c, d, e, 0.0)) return 0;
+    return nsa_cuda_fill_normal(ctx, b->d, dt, tb_numel(&b->h), nsa_rng_u64(), 1.0f) == NSA_OK &&
+           nsa_cuda_memcpy_d2h(ctx, b->h.base, b->d, b->h.bytes) == NSA_OK;
+}
+
+int gp_make(nsa_context *ctx, gprob *p, nsa_config c, int B, int T, nsa_dtype dt, int shared) {
+    memset(p, 0, sizeof *p);
+    p->c = c;
+    p->B = B;
+    p->T = T;
+    p->dt = dt;
+    const int Hq = c.Hq, Hkv = c.Hkv, Dk = c.Dk, Dv = c.Dv;
+    const int on_dev = (int64_t)T * Hq * Dk > (1 << 22); /* large: fill on the device */
+#define IN(b, H, D) (on_dev ? dnew4_dev(ctx, b, dt, B, T, H, D) : dnew4(ctx, b, dt, B, T, H, D, 1.0))
+    int ok = IN(&p->q, Hq, Dk) && IN(&p->ks, Hkv, Dk) && IN(&p->vs, Hkv, Dv);
+    if (!ok) return 0;
+    if (!shared) {
+        ok = IN(&p->kc, Hkv, Dk) && IN(&p->vc, Hkv, Dv) && IN(&p->kw, Hkv, Dk) && IN(&p->vw, Hkv, Dv);
+        if (!ok) return 0;
+    }
+#undef IN
+    if (!dnew4(ctx, &p->g, dt, B, T, Hq, 3, 0.0)) return 0;
+    tb_uniform(&p->g.h, 0.0, 1.0);
+    if (nsa_cuda_memcpy_h2d(ctx, p->g.d, p->g.h.base, p->g.h.bytes) != NSA_OK) return 0;
+    int64_t ls[3] = {B, T, Hq}, bs[4] = {B, T, Hkv, c.n}, rs[5] = {B, T, Hkv, c.n, 2};
+    ok = dnew4(ctx, &p->out, dt, B, T, Hq, Dv, 0.0);
+    for (int b = 0; b < 3 && ok; b++)
+        ok = dnew4(ctx, &p->ob[b], dt, B, T, Hq, Dv, 0.0) &&
+             dnew(ctx, &p->lse[b], NSA_DTYPE_F32, 3, ls, 0.0);
+    ok = ok && dnew(ctx, &p->blocks, NSA_DTYPE_I32, 4, bs, 0.0) &&
+         dnew(ctx, &p->ranges, NSA_DTYPE_I32, 5, rs, 0.0);
+    if (!ok) return 0;
+    p->rout = tb_new4(dt, B, T, Hq, Dv, 0.0);
+    for (int b = 0; b < 3; b++) {
+        p->rob[b] = tb_new4(dt, B, T, Hq, Dv, 0.0);
+        p->rlse[b] = tb_new(NSA_DTYPE_F32, 3, ls, 0.0);
+    }
+    p->rblocks = tb_new(NSA_DTYPE_I32, 4, bs, 0.0);
+    p->rranges = tb_new(NSA_DTYPE_I32, 5, rs, 0.0);
+    return 1;
+}
+
+static int poison(nsa_context *ctx, dbuf *b) {
+    int byte = b->h.t.dtype == NSA_DTYPE_I32 ? 0x7f : 0xff; /* NaN in f32/bf16/f16 */
+    return nsa_cuda_memset(ctx, b->d, byte, b->h.bytes) == NSA_OK &&
+           nsa_cuda_memset(ctx, (char *)b->d + b->h.bytes, 0xA5, NSA_GUARD_BYTES) == NSA_OK;
+}
+
+int gp_poison(nsa_context *ctx, gprob *p) {
+    int ok = poison(ctx, &p->out) && poison(ctx, &p->blocks) && poison(ctx, &p->ranges);
+    for (int b = 0; b < 3 && ok; b++) ok = poison(ctx, &p->ob[b]) && poison(ctx, &p->lse[b]);
+    return ok;
+}
+
+nsa_fwd_args gp_args(gprob *p, int dev) {
+    nsa_fwd_args a;
+    memset(&a, 0, sizeof a);
+#define PICK(x) (dev ? (x).t : (x).h.t)
+    a.cfg = p->c;
+    a.q = PICK(p->q);
+    a.k_sel = PICK(p->ks);
+    a.v_sel = PICK(p->vs);
+    a.k_cmp = p->kc.d ? PICK(p->kc) : a.k_sel;
+    a.v_cmp = p->vc.d ? PICK(p->vc) : a.v_sel;
+    a.k_win = p->kw.d ? PICK(p->kw) : a.k_sel;
+    a.v_win = p->vw.d ? PICK(p->vw) : a.v_sel;
+    a.gates = PICK(p->g);
+    if (dev) {
+        a.out = p->out.t;
+        a.out_cmp = p->ob[0].t; a.out_sel = p->ob[1].t; a.out_win = p->ob[2].t;
+        a.lse_cmp = p->lse[0].t; a.lse_sel = p->lse[1].t; a.lse_win = p->lse[2].t;
+        a.sel_blocks = p->blocks.t;
+        a.sel_ranges = p->ranges.t;
+    } else {
+        a.out = p->rout.t;
+        a.out_cmp = p->rob[0].t; a.out_sel = p->rob[1].t; a.out_win = p->rob[2].t;
+        a.lse_cmp = p->rlse[0].t; a.lse_sel = p->rlse[1].t; a.lse_win = p->rlse[2].t;
+        a.sel_blocks = p->rblocks.t;
+        a.sel_ranges = p->rranges.t;
+    }
+#undef PICK
+    return a;
+}
+
+nsa_status gp_reference(nsa_context *ctx, gprob *p) {
+    nsa_fwd_args a = gp_args(p, 0);
+    return nsa_forward(ctx, &a);
+}
+
+static int fetch(nsa_context *ctx, dbuf *b) {
+    unsigned char guard[NSA_GUARD_BYTES];
+    if (nsa_cuda_memcpy_d2h(ctx, b->h.base, b->d, b->h.bytes) != NSA_OK) return 0;
+    if (nsa_cuda_memcpy_d2h(ctx, guard, (char *)b->d + b->h.bytes, NSA_GUARD_BYTES) != NSA_OK) return 0;
+    for (int i = 0; i < NSA_GUARD_BYTES; i++)
+        if (guard[i] != 0xA5) return 0;
+    return 1;
+}
+
+int gp_fetch(nsa_context *ctx, gprob *p) {
+    int ok = fetch(ctx, &p->out) && fetch(ctx, &p->blocks) && fetch(ctx, &p->ranges);
+    for (int b = 0; b < 3 && ok; b++) ok = fetch(ctx, &p->ob[b]) && fetch(ctx, &p->lse[b]);
+    return ok;
+}
+
+static void keep(tbuf *dst, const tbuf *src) { memcpy(dst->base, src->base, src->bytes); }
+
+void gp_keep_as_reference(gprob *p) {
+    keep(&p->rout, &p->out.h);
+    for (int b = 0; b < 3; b++) {
+        keep(&p->rob[b], &p->ob[b].h);
+        keep(&p->rlse[b], &p->lse[b].h);
+    }
+    keep(&p->rblocks, &p->blocks.h);
+    keep(&p->rranges, &p->ranges.h);
+}
+
+void gp_free(gprob *p) {
+    dbuf *d[] = {&p->q, &p->kc, &p->vc, &p->ks, &p->vs, &p->kw, &p->vw, &p->g, &p->out,
+                 &p->ob[0], &p->ob[1], &p->ob[2], &p->lse[0], &p->lse[1], &p->lse[2],
+                 &p->blocks, &p->ranges};
+    for (size_t i = 0; i < sizeof d / sizeof d[0]; i++) dfree(d[i]);
+    tb_free(&p->rout);
+    tb_free(&p->rblocks);
+    tb_free(&p->rranges);
+    for (int b = 0; b < 3; b++) {
+        tb_free(&p->rob[b]);
+        tb_free(&p->rlse[b]);
+    }
+}
+
+/* ---- selection near-ties ---- */
+
+/* Reference scores of row (b, t) group g for blocks 0..t/lp into sc, from the reference's lse. */
+static void ref_scores(const gprob *p, int b, int t, int g, double *sc) {
+    const nsa_config *c = &p->c;
+    const int G = c->Hq / c->Hkv, Dk = c->Dk;
+    const double scale = nsa_config_scale(c);
+    const tbuf *K = p->kc.d ? &p->kc.h : &p->ks.h;
+    int64_t nc = nsa_num_cmp(c, t + 1), cur = t / c->lp;
+    for (int64_t j = 0; j <= cur; j++) sc[j] = 0.0;
+    double *kc = malloc(sizeof(double) * (size_t)Dk);
+    for (int64_t i = 0; i < nc; i++) {
+        for (int e = 0; e < Dk; e++) {
+            double s = 0.0;
+            for (int r = 0; r < c->l; r++)
+                s += tb_get(K, (((int64_t)b * p->T + i * c->d + r) * c->Hkv + g) * Dk + e);
+            kc[e] = s / c->l;
+        }
+        for (int h = g * G; h < (g + 1) * G; h++) {
+            double dot = 0.0;
+            for (int e = 0; e < Dk; e++)
+                dot += tb_get(&p->q.h, (((int64_t)b * p->T + t) * c->Hq + h) * Dk + e) * kc[e];
+            double pr = exp(dot * scale - tb_get(&p->rlse[0], ((int64_t)b * p->T + t) * c->Hq + h));
+            for (int64_t j = 0; j <= cur; j++) sc[j] += pr * nsa_ref_overlap(c, i, j);
+        }
+    }
+    free(kc);
+}
+
+/* 0: identical; 1: differ by a near-tie; 2: differ beyond one. */
+static int blocks_agree(const gprob *p, int b, int t, int g) {
+    const int n = p->c.n;
+    int64_t base = (((int64_t)b * p->T + t) * p->c.Hkv + g) * n;
+    int same = 1;
+    for (int k = 0; k < n; k++)
+        same &= tb_get(&p->blocks.h, base + k) == tb_get(&p->rblocks, base + k);
+    if (same) return 0;
+    double *sc = malloc(sizeof(double) * (size_t)(t / p->c.lp + 1));
+    ref_scores(p, b, t, g, sc);
+    double smax = 0.0, thr = INFINITY;
+    int64_t cur = t / p->c.lp;
+    for (int64_t j = 0; j <= cur; j++) smax = sc[j] > smax ? sc[j] : smax;
+    for (int k = 0; k < n; k++) { /* threshold: lowest score the reference chose */
+        int j = (int)tb_get(&p->rblocks, base + k);
+        if (j >= 0 && sc[j] < thr) thr = sc[j];
+    }
+    int res = 1;
+    for (int k = 0; k < n; k++) { /* every swapped block must sit at the threshold */
+        int jg = (int)tb_get(&p->blocks.h, base + k), jr = (int)tb_get(&p->rblocks, base + k);
+        for (int s = 0; s < 2; s++) {
+            int j = s ? jr : jg;
+            if (j < 0) continue;
+            int in_other = 0;
+            for (int m = 0; m < n; m++)
+                in_other |= (int)tb_get(s ? &p->blocks.h : &p->rblocks, base + m) == j;
+            if (!in_other && (j > cur || fabs(sc[j] - thr) > 1e-4 * smax + 1e-7)) res = 2;
+        }
+    }
+    free(sc);
+    return res;
+}
+
+static double unit(nsa_dtype dt) {
+    return dt == NSA_DTYPE_BF16 ? 1.0 / 256 : dt == NSA_DTYPE_F16 ? 1.0 / 2048 : 1e-6;
+}
+
+static void cmp_tensor(gp_report *r, const char *name, const tbuf *gpu, const tbuf *ref,
+                       int64_t row_elems, const int32_t *rows, int64_t nrows, const char *skip,
+                       int heads_per_skip, double u) {
+    int64_t n = tb_numel(ref), nr = n / row_elems;
+    double ss = 0.0;
+    int64_t cnt = 0;
+    for (int64_t i = 0; i < n; i++) {
+        double x = tb_get(ref, i);
+        if (isfinite(x)) { ss += x * x; cnt++; }
+    }
+    double rms = cnt ? sqrt(ss / cnt) : 0.0;
+    for (int64_t q = 0; q < (rows ? nrows : nr); q++) {
+        int64_t row = rows ? rows[q] : q;
+        for (int64_t e = 0; e < row_elems; e++) {
+            int64_t i = row * row_elems + e;
+            int64_t sub = e / (row_elems / heads_per_skip); /* group index inside the row */
+            if (skip && skip[row * heads_per_skip + sub]) continue;
+            double x = tb_get(gpu, i), y = tb_get(ref, i);
+            if (isnan(x)) {
+                if (r->unwritten++ == 0 && !r->first[0])
+                    snprintf(r->first, sizeof r->first, "%s[%lld] not written (NaN)", name, (long long)i);
+                continue;
+            }
+            if (isinf(y) || isinf(x)) {
+                if (x != y && r->bad++ == 0 && !r->first[0])
+                    snprintf(r->first, sizeof r->first, "%s[%lld] = %g, reference %g", name, (long long)i, x, y);
+                continue;
+            }
+            double tol = 4.0 * u * (fabs(y) + rms) + 1e-6, err = fabs(x - y);
+            if (err / tol > r->worst) r->worst = err / tol;
+            if (err > tol && r->bad++ == 0 && !r->first[0])
+                snprintf(r->first, sizeof r->first, "%s[%lld] = %.7g, reference %.7g (tol %.3g)", name,
+                         (long long)i, x, y, tol);
+        }
+    }
+}
+
+void gp_compare(gprob *p, const int32_t *rows, int64_t nrows, gp_report *r) {
+    memset(r, 0, sizeof *r);
+    const nsa_config *c = &p->c;
+    const int64_t BT = (int64_t)p->B * p->T;
+    const int Hkv = c->Hkv, Hq = c->Hq, Dv = c->Dv, n = c->n;
+    char *skip = calloc((size_t)(BT * Hkv), 1);
+    for (int64_t q = 0; q < (rows ? nrows : BT); q++) {
+        int64_t row = rows ? rows[q] : q;
+        for (int g = 0; g < Hkv; g++) {
+            int a = blocks_agree(p, (int)(row / p->T), (int)(row % p->T), g);
+            if (a == 1) r->rows_tied++;
+            if (a == 2) {
+                if (r->rows_mismatch++ == 0 && !r->first[0])
+                    snprintf(r->first, sizeof r->first, "blocks of (b·T+t=%lld, g=%d) differ beyond a near-tie",
+                             (long long)row, g);
+            }
+            skip[row * Hkv + g] = a != 0;
+        }
+    }
+    const double u = unit(p->dt);
+    cmp_tensor(r, "out_cmp", &p->ob[0].h, &p->rob[0], (int64_t)Hq * Dv, rows, nrows, NULL, 1, u);
+    cmp_tensor(r, "out_win", &p->ob[2].h, &p->rob[2], (int64_t)Hq * Dv, rows, nrows, NULL, 1, u);
+    cmp_tensor(r, "out_sel", &p->ob[1].h, &p->rob[1], (int64_t)Hq * Dv, rows, nrows, skip, Hkv, u);
+    cmp_tensor(r, "out", &p->out.h, &p->rout, (int64_t)Hq * Dv, rows, nrows, skip, Hkv, u);
+    cmp_tensor(r, "lse_cmp", &p->lse[0].h, &p->rlse[0], Hq, rows, nrows, NULL, 1, u);
+    cmp_tensor(r, "lse_win", &p->lse[2].h, &p->rlse[2], Hq, rows, nrows, NULL, 1, u);
+    cmp_tensor(r, "lse_sel", &p->lse[1].h, &p->rlse[1], Hq, rows, nrows, skip, Hkv, u);
+    /* ranges of agreeing rows must be identical */
+    for (int64_t q = 0; q < (rows ? nrows : BT); q++) {
+        int64_t row = rows ? rows[q] : q;
+        for (int g = 0; g < Hkv; g++) {
+            if (skip[row * Hkv + g]) continue;
+            for (int k = 0; k < 2 * n; k++) {
+                int64_t i = (row * Hkv + g) * 2 * n + k;
+                if (tb_get(&p->ranges.h, i) != tb_get(&p->rranges, i) && r->bad++ == 0 && !r->first[0])
+                    snprintf(r->first, sizeof r->first, "sel_ranges[%lld] = %g, reference %g", (long long)i,
+                             tb_get(&p->ranges.h, i), tb_get(&p->rranges, i));
+            }
+        }
+    }
+    free(skip);
+}

@@ -1,0 +1,257 @@
+/* test_gpu_parity.c — every CUDA role against the CPU reference on fresh random inputs
+ * (DESIGN.md §5): GQA 1/4/16, Dk = Dv and 192/128, T below l, below lp, not a multiple of any
+ * block and up to thousands, several configs incl. paper defaults, f32/bf16/f16; outputs
+ * poisoned before each run and checked fully written; guards after every output; selected
+ * blocks identical except near-ties. Long T: fast roles vs the on-device reference on sampled
+ * rows. Skips (77) without a GPU.
+ */
+#include "gpu_util.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const nsa_role R_REF[3] = {NSA_ROLE_REF, NSA_ROLE_REF, NSA_ROLE_REF};
+static const nsa_role R_FA2[3] = {NSA_ROLE_FA2, NSA_ROLE_REF, NSA_ROLE_FA2};
+static const nsa_role R_FUSED[3] = {NSA_ROLE_REF, NSA_ROLE_FUSED_SEL, NSA_ROLE_REF};
+static const nsa_role R_FAST[3] = {NSA_ROLE_FA2, NSA_ROLE_FUSED_SEL, NSA_ROLE_FA2};
+
+static nsa_config cfg(int Hq, int Hkv, int Dk, int Dv, int l, int d, int lp, int n, int w) {
+    nsa_config c = nsa_config_default(Hq, Hkv, Dk, Dv);
+    c.l = l; c.d = d; c.lp = lp; c.n = n; c.w = w;
+    return c;
+}
+
+static const char *roles_name(const nsa_role r[3]) {
+    static char buf[64];
+    snprintf(buf, sizeof buf, "%s/%s/%s", nsa_role_name(r[0]), nsa_role_name(r[1]),
+             nsa_role_name(r[2]));
+    return buf;
+}
+
+/* One problem on one role set vs the CPU reference; 1 when it passed. max_tied: ties allowed
+ * (fraction of (b, t, g) rows). */
+static int run_one(nsa_context *ctx, nsa_config c, int B, int T, nsa_dtype dt, int shared,
+                   const nsa_role roles[3], double max_tied) {
+    gprob p;
+    int ok = gp_make(ctx, &p, c, B, T, dt, shared);
+    nsa_status st = ok ? gp_reference(ctx, &p) : NSA_ERR_NOMEM;
+    ok = ok && st == NSA_OK && gp_poison(ctx, &p);
+    nsa_fwd_args a = gp_args(&p, 1);
+    nsa_shape s;
+    if (ok) st = nsa_args_check_fwd(ctx, &a, &s);
+    if (ok && st == NSA_OK) st = nsa_cuda_forward(ctx, &a, &s, roles);
+    if (ok && st == NSA_OK) st = nsa_cuda_sync(ctx);
+    int fetched = ok && st == NSA_OK && gp_fetch(ctx, &p);
+    gp_report r;
+    memset(&r, 0, sizeof r);
+    if (fetched) gp_compare(&p, NULL, 0, &r);
+    int64_t rows = (int64_t)B * T * c.Hkv;
+    int pass = fetched && r.unwritten == 0 && r.bad == 0 && r.rows_mismatch == 0 &&
+               r.rows_tied <= max_tied * rows;
+    printf("  %-22s %-5s G=%-2d Dk=%-3d Dv=%-3d l=%d d=%d lp=%d n=%d w=%-4d B=%d T=%-5d %s: "
+           "worst %.3f of tol, tied %lld/%lld%s%s\n",
+           roles_name(roles), nsa_dtype_name(dt), c.Hq / c.Hkv, c.Dk, c.Dv, c.l, c.d, c.lp, c.n,
+           c.w, B, T, shared ? "shared" : "separate", r.worst, (long long)r.rows_tied,
+           (long long)rows, pass ? "" : "  FAIL: ", pass ? "" : (st != NSA_OK ? nsa_context_message(ctx) : !fetched ? "guard overwritten or fetch failed" : r.first));
+    gp_free(&p);
+    return pass;
+}
+
+static nsa_context *gpu_ctx(void) {
+    if (!gp_have_gpu()) {
+        nsa_test_skip("no CUDA device");
+        return NULL;
+    }
+    nsa_context *ctx = NULL;
+    nsa_context_create(&ctx, NULL, 0);
+    return ctx;
+}
+
+/* Reference role, f32: GQA 4, small dims, T below l, below lp, and ragged. */
+static void ref_f32(void) {
+    nsa_context *ctx = gpu_ctx();
+    if (!ctx) return;
+    nsa_config c = cfg(8, 2, 32, 24, 8, 4, 16, 4, 24);
+    const int Ts[] = {5, 13, 203};
+    for (int i = 0; i < 3; i++) CHECK(run_one(ctx, c, 2, Ts[i], NSA_DTYPE_F32, 0, R_REF, 0.0));
+    nsa_context_destroy(ctx);
+}
+
+/* Reference role, bf16 and f16: paper dims and defaults (G 16), and GQA 1 with shared K/V. */
+static void ref_bf16_f16(void) {
+    nsa_context *ctx = gpu_ctx();
+    if (!ctx) return;
+    nsa_config paper = nsa_config_default(16, 1, 192, 128);
+    CHECK(run_one(ctx, paper, 1, 700, NSA_DTYPE_BF16, 0, R_REF, 0.001));
+    nsa_config c = cfg(2, 2, 64, 64, 16, 8, 32, 6, 64);
+    CHECK(run_one(ctx, c, 2, 333, NSA_DTYPE_F16, 1, R_REF, 0.001));
+    nsa_context_destroy(ctx);
+}
+
+/* FA-2 cmp and win: GQA 1/4/16 × the three head-dim pairs × short and ragged T. */
+static void fa2_cmp_win(void) {
+    nsa_context *ctx = gpu_ctx();
+    if (!ctx) return;
+    const int dims[3][2] = {{64, 64}, {128, 128}, {192, 128}};
+    const int gs[3][2] = {{2, 2}, {8, 2}, {16, 1}};
+    const int Ts[4] = {20, 50, 333, 1000};
+    for (int di = 0; di < 3; di++)
+        for (int gi = 0; gi < 3; gi++) {
+            nsa_config c = (di + gi) % 2 ? nsa_config_default(gs[gi][0], gs[gi][1], dims[di][0], dims[di][1])
+                                         : cfg(gs[gi][0], gs[gi][1], dims[di][0], dims[di][1], 16, 8, 32, 6, 100);
+            nsa_dtype dt = (di + gi) % 3 == 2 ? NSA_DTYPE_F16 : NSA_DTYPE_BF16;
+            const int T = Ts[(di * 3 + gi) % 4];
+            CHECK(run_one(ctx, c, 1, T, dt, gi == 1, R_FA2, 0.002));
+        }
+    CHECK(run_one(ctx, nsa_config_default(16, 1, 192, 128), 2, 1000, NSA_DTYPE_BF16, 0, R_FA2, 0.002));
+    nsa_context_destroy(ctx);
+}
+
+/* Fused group-centric selection: GQA 1/4/16, lp below and at the tile size, bf16 and f16. */
+static void fused_sel(void) {
+    nsa_context *ctx = gpu_ctx();
+    if (!ctx) return;
+    CHECK(run_one(ctx, nsa_config_default(16, 1, 192, 128), 1, 1000, NSA_DTYPE_BF16, 0, R_FUSED, 0.001));
+    CHECK(run_one(ctx, cfg(8, 2, 128, 128, 16, 8, 32, 6, 100), 1, 777, NSA_DTYPE_F16, 1, R_FUSED, 0.001));
+    CHECK(run_one(ctx, cfg(2, 2, 64, 64, 8, 4, 16, 5, 40), 2, 301, NSA_DTYPE_BF16, 0, R_FUSED, 0.001));
+    CHECK(run_one(ctx, nsa_config_default(4, 4, 64, 64), 1, 45, NSA_DTYPE_BF16, 0, R_FUSED, 0.001));
+    CHECK(run_one(ctx, cfg(16, 1, 64, 64, 32, 16, 128, 4, 64), 1, 900, NSA_DTYPE_BF16, 0, R_FUSED, 0.001));
+    nsa_context_destroy(ctx);
+}
+
+/* Every fast role together at the paper config, GQA 16, T = 2048 (shape A's heads, halved). */
+static void all_fast_paper(void) {
+    nsa_context *ctx = gpu_ctx();
+    if (!ctx) return;
+    CHECK(run_one(ctx, nsa_config_default(32, 2, 192, 128), 1, 2048, NSA_DTYPE_BF16, 0, R_FAST, 0.002));
+    CHECK(run_one(ctx, nsa_config_default(16, 4, 128, 128), 1, 1500, NSA_DTYPE_F16, 1, R_FAST, 0.002));
+    nsa_context_destroy(ctx);
+}
+
+/* q = 0: every compressed probability of a row is equal, so block scores tie exactly and the
+ * tie rule alone decides; the GPU must pick exactly the reference's blocks (no near-tie
+ * allowance), on the reference and the fast roles. */
+static void ties_exact(void) {
+    nsa_context *ctx = gpu_ctx();
+    if (!ctx) return;
+    const nsa_role *sets[2] = {R_REF, R_FAST};
+    for (int k = 0; k < 2; k++) {
+        gprob p;
+        nsa_config c = nsa_config_default(16, 1, 64, 64);
+        c.n = 6;
+        CHECK(gp_make(ctx, &p, c, 1, 900, NSA_DTYPE_BF16, 1));
+        CHECK_OK(ctx, nsa_cuda_memset(ctx, p.q.d, 0, p.q.h.bytes));
+        memset(p.q.h.base, 0, p.q.h.bytes);
+        CHECK_OK(ctx, gp_reference(ctx, &p));
+        CHECK(gp_poison(ctx, &p));
+        nsa_fwd_args a = gp_args(&p, 1);
+        nsa_shape s;
+        CHECK_OK(ctx, nsa_args_check_fwd(ctx, &a, &s));
+        CHECK_OK(ctx, nsa_cuda_forward(ctx, &a, &s, sets[k]));
+        CHECK_OK(ctx, nsa_cuda_sync(ctx));
+        CHECK(gp_fetch(ctx, &p), "guard overwritten");
+        gp_report r;
+        gp_compare(&p, NULL, 0, &r);
+        CHECK(r.rows_tied == 0 && r.rows_mismatch == 0 && r.bad == 0 && r.unwritten == 0,
+              "%s: tied %lld mismatch %lld bad %lld unwritten %lld: %s", roles_name(sets[k]),
+              (long long)r.rows_tied, (long long)r.rows_mismatch, (long long)r.bad,
+              (long long)r.unwritten, r.first);
+        gp_free(&p);
+    }
+    nsa_context_destroy(ctx);
+}
+
+/* Long T (NSA_GPU_LONG_T, default 8192; shape A heads): the fast roles against the on-device
+ * reference (nsa_cuda_forward_rows) on 48 sampled rows. */
+static void long_sampled(void) {
+    nsa_context *ctx = gpu_ctx();
+    if (!ctx) return;
+    const char *e = getenv("NSA_GPU_LONG_T");
+    int T = e ? atoi(e) : 8192;
+    const char *hq = getenv("NSA_GPU_LONG_HQ");
+    int Hq = hq ? atoi(hq) : 64;
+    nsa_config c = nsa_config_default(Hq, Hq / 16 > 0 ? Hq / 16 : 1, 192, 128);
+    gprob p;
+    CHECK(gp_make(ctx, &p, c, 1, T, NSA_DTYPE_BF16, 0));
+    int32_t rows[48];
+    for (int i = 0; i < 48; i++)
+        rows[i] = i < 8 ? i * 97 % T : i < 16 ? T - 1 - (i - 8) * 61 : nsa_rng_int(0, T - 1);
+    int32_t *drows;
+    CHECK_OK(ctx, nsa_cuda_malloc(ctx, (void **)&drows, sizeof rows));
+    CHECK_OK(ctx, nsa_cuda_memcpy_h2d(ctx, drows, rows, sizeof rows));
+    nsa_fwd_args a = gp_args(&p, 1);
+    nsa_shape s;
+    CHECK_OK(ctx, nsa_args_check_fwd(ctx, &a, &s));
+    CHECK(gp_poison(ctx, &p));
+    CHECK_OK(ctx, nsa_cuda_forward_rows(ctx, &a, &s, drows, 48));
+    CHECK_OK(ctx, nsa_cuda_sync(ctx));
+    CHECK(gp_fetch(ctx, &p), "guard overwritten (reference rows)");
+    gp_keep_as_reference(&p);
+    CHECK(gp_poison(ctx, &p));
+    CHECK_OK(ctx, nsa_cuda_forward(ctx, &a, &s, R_FAST));
+    CHECK_OK(ctx, nsa_cuda_sync(ctx));
+    CHECK(gp_fetch(ctx, &p), "guard overwritten (fast)");
+    gp_report r;
+    gp_compare(&p, rows, 48, &r);
+    printf("  long T=%d Hq=%d: worst %.3f of tol, tied %lld/%d rows\n", T, Hq, r.worst,
+           (long long)r.rows_tied, 48 * c.Hkv);
+    CHECK(r.unwritten == 0 && r.bad == 0 && r.rows_mismatch == 0 && r.rows_tied <= 2,
+          "tied %lld mismatch %lld bad %lld unwritten %lld: %s", (long long)r.rows_tied,
+          (long long)r.rows_mismatch, (long long)r.bad, (long long)r.unwritten, r.first);
+    nsa_cuda_free(drows);
+    gp_free(&p);
+    nsa_context_destroy(ctx);
+}
+
+/* Small shapes for compute-sanitizer (memcheck, racecheck): every role, every branch. */
+static void sanitize_small(void) {
+    nsa_context *ctx = gpu_ctx();
+    if (!ctx) return;
+    nsa_config c = cfg(8, 2, 64, 64, 16, 8, 32, 4, 48);
+    CHECK(run_one(ctx, c, 1, 150, NSA_DTYPE_BF16, 0, R_FAST, 0.01));
+    CHECK(run_one(ctx, c, 1, 70, NSA_DTYPE_F32, 1, R_REF, 0.01));
+    nsa_context_destroy(ctx);
+}
+
+/* The public entry: nsa_forward on CUDA tensors through the router, fast roles forced on by
+ * flags, equals the reference; and with NSA_FORCE_PARITY=1 too. */
+static void public_forward(void) {
+    nsa_context *ctx = gpu_ctx();
+    if (!ctx) return;
+    for (int parity = 0; parity < 2; parity++) {
+        nsa_context *c2 = NULL;
+        CHECK(nsa_context_create(&c2, NULL, 0) == NSA_OK);
+        CHECK_OK(c2, nsa_context_set_flag(c2, "NSA_USE_FA2", "1"));
+        CHECK_OK(c2, nsa_context_set_flag(c2, "NSA_USE_TRITON_SEL", "1"));
+        CHECK_OK(c2, nsa_context_set_flag(c2, "NSA_TRITON_SEL_FORCE", "1"));
+        CHECK_OK(c2, nsa_context_set_flag(c2, "NSA_FORCE_PARITY", parity ? "1" : "0"));
+        gprob p;
+        CHECK(gp_make(c2, &p, nsa_config_default(16, 2, 128, 128), 1, 600, NSA_DTYPE_BF16, 0));
+        CHECK_OK(c2, gp_reference(c2, &p));
+        CHECK(gp_poison(c2, &p));
+        nsa_fwd_args a = gp_args(&p, 1);
+        CHECK_OK(c2, nsa_forward(c2, &a));
+        CHECK_OK(c2, nsa_cuda_sync(c2));
+        CHECK(gp_fetch(c2, &p), "guard overwritten");
+        gp_report r;
+        gp_compare(&p, NULL, 0, &r);
+        CHECK(r.unwritten == 0 && r.bad == 0 && r.rows_mismatch == 0,
+              "parity=%d: %s", parity, r.first);
+        gp_free(&p);
+        nsa_context_destroy(c2);
+    }
+    nsa_context_destroy(ctx);
+}
+
+int main(int argc, char **argv) {
+    static const nsa_case cases[] = {
+        {"ref_f32", ref_f32},           {"ref_bf16_f16", ref_bf16_f16},
+        {"fa2_cmp_win", fa2_cmp_win},   {"fused_sel", fused_sel},
+        {"all_fast_paper", all_fast_paper}, {"ties_exact", ties_exact},
+        {"long_sampled", long_sampled}, {"public_forward", public_forward},
+        {"sanitize_small", sanitize_small},
+    };
+    return nsa_test_main(argc, argv, cases, (int)(sizeof cases / sizeof cases[0]));
+}
