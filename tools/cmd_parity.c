@@ -3,10 +3,14 @@
  * §5): f32 MAE < 1e-5; bf16/f16 max error ≤ 2 × the reference's own error on inputs rounded to
  * the dtype + 1e-5; no NaN/Inf; no fallback taken; selected blocks identical.
  * Not a benchmark: it times nothing. A path is chosen only through public flags, so what is
- * checked is what the router would run. Adding a case is a row of `cases`; adding a fast path
+ * checked is what the router would run. The oracle and the baseline always run on the CPU
+ * reference. Adding a case is a row of `cases`, a device a row of `devices`; a new backend
  * needs no change here (each row of `paths` asks the router whether this build binds it).
  */
 #include "cli.h"
+#ifdef NSA_HAVE_CUDA
+#include "cuda/cuda_api.h"
+#endif
 
 #include <math.h>
 #include <stdio.h>
@@ -47,6 +51,36 @@ static const parity_path paths[] = {
 #define NPATHS ((int)(sizeof paths / sizeof paths[0]))
 
 static const nsa_dtype dtypes[] = {NSA_DTYPE_F32, NSA_DTYPE_BF16, NSA_DTYPE_F16};
+
+/* Where a path runs: memory of that device, to and from the host. */
+typedef struct {
+    const char *name;
+    nsa_device dev;
+    nsa_status (*alloc)(nsa_context *ctx, void **p, size_t bytes);
+    nsa_status (*h2d)(nsa_context *ctx, void *dst, const void *src, size_t bytes);
+    nsa_status (*d2h)(nsa_context *ctx, void *dst, const void *src, size_t bytes);
+    void (*release)(void *p);
+} parity_device;
+
+static nsa_status host_alloc(nsa_context *ctx, void **p, size_t bytes) {
+    (void)ctx;
+    *p = malloc(bytes ? bytes : 1);
+    return *p ? NSA_OK : NSA_ERR_NOMEM;
+}
+static nsa_status host_copy(nsa_context *ctx, void *dst, const void *src, size_t bytes) {
+    (void)ctx;
+    memcpy(dst, src, bytes);
+    return NSA_OK;
+}
+
+static const parity_device devices[] = {
+    {"cpu", {NSA_DEVICE_CPU, 0}, host_alloc, host_copy, host_copy, free},
+#ifdef NSA_HAVE_CUDA
+    {"cuda:0", {NSA_DEVICE_CUDA, 0}, nsa_cuda_malloc, nsa_cuda_memcpy_h2d, nsa_cuda_memcpy_d2h,
+     nsa_cuda_free},
+#endif
+};
+#define NDEVICES ((int)(sizeof devices / sizeof devices[0]))
 
 static uint64_t rng = 0x9e3779b97f4a7c15ull;
 static double urand(void) { /* [-1, 1) */
@@ -109,9 +143,10 @@ typedef struct {
     char msg[256];
 } run_out;
 
-/* One forward of case c in dtype dt on the CPU under flags (NULL-terminated pairs). */
-static void run(const parity_case *c, const inputs *in, nsa_dtype dt, nsa_branch br,
-                const char *const (*flags)[2], int nflags, run_out *r) {
+/* One forward of case c in dtype dt on device pd under flags: inputs copied there, branch
+ * br's output and the selected blocks copied back. */
+static void run(const parity_device *pd, const parity_case *c, const inputs *in, nsa_dtype dt,
+                nsa_branch br, const char *const (*flags)[2], int nflags, run_out *r) {
     memset(r, 0, sizeof *r);
     nsa_context *ctx;
     r->st = nsa_context_create(&ctx, r->msg, sizeof r->msg);
@@ -122,32 +157,45 @@ static void run(const parity_case *c, const inputs *in, nsa_dtype dt, nsa_branch
     memset(&a, 0, sizeof a);
     a.cfg = nsa_config_default(c->Hq, c->Hkv, c->Dk, c->Dv);
     a.cfg.l = c->l, a.cfg.d = c->d, a.cfg.lp = c->lp, a.cfg.n = c->n, a.cfg.w = c->w;
-    void *buf[8] = {0};
-    nsa_tensor *t[8] = {&a.q, &a.k_cmp, &a.v_cmp, &a.k_sel, &a.v_sel, &a.k_win, &a.v_win, &a.gates};
-    for (int i = 0; i < 8; i++) {
-        buf[i] = to_dtype(in->x[i], in->n[i], dt);
-        *t[i] = nsa_tensor_make(buf[i], dt, 4, in->shape[i]);
-    }
+    const size_t es = nsa_dtype_size(dt);
     const int64_t no = (int64_t)c->B * c->T * c->Hq * c->Dv;
     const int64_t nb = (int64_t)c->B * c->T * c->Hkv * c->n;
-    void *out = malloc(nsa_dtype_size(dt) * (size_t)(no + 1));
-    void *obr = malloc(nsa_dtype_size(dt) * (size_t)(no + 1));
-    r->blocks = malloc(sizeof(int32_t) * (size_t)(nb + 1));
-    r->o = malloc(sizeof(double) * (size_t)(no + 1));
-    a.out = nsa_tensor_4d(out, dt, c->B, c->T, c->Hq, c->Dv);
-    nsa_tensor ob = nsa_tensor_4d(obr, dt, c->B, c->T, c->Hq, c->Dv);
+    /* device buffers: 8 inputs, out, the branch output, the blocks */
+    void *dbuf[11] = {0};
+    nsa_tensor *t[8] = {&a.q, &a.k_cmp, &a.v_cmp, &a.k_sel, &a.v_sel, &a.k_win, &a.v_win, &a.gates};
+    for (int i = 0; i < 8 && r->st == NSA_OK; i++) {
+        void *host = to_dtype(in->x[i], in->n[i], dt);
+        r->st = host ? pd->alloc(ctx, &dbuf[i], es * (size_t)in->n[i]) : NSA_ERR_NOMEM;
+        if (r->st == NSA_OK) r->st = pd->h2d(ctx, dbuf[i], host, es * (size_t)in->n[i]);
+        free(host);
+        *t[i] = nsa_tensor_make(dbuf[i], dt, 4, in->shape[i]);
+        t[i]->device = pd->dev;
+    }
+    if (r->st == NSA_OK) r->st = pd->alloc(ctx, &dbuf[8], es * (size_t)no);
+    if (r->st == NSA_OK) r->st = pd->alloc(ctx, &dbuf[9], es * (size_t)no);
+    if (r->st == NSA_OK) r->st = pd->alloc(ctx, &dbuf[10], sizeof(int32_t) * (size_t)nb);
+    a.out = nsa_tensor_4d(dbuf[8], dt, c->B, c->T, c->Hq, c->Dv);
+    nsa_tensor ob = nsa_tensor_4d(dbuf[9], dt, c->B, c->T, c->Hq, c->Dv);
+    a.sel_blocks = nsa_tensor_4d(dbuf[10], NSA_DTYPE_I32, c->B, c->T, c->Hkv, c->n);
+    a.out.device = ob.device = a.sel_blocks.device = pd->dev;
     if (br == NSA_BRANCH_CMP) a.out_cmp = ob;
     else if (br == NSA_BRANCH_SEL) a.out_sel = ob;
     else a.out_win = ob;
-    a.sel_blocks = nsa_tensor_4d(r->blocks, NSA_DTYPE_I32, c->B, c->T, c->Hkv, c->n);
     if (r->st == NSA_OK) r->st = nsa_forward(ctx, &a);
-    snprintf(r->msg, sizeof r->msg, "%s", nsa_context_message(ctx));
-    for (int64_t i = 0; r->st == NSA_OK && i < no; i++) r->o[i] = get(obr, dt, i);
+    if (r->st != NSA_OK && !r->msg[0])
+        snprintf(r->msg, sizeof r->msg, "%s", nsa_context_message(ctx));
+    void *host = malloc(es * (size_t)(no + 1));
+    r->blocks = malloc(sizeof(int32_t) * (size_t)(nb + 1));
+    r->o = malloc(sizeof(double) * (size_t)(no + 1));
+    if (r->st == NSA_OK && (!host || !r->blocks || !r->o)) r->st = NSA_ERR_NOMEM;
+    if (r->st == NSA_OK) r->st = pd->d2h(ctx, host, dbuf[9], es * (size_t)no);
+    if (r->st == NSA_OK) r->st = pd->d2h(ctx, r->blocks, dbuf[10], sizeof(int32_t) * (size_t)nb);
+    for (int64_t i = 0; r->st == NSA_OK && i < no; i++) r->o[i] = get(host, dt, i);
+    free(host);
     nsa_context_counters(ctx, &r->counters);
+    for (int i = 0; i < 11; i++)
+        if (dbuf[i]) pd->release(dbuf[i]);
     nsa_context_destroy(ctx);
-    for (int i = 0; i < 8; i++) free(buf[i]);
-    free(out);
-    free(obr);
 }
 
 static void run_free(run_out *r) {
@@ -172,12 +220,13 @@ static const char *const parity_flags[][2] = {{"NSA_FORCE_PARITY", "1"}};
 
 /* One table row: branch br of case c in dtype dt, run under flags (the fast path) against the
  * reference; returns 1 when it passes. */
-static int row(const char *path, const char *backend, const parity_case *c, const inputs *in,
-               nsa_dtype dt, nsa_branch br, const char *const (*flags)[2], int nflags) {
+static int row(const parity_device *pd, const char *path, const char *backend,
+               const parity_case *c, const inputs *in, nsa_dtype dt, nsa_branch br,
+               const char *const (*flags)[2], int nflags) {
     run_out r0, rb, rf;
-    run(c, in, NSA_DTYPE_F32, br, parity_flags, 1, &r0); /* oracle: f32 inputs   */
-    run(c, in, dt, br, parity_flags, 1, &rb);            /* reference, dt inputs */
-    run(c, in, dt, br, flags, nflags, &rf);              /* the path, dt inputs  */
+    run(&devices[0], c, in, NSA_DTYPE_F32, br, parity_flags, 1, &r0); /* oracle: f32 inputs */
+    run(&devices[0], c, in, dt, br, parity_flags, 1, &rb); /* CPU reference, dt inputs    */
+    run(pd, c, in, dt, br, flags, nflags, &rf);            /* the path, dt inputs         */
     const int64_t no = (int64_t)c->B * c->T * c->Hq * c->Dv;
     const int64_t nb = (int64_t)c->B * c->T * c->Hkv * c->n;
     double mx = 0, mae = 0, bmx = 0, bmae = 0, bound;
@@ -199,8 +248,8 @@ static int row(const char *path, const char *backend, const parity_case *c, cons
         pass = ok && mx <= bound;
     }
     pass = pass && bad == 0 && same && fell == 0;
-    printf("%-12s %-10s %-14s %-5s %-10.3g %-10.3g %-10.3g %-6lld %-5lld %-6s %s%s%s\n", path,
-           backend, c->name, nsa_dtype_name(dt), mae, mx, bound, (long long)bad, (long long)fell,
+    printf("%-7s %-12s %-10s %-14s %-5s %-10.3g %-10.3g %-10.3g %-6lld %-5lld %-6s %s%s%s\n",
+           pd->name, path, backend, c->name, nsa_dtype_name(dt), mae, mx, bound, (long long)bad, (long long)fell,
            same ? "same" : "DIFF", pass ? "pass" : "FAIL", ok ? "" : ": ",
            ok ? "" : (r0.st ? r0.msg : rb.st ? rb.msg : rf.msg));
     run_free(&r0);
@@ -220,12 +269,9 @@ int cmd_parity(int argc, char **argv) {
         fprintf(stderr, "nsa parity: unknown option %s\nhint: nsa parity --help\n", argv[i]);
         return 2;
     }
-    nsa_device_caps cpu;
-    nsa_device_caps_named("cpu", &cpu);
-    char absent[NPATHS][NSA_REASON_LEN];
-    memset(absent, 0, sizeof absent);
-    printf("%-12s %-10s %-14s %-5s %-10s %-10s %-10s %-6s %-5s %-6s %s\n", "path", "backend",
-           "case", "dtype", "mae", "max_err", "bound", "nonfin", "fallb", "blocks", "verdict");
+    printf("%-7s %-12s %-10s %-14s %-5s %-10s %-10s %-10s %-6s %-5s %-6s %s\n", "device",
+           "path", "backend", "case", "dtype", "mae", "max_err", "bound", "nonfin", "fallb",
+           "blocks", "verdict");
     int rows = 0, failed = 0;
     inputs in[NCASES];
     for (int ci = 0; ci < NCASES; ci++)
@@ -233,53 +279,64 @@ int cmd_parity(int argc, char **argv) {
             fprintf(stderr, "nsa parity: out of memory\n");
             return 2;
         }
-    for (int pi = 0; pi < NPATHS; pi++) {
-        const parity_path *pp = &paths[pi];
-        char name[32];
-        snprintf(name, sizeof name, "%s/%s", nsa_role_name(pp->role), nsa_branch_name(pp->br));
-        for (int ci = 0; ci < NCASES; ci++)
-            for (size_t di = 0; di < sizeof dtypes / sizeof dtypes[0]; di++) {
-                const parity_case *c = &cases[ci];
-                nsa_context *pc;
-                char msg[256];
-                if (nsa_context_create(&pc, msg, sizeof msg) != NSA_OK) {
-                    fprintf(stderr, "nsa parity: %s\n", msg);
-                    return 2;
+    for (int di = 0; di < NDEVICES; di++) {
+        const parity_device *pd = &devices[di];
+        nsa_context *pc;
+        char msg[256];
+        if (nsa_context_create(&pc, msg, sizeof msg) != NSA_OK) {
+            fprintf(stderr, "nsa parity: %s\nhint: fix or unset the named variable\n", msg);
+            return 2;
+        }
+        nsa_device_caps caps;
+        if (nsa_device_caps_query(pc, pd->dev, &caps) != NSA_OK) {
+            printf("%s: not run: %s\n", pd->name, nsa_context_message(pc));
+            nsa_context_destroy(pc);
+            continue;
+        }
+        nsa_context_destroy(pc);
+        int fast = 0;
+        for (int pi = 0; pi < NPATHS; pi++) {
+            const parity_path *pp = &paths[pi];
+            char name[32], absent[NSA_REASON_LEN] = "";
+            snprintf(name, sizeof name, "%s/%s", nsa_role_name(pp->role), nsa_branch_name(pp->br));
+            for (int ci = 0; ci < NCASES; ci++)
+                for (size_t ti = 0; ti < sizeof dtypes / sizeof dtypes[0]; ti++) {
+                    const parity_case *c = &cases[ci];
+                    if (nsa_context_create(&pc, msg, sizeof msg) != NSA_OK) return 2;
+                    for (int f = 0; f < 4 && pp->flags[f][0]; f++)
+                        nsa_context_set_flag(pc, pp->flags[f][0], pp->flags[f][1]);
+                    nsa_route_problem p = {nsa_config_default(c->Hq, c->Hkv, c->Dk, c->Dv), c->B,
+                                           c->T, dtypes[ti], NSA_PASS_FORWARD};
+                    p.cfg.l = c->l, p.cfg.d = c->d, p.cfg.lp = c->lp, p.cfg.n = c->n;
+                    p.cfg.w = c->w;
+                    nsa_route_decision d;
+                    nsa_status st = nsa_route_explain(pc, &p, &caps, &d);
+                    nsa_context_destroy(pc);
+                    if (st != NSA_OK || d.role[pp->br] != pp->role) {
+                        if (!absent[0])
+                            snprintf(absent, sizeof absent, "%s",
+                                     st != NSA_OK ? nsa_status_name(st) : d.reason[pp->br]);
+                        continue;
+                    }
+                    rows++;
+                    fast++;
+                    failed += !row(pd, name, d.backend[pp->br], c, &in[ci], dtypes[ti], pp->br,
+                                   pp->flags, 4);
                 }
-                for (int f = 0; f < 4 && pp->flags[f][0]; f++)
-                    nsa_context_set_flag(pc, pp->flags[f][0], pp->flags[f][1]);
-                nsa_route_problem p = {nsa_config_default(c->Hq, c->Hkv, c->Dk, c->Dv), c->B,
-                                       c->T, dtypes[di], NSA_PASS_FORWARD};
-                p.cfg.l = c->l, p.cfg.d = c->d, p.cfg.lp = c->lp, p.cfg.n = c->n, p.cfg.w = c->w;
-                nsa_route_decision d;
-                nsa_status st = nsa_route_explain(pc, &p, &cpu, &d);
-                nsa_context_destroy(pc);
-                if (st != NSA_OK || d.role[pp->br] != pp->role) {
-                    if (!absent[pi][0])
-                        snprintf(absent[pi], sizeof absent[pi], "%s",
-                                 st != NSA_OK ? nsa_status_name(st) : d.reason[pp->br]);
-                    continue;
+            if (absent[0]) printf("%s %s: not run (some or all cases): %s\n", pd->name, name, absent);
+        }
+        if (fast == 0) {
+            /* no fast path here: the machinery still runs, the reference on both sides */
+            for (int ci = 0; ci < NCASES; ci++)
+                for (size_t ti = 0; ti < sizeof dtypes / sizeof dtypes[0]; ti++) {
+                    rows++;
+                    failed += !row(pd, "ref/sel", "ref", &cases[ci], &in[ci], dtypes[ti],
+                                   NSA_BRANCH_SEL, parity_flags, 1);
                 }
-                rows++;
-                failed += !row(name, d.backend[pp->br], c, &in[ci], dtypes[di], pp->br,
-                               pp->flags, 4);
-            }
+            printf("%s: no fast path exists in this build; the ref/sel rows run the reference "
+                   "on both sides.\n", pd->name);
+        }
     }
-    if (rows == 0) {
-        /* no fast path: the machinery still runs, the reference on both sides */
-        for (int ci = 0; ci < NCASES; ci++)
-            for (size_t di = 0; di < sizeof dtypes / sizeof dtypes[0]; di++) {
-                rows++;
-                failed += !row("ref/sel", "ref", &cases[ci], &in[ci], dtypes[di],
-                               NSA_BRANCH_SEL, parity_flags, 1);
-            }
-        printf("\nno fast path exists in this build for the cpu: the rows above run the "
-               "reference on both sides.\n");
-    }
-    for (int pi = 0; pi < NPATHS; pi++)
-        if (absent[pi][0])
-            printf("%s/%s not run here: %s\n", nsa_role_name(paths[pi].role),
-                   nsa_branch_name(paths[pi].br), absent[pi]);
     for (int ci = 0; ci < NCASES; ci++) inputs_free(&in[ci]);
     printf("\n%d rows, %d failed. Thresholds: f32 MAE < 1e-5; bf16/f16 max error <= 2 x the "
            "reference's error on inputs\nrounded to the dtype + 1e-5; no NaN/Inf; no fallback "

@@ -82,8 +82,9 @@ static nsa_role policy_fa2(const nsa_flags *f, const nsa_profile *prof, const ch
             return base;
         }
         if (!prof->fa2_parity_accepted) {
-            say(r, "; FA-2 opt-in on sm%d: parity not accepted (NSA_USE_FA2=1 enables)",
-                prof->sm);
+            say(r, "; FA-2 opt-in on sm%d: parity not accepted (NSA_USE_FA2=1 enables it "
+                   "from %lld keys/query; this shape: %lld)",
+                prof->sm, (long long)cut, (long long)len);
             return base;
         }
         who = "parity accepted on this arch";
@@ -127,8 +128,8 @@ static nsa_role policy_sel(const nsa_flags *f, const nsa_profile *prof, const ch
         }
         if (!prof->triton_sel_parity_accepted) {
             say(r, "; fused selection off until parity is accepted on sm%d "
-                   "(NSA_USE_TRITON_SEL=1 opts in)",
-                prof->sm);
+                   "(NSA_USE_TRITON_SEL=1 opts in from %lld keys/query; this shape: %lld)",
+                prof->sm, (long long)cut, (long long)len);
             return base;
         }
         who = "parity accepted on this arch";
