@@ -105,9 +105,14 @@ void nsa_ref_unload(nsa_ref_inputs *in) {
 void nsa_ref_kv_of(const nsa_ref_inputs *in, const nsa_shape *s, int64_t b, nsa_ref_kv kv[3]) {
     const int64_t Dk = s->Dk, Dv = s->Dv, H = s->Hkv;
     memset(kv, 0, 3 * sizeof *kv);
-    kv[NSA_BRANCH_CMP] = (nsa_ref_kv){in->kc ? in->kc + b * s->Tc * H * Dk : NULL,
-                                      in->vc ? in->vc + b * s->Tc * H * Dv : NULL,
-                                      H * Dk, H * Dv, Dk, Dv, 0};
+    /* No compressed block at all (cmp_compressed, T < l): strides 0 over a dummy, never read,
+     * so that row code may still offset the pointers by a head without touching NULL. */
+    static const double none[1] = {0.0};
+    if (in->kc && in->vc)
+        kv[NSA_BRANCH_CMP] = (nsa_ref_kv){in->kc + b * s->Tc * H * Dk, in->vc + b * s->Tc * H * Dv,
+                                          H * Dk, H * Dv, Dk, Dv, 0};
+    else
+        kv[NSA_BRANCH_CMP] = (nsa_ref_kv){none, none, 0, 0, 0, 0, 0};
     kv[NSA_BRANCH_SEL] = (nsa_ref_kv){in->ks + b * s->T * H * Dk, in->vs + b * s->T * H * Dv,
                                       H * Dk, H * Dv, Dk, Dv, 0};
     if (in->kw && in->vw)
