@@ -3,7 +3,8 @@
  * dense attention; then the paper's Table 4 (8k..64k, paper defaults) from measured decode steps.
  * Not a benchmark: the reference runs on the CPU, and reads do not depend on head dims, so small
  * heads (Hq = Hkv = 1, Dk = Dv = 8 by default) keep 64k feasible. Exit code 1 if a measured count
- * at a table length differs from the exact budget num_cmp(S) + n·lp + w.
+ * at a table length exceeds the budget num_cmp(S) + n·lp + min(w, S), or differs from it where
+ * they must be equal (S a multiple of lp, S >= n·lp: the paper's 8k..64k).
  */
 #include "cli.h"
 
@@ -313,7 +314,7 @@ int cmd_decode_demo(int argc, char **argv) {
                "step at position S-1 after filling S-1 tokens by %s)\n",
                o.fill_prefill ? "a prefill" : "append");
         printf("%8s %6s %6s %6s %9s %8s %7s %8s %9s  %s\n", "S", "cmp", "sel", "win", "measured",
-               "exact", "paper", "dense", "dense/msr", "fill s");
+               "budget", "paper", "dense", "dense/msr", "fill s");
         for (int i = 0; i < o.nlens; i++) {
             const int64_t S = o.lens[i];
             tokens y = tokens_new(&c, o.dt, S);
@@ -336,12 +337,16 @@ int cmd_decode_demo(int argc, char **argv) {
                    (long long)r.cmp, (long long)r.sel, (long long)r.win, (long long)r.total,
                    (long long)exact, paper, (long long)r.dense,
                    (double)r.dense / (double)r.total, tf);
-            if (r.total != exact) rc = 1;
+            /* at most the budget; exactly it once S >= n·lp is a multiple of lp (Table 4) */
+            const int must_equal = S % c.lp == 0 && S >= (int64_t)c.n * c.lp;
+            if (r.total > exact || (must_equal && r.total != exact)) rc = 1;
             nsa_kv_cache_destroy(cs);
             tokens_free(&y);
         }
-        printf("%s\n", rc ? "MISMATCH: a measured count differs from the exact budget"
-                          : "every measured count equals the exact budget num_cmp(S) + n*lp + w");
+        printf("%s\n", rc ? "MISMATCH: a measured count exceeds the budget, or differs from it at "
+                               "a multiple of lp >= n*lp"
+                          : "every measured count is within the budget num_cmp(S) + n*lp + min(w, S), "
+                            "and equals it at multiples of lp >= n*lp");
     }
     nsa_context_destroy(ctx);
     return rc;
