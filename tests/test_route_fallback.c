@@ -90,6 +90,8 @@ static const nsa_backend be_leak = {"fake.leak", NSA_ROLE_FUSED_SEL, SL, NSA_DEV
                                     fwd_ref, select_leak, NULL, NULL};
 static const nsa_backend be_span = {"fake.span", NSA_ROLE_FA2, NSA_BRANCH_BIT(NSA_BRANCH_WIN),
                                     NSA_DEVICE_CPU, yes, fwd_ref, NULL, span_leak, NULL};
+static const nsa_backend be_mask_err = {"fake.maskerr", NSA_ROLE_MASKED, CW, NSA_DEVICE_CPU, yes,
+                                        fwd_err, NULL, NULL, NULL};
 static const nsa_backend be_nan_sel = {"fake.nansel", NSA_ROLE_FUSED_SEL, SL, NSA_DEVICE_CPU, yes,
                                        fwd_nan, NULL, NULL, NULL};
 
@@ -261,7 +263,13 @@ static void error_falls_back(void) {
     CHECK(c.fallback_error == 8 && c.fallback_nonfinite == 0, "%lld", (long long)c.fallback_error);
     CHECK(lines_of(&s, "fa2.error") == 1);
     CHECK(strstr(s.last, "NSA_ERR_CUDA") && strstr(s.last, "launch failed"), "%s", s.last);
+    /* a failing masked variant (the default base role) falls back to the reference itself */
+    log_sink s2 = {0};
+    run_fallback(&be_mask_err, NULL, 2, &c, &s2);
+    CHECK(c.fallback_error == 4, "%lld", (long long)c.fallback_error);
+    CHECK(lines_of(&s2, "warn.error") == 1);
     sink_free(&s);
+    sink_free(&s2);
 }
 
 /* A fast path declining the shape: reference output, counted as unsupported, one line. */

@@ -128,7 +128,8 @@ struct nsa_backend {
 typedef struct {
     nsa_route_decision d;
     const nsa_backend *be[3];
-    const nsa_backend *fallback[3]; /* where a failed fast step reruns: base role, else ref    */
+    const nsa_backend *fallback[3]; /* where a failed step reruns: base role, else ref; == be[b]
+                                       when nothing is safer (be[b] is the reference)       */
     int declined[3];                /* 1: a fast backend declined the shape (counted)          */
 } nsa_route_plan_t;
 

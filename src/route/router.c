@@ -204,16 +204,19 @@ static void bind(const nsa_flags *f, const nsa_toolchain *tc, const nsa_route_pr
     out->d.role[br] = NSA_ROLE_REF;
 }
 
-/* The backend a failed fast step falls back to: the base role's binding (quiet). */
+/* Where a failed step of bound backend `bound` reruns: the base role's backend, else the
+ * reference's, whichever is not `bound` itself (quiet: no reason text). NULL or `bound` when
+ * there is nothing safer. */
 static const nsa_backend *fallback_of(const nsa_flags *f, const nsa_route_problem *p,
-                                      nsa_branch br, const nsa_device_caps *dev) {
+                                      nsa_branch br, const nsa_device_caps *dev,
+                                      const nsa_backend *bound) {
     char scratch[NSA_REASON_LEN] = "";
     int existed;
     const nsa_backend *be = NULL;
     nsa_role base = base_role(f, br);
     if (base != NSA_ROLE_REF && dev->compiled) be = find(p, br, dev, base, scratch, &existed);
-    if (!be) be = find(p, br, dev, NSA_ROLE_REF, scratch, &existed);
-    return be;
+    if (!be || be == bound) be = find(p, br, dev, NSA_ROLE_REF, scratch, &existed);
+    return be ? be : bound;
 }
 
 static nsa_status check_problem(nsa_context *ctx, const nsa_route_problem *p,
@@ -267,7 +270,7 @@ nsa_status nsa_route_plan(nsa_context *ctx, const nsa_route_problem *p, const ns
         nsa_flags eff = *f;
         if (f->force_parity) eff.use_win_mask = eff.use_cmp_mask = eff.use_sel_pack = 0;
         bind(&eff, &ctx->toolchain, p, br, dev, wanted, out);
-        out->fallback[br] = fallback_of(&eff, p, br, dev);
+        out->fallback[br] = fallback_of(&eff, p, br, dev, out->be[br]);
     }
     return NSA_OK;
 }
