@@ -118,7 +118,8 @@ static const golden rows[] = {
     /* sm89: fused selection disabled unless forced; FA-2 off with high cutoffs */
     {"sm89", BF, 100000, 64, 512, FW, "", {"cuda.mask", "cuda.pack", "cuda.mask"},
      {"FA-2 opt-in on sm89", "disabled on sm89 by device policy", "FA-2 opt-in on sm89"}},
-    {"sm89", BF, 100000, 64, 512, FW, "NSA_USE_TRITON_SEL=1", {"cuda.mask", "cuda.pack", "cuda.mask"},
+    {"sm89", BF, 100000, 64, 512, FW, "NSA_USE_TRITON_SEL=1",
+     {"cuda.mask", "cuda.pack", "cuda.mask"},
      {"", "NSA_USE_TRITON_SEL=1 ignored", ""}},
     {"sm89", BF, 64, 64, 512, FW, "NSA_TRITON_SEL_FORCE=1", {"cuda.mask", "cuda.tri", "cuda.mask"},
      {"", "NSA_TRITON_SEL_FORCE=1", ""}},
@@ -145,7 +146,8 @@ static void set_flags(nsa_context *ctx, const char *flags) {
         char *eq = strchr(tok, '=');
         *eq = '\0';
         nsa_status st = nsa_context_set_flag(ctx, tok, eq + 1);
-        if (st != NSA_OK) nsa_test_fail(__FILE__, __LINE__, "flag %s: %s", tok, nsa_context_message(ctx));
+        if (st != NSA_OK)
+            nsa_test_fail(__FILE__, __LINE__, "flag %s: %s", tok, nsa_context_message(ctx));
     }
 }
 

@@ -249,7 +249,8 @@ static int row(const parity_device *pd, const char *path, const char *backend,
     }
     pass = pass && bad == 0 && same && fell == 0;
     printf("%-7s %-12s %-10s %-14s %-5s %-10.3g %-10.3g %-10.3g %-6lld %-5lld %-6s %s%s%s\n",
-           pd->name, path, backend, c->name, nsa_dtype_name(dt), mae, mx, bound, (long long)bad, (long long)fell,
+           pd->name, path, backend, c->name, nsa_dtype_name(dt), mae, mx, bound, (long long)bad,
+           (long long)fell,
            same ? "same" : "DIFF", pass ? "pass" : "FAIL", ok ? "" : ": ",
            ok ? "" : (r0.st ? r0.msg : rb.st ? rb.msg : rf.msg));
     run_free(&r0);
@@ -323,7 +324,8 @@ int cmd_parity(int argc, char **argv) {
                     failed += !row(pd, name, d.backend[pp->br], c, &in[ci], dtypes[ti], pp->br,
                                    pp->flags, 4);
                 }
-            if (absent[0]) printf("%s %s: not run (some or all cases): %s\n", pd->name, name, absent);
+            if (absent[0])
+                printf("%s %s: not run (some or all cases): %s\n", pd->name, name, absent);
         }
         if (fast == 0) {
             /* no fast path here: the machinery still runs, the reference on both sides */

@@ -94,7 +94,8 @@ static nsa_role policy_fa2(const nsa_flags *f, const nsa_profile *prof, const ch
             (long long)cut, cwho);
         return base;
     }
-    say(r, "; FA-2 (%s), %lld keys/query >= cutoff %lld (%s)", who, (long long)len, (long long)cut, cwho);
+    say(r, "; FA-2 (%s), %lld keys/query >= cutoff %lld (%s)", who, (long long)len,
+        (long long)cut, cwho);
     return NSA_ROLE_FA2;
 }
 
