@@ -290,6 +290,7 @@ typedef struct {
     float temperature; /* 0: greedy */
     int top_k;         /* 0: all    */
     uint64_t seed;
+    nsa_decode_reads *reads; /* not NULL: the token reads of layer 0's last decode step */
 } lm_sample_opts;
 /* Generates n tokens after prompt (len ≥ 1) through the KV-cache decode; out (n). */
 int lm_generate(lm_model *m, const uint8_t *prompt, int len, int n, const lm_sample_opts *o,

@@ -78,6 +78,10 @@ int lm_generate(lm_model *m, const uint8_t *prompt, int len, int n, const lm_sam
         if (i + 1 < n && lm_decode(m, caches, out[i], (int64_t)len + i, logits, err, errn))
             goto out;
     }
+    if (o->reads && n > 1 && nsa_kv_cache_last_reads(m->ctx, caches[0], 0, o->reads) != NSA_OK) {
+        snprintf(err, errn, "nsa_kv_cache_last_reads: %s", nsa_context_message(m->ctx));
+        goto out;
+    }
     rc = 0;
 out:
     for (int l = 0; l < L; l++) nsa_kv_cache_destroy(caches[l]);

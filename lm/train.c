@@ -329,8 +329,11 @@ int lm_train(const lm_train_config *c, const lm_train_opts *o) {
         }
     }
     stop_record(&b, "done", NULL);
-    if (tty) fputc('\n', stderr);
-    if (!o->quiet)
+    if (tty && step0 < c->steps) fputc('\n', stderr);
+    if (!o->quiet && step0 >= c->steps)
+        fprintf(stderr, "nsa train: the checkpoint is at step %lld already (steps = %d); nothing "
+                        "to do (raise --steps to continue)\n", (long long)step0, c->steps);
+    else if (!o->quiet)
         fprintf(stderr, "nsa train: done: %d steps, final val loss %.4f (%.3f bits/byte), "
                         "checkpoint %s\n", c->steps, last_val, last_val / ln2, ckpt);
     rc = 0;

@@ -8,6 +8,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Library log lines go to stderr, except the per-step decode.reads lines: their summary is
+ * printed once at the end. */
+static void log_line(void *user, const char *tag, const char *line) {
+    (void)user;
+    if (strcmp(tag, "decode.reads")) fprintf(stderr, "[nsa %s] %s\n", tag, line);
+}
+
 static void usage(FILE *f) {
     fprintf(f, "usage: nsa sample [--ckpt FILE | --out DIR] [--prompt TEXT] [--tokens N]\n"
                "                  [--temperature T] [--top-k K] [--seed S] [--threads N]\n\n"
@@ -23,7 +30,9 @@ static void usage(FILE *f) {
 int cmd_sample(int argc, char **argv) {
     const char *ckpt = NULL, *out = "runs/kjv", *prompt = "Ge1:1 In the beginning";
     int tokens = 300, threads = 0;
-    lm_sample_opts o = {0.8f, 40, 1};
+    nsa_decode_reads reads;
+    memset(&reads, 0, sizeof reads);
+    lm_sample_opts o = {0.8f, 40, 1, &reads};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
@@ -71,6 +80,7 @@ int cmd_sample(int argc, char **argv) {
         return 1;
     }
     if (threads > 0) nsa_context_set_threads(ctx, threads);
+    nsa_context_set_log_callback(ctx, log_line, NULL);
     lm_model m;
     int rc = 1;
     const int len = (int)strlen(prompt);
@@ -88,6 +98,12 @@ int cmd_sample(int argc, char **argv) {
         fwrite(prompt, 1, (size_t)len, stdout);
         fwrite(gen, 1, (size_t)tokens, stdout);
         fputc('\n', stdout);
+        if (tokens > 1)
+            fprintf(stderr, "nsa sample: last decode step (position %d) read per KV head: cmp %lld "
+                            "+ sel %lld + win %lld = %lld tokens (paper budget %lld, dense %lld)\n",
+                    len + tokens - 2, (long long)reads.cmp, (long long)reads.sel,
+                    (long long)reads.win, (long long)(reads.cmp + reads.sel + reads.win),
+                    (long long)reads.budget, (long long)reads.dense);
         rc = 0;
     }
     free(gen);
