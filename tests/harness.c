@@ -14,15 +14,27 @@ static int skipped;
 static const char *cur_exe, *cur_case;
 static uint64_t seed0, rng_state;
 
-void nsa_test_fail(const char *file, int line, const char *fmt, ...) {
-    va_list ap;
+static void vfail(const char *file, int line, const char *cond, const char *fmt, va_list ap) {
     fprintf(stderr, "FAIL %s %s: %s:%d: ", cur_exe, cur_case, file, line);
-    va_start(ap, fmt);
+    if (cond) fprintf(stderr, "CHECK(%s)", cond);
     vfprintf(stderr, fmt, ap);
-    va_end(ap);
     fprintf(stderr, "\n  rerun: NSA_TEST_SEED=%llu %s %s\n", (unsigned long long)seed0, cur_exe,
             cur_case);
     nsa_test_failed = 1;
+}
+
+void nsa_test_fail(const char *file, int line, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vfail(file, line, NULL, fmt, ap);
+    va_end(ap);
+}
+
+void nsa_test_fail_check(const char *file, int line, const char *cond, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vfail(file, line, cond, fmt, ap);
+    va_end(ap);
 }
 
 void nsa_test_skip(const char *why) {

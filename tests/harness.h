@@ -27,6 +27,12 @@ void nsa_test_fail(const char *file, int line, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)))
 #endif
     ;
+/* A failed CHECK: cond is printed as text (it may contain '%'), then the message. */
+void nsa_test_fail_check(const char *file, int line, const char *cond, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 4, 5)))
+#endif
+    ;
 void nsa_test_skip(const char *why);
 extern int nsa_test_failed;
 extern long nsa_test_checks;
@@ -35,7 +41,7 @@ extern long nsa_test_checks;
     do {                                                                                           \
         nsa_test_checks++;                                                                         \
         if (!(cond)) {                                                                             \
-            nsa_test_fail(__FILE__, __LINE__, "CHECK(" #cond ") " __VA_ARGS__);                    \
+            nsa_test_fail_check(__FILE__, __LINE__, #cond, " " __VA_ARGS__);                      \
             return;                                                                                \
         }                                                                                          \
     } while (0)
