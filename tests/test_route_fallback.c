@@ -343,6 +343,39 @@ static void strict_reference_passes(void) {
     problem_free(&p);
 }
 
+/* Ranges handed to the backward for reuse are checked too: one widened past t is caught. */
+static void strict_checks_backward_ranges(void) {
+    static const char *const strict[] = {"NSA_STRICT_ASSERTS", "1", NULL};
+    problem p, f;
+    problem_make(&p, NSA_DTYPE_F32);
+    problem_twin(&p, &f, NSA_DTYPE_F32, 1);
+    nsa_context *ctx = ctx_with(strict, NULL);
+    CHECK_OK(ctx, nsa_forward(ctx, &f.a));
+    tbuf dout = tb_new4(NSA_DTYPE_F32, B, T, HQ, DV, 1.0);
+    tbuf dq = tb_new4(NSA_DTYPE_F32, B, T, HQ, DK, 0.0);
+    nsa_bwd_args g;
+    memset(&g, 0, sizeof g);
+    g.dout = dout.t;
+    g.dq = dq.t;
+    CHECK_OK(ctx, nsa_backward(ctx, &f.a, &g));
+    /* query t = 5 of batch row 1, kv head 0: its last range reaches t+1 -> make it t+2 */
+    const int64_t t = 5;
+    int32_t *r = (int32_t *)f.ranges.t.data + ((1 * T + t) * HKV + 0) * 3 * 2;
+    int last = 0;
+    for (int k = 0; k < 3; k++)
+        if (r[2 * k + 1] > r[2 * k]) last = k;
+    CHECK(r[2 * last + 1] == t + 1);
+    r[2 * last + 1] = (int32_t)(t + 2);
+    nsa_status st = nsa_backward(ctx, &f.a, &g);
+    CHECK(st == NSA_ERR_CAUSALITY, "%s", nsa_status_name(st));
+    CHECK(strstr(nsa_context_message(ctx), "t=5"), "%s", nsa_context_message(ctx));
+    nsa_context_destroy(ctx);
+    tb_free(&dout);
+    tb_free(&dq);
+    problem_free(&f);
+    problem_free(&p);
+}
+
 /* Fast paths that compute what the reference computes: the CPU pipeline's every output equals
  * nsa_ref_forward's bitwise, in f32 and bf16, strict asserts on. */
 static void pipeline_matches_reference(void) {
@@ -439,6 +472,7 @@ int main(int argc, char **argv) {
         {"unsupported_falls_back", unsupported_falls_back},
         {"strict_catches_future_range", strict_catches_future_range},
         {"strict_reference_passes", strict_reference_passes},
+        {"strict_checks_backward_ranges", strict_checks_backward_ranges},
         {"pipeline_matches_reference", pipeline_matches_reference},
         {"force_branch_one_hot", force_branch_one_hot},
         {"log_rate_limit_per_tag", log_rate_limit_per_tag},

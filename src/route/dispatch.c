@@ -77,6 +77,17 @@ static void store_ranges(const nsa_tensor *R, const int32_t *src, const nsa_shap
                             src[(((b * s->T + t) * s->Hkv + g) * n + k) * 2 + e];
 }
 
+/* Copies the caller's (B, T, Hkv, n, 2) ranges of any strides into contiguous dst. */
+static void load_ranges(const nsa_tensor *R, int32_t *dst, const nsa_shape *s, int n) {
+    for (int64_t b = 0; b < s->B; b++)
+        for (int64_t t = 0; t < s->T; t++)
+            for (int g = 0; g < s->Hkv; g++)
+                for (int k = 0; k < n; k++)
+                    for (int e = 0; e < 2; e++)
+                        dst[(((b * s->T + t) * s->Hkv + g) * n + k) * 2 + e] =
+                            ((const int32_t *)R->data)[nsa_off4(R, b, t, g, k) + e * R->stride[4]];
+}
+
 /* The reference on every branch of a CPU call: one pass of nsa_ref_forward. */
 static nsa_status ref_whole(nsa_context *ctx, const nsa_fwd_args *a, const nsa_shape *s) {
     nsa_fwd_args a2 = *a;
@@ -234,6 +245,15 @@ nsa_status nsa_backward(nsa_context *ctx, const nsa_fwd_args *fwd, const nsa_bwd
         w.s = &s;
         st = nsa_strict_spans(ctx, NULL, NSA_BRANCH_CMP, &w);
         if (st == NSA_OK) st = nsa_strict_spans(ctx, NULL, NSA_BRANCH_WIN, &w);
+        if (st == NSA_OK && nsa_present(&fwd->sel_ranges) && s.B * s.T > 0) {
+            /* ranges handed back for reuse are read by the backward: check them too */
+            const int n = fwd->cfg.n;
+            int32_t *r = malloc(sizeof(int32_t) * (size_t)(s.B * s.T * s.Hkv * n * 2));
+            if (!r) st = nsa_fail(ctx, NSA_ERR_NOMEM, "strict asserts: out of memory");
+            if (r) load_ranges(&fwd->sel_ranges, r, &s, n);
+            if (r) st = nsa_strict_ranges(ctx, r, s.B, s.T, s.Hkv, n, 0);
+            free(r);
+        }
     }
     if (st == NSA_OK) st = nsa_ref_backward(ctx, &a2, g, &s);
     if (a2.gates.data != fwd->gates.data) free(a2.gates.data);
