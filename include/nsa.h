@@ -182,7 +182,10 @@ typedef struct {
 } nsa_fwd_args;
 
 /* Computes the NSA forward (DESIGN.md §1) on the device the tensors live on, through the router.
- * Returns NSA_OK or an error naming the field; on error no output is partially meaningful. */
+ * Returns NSA_OK or an error naming the field; on error no output is partially meaningful.
+ * A fast path that fails or produces NaN/Inf is recomputed on the reference path, counted
+ * (nsa_context_counters) and logged once; NSA_STRICT_ASSERTS=1 turns a key past t into
+ * NSA_ERR_CAUSALITY (docs/routing.md). */
 nsa_status nsa_forward(nsa_context *ctx, const nsa_fwd_args *a);
 
 /* Gradients of one NSA call. Inputs are those of `fwd` (its optional outputs, if present, must
