@@ -234,7 +234,12 @@ static void write_val(const lm_train_config *c, const key_info *k, char *buf, si
     const char *p = (const char *)c + k->off;
     switch (k->type) {
     case K_INT: snprintf(buf, n, "%d", *(const int *)p); break;
-    case K_FLOAT: snprintf(buf, n, "%.9g", *(const float *)p); break;
+    case K_FLOAT: /* the shortest text that reads back as the same float */
+        for (int prec = 6; prec <= 9; prec++) {
+            snprintf(buf, n, "%.*g", prec, *(const float *)p);
+            if (strtof(buf, NULL) == *(const float *)p) break;
+        }
+        break;
     case K_U64: snprintf(buf, n, "%llu", (unsigned long long)*(const uint64_t *)p); break;
     case K_STR: snprintf(buf, n, "%s", p); break;
     case K_PHI: snprintf(buf, n, "%s", *(const int *)p == LM_PHI_LEARNED ? "learned" : "avg"); break;
