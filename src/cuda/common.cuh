@@ -33,7 +33,7 @@ typedef struct {
     int64_t R;
     nsa_cu_view q, kc, vc, ks, vs, kw, vw, gates; /* kc/vc: compressed (B, Tc, Hkv, D) */
     /* row-space workspace */
-    float *o[3];      /* (R, Hq, Dv) per-branch outputs, f32                          */
+    void *o[3];       /* (R, Hq, Dv) per-branch outputs, element type dt (rounded once) */
     float *lse[3];    /* (R, Hq)                                                       */
     float *P;         /* (R, Hkv, Tc) cmp probabilities summed over the group's heads  */
     int32_t *blocks;  /* (R, Hkv, n) selected blocks ascending, -1 padded              */
@@ -134,5 +134,7 @@ nsa_status nsa_cu_fa2_attend(nsa_context *ctx, nsa_cu_stream st, nsa_dtype dt,
 int nsa_cu_fused_supported(const nsa_shape *s, const char **why);
 nsa_status nsa_cu_fused_sel(nsa_context *ctx, nsa_cu_stream st, nsa_dtype dt,
                             const nsa_cu_params *P);
+/* sel_fused.cu: the split-key kernel for G | 16 (called by nsa_cu_fused_sel). */
+nsa_status nsa_cu_sel16(nsa_context *ctx, nsa_cu_stream st, nsa_dtype dt, const nsa_cu_params *P);
 
 #endif /* NSA_CUDA_COMMON_CUH */

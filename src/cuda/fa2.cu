@@ -7,9 +7,10 @@
  *        O = Σ p·V and, summed over the group's heads in a fixed order, the selection scores'
  *        input P[t, g, i] — scoring costs no extra QK pass.
  *   win  tiles over [t_first - w + 1, t_last]; row t sees [t - w + 1, t]. One pass.
- *   sel  tiles over the union of the selected blocks of the CTA's queries (ascending), each
- *        block loaded once and used by every head of the group and every neighbouring query
- *        that selected it; row t sees keys of its own blocks, ≤ t.
+ *   sel  (G = 32, 64; G | 16 runs sel_fused.cu) tiles over the union of the selected blocks
+ *        of the CTA's queries (ascending), each block loaded once and used by every head of
+ *        the group and every neighbouring query that selected it; row t sees keys of its own
+ *        blocks, ≤ t.
  * Not the reference: P is rounded to the input dtype for the P·V product, like FlashAttention.
  * Invariant: rows of a CTA are (query, head) pairs of one KV group, 64/G queries × G heads, so
  * every K/V tile in shared memory serves all G heads (GQA packing); needs G | 64.
@@ -22,54 +23,7 @@
 #define FA_BN 64      /* keys per tile */
 #define FA_THREADS 128
 
-/* ---- PTX helpers (sm_80+) ---- */
-__device__ __forceinline__ uint32_t smem_u32(const void *p) {
-    return (uint32_t)__cvta_generic_to_shared(p);
-}
-__device__ __forceinline__ void cp_async16(void *dst, const void *src, bool valid) {
-    int n = valid ? 16 : 0; /* 0: zero-fill, nothing read */
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_u32(dst)),
-                 "l"(src), "r"(n));
-}
-__device__ __forceinline__ void cp_commit() { asm volatile("cp.async.commit_group;\n" ::); }
-template <int N> __device__ __forceinline__ void cp_wait() {
-    asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
-}
-__device__ __forceinline__ void ldsm_x4(uint32_t r[4], const void *p) {
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-                 : "r"(smem_u32(p)));
-}
-__device__ __forceinline__ void ldsm_x4_t(uint32_t r[4], const void *p) {
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-                 : "r"(smem_u32(p)));
-}
-template <typename T> __device__ __forceinline__ void mma16816(float c[4], const uint32_t a[4],
-                                                               uint32_t b0, uint32_t b1);
-template <> __device__ __forceinline__ void mma16816<__nv_bfloat16>(float c[4], const uint32_t a[4],
-                                                                    uint32_t b0, uint32_t b1) {
-    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, "
-                 "{%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
-                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-template <> __device__ __forceinline__ void mma16816<__half>(float c[4], const uint32_t a[4],
-                                                             uint32_t b0, uint32_t b1) {
-    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, "
-                 "{%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
-                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-template <typename T> __device__ __forceinline__ uint32_t pack2(float x, float y);
-template <> __device__ __forceinline__ uint32_t pack2<__nv_bfloat16>(float x, float y) {
-    __nv_bfloat162 v = __floats2bfloat162_rn(x, y);
-    return *(uint32_t *)&v;
-}
-template <> __device__ __forceinline__ uint32_t pack2<__half>(float x, float y) {
-    __half2 v = __floats2half2_rn(x, y);
-    return *(uint32_t *)&v;
-}
+#include "mma.cuh"
 
 /* Shared memory of one CTA (bytes): K and V tiles double-buffered, rows padded by 8 elements
  * (16 B) so ldmatrix rows fall in distinct banks; Q staging, reused as the f32 P tile of the
@@ -331,8 +285,30 @@ __global__ void __launch_bounds__(FA_THREADS) fa_kernel(nsa_cu_params P, nsa_cu_
                     for (int e = 0; e < 4; e++) {
                         float l2 = mx[e / 2];
                         s[nt][e] = l2 == -INFINITY ? 0.f : exp2f(s[nt][e] - l2);
-                        Pr[(warp * 16 + lane / 4 + 8 * (e / 2)) * SM::PS + nt * 8 + (lane % 4) * 2 + (e & 1)] = s[nt][e];
                     }
+                if (G == 16) {
+                    /* the warp's 16 rows are the 16 heads of query t0 + warp: sum columns in
+                     * registers (rows r, r+8, then across lane/4), fixed order */
+                    const int t = t0 + warp, ncv = t < P.T ? (int)nsa_cu_num_cmp(P, t + 1) : 0;
+                    float *dst = P.P + (((int64_t)b * P.T + t) * P.Hkv + g) * P.Tc;
+#pragma unroll
+                    for (int nt = 0; nt < 8; nt++)
+#pragma unroll
+                        for (int e = 0; e < 2; e++) {
+                            float v = s[nt][e] + s[nt][2 + e];
+                            v += __shfl_xor_sync(0xffffffffu, v, 4);
+                            v += __shfl_xor_sync(0xffffffffu, v, 8);
+                            v += __shfl_xor_sync(0xffffffffu, v, 16);
+                            int key = base + nt * 8 + (lane % 4) * 2 + e;
+                            if (lane / 4 == nt && key < ncv) dst[key] = v;
+                        }
+                } else {
+#pragma unroll
+                    for (int nt = 0; nt < 8; nt++)
+#pragma unroll
+                        for (int e = 0; e < 4; e++)
+                            Pr[(warp * 16 + lane / 4 + 8 * (e / 2)) * SM::PS + nt * 8 + (lane % 4) * 2 + (e & 1)] = s[nt][e];
+                }
             } else {
 #pragma unroll
                 for (int i = 0; i < 2; i++) {
@@ -362,7 +338,7 @@ __global__ void __launch_bounds__(FA_THREADS) fa_kernel(nsa_cu_params P, nsa_cu_
             }
             pv(s, Vs + (it & 1) * FA_BN * SM::VS);
         }
-        if (two_pass) {
+        if (two_pass && G != 16) {
             __syncthreads();
             /* P[t, g, i] = Σ_h p[(t, h), i], heads in ascending order */
             for (int c = tid; c < QPB * FA_BN; c += FA_THREADS) {
@@ -389,12 +365,10 @@ __global__ void __launch_bounds__(FA_THREADS) fa_kernel(nsa_cu_params P, nsa_cu_
         if (t >= P.T) continue;
         int64_t rh = ((int64_t)b * P.T + t) * P.Hq + hrow[i];
         float inv = two_pass ? 1.f : (l > 0.f ? 1.f / l : 0.f);
-        float *dst = P.o[BR] + rh * P.Dv;
+        T *dst = (T *)P.o[BR] + rh * P.Dv;
 #pragma unroll
-        for (int nt = 0; nt < DV / 8; nt++) {
-            float2 v = make_float2(o[nt][2 * i] * inv, o[nt][2 * i + 1] * inv);
-            *(float2 *)(dst + nt * 8 + (lane % 4) * 2) = v;
-        }
+        for (int nt = 0; nt < DV / 8; nt++)
+            *(uint32_t *)(dst + nt * 8 + (lane % 4) * 2) = pack2<T>(o[nt][2 * i] * inv, o[nt][2 * i + 1] * inv);
         if (lane % 4 == 0) {
             float lse2 = two_pass ? mx[i] : (l > 0.f ? mx[i] + log2f(l) : -INFINITY);
             P.lse[BR][rh] = lse2 == -INFINITY ? -INFINITY : lse2 * 0.6931471805599453f;
@@ -495,5 +469,6 @@ nsa_status nsa_cu_fused_sel(nsa_context *ctx, nsa_cu_stream st, nsa_dtype dt,
                             const nsa_cu_params *P) {
     if (P->R == 0) return NSA_OK;
     NSA_TRY(check_views(ctx, P, &P->ks, &P->vs, "k_sel"));
+    if (16 % P->G == 0) return nsa_cu_sel16(ctx, st, dt, P); /* sel_fused.cu */
     return launch_br<NSA_BRANCH_SEL>(ctx, st, dt, P, &P->ks, &P->vs);
 }

@@ -25,6 +25,10 @@ typedef struct {
     dbuf q, kc, vc, ks, vs, kw, vw, g;                 /* inputs (kc/vc raw or compressed) */
     dbuf out, ob[3], lse[3], blocks, ranges;         /* device outputs                   */
     tbuf rout, rob[3], rlse[3], rblocks, rranges;    /* reference outputs                */
+    /* the reference run with the compressed keys/values rounded to dt ("naive", bf16/f16):
+     * the error a dtype-rounded cmp branch is allowed twice over (DESIGN.md §5) */
+    tbuf nob0, nlse0;
+    int kc_rounded; /* the GPU cmp step used dtype-rounded compressed keys (tensor cores) */
 } gprob;
 
 /* Random problem (inputs N(0,1)); shared = 1: one K/V for all branches. Returns 0 on an
@@ -41,6 +45,8 @@ int gp_fetch(nsa_context *ctx, gprob *p);
 /* Copies the fetched device outputs into the reference mirrors (the on-device reference of
  * long-T checks becomes the oracle). */
 void gp_keep_as_reference(gprob *p);
+/* Compressed (B, Tc, Hkv, D) of raw host tensor x (φ = avg), each mean rounded to x's dtype. */
+tbuf gp_compress_rounded(const gprob *p, const tbuf *x, int D);
 void gp_free(gprob *p);
 
 /* Comparison report. */

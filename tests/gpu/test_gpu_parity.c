@@ -36,6 +36,7 @@ static int run_one(nsa_context *ctx, nsa_config c, int B, int T, nsa_dtype dt, i
                    const nsa_role roles[3], double max_tied) {
     gprob p;
     int ok = gp_make(ctx, &p, c, B, T, dt, shared);
+    p.kc_rounded = roles[NSA_BRANCH_CMP] == NSA_ROLE_FA2;
     nsa_status st = ok ? gp_reference(ctx, &p) : NSA_ERR_NOMEM;
     ok = ok && st == NSA_OK && gp_poison(ctx, &p);
     nsa_fwd_args a = gp_args(&p, 1);
@@ -184,6 +185,36 @@ static void long_sampled(void) {
     nsa_fwd_args a = gp_args(&p, 1);
     nsa_shape s;
     CHECK_OK(ctx, nsa_args_check_fwd(ctx, &a, &s));
+    /* the naive run: the on-device reference on compressed keys/values rounded to bf16 */
+    tbuf kc = gp_compress_rounded(&p, &p.kc.h, c.Dk), vc = gp_compress_rounded(&p, &p.vc.h, c.Dv);
+    void *dkc, *dvc;
+    CHECK_OK(ctx, nsa_cuda_malloc(ctx, &dkc, kc.bytes));
+    CHECK_OK(ctx, nsa_cuda_malloc(ctx, &dvc, vc.bytes));
+    CHECK_OK(ctx, nsa_cuda_memcpy_h2d(ctx, dkc, kc.base, kc.bytes));
+    CHECK_OK(ctx, nsa_cuda_memcpy_h2d(ctx, dvc, vc.base, vc.bytes));
+    nsa_fwd_args n = a;
+    n.k_cmp = kc.t;
+    n.v_cmp = vc.t;
+    n.k_cmp.data = dkc;
+    n.v_cmp.data = dvc;
+    n.k_cmp.device.kind = n.v_cmp.device.kind = NSA_DEVICE_CUDA;
+    n.cmp_compressed = 1;
+    nsa_shape ns;
+    CHECK_OK(ctx, nsa_args_check_fwd(ctx, &n, &ns));
+    CHECK(gp_poison(ctx, &p));
+    CHECK_OK(ctx, nsa_cuda_forward_rows(ctx, &n, &ns, drows, 48));
+    CHECK_OK(ctx, nsa_cuda_sync(ctx));
+    CHECK(gp_fetch(ctx, &p), "guard overwritten (naive rows)");
+    int64_t ls[3] = {1, T, c.Hq};
+    p.nob0 = tb_new4(NSA_DTYPE_BF16, 1, T, c.Hq, c.Dv, 0.0);
+    p.nlse0 = tb_new(NSA_DTYPE_F32, 3, ls, 0.0);
+    memcpy(p.nob0.base, p.ob[0].h.base, p.nob0.bytes);
+    memcpy(p.nlse0.base, p.lse[0].h.base, p.nlse0.bytes);
+    p.kc_rounded = 1;
+    nsa_cuda_free(dkc);
+    nsa_cuda_free(dvc);
+    tb_free(&kc);
+    tb_free(&vc);
     CHECK(gp_poison(ctx, &p));
     CHECK_OK(ctx, nsa_cuda_forward_rows(ctx, &a, &s, drows, 48));
     CHECK_OK(ctx, nsa_cuda_sync(ctx));

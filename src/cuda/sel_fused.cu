@@ -1,0 +1,249 @@
+/* sel_fused.cu — the fused group-centric selection kernel for G | 16 (paper: G = 16): one CTA
+ * holds 16 rows, the G heads of 16/G neighbouring queries of one KV group, and walks the union
+ * of their selected blocks once; every 64-key tile is split across the 4 warps (16 keys each),
+ * each warp keeps its own online softmax, and the four partials merge at the end.
+ * Why split keys and not queries: with G = 16 a 16-row tile is one query, so the K/V bytes a
+ * query needs (n·lp·(Dk+Dv)·2, 655 KB at the paper shape) are fetched exactly once and every
+ * warp stays busy; packing several queries per CTA only pays when their selections overlap
+ * (measured on random inputs at 64k, 2026-11-26 H100: 4 queries per CTA, union walk, 72 ms vs
+ * this kernel's time in bench/RESULTS.md).
+ * Not the union kernel for G = 32, 64 (fa2.cu, BR = sel).
+ * Invariant: row r of the CTA sees a key only if its query selected the key's block and the key
+ * is ≤ t (clipped current block).
+ */
+#include "mma.cuh"
+
+#include <math.h>
+
+#define S16_THREADS 128
+#define S16_BN 64
+
+template <int DK, int DV> struct s16_smem {
+    static constexpr int KS = DK + 8, VS = DV + 8;
+    static constexpr int q_bytes = 16 * KS * 2;
+    static constexpr int stage_bytes = S16_BN * (KS + VS) * 2;
+    static constexpr int merge_bytes = 4 * 16 * (DV + 4) * 4 + 4 * 16 * 2 * 4;
+    static constexpr int kv_bytes = 2 * stage_bytes > merge_bytes ? 2 * stage_bytes : merge_bytes;
+    static constexpr int bytes = q_bytes + kv_bytes; /* + block lists (dynamic) */
+};
+
+/* Grid: x = ceil(T / (16/G)) query tiles, y = Hkv, z = B. Block: 128 threads; warp w takes keys
+ * 16w..16w+15 of each 64-key tile for all 16 rows (row m: query m/G, head m%G). Shared memory:
+ * Q (16 × (DK+8) × 2 B), two K/V stages (64 × (DK+DV+16) × 2 B each; the merge buffer of
+ * 4 × 16 × (DV+4) f32 reuses them), then the queries' block lists and the union:
+ * 192/128: 6.4 KB + 86 KB + lists; two CTAs per SM. */
+template <typename T, int DK, int DV>
+__global__ void __launch_bounds__(S16_THREADS) sel16_kernel(nsa_cu_params P) {
+    typedef s16_smem<DK, DV> SM;
+    extern __shared__ __align__(16) unsigned char smraw[];
+    T *Qs = (T *)smraw;
+    unsigned char *kv = smraw + SM::q_bytes;
+    int *blk = (int *)(smraw + SM::bytes);
+    const int G = P.G, QPB = 16 / G;
+    const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
+    const int g = blockIdx.y, b = blockIdx.z, t0 = blockIdx.x * QPB;
+    const int tlast = min(t0 + QPB, P.T) - 1;
+    const float sl2 = P.scale * 1.4426950408889634f;
+
+    /* block lists and their union (ascending): a bitmap over blocks when several queries */
+    int *ulist = blk + QPB * P.n;
+    unsigned *bits = (unsigned *)(ulist + P.nsel_max);
+    const int words = (P.nsel_max + 31) / 32;
+    for (int i = tid; i < words; i += S16_THREADS) bits[i] = 0u;
+    __syncthreads();
+    for (int i = tid; i < QPB * P.n; i += S16_THREADS) {
+        int t = t0 + i / P.n;
+        int j = t < P.T ? P.blocks[(((int64_t)b * P.T + t) * P.Hkv + g) * P.n + i % P.n] : -1;
+        blk[i] = j;
+        if (j >= 0) atomicOr(&bits[j / 32], 1u << (j % 32));
+    }
+    __syncthreads();
+    if (tid == 0) {
+        int nu = 0;
+        for (int wd = 0; wd < words; wd++)
+            for (unsigned x = bits[wd]; x; x &= x - 1) ulist[nu++] = wd * 32 + __ffs(x) - 1;
+        bits[0] = (unsigned)nu;
+    }
+    /* Q (16 rows) */
+    for (int c = tid; c < 16 * (DK / 8); c += S16_THREADS) {
+        int m = c / (DK / 8), ch = c % (DK / 8), t = t0 + m / G;
+        bool ok = t < P.T;
+        const T *src = (const T *)P.q.p + (int64_t)b * P.q.sb + (int64_t)(ok ? t : 0) * P.q.st +
+                       (int64_t)(g * G + m % G) * P.q.sh + ch * 8;
+        cp_async16(Qs + m * SM::KS + ch * 8, src, ok);
+    }
+    cp_commit();
+    cp_wait<0>();
+    __syncthreads();
+    const int nunion = (int)bits[0], cpb = (P.lp + S16_BN - 1) / S16_BN, ntiles = nunion * cpb;
+    uint32_t qf[DK / 16][4];
+#pragma unroll
+    for (int kk = 0; kk < DK / 16; kk++) {
+        int mi = lane / 8;
+        ldsm_x4(qf[kk], Qs + ((mi % 2) * 8 + lane % 8) * SM::KS + kk * 16 + (mi / 2) * 8);
+    }
+
+    int trow[2];
+    for (int i = 0; i < 2; i++) trow[i] = t0 + (lane / 4 + 8 * i) / G;
+    const T *Kg = (const T *)P.ks.p + (int64_t)b * P.ks.sb + (int64_t)g * P.ks.sh;
+    const T *Vg = (const T *)P.vs.p + (int64_t)b * P.vs.sb + (int64_t)g * P.vs.sh;
+    auto load_tile = [&](int it, int stage) {
+        int j = ulist[it / cpb], base = j * P.lp + (it % cpb) * S16_BN;
+        int end = min(base + S16_BN, min((j + 1) * P.lp, tlast + 1));
+        T *ks = (T *)(kv + stage * SM::stage_bytes), *vs = ks + S16_BN * SM::KS;
+        for (int c = tid; c < S16_BN * (DK / 8); c += S16_THREADS) {
+            int kr = c / (DK / 8), ch = c % (DK / 8);
+            bool ok = base + kr < end;
+            cp_async16(ks + kr * SM::KS + ch * 8, Kg + (int64_t)(ok ? base + kr : 0) * P.ks.st + ch * 8, ok);
+        }
+        for (int c = tid; c < S16_BN * (DV / 8); c += S16_THREADS) {
+            int kr = c / (DV / 8), ch = c % (DV / 8);
+            bool ok = base + kr < end;
+            cp_async16(vs + kr * SM::VS + ch * 8, Vg + (int64_t)(ok ? base + kr : 0) * P.vs.st + ch * 8, ok);
+        }
+        cp_commit();
+    };
+
+    float o[DV / 8][4];
+#pragma unroll
+    for (int i = 0; i < DV / 8; i++) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.f;
+    float mx[2] = {-INFINITY, -INFINITY}, ls[2] = {0.f, 0.f};
+
+    if (ntiles > 0) load_tile(0, 0);
+    for (int it = 0; it < ntiles; it++) {
+        if (it + 1 < ntiles) { load_tile(it + 1, (it + 1) & 1); cp_wait<1>(); }
+        else cp_wait<0>();
+        __syncthreads();
+        const int j = ulist[it / cpb], base = j * P.lp + (it % cpb) * S16_BN + warp * 16;
+        int vlo[2], vhi[2];
+#pragma unroll
+        for (int i = 0; i < 2; i++) {
+            int t = trow[i];
+            bool member = false;
+            if (t < P.T) {
+                const int *bl = blk + (t - t0) * P.n;
+                for (int q = 0; q < P.n; q++) member |= bl[q] == j;
+            }
+            vlo[i] = member ? j * P.lp : 0;
+            vhi[i] = member ? min((j + 1) * P.lp, t + 1) : 0;
+        }
+        const T *ks = (const T *)(kv + (it & 1) * SM::stage_bytes), *vs = ks + S16_BN * SM::KS;
+        float s[2][4] = {{0.f, 0.f, 0.f, 0.f}, {0.f, 0.f, 0.f, 0.f}};
+#pragma unroll
+        for (int kk = 0; kk < DK / 16; kk++) {
+            uint32_t r[4];
+            int mi = lane / 8;
+            ldsm_x4(r, ks + (warp * 16 + (mi / 2) * 8 + lane % 8) * SM::KS + kk * 16 + (mi % 2) * 8);
+            mma16816<T>(s[0], qf[kk], r[0], r[1]);
+            mma16816<T>(s[1], qf[kk], r[2], r[3]);
+        }
+#pragma unroll
+        for (int i = 0; i < 2; i++) {
+            float m = mx[i];
+#pragma unroll
+            for (int nt = 0; nt < 2; nt++)
+#pragma unroll
+                for (int e = 0; e < 2; e++) {
+                    int key = base + nt * 8 + (lane % 4) * 2 + e;
+                    float v = key >= vlo[i] && key < vhi[i] ? s[nt][2 * i + e] * sl2 : -INFINITY;
+                    s[nt][2 * i + e] = v;
+                    m = fmaxf(m, v);
+                }
+            m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, 1));
+            m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, 2));
+            float alpha = m == -INFINITY ? 1.f : exp2f(mx[i] - m), sum = 0.f;
+#pragma unroll
+            for (int nt = 0; nt < 2; nt++)
+#pragma unroll
+                for (int e = 0; e < 2; e++) {
+                    float p = m == -INFINITY ? 0.f : exp2f(s[nt][2 * i + e] - m);
+                    s[nt][2 * i + e] = p;
+                    sum += p;
+                }
+            ls[i] = ls[i] * alpha + sum;
+            mx[i] = m;
+#pragma unroll
+            for (int nt = 0; nt < DV / 8; nt++) {
+                o[nt][2 * i] *= alpha;
+                o[nt][2 * i + 1] *= alpha;
+            }
+        }
+        uint32_t a[4] = {pack2<T>(s[0][0], s[0][1]), pack2<T>(s[0][2], s[0][3]),
+                         pack2<T>(s[1][0], s[1][1]), pack2<T>(s[1][2], s[1][3])};
+#pragma unroll
+        for (int np = 0; np < DV / 16; np++) {
+            uint32_t r[4];
+            int mi = lane / 8;
+            ldsm_x4_t(r, vs + (warp * 16 + (mi % 2) * 8 + lane % 8) * SM::VS + np * 16 + (mi / 2) * 8);
+            mma16816<T>(o[2 * np], a, r[0], r[1]);
+            mma16816<T>(o[2 * np + 1], a, r[2], r[3]);
+        }
+        __syncthreads();
+    }
+
+    /* merge the four warps' partials: O = Σ_w 2^(m_w − M) O_w / Σ_w 2^(m_w − M) l_w */
+    float *Om = (float *)kv, *ml = Om + 4 * 16 * (DV + 4);
+#pragma unroll
+    for (int i = 0; i < 2; i++) {
+        ls[i] += __shfl_xor_sync(0xffffffffu, ls[i], 1);
+        ls[i] += __shfl_xor_sync(0xffffffffu, ls[i], 2);
+        int r = lane / 4 + 8 * i;
+#pragma unroll
+        for (int nt = 0; nt < DV / 8; nt++) {
+            Om[(warp * 16 + r) * (DV + 4) + nt * 8 + (lane % 4) * 2] = o[nt][2 * i];
+            Om[(warp * 16 + r) * (DV + 4) + nt * 8 + (lane % 4) * 2 + 1] = o[nt][2 * i + 1];
+        }
+        if (lane % 4 == 0) {
+            ml[(warp * 16 + r) * 2] = mx[i];
+            ml[(warp * 16 + r) * 2 + 1] = ls[i];
+        }
+    }
+    __syncthreads();
+    for (int c = tid; c < 16 * DV; c += S16_THREADS) {
+        int r = c / DV, e = c % DV, t = t0 + r / G;
+        if (t >= P.T) continue;
+        float M = -INFINITY;
+        for (int w = 0; w < 4; w++) M = fmaxf(M, ml[(w * 16 + r) * 2]);
+        float L = 0.f, acc = 0.f;
+        if (M != -INFINITY)
+            for (int w = 0; w < 4; w++) {
+                float f = exp2f(ml[(w * 16 + r) * 2] - M);
+                L += f * ml[(w * 16 + r) * 2 + 1];
+                acc += f * Om[(w * 16 + r) * (DV + 4) + e];
+            }
+        int64_t rh = ((int64_t)b * P.T + t) * P.Hq + g * G + r % G;
+        ((T *)P.o[NSA_BRANCH_SEL])[rh * P.Dv + e] = nsa_cu_to<T>(L > 0.f ? acc / L : 0.f);
+        if (e == 0)
+            P.lse[NSA_BRANCH_SEL][rh] = L > 0.f ? (M + log2f(L)) * 0.6931471805599453f : -INFINITY;
+    }
+}
+
+template <typename T, int DK, int DV>
+static nsa_status launch16(nsa_context *ctx, nsa_cu_stream st, const nsa_cu_params *P) {
+    const int QPB = 16 / P->G;
+    size_t smem = s16_smem<DK, DV>::bytes +
+                  (size_t)(QPB * P->n + P->nsel_max + (P->nsel_max + 31) / 32 + 32) * 4;
+    if (smem > 227 * 1024)
+        return nsa_fail(ctx, NSA_ERR_UNSUPPORTED, "sel: T = %d with n = %d exceeds shared memory",
+                        P->T, P->n);
+    NSA_TRY(nsa_cu_check(ctx, cudaFuncSetAttribute(sel16_kernel<T, DK, DV>,
+                                                   cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                                   (int)smem), "sel16 smem attribute"));
+    dim3 grid((unsigned)((P->T + QPB - 1) / QPB), (unsigned)P->Hkv, (unsigned)P->B);
+    sel16_kernel<T, DK, DV><<<grid, S16_THREADS, smem, st>>>(*P);
+    NSA_CU_LAUNCHED(ctx, "fused selection kernel");
+    return NSA_OK;
+}
+
+template <typename T>
+static nsa_status launch16_t(nsa_context *ctx, nsa_cu_stream st, const nsa_cu_params *P) {
+    if (P->Dk == 64) return launch16<T, 64, 64>(ctx, st, P);
+    if (P->Dk == 128) return launch16<T, 128, 128>(ctx, st, P);
+    return launch16<T, 192, 128>(ctx, st, P);
+}
+
+/* Called by nsa_cu_fused_sel (fa2.cu) for G | 16 after the support and view checks. */
+nsa_status nsa_cu_sel16(nsa_context *ctx, nsa_cu_stream st, nsa_dtype dt, const nsa_cu_params *P) {
+    if (dt == NSA_DTYPE_BF16) return launch16_t<__nv_bfloat16>(ctx, st, P);
+    return launch16_t<__half>(ctx, st, P);
+}
