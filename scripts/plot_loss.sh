@@ -18,7 +18,7 @@ title=$(awk "$field"' /"msg":"boot"/ { m = f("model"); gsub(/"/, "", m); t = m }
 plot="plot '$tmp/train.dat' using 1:2 with lines lw 1.5 lc rgb '#1f77b4' title 'train'"
 [ -s "$tmp/val.dat" ] && plot="$plot, '$tmp/val.dat' using 1:2 with linespoints lw 2 pt 7 lc rgb '#d62728' title 'validation'"
 gnuplot <<GP
-set terminal pngcairo size 900,540 font 'sans,10' noenhanced
+set terminal pngcairo size 1000,560 font 'sans,10' noenhanced
 set output '$out'
 set title "nsa train — byte-level NSA language model\n$title"
 set xlabel 'step'
