@@ -240,8 +240,9 @@ int lm_model_create(lm_model *m, const lm_model_config *cfg, nsa_context *ctx, u
         if (nsa_forward(ctx, &a) != NSA_OK)
             return fail(err, n, "NSA config: %s", nsa_context_message(ctx));
     }
-skip_probe:
-    layout(m, NULL, NULL);
+skip_probe:;
+    lm_weights table_only; /* layout() takes slot addresses even when only counting */
+    layout(m, NULL, &table_only);
     m->params = calloc(m->nparams, sizeof(float));
     m->grads = calloc(m->nparams, sizeof(float));
     if (!m->params || !m->grads) {
