@@ -2,7 +2,7 @@
 # run_device.sh — everything the GPU machine runs for issue 6, in one call: build, GPU parity
 # tests, compute-sanitizer (memcheck, racecheck) on small shapes, long-T sampled parity, the C
 # benchmark and the torch SDPA (cuDNN, FLASH) baselines. Logs and CSVs go to $OUT.
-# Usage: bench/run_device.sh [phases]   phases: any of build,test,sanitize,long,bench,sdpa
+# Usage: bench/run_device.sh [phases]   phases: any of build,test,sanitize,long,bench,sdpa,ncu
 #        (default all). Env: LONG_TS (default "8192 32768 65536"), BENCH_S, BENCH_REPS.
 set -u
 OUT=${OUT:-/tmp/out}
@@ -58,5 +58,15 @@ if has sdpa; then
   PYTHONUNBUFFERED=1 python3 bench/sdpa_baseline.py --S ${BENCH_S:-8192,16384,32768,65536} \
     --reps ${BENCH_REPS:-20} >"$OUT/bench_sdpa.csv" 2>"$OUT/bench_sdpa.err"; log "sdpa rc=$?"
   tail -3 "$OUT/bench_sdpa.err"; cat "$OUT/bench_sdpa.csv"
+fi
+if has ncu; then
+  for k in fa_kernel sel16_kernel select_kernel; do
+    timeout 200 ncu --kernel-name regex:$k --launch-count 1 --section SpeedOfLight \
+      --section Occupancy --section WarpStateStats --section MemoryWorkloadAnalysis \
+      $B/bench/bench_forward --shapes A --S ${NCU_S:-16384} --reps 1 >"$OUT/ncu_$k.txt" 2>&1
+    log "ncu $k rc=$?"
+    grep -E "Duration|Throughput|Warp Cycles Per Issued|Achieved Occupancy|Hit Rate|Stall|Registers|Block Limit" \
+      "$OUT/ncu_$k.txt" | head -24
+  done
 fi
 log "done"

@@ -1,8 +1,8 @@
 /* combine.cu — the gated sum out = g_cmp·o_cmp + g_sel·o_sel + g_win·o_win (DESIGN.md §1.4) and
  * the copy of the optional per-branch outputs and log-sum-exps into the caller's tensors.
  * Not a branch: it only reads the row-space f32 outputs every role writes.
- * Invariant: out is rounded once to its dtype from a double sum of the branch outputs (which
- * the branches stored in the dtype); out_* are those stored branch outputs, bit for bit.
+ * Invariant: each output element is rounded once to its dtype from the f32 branch outputs
+ * (out from their double sum), like the reference's store.
  */
 #include "common.cuh"
 
@@ -24,13 +24,13 @@ __global__ void combine_kernel(nsa_cu_params P, comb_out U) {
     nsa_cu_row(P, r, &b, &t);
     double acc = 0.0;
     for (int br = 0; br < 3; br++) {
-        float o = nsa_cu_f<T>(((const T *)P.o[br])[idx]);
+        float o = P.o[br][idx];
         double gate = U.force_branch < 0 ? (double)nsa_cu_ld<T>(P.gates, b, t, h, br)
                                          : (double)(U.force_branch == br);
         acc += gate * (double)o;
         if (U.ob[br].p)
             ((T *)U.ob[br].p)[b * U.ob[br].sb + t * U.ob[br].st + h * U.ob[br].sh +
-                              e * U.ob[br].sd] = ((const T *)P.o[br])[idx];
+                              e * U.ob[br].sd] = nsa_cu_to<T>(o);
         if (e == 0 && U.lse[br].p)
             ((float *)U.lse[br].p)[b * U.lse[br].sb + t * U.lse[br].st + h * U.lse[br].sh] =
                 P.lse[br][rh];

@@ -33,7 +33,9 @@ typedef struct {
     int64_t R;
     nsa_cu_view q, kc, vc, ks, vs, kw, vw, gates; /* kc/vc: compressed (B, Tc, Hkv, D) */
     /* row-space workspace */
-    void *o[3];       /* (R, Hq, Dv) per-branch outputs, element type dt (rounded once) */
+    float *o[3];      /* (R, Hq, Dv) per-branch outputs, f32: out is rounded once from
+                         them (bf16 branch outputs measured 1.5x over the parity bound of out,
+                         2026-11-26 H100, where branches cancel)                          */
     float *lse[3];    /* (R, Hq)                                                       */
     float *P;         /* (R, Hkv, Tc) cmp probabilities summed over the group's heads  */
     int32_t *blocks;  /* (R, Hkv, n) selected blocks ascending, -1 padded              */

@@ -365,10 +365,10 @@ __global__ void __launch_bounds__(FA_THREADS) fa_kernel(nsa_cu_params P, nsa_cu_
         if (t >= P.T) continue;
         int64_t rh = ((int64_t)b * P.T + t) * P.Hq + hrow[i];
         float inv = two_pass ? 1.f : (l > 0.f ? 1.f / l : 0.f);
-        T *dst = (T *)P.o[BR] + rh * P.Dv;
+        float *dst = P.o[BR] + rh * P.Dv;
 #pragma unroll
         for (int nt = 0; nt < DV / 8; nt++)
-            *(uint32_t *)(dst + nt * 8 + (lane % 4) * 2) = pack2<T>(o[nt][2 * i] * inv, o[nt][2 * i + 1] * inv);
+            *(float2 *)(dst + nt * 8 + (lane % 4) * 2) = make_float2(o[nt][2 * i] * inv, o[nt][2 * i + 1] * inv);
         if (lane % 4 == 0) {
             float lse2 = two_pass ? mx[i] : (l > 0.f ? mx[i] + log2f(l) : -INFINITY);
             P.lse[BR][rh] = lse2 == -INFINITY ? -INFINITY : lse2 * 0.6931471805599453f;

@@ -3,8 +3,7 @@
  * step already produced them, then top-n and ranges), the finite check, the gated sum; plus
  * nsa_cuda_forward / nsa_cuda_forward_rows, which drive the same steps without the router.
  * Not a kernel file and not routing policy.
- * Invariant: o[b] holds the dtype of the call (acc_size = its size; one rounding per branch
- * output, as out_* need anyway), lse[b] f32, both in row space; nothing in a forward waits for
+ * Invariant: o[b] and lse[b] are f32 (acc_size 4) in row space; nothing in a forward waits for
  * the host except the finite check and to_host, which the dispatcher asks for explicitly.
  */
 #include "common.cuh"
@@ -38,7 +37,7 @@ static nsa_status begin_rows(nsa_context *ctx, nsa_fwd_work *w, const int32_t *r
     nsa_cu_fwd *st = (nsa_cu_fwd *)calloc(1, sizeof *st);
     if (!st) return nsa_fail(ctx, NSA_ERR_NOMEM, "CUDA pipeline: out of host memory");
     w->impl = st;
-    w->acc_size = nsa_dtype_size(s->dt);
+    w->acc_size = 4;
     w->stream = ctx->stream;
     nsa_cu_params *P = &st->P;
     const nsa_config *c = &a->cfg;
@@ -61,8 +60,8 @@ static nsa_status begin_rows(nsa_context *ctx, nsa_fwd_work *w, const int32_t *r
         own_kc ? nk * 4 : 0, own_kc ? nv * 4 : 0,                                   /* kc32 vc32 */
         own_kc && s->dt != NSA_DTYPE_F32 ? nk * esz : 0,                             /* kcT */
         own_kc && s->dt != NSA_DTYPE_F32 ? nv * esz : 0,                             /* vcT */
-        (size_t)R * s->Hq * s->Dv * esz, (size_t)R * s->Hq * s->Dv * esz,
-        (size_t)R * s->Hq * s->Dv * esz,                                            /* o[3] */
+        (size_t)R * s->Hq * s->Dv * 4, (size_t)R * s->Hq * s->Dv * 4,
+        (size_t)R * s->Hq * s->Dv * 4,                                              /* o[3] */
         (size_t)R * s->Hq * 4 * 3,                                                  /* lse  */
         (size_t)R * s->Hkv * (size_t)(s->Tc > 0 ? s->Tc : 1) * 4,                   /* P    */
         (size_t)R * s->Hkv * c->n * 4, (size_t)R * s->Hkv * c->n * 8,               /* idx  */
@@ -102,7 +101,7 @@ static nsa_status begin_rows(nsa_context *ctx, nsa_fwd_work *w, const int32_t *r
         st->vcT = P->vc;
     }
     for (int b = 0; b < 3; b++) {
-        P->o[b] = ws + off[4 + b];
+        P->o[b] = (float *)(ws + off[4 + b]);
         P->lse[b] = (float *)(ws + off[7]) + (size_t)b * R * s->Hq;
         w->o[b] = P->o[b];
         w->lse[b] = P->lse[b];
@@ -131,9 +130,9 @@ static nsa_status cu_select(nsa_context *ctx, nsa_fwd_work *w) {
 
 /* Grid: one thread per element of o[br] (R·Hq·Dv), 256 per block; clears *flag's bit when an
  * element is not finite. Shared memory: none. */
-template <typename T> __global__ void finite_kernel(const T *o, int64_t n, int *flag) {
+__global__ void finite_kernel(const float *o, int64_t n, int *flag) {
     int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i < n && !isfinite(nsa_cu_f<T>(o[i]))) *flag = 0;
+    if (i < n && !isfinite(o[i])) *flag = 0;
 }
 
 static nsa_status cu_finite(nsa_context *ctx, const nsa_fwd_work *w, nsa_branch br, int *finite) {
@@ -144,13 +143,7 @@ static nsa_status cu_finite(nsa_context *ctx, const nsa_fwd_work *w, nsa_branch 
     NSA_TRY(nsa_cu_check(ctx, cudaMemcpyAsync(st->flag, &one, 4, cudaMemcpyHostToDevice, cs),
                          "finite flag"));
     if (n > 0) {
-        unsigned gr = nsa_cu_blocks(n, 256);
-        if (st->dt == NSA_DTYPE_BF16)
-            finite_kernel<<<gr, 256, 0, cs>>>((const __nv_bfloat16 *)st->P.o[br], n, st->flag);
-        else if (st->dt == NSA_DTYPE_F16)
-            finite_kernel<<<gr, 256, 0, cs>>>((const __half *)st->P.o[br], n, st->flag);
-        else
-            finite_kernel<<<gr, 256, 0, cs>>>((const float *)st->P.o[br], n, st->flag);
+        finite_kernel<<<nsa_cu_blocks(n, 256), 256, 0, cs>>>(st->P.o[br], n, st->flag);
         NSA_CU_LAUNCHED(ctx, "finite check");
     }
     NSA_TRY(nsa_cu_check(ctx, cudaMemcpyAsync(finite, st->flag, 4, cudaMemcpyDeviceToHost, cs),

@@ -95,9 +95,8 @@ __global__ void __launch_bounds__(REF_THREADS) ref_attend_kernel(nsa_cu_params P
         }
         __syncthreads();
     }
-    T *o = (T *)P.o[BR] + (r * P.Hq + h) * (int64_t)P.Dv;
-    for (int e = tid; e < P.Dv; e += REF_THREADS)
-        o[e] = nsa_cu_to<T>(nkeys ? (float)(acc[e] / lsum) : 0.0f);
+    float *o = P.o[BR] + (r * P.Hq + h) * (int64_t)P.Dv;
+    for (int e = tid; e < P.Dv; e += REF_THREADS) o[e] = nkeys ? (float)(acc[e] / lsum) : 0.0f;
     if (tid == 0) P.lse[BR][r * P.Hq + h] = nkeys ? (float)(m + log(lsum)) : -INFINITY;
 }
 

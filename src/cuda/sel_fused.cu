@@ -22,7 +22,7 @@ template <int DK, int DV> struct s16_smem {
     static constexpr int KS = DK + 8, VS = DV + 8;
     static constexpr int q_bytes = 16 * KS * 2;
     static constexpr int stage_bytes = S16_BN * (KS + VS) * 2;
-    static constexpr int merge_bytes = 4 * 16 * (DV + 4) * 4 + 4 * 16 * 2 * 4;
+    static constexpr int merge_bytes = 4 * 16 * (DV + 4) * 4 + 4 * 16 * 2 * 4 + 16 * 4 * 4;
     static constexpr int kv_bytes = 2 * stage_bytes > merge_bytes ? 2 * stage_bytes : merge_bytes;
     static constexpr int bytes = q_bytes + kv_bytes; /* + block lists (dynamic) */
 };
@@ -87,9 +87,36 @@ __global__ void __launch_bounds__(S16_THREADS) sel16_kernel(nsa_cu_params P) {
     for (int i = 0; i < 2; i++) trow[i] = t0 + (lane / 4 + 8 * i) / G;
     const T *Kg = (const T *)P.ks.p + (int64_t)b * P.ks.sb + (int64_t)g * P.ks.sh;
     const T *Vg = (const T *)P.vs.p + (int64_t)b * P.vs.sb + (int64_t)g * P.vs.sh;
+    /* tile it = chunk it % cpb of union block it / cpb: keys [base, end) exist */
+    auto tile_range = [&](int it, int *base, int *end) {
+        int j = ulist[it / cpb];
+        *base = j * P.lp + (it % cpb) * S16_BN;
+        *end = min(*base + S16_BN, min((j + 1) * P.lp, tlast + 1));
+    };
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    /* sm_90: warp 0 copies the tile's 128 rows with bulk copies; rows past end repeat a valid
+     * row (finite; masked to p = 0), an empty tile reads row 0 */
+    __shared__ __align__(8) uint64_t mbar[2];
+    if (tid == 0) { mbar_init(&mbar[0], 1); mbar_init(&mbar[1], 1); }
+    __syncthreads();
     auto load_tile = [&](int it, int stage) {
-        int j = ulist[it / cpb], base = j * P.lp + (it % cpb) * S16_BN;
-        int end = min(base + S16_BN, min((j + 1) * P.lp, tlast + 1));
+        if (warp != 0) return;
+        int base, end;
+        tile_range(it, &base, &end);
+        T *ks = (T *)(kv + stage * SM::stage_bytes), *vs = ks + S16_BN * SM::KS;
+        if (lane == 0) mbar_expect(&mbar[stage], S16_BN * (DK + DV) * 2);
+        __syncwarp();
+        for (int kr = lane; kr < S16_BN; kr += 32) {
+            int row = end > base ? min(base + kr, end - 1) : 0;
+            bulk_g2s(ks + kr * SM::KS, Kg + (int64_t)row * P.ks.st, DK * 2, &mbar[stage]);
+            bulk_g2s(vs + kr * SM::VS, Vg + (int64_t)row * P.vs.st, DV * 2, &mbar[stage]);
+        }
+    };
+    auto wait_tile = [&](int it) { mbar_wait(&mbar[it & 1], (uint32_t)((it >> 1) & 1)); };
+#else
+    auto load_tile = [&](int it, int stage) {
+        int base, end;
+        tile_range(it, &base, &end);
         T *ks = (T *)(kv + stage * SM::stage_bytes), *vs = ks + S16_BN * SM::KS;
         for (int c = tid; c < S16_BN * (DK / 8); c += S16_THREADS) {
             int kr = c / (DK / 8), ch = c % (DK / 8);
@@ -103,6 +130,11 @@ __global__ void __launch_bounds__(S16_THREADS) sel16_kernel(nsa_cu_params P) {
         }
         cp_commit();
     };
+    auto wait_tile = [&](int it) {
+        if (it + 1 < ntiles) cp_wait<1>();
+        else cp_wait<0>();
+    };
+#endif
 
     float o[DV / 8][4];
 #pragma unroll
@@ -111,8 +143,8 @@ __global__ void __launch_bounds__(S16_THREADS) sel16_kernel(nsa_cu_params P) {
 
     if (ntiles > 0) load_tile(0, 0);
     for (int it = 0; it < ntiles; it++) {
-        if (it + 1 < ntiles) { load_tile(it + 1, (it + 1) & 1); cp_wait<1>(); }
-        else cp_wait<0>();
+        if (it + 1 < ntiles) load_tile(it + 1, (it + 1) & 1);
+        wait_tile(it);
         __syncthreads();
         const int j = ulist[it / cpb], base = j * P.lp + (it % cpb) * S16_BN + warp * 16;
         int vlo[2], vhi[2];
@@ -199,22 +231,28 @@ __global__ void __launch_bounds__(S16_THREADS) sel16_kernel(nsa_cu_params P) {
         }
     }
     __syncthreads();
+    float *wts = ml + 4 * 16 * 2; /* (16 rows, 4 warps) merge weights 2^(m_w - M) / L */
+    if (tid < 16) {
+        const int r = tid, t = t0 + r / G;
+        float M = -INFINITY, L = 0.f;
+        for (int w = 0; w < 4; w++) M = fmaxf(M, ml[(w * 16 + r) * 2]);
+        for (int w = 0; w < 4; w++) {
+            float f = M == -INFINITY ? 0.f : exp2f(ml[(w * 16 + r) * 2] - M);
+            wts[r * 4 + w] = f;
+            L += f * ml[(w * 16 + r) * 2 + 1];
+        }
+        for (int w = 0; w < 4; w++) wts[r * 4 + w] = L > 0.f ? wts[r * 4 + w] / L : 0.f;
+        if (t < P.T)
+            P.lse[NSA_BRANCH_SEL][((int64_t)b * P.T + t) * P.Hq + g * G + r % G] =
+                L > 0.f ? (M + log2f(L)) * 0.6931471805599453f : -INFINITY;
+    }
+    __syncthreads();
     for (int c = tid; c < 16 * DV; c += S16_THREADS) {
         int r = c / DV, e = c % DV, t = t0 + r / G;
         if (t >= P.T) continue;
-        float M = -INFINITY;
-        for (int w = 0; w < 4; w++) M = fmaxf(M, ml[(w * 16 + r) * 2]);
-        float L = 0.f, acc = 0.f;
-        if (M != -INFINITY)
-            for (int w = 0; w < 4; w++) {
-                float f = exp2f(ml[(w * 16 + r) * 2] - M);
-                L += f * ml[(w * 16 + r) * 2 + 1];
-                acc += f * Om[(w * 16 + r) * (DV + 4) + e];
-            }
-        int64_t rh = ((int64_t)b * P.T + t) * P.Hq + g * G + r % G;
-        ((T *)P.o[NSA_BRANCH_SEL])[rh * P.Dv + e] = nsa_cu_to<T>(L > 0.f ? acc / L : 0.f);
-        if (e == 0)
-            P.lse[NSA_BRANCH_SEL][rh] = L > 0.f ? (M + log2f(L)) * 0.6931471805599453f : -INFINITY;
+        float acc = 0.f;
+        for (int w = 0; w < 4; w++) acc += wts[r * 4 + w] * Om[(w * 16 + r) * (DV + 4) + e];
+        P.o[NSA_BRANCH_SEL][(((int64_t)b * P.T + t) * P.Hq + g * G + r % G) * P.Dv + e] = acc;
     }
 }
 

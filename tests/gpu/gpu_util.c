@@ -217,7 +217,9 @@ void gp_free(gprob *p) {
 
 /* ---- selection near-ties ---- */
 
-/* Reference scores of row (b, t) group g for blocks 0..t/lp into sc, from the reference's lse. */
+/* Scores of row (b, t) group g for blocks 0..t/lp into sc (DESIGN.md §1.2, in double), from
+ * compressed keys computed here (rounded = 1: rounded to the dtype, as tensor cores see them),
+ * each head's softmax normalised over its own logits. */
 static void ref_scores(const gprob *p, int b, int t, int g, int rounded, double *sc) {
     const nsa_config *c = &p->c;
     const int G = c->Hq / c->Hkv, Dk = c->Dk;
@@ -225,7 +227,7 @@ static void ref_scores(const gprob *p, int b, int t, int g, int rounded, double 
     const tbuf *K = p->kc.d ? &p->kc.h : &p->ks.h;
     int64_t nc = nsa_num_cmp(c, t + 1), cur = t / c->lp;
     for (int64_t j = 0; j <= cur; j++) sc[j] = 0.0;
-    double *kc = malloc(sizeof(double) * (size_t)Dk);
+    double *kc = malloc(sizeof(double) * (size_t)Dk), *lg = malloc(sizeof(double) * (size_t)(nc * G + 1));
     for (int64_t i = 0; i < nc; i++) {
         for (int e = 0; e < Dk; e++) {
             double s = 0.0;
@@ -235,16 +237,27 @@ static void ref_scores(const gprob *p, int b, int t, int g, int rounded, double 
             if (rounded && p->dt == NSA_DTYPE_BF16) kc[e] = nsa_bf16_to_f32(nsa_f32_to_bf16((float)kc[e]));
             if (rounded && p->dt == NSA_DTYPE_F16) kc[e] = nsa_f16_to_f32(nsa_f32_to_f16((float)kc[e]));
         }
-        for (int h = g * G; h < (g + 1) * G; h++) {
+        for (int h = 0; h < G; h++) {
             double dot = 0.0;
             for (int e = 0; e < Dk; e++)
-                dot += tb_get(&p->q.h, (((int64_t)b * p->T + t) * c->Hq + h) * Dk + e) * kc[e];
-            double pr = exp(dot * scale - tb_get(&p->rlse[0], ((int64_t)b * p->T + t) * c->Hq + h));
+                dot += tb_get(&p->q.h, (((int64_t)b * p->T + t) * c->Hq + g * G + h) * Dk + e) * kc[e];
+            lg[h * nc + i] = dot * scale;
+        }
+    }
+    for (int h = 0; h < G; h++) {
+        double mx = -INFINITY, sum = 0.0;
+        for (int64_t i = 0; i < nc; i++) mx = lg[h * nc + i] > mx ? lg[h * nc + i] : mx;
+        for (int64_t i = 0; i < nc; i++) sum += exp(lg[h * nc + i] - mx);
+        for (int64_t i = 0; i < nc; i++) {
+            double pr = exp(lg[h * nc + i] - mx) / sum;
             for (int64_t j = 0; j <= cur; j++) sc[j] += pr * nsa_ref_overlap(c, i, j);
         }
     }
     free(kc);
+    free(lg);
 }
+
+static char last_gap[160];
 
 /* 0: identical; 1: differ by a near-tie; 2: differ beyond one. */
 static int blocks_agree(const gprob *p, int b, int t, int g) {
@@ -276,7 +289,11 @@ static int blocks_agree(const gprob *p, int b, int t, int g) {
             int in_other = 0;
             for (int m = 0; m < n; m++)
                 in_other |= (int)tb_get(s ? &p->blocks.h : &p->rblocks, base + m) == j;
-            if (!in_other && (j > cur || fabs(sc[j] - thr) > 2.0 * dev + 1e-4 * smax + 1e-7)) res = 2;
+            if (!in_other && (j > cur || fabs(sc[j] - thr) > 2.0 * dev + 1e-4 * smax + 1e-7)) {
+                res = 2;
+                snprintf(last_gap, sizeof last_gap, "block %d: |score - threshold| = %.3g of max, "
+                         "rounding moves scores by %.3g of max", j, fabs(sc[j] - thr) / smax, dev / smax);
+            }
         }
     }
     free(sc);
@@ -344,8 +361,8 @@ void gp_compare(gprob *p, const int32_t *rows, int64_t nrows, gp_report *r) {
             if (a == 1) r->rows_tied++;
             if (a == 2) {
                 if (r->rows_mismatch++ == 0 && !r->first[0])
-                    snprintf(r->first, sizeof r->first, "blocks of (b·T+t=%lld, g=%d) differ beyond a near-tie",
-                             (long long)row, g);
+                    snprintf(r->first, sizeof r->first, "blocks of (b·T+t=%lld, g=%d) differ beyond a near-tie (%s)",
+                             (long long)row, g, last_gap);
             }
             skip[row * Hkv + g] = a != 0;
         }
