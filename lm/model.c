@@ -205,6 +205,25 @@ int lm_model_ensure_rope(lm_model *m, int64_t P, char *err, size_t n) {
 
 /* ------------------------------------------------------------------ create / destroy */
 
+/* The library validates the NSA fields and names the bad one: ask it with a 1-token forward. */
+static int probe_nsa(lm_model *m, nsa_context *ctx, char *err, size_t n) {
+    const int Hq = m->cfg.n_head, Hkv = m->cfg.n_kv_head, D = m->D;
+    float *z = calloc((size_t)(2 * Hq * D + Hkv * D + 3 * Hq), sizeof(float));
+    if (!z) return fail(err, n, "out of memory");
+    nsa_fwd_args a;
+    memset(&a, 0, sizeof a);
+    a.cfg = m->nsa;
+    a.q = nsa_tensor_4d(z, NSA_DTYPE_F32, 1, 1, Hq, D);
+    a.out = nsa_tensor_4d(z + Hq * D, NSA_DTYPE_F32, 1, 1, Hq, D);
+    a.k_cmp = nsa_tensor_4d(z + 2 * Hq * D, NSA_DTYPE_F32, 1, 1, Hkv, D);
+    a.k_sel = a.k_win = a.v_cmp = a.v_sel = a.v_win = a.k_cmp;
+    a.gates = nsa_tensor_4d(z + 2 * Hq * D + Hkv * D, NSA_DTYPE_F32, 1, 1, Hq, 3);
+    const nsa_status st = nsa_forward(ctx, &a);
+    free(z);
+    if (st != NSA_OK) return fail(err, n, "NSA config: %s", nsa_context_message(ctx));
+    return 0;
+}
+
 int lm_model_create(lm_model *m, const lm_model_config *cfg, nsa_context *ctx, uint64_t seed,
                     char *err, size_t n) {
     memset(m, 0, sizeof *m);
@@ -221,26 +240,7 @@ int lm_model_create(lm_model *m, const lm_model_config *cfg, nsa_context *ctx, u
         return fail(err, n, "kv_heads: %d does not divide heads=%d", c->n_kv_head, c->n_head);
     if (c->ffn < 1) return fail(err, n, "ffn: %d, expected >= 1", c->ffn);
     m->nsa = lm_nsa_config(c);
-    /* the library validates the NSA fields and names the bad one: ask it with a 1-token call */
-    {
-        float z[4096] = {0};
-        if ((int64_t)c->n_head * m->D > 1024 || (int64_t)c->n_kv_head * m->D > 1024)
-            goto skip_probe;
-        nsa_tensor q = nsa_tensor_4d(z, NSA_DTYPE_F32, 1, 1, c->n_head, m->D);
-        nsa_tensor k = nsa_tensor_4d(z + 1024, NSA_DTYPE_F32, 1, 1, c->n_kv_head, m->D);
-        nsa_tensor g = nsa_tensor_4d(z + 2048, NSA_DTYPE_F32, 1, 1, c->n_head, 3);
-        nsa_tensor o = nsa_tensor_4d(z + 3072, NSA_DTYPE_F32, 1, 1, c->n_head, m->D);
-        nsa_fwd_args a;
-        memset(&a, 0, sizeof a);
-        a.cfg = m->nsa;
-        a.q = q;
-        a.k_cmp = a.k_sel = a.k_win = a.v_cmp = a.v_sel = a.v_win = k;
-        a.gates = g;
-        a.out = o;
-        if (nsa_forward(ctx, &a) != NSA_OK)
-            return fail(err, n, "NSA config: %s", nsa_context_message(ctx));
-    }
-skip_probe:;
+    if (probe_nsa(m, ctx, err, n)) return -1;
     lm_weights table_only; /* layout() takes slot addresses even when only counting */
     layout(m, NULL, &table_only);
     m->params = calloc(m->nparams, sizeof(float));
