@@ -74,7 +74,7 @@ int lm_ckpt_save(const char *path, const lm_model *m, const float *mom, const fl
         lm_json_str(&sub, "optimizer", groups == 3 ? "adamw" : "none");
         lm_json_str(&sub, "checksum", cks);
         const char *s = lm_json_end(&sub);
-        const size_t len = s ? strlen(s) : 0, cap = len + 64 + (size_t)ne * 160;
+        const size_t len = s ? strlen(s) : 0, cap = len + 64 + (size_t)ne * 256;
         j.buf = s ? malloc(cap) : NULL;
         if (!j.buf) {
             lm_json_free(&sub);
@@ -91,6 +91,7 @@ int lm_ckpt_save(const char *path, const lm_model *m, const float *mom, const fl
         const size_t bytes = sizeof(float) * (size_t)(ti->shape[0] * ti->shape[1]);
         if (ti->ndim == 1) snprintf(num, sizeof num, "[%lld]", (long long)ti->shape[0]);
         else snprintf(num, sizeof num, "[%lld,%lld]", (long long)ti->shape[0], (long long)ti->shape[1]);
+        /* at most 80 + 40 + 2·20 + 60 bytes: the 256 reserved per entry always fit */
         j.len += (size_t)snprintf(j.buf + j.len, j.cap - j.len,
                                   ",\"%s\":{\"dtype\":\"F32\",\"shape\":%s,\"data_offsets\":[%zu,%zu]}",
                                   e[i].name, num, off, off + bytes);

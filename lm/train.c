@@ -298,6 +298,7 @@ int lm_train(const lm_train_config *c, const lm_train_opts *o) {
             fetch_int = 0.0;
             toks_int = 0;
         }
+        const double t_aside = mono_s(); /* evals and checkpoints are not training time */
         if (done % c->eval_every == 0 || last) {
             double val;
             if (evaluate(&m, &cor, c, x, y, &val, err, sizeof err)) goto fail;
@@ -318,6 +319,7 @@ int lm_train(const lm_train_config *c, const lm_train_opts *o) {
             lm_json_str(&b.j, "path", ckpt);
             rec_end(&b);
         }
+        t_int += mono_s() - t_aside;
         if (stopping) {
             stop_record(&b, "interrupted", "checkpoint saved; continue with --resume");
             if (!o->quiet)
