@@ -451,6 +451,50 @@ static void bad_inputs(void) {
     rm_tmp();
 }
 
+/* Config file, flags and the checkpoint's model-config string. */
+static void config_file(void) {
+    mkdir_tmp();
+    CHECK(dir[0]);
+    char path[128], err[512];
+    snprintf(path, sizeof path, "%s/c.txt", dir);
+    const char *text = "# comment\n  dim = 64  \nphi=learned\ngate = softmax # trailing\n"
+                       "lr = 0.0005\nseed = 18446744073709551615\nkv-heads = 1\n\n";
+    CHECK(spit(path, text, strlen(text)) == 0);
+    lm_train_config c;
+    lm_train_config_default(&c);
+    CHECK(lm_config_load(&c, path, err, sizeof err) == 0, "%s", err);
+    CHECK(c.m.dim == 64 && c.m.phi == LM_PHI_LEARNED && c.m.gate == LM_GATE_SOFTMAX &&
+          c.lr == 0.0005f && c.seed == UINT64_MAX && c.m.n_kv_head == 1);
+    CHECK(lm_config_check(&c, err, sizeof err) == 0, "%s", err);
+    CHECK(lm_config_set(&c, "heads", "3", err, sizeof err) == 0);
+    CHECK(lm_config_check(&c, err, sizeof err) != 0 && strstr(err, "dim"), "%s", err);
+    CHECK(lm_config_set(&c, "lr", "fast", err, sizeof err) != 0 && strstr(err, "lr"), "%s", err);
+    CHECK(lm_config_set(&c, "nope", "1", err, sizeof err) != 0 && strstr(err, "nope"), "%s", err);
+    CHECK(lm_config_set(&c, "seed", "-1", err, sizeof err) != 0, "negative seed accepted");
+    const char *bad = "dim = 64\nthis line has no equals sign\n";
+    CHECK(spit(path, bad, strlen(bad)) == 0);
+    CHECK(lm_config_load(&c, path, err, sizeof err) != 0 && strstr(err, ":2:"), "%s", err);
+    /* written config reads back to the same values */
+    lm_train_config a, b;
+    lm_train_config_default(&a);
+    a.lr = 0.1f + 0.2f, a.m.gate_temp = 0.7f, a.m.phi = LM_PHI_LEARNED;
+    FILE *f = fopen(path, "w");
+    CHECK(f != NULL);
+    lm_config_write(&a, f);
+    fclose(f);
+    lm_train_config_default(&b);
+    CHECK(lm_config_load(&b, path, err, sizeof err) == 0, "%s", err);
+    CHECK(memcmp(&a, &b, sizeof a) == 0, "config write/load is not exact");
+    char ms[1024];
+    lm_model_config m2;
+    lm_model_config_str(&a.m, ms, sizeof ms);
+    CHECK(lm_model_config_parse(&m2, ms, err, sizeof err) == 0, "%s", err);
+    CHECK(lm_model_config_diff(&a.m, &m2, err, sizeof err) == 0, "%s", err);
+    m2.lp = 32;
+    CHECK(lm_model_config_diff(&a.m, &m2, err, sizeof err) != 0 && strstr(err, "lp"), "%s", err);
+    rm_tmp();
+}
+
 int main(int argc, char **argv) {
     static const nsa_case cases[] = {
         {"ckpt_roundtrip", ckpt_roundtrip},
@@ -458,6 +502,7 @@ int main(int argc, char **argv) {
         {"heartbeat_json", heartbeat_json},
         {"nonfinite_stops", nonfinite_stops},
         {"bad_inputs", bad_inputs},
+        {"config_file", config_file},
     };
     return nsa_test_main(argc, argv, cases, (int)(sizeof cases / sizeof cases[0]));
 }
