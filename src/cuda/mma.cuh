@@ -57,26 +57,4 @@ template <> __device__ __forceinline__ uint32_t pack2<__half>(float x, float y) 
 }
 
 
-/* ---- Hopper bulk copies (sm_90+): one instruction per contiguous row, completion counted in
- * bytes on an mbarrier; far fewer requests in flight than 16-byte cp.async ---- */
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-__device__ __forceinline__ void mbar_init(uint64_t *m, int count) {
-    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(smem_u32(m)), "r"(count));
-    asm volatile("fence.mbarrier_init.release.cluster;\n" ::);
-}
-__device__ __forceinline__ void mbar_expect(uint64_t *m, uint32_t bytes) {
-    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(smem_u32(m)),
-                 "r"(bytes));
-}
-__device__ __forceinline__ void mbar_wait(uint64_t *m, uint32_t parity) {
-    asm volatile("{\n .reg .pred p;\n WAIT_%=:\n"
-                 " mbarrier.try_wait.parity.shared::cta.b64 p, [%0], %1;\n"
-                 " @!p bra WAIT_%=;\n}\n" ::"r"(smem_u32(m)), "r"(parity));
-}
-__device__ __forceinline__ void bulk_g2s(void *dst, const void *src, uint32_t bytes, uint64_t *m) {
-    asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n"
-                 ::"r"(smem_u32(dst)), "l"(src), "r"(bytes), "r"(smem_u32(m)) : "memory");
-}
-#endif
-
 #endif /* NSA_CUDA_MMA_CUH */

@@ -276,9 +276,13 @@ static int blocks_agree(const gprob *p, int b, int t, int g) {
         ref_scores(p, b, t, g, 1, sr);
         for (int64_t j = 0; j <= cur; j++) dev = fabs(sr[j] - sc[j]) > dev ? fabs(sr[j] - sc[j]) : dev;
     }
-    for (int k = 0; k < n; k++) { /* threshold: lowest score the reference chose */
+    /* forced blocks (initial, local) are chosen whatever their score */
+    const nsa_config *c = &p->c;
+    const int64_t ncomplete = (t + 1) / c->lp;
+#define FORCED(j) ((j) < c->n_init || ((j) <= cur && (j) > cur - c->n_local))
+    for (int k = 0; k < n; k++) { /* threshold: lowest score of a block the reference picked */
         int j = (int)tb_get(&p->rblocks, base + k);
-        if (j >= 0 && sc[j] < thr) thr = sc[j];
+        if (j >= 0 && !FORCED(j) && sc[j] < thr) thr = sc[j];
     }
     int res = 1;
     for (int k = 0; k < n; k++) { /* every swapped block must sit at the threshold */
@@ -289,13 +293,15 @@ static int blocks_agree(const gprob *p, int b, int t, int g) {
             int in_other = 0;
             for (int m = 0; m < n; m++)
                 in_other |= (int)tb_get(s ? &p->blocks.h : &p->rblocks, base + m) == j;
-            if (!in_other && (j > cur || fabs(sc[j] - thr) > 2.0 * dev + 1e-4 * smax + 1e-7)) {
+            if (!in_other && (j >= ncomplete || FORCED(j) || !(thr < INFINITY) ||
+                              fabs(sc[j] - thr) > 2.0 * dev + 1e-4 * smax + 1e-7)) {
                 res = 2;
                 snprintf(last_gap, sizeof last_gap, "block %d: |score - threshold| = %.3g of max, "
                          "rounding moves scores by %.3g of max", j, fabs(sc[j] - thr) / smax, dev / smax);
             }
         }
     }
+#undef FORCED
     free(sc);
     return res;
 }
