@@ -27,3 +27,10 @@ const nsa_backend *const *nsa_device_cuda_backends(int *count) {
     *count = 0;
     return NULL;
 }
+
+nsa_status nsa_device_cuda_backward(nsa_context *ctx, const nsa_fwd_args *fwd,
+                                    const nsa_bwd_args *g, const nsa_shape *s,
+                                    const nsa_role role[3], int force_branch) {
+    (void)fwd; (void)g; (void)s; (void)role; (void)force_branch;
+    return nsa_fail(ctx, NSA_ERR_UNSUPPORTED, "q: a CUDA backward needs a CUDA build");
+}

@@ -6,6 +6,10 @@
  */
 #include "common.cuh"
 
+extern "C" {
+#include "bwd_api.h"
+}
+
 #include <stdio.h>
 
 extern "C" int nsa_cuda_role_supported(const nsa_route_problem *p, nsa_branch br, nsa_role role,
@@ -16,6 +20,7 @@ extern "C" int nsa_cuda_role_supported(const nsa_route_problem *p, nsa_branch br
     s.Dk = p->cfg.Dk; s.Dv = p->cfg.Dv; s.dt = p->dtype; s.dev = NSA_DEVICE_CUDA;
     s.nsel_max = p->cfg.lp > 0 ? (int)((p->T + p->cfg.lp - 1) / p->cfg.lp) : 0;
     s.scale = 0;
+    if (p->pass == NSA_PASS_BACKWARD) return nsa_cuda_bwd_role_supported(p, br, role, why);
     if (p->pass != NSA_PASS_FORWARD) { *why = "CUDA backend runs the forward only"; return 0; }
     if (p->cfg.n > 256) { *why = "n > 256 (GPU top-n)"; return 0; }
     switch (role) {

@@ -166,6 +166,14 @@ void nsa_device_toolchain(nsa_toolchain *out);
 const nsa_pipeline *nsa_device_cuda_pipeline(void);
 /* The CUDA backends, in preference order within a role; *count = 0 and NULL in a CPU build. */
 const nsa_backend *const *nsa_device_cuda_backends(int *count);
+/* The backward hook (additive): gradients g of fwd for tensors on a CUDA device (both already
+ * validated; s from nsa_args_check_fwd), branch br on role[br] (the router's choice for
+ * NSA_PASS_BACKWARD; backends accept that pass through nsa_cuda_bwd_role_supported), gates
+ * replaced by one-hot when force_branch >= 0. Deterministic; src/cuda/bwd_pipeline.cu defines
+ * it (docs/cuda_backward.md); NSA_ERR_UNSUPPORTED in a CPU build. */
+nsa_status nsa_device_cuda_backward(nsa_context *ctx, const nsa_fwd_args *fwd,
+                                    const nsa_bwd_args *g, const nsa_shape *s,
+                                    const nsa_role role[3], int force_branch);
 
 #ifdef __cplusplus
 }

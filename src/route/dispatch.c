@@ -230,6 +230,20 @@ nsa_status nsa_backward(nsa_context *ctx, const nsa_fwd_args *fwd, const nsa_bwd
     nsa_route_problem p;
     nsa_route_plan_t plan;
     NSA_TRY(route(ctx, fwd, &s, NSA_PASS_BACKWARD, &p, &plan));
+    if (s.dev == NSA_DEVICE_CUDA) {
+        /* the CUDA backward (backend.h's hook); it validates device sel_ranges itself */
+        nsa_role roles[3];
+        for (int b = 0; b < 3; b++) roles[b] = plan.be[b]->role;
+        if (ctx->flags.strict_asserts) {
+            nsa_fwd_work w;
+            memset(&w, 0, sizeof w);
+            w.a = fwd;
+            w.s = &s;
+            NSA_TRY(nsa_strict_spans(ctx, NULL, NSA_BRANCH_CMP, &w));
+            NSA_TRY(nsa_strict_spans(ctx, NULL, NSA_BRANCH_WIN, &w));
+        }
+        return nsa_device_cuda_backward(ctx, fwd, g, &s, roles, ctx->flags.force_branch);
+    }
     if (!all_ref_cpu(&plan))
         return nsa_fail(ctx, NSA_ERR_UNSUPPORTED, "backward: only the CPU reference runs it "
                         "(routed: cmp %s, sel %s, win %s)", plan.d.backend[0],

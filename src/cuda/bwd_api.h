@@ -1,0 +1,33 @@
+/* bwd_api.h — what C code of libnsa may call in the CUDA backward (src/cuda/bwd_*.cu): the
+ * backward on given roles (tests, benchmarks) and the one answer to "can role r run the backward
+ * of branch br". Not the kernels. Plain C; in a CPU-only build these functions do not exist.
+ * Invariant: supports() of the CUDA backends and nsa_cuda_backward ask the same function.
+ */
+#ifndef NSA_CUDA_BWD_API_H
+#define NSA_CUDA_BWD_API_H
+
+#include "../route/backend.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Whether role can run the backward of branch br of p; when not, *why (static) says why. */
+int nsa_cuda_bwd_role_supported(const nsa_route_problem *p, nsa_branch br, nsa_role role,
+                                const char **why);
+
+/* Gradients g of the forward fwd (both checked by nsa_args_check_fwd/_bwd; tensors on the
+ * CUDA device) on ctx's stream, branch br on role[br]; gates replaced by one-hot when
+ * force_branch >= 0. Selection ranges: fwd->sel_ranges when present (validated on the device:
+ * NSA_ERR_INVALID_ARG naming the slot's field when malformed), else recomputed by a CUDA forward
+ * routed as nsa_forward would route it. Asynchronous like nsa_cuda_forward: work buffers are
+ * stream-ordered allocations (cudaMallocAsync / cudaFreeAsync); the only host wait is the
+ * validation of a caller's sel_ranges. Deterministic: bitwise the same gradients for the same
+ * inputs. */
+nsa_status nsa_cuda_backward(nsa_context *ctx, const nsa_fwd_args *fwd, const nsa_bwd_args *g,
+                             const nsa_shape *s, const nsa_role role[3], int force_branch);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* NSA_CUDA_BWD_API_H */
