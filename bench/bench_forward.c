@@ -184,16 +184,25 @@ static void run_shape(char shape, int64_t S, const nsa_role roles[3], const char
 }
 
 int main(int argc, char **argv) {
-    const char *shapes = "AB", *sizes = "8192,16384,32768,65536", *roles = "fast";
+    const char *shapes = "AB", *sizes = "8192,16384,32768,65536", *roles = "fast", *tuned = "";
     int reps = 20;
     for (int i = 1; i + 1 < argc; i += 2) {
         if (!strcmp(argv[i], "--shapes")) shapes = argv[i + 1];
         else if (!strcmp(argv[i], "--S")) sizes = argv[i + 1];
         else if (!strcmp(argv[i], "--reps")) reps = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--roles")) roles = argv[i + 1];
+        else if (!strcmp(argv[i], "--tune")) { /* key=value, a tile choice (nsa_cuda_tune) */
+            char key[64];
+            int val;
+            if (sscanf(argv[i + 1], "%63[^=]=%d", key, &val) != 2 || nsa_cuda_tune(key, val) != NSA_OK) {
+                fprintf(stderr, "bench: bad --tune %s\n", argv[i + 1]);
+                return 2;
+            }
+            tuned = argv[i + 1];
+        }
         else {
             fprintf(stderr, "usage: bench_forward [--shapes AB] [--S 8192,...] [--reps 20] "
-                            "[--roles fast|fa2ref|ref]\n");
+                            "[--roles fast|fa2ref|ref] [--tune key=value ...]\n");
             return 2;
         }
     }
@@ -208,10 +217,12 @@ int main(int argc, char **argv) {
     nsa_role r[3] = {NSA_ROLE_FA2, NSA_ROLE_FUSED_SEL, NSA_ROLE_FA2};
     if (!strcmp(roles, "ref")) r[0] = r[1] = r[2] = NSA_ROLE_REF;
     if (!strcmp(roles, "fa2ref")) r[1] = NSA_ROLE_REF;
+    char rname[96];
+    snprintf(rname, sizeof rname, "%s%s%s", roles, *tuned ? ";" : "", tuned);
     for (const char *sh = shapes; *sh; sh++) {
         char *copy = strdup(sizes), *save = NULL;
         for (char *tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save))
-            run_shape(*sh, atoll(tok), r, roles, reps, peak);
+            run_shape(*sh, atoll(tok), r, rname, reps, peak);
         free(copy);
     }
     cudaFree(flush_buf);

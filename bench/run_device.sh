@@ -3,7 +3,8 @@
 # tests, compute-sanitizer (memcheck, racecheck) on small shapes, long-T sampled parity, the C
 # benchmark and the torch SDPA (cuDNN, FLASH) baselines. Logs and CSVs go to $OUT.
 # Usage: bench/run_device.sh [phases]   phases: any of build,test,sanitize,long,bench,sdpa,ncu
-#        (default all). Env: LONG_TS (default "8192 32768 65536"), BENCH_S, BENCH_REPS.
+#        (default all). Env: LONG_TS (default "8192 32768 65536"), BENCH_S, BENCH_REPS,
+#        BENCH_TUNES (tile alternatives key=value, timed at BENCH_TUNE_S), NCU_S.
 set -u
 OUT=${OUT:-/tmp/out}
 mkdir -p "$OUT"
@@ -52,6 +53,11 @@ if has bench; then
     >"$OUT/bench_nsa.csv" 2>"$OUT/bench_nsa.err"; log "bench rc=$?"
   cat "$OUT/bench_nsa.err" | tail -5
   grep -E "total|gemm|sel," "$OUT/bench_nsa.csv"
+  for tn in ${BENCH_TUNES:-}; do  # tile alternatives, one at a time, at the largest S
+    $B/bench/bench_forward --S ${BENCH_TUNE_S:-65536} --reps 10 --tune $tn 2>>"$OUT/bench_nsa.err" |
+      grep -v "^kind" >>"$OUT/bench_nsa.csv"
+    log "bench tune $tn rc=$?"; grep -E "$tn" "$OUT/bench_nsa.csv" | grep -E "total|sel,|cmp|win"
+  done
 fi
 if has sdpa; then
   log "sdpa baselines"

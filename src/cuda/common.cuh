@@ -93,6 +93,14 @@ nsa_status nsa_cu_check(nsa_context *ctx, cudaError_t e, const char *what);
 
 static inline unsigned nsa_cu_blocks(int64_t n, int per) { return (unsigned)((n + per - 1) / per); }
 
+/* Tile choices of the kernels (the one place they live; device.cu holds the measured defaults,
+ * nsa_cuda_tune changes them for benchmarks). */
+typedef struct {
+    int fa_bm_cmp, fa_bm_win; /* FA-2 rows per CTA: 64 or 128              */
+    int sel_stages;           /* fused selection K/V stages: 1 or 2         */
+} nsa_cu_tuning_t;
+extern nsa_cu_tuning_t nsa_cu_tuning;
+
 /* device.cu: ctx's device workspace, at least bytes (grown, never shrunk). */
 nsa_status nsa_cu_workspace(nsa_context *ctx, size_t bytes, void **p);
 

@@ -46,6 +46,11 @@ nsa_status nsa_cuda_sync(nsa_context *ctx);
 nsa_status nsa_cuda_fill_normal(nsa_context *ctx, void *p, nsa_dtype dt, int64_t n, uint64_t seed,
                                 float scale);
 
+/* Sets one kernel tile choice for this process ("fa_bm_cmp", "fa_bm_win": 64 or 128;
+ * "sel_stages": 1 or 2), for benchmarks that measure the alternatives. NSA_ERR_INVALID_ARG
+ * for an unknown key or value. Not thread-safe; call between forwards. */
+nsa_status nsa_cuda_tune(const char *key, int value);
+
 /* nsa_cuda_forward with CUDA events between its steps: ms[0] begin (compression), ms[1] cmp,
  * ms[2] selection (scores, top-n, ranges), ms[3] sel, ms[4] win, ms[5] gated sum. Waits for the
  * stream. For benchmarks. */

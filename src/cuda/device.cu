@@ -81,6 +81,20 @@ extern "C" void nsa_device_toolchain(nsa_toolchain *out) {
                  out->runtime_version / 1000, out->runtime_version % 1000 / 10);
 }
 
+/* ---- tile choices ---- */
+
+/* Defaults measured on H100 (bench/RESULTS.md, 2026-11-26). */
+nsa_cu_tuning_t nsa_cu_tuning = {64, 64, 2};
+
+extern "C" nsa_status nsa_cuda_tune(const char *key, int value) {
+    if (!key) return NSA_ERR_INVALID_ARG;
+    if (!strcmp(key, "fa_bm_cmp") && (value == 64 || value == 128)) nsa_cu_tuning.fa_bm_cmp = value;
+    else if (!strcmp(key, "fa_bm_win") && (value == 64 || value == 128)) nsa_cu_tuning.fa_bm_win = value;
+    else if (!strcmp(key, "sel_stages") && (value == 1 || value == 2)) nsa_cu_tuning.sel_stages = value;
+    else return NSA_ERR_INVALID_ARG;
+    return NSA_OK;
+}
+
 /* ---- workspace ---- */
 
 /* Device workspace of at least bytes, grown (never shrunk) on ctx; *p on success. Growing

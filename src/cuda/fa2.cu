@@ -12,37 +12,36 @@
  *        the group and every neighbouring query that selected it; row t sees keys of its own
  *        blocks, ≤ t.
  * Not the reference: P is rounded to the input dtype for the P·V product, like FlashAttention.
- * Invariant: rows of a CTA are (query, head) pairs of one KV group, 64/G queries × G heads, so
+ * Invariant: rows of a CTA are (query, head) pairs of one KV group, BM/G queries × G heads, so
  * every K/V tile in shared memory serves all G heads (GQA packing); needs G | 64.
  */
 #include "common.cuh"
 
 #include <math.h>
 
-#define FA_BM 64      /* rows (query, head) per CTA: 4 warps × 16 */
 #define FA_BN 64      /* keys per tile */
-#define FA_THREADS 128
 
 #include "mma.cuh"
 
 /* Shared memory of one CTA (bytes): K and V tiles double-buffered, rows padded by 8 elements
  * (16 B) so ldmatrix rows fall in distinct banks; Q staging, reused as the f32 P tile of the
  * cmp score reduction; the sel union list and the queries' block lists. */
-template <int DK, int DV> struct fa_smem {
+template <int DK, int DV, int BM> struct fa_smem {
     static constexpr int KS = DK + 8, VS = DV + 8, PS = FA_BN + 4;
     static constexpr int k_bytes = 2 * FA_BN * KS * 2, v_bytes = 2 * FA_BN * VS * 2;
-    static constexpr int q_bytes = FA_BM * KS * 2 > FA_BM * PS * 4 ? FA_BM * KS * 2 : FA_BM * PS * 4;
+    static constexpr int q_bytes = BM * KS * 2 > BM * PS * 4 ? BM * KS * 2 : BM * PS * 4;
     static constexpr int bytes = k_bytes + v_bytes + q_bytes; /* + sel lists (dynamic) */
 };
 
-/* Grid: x = ceil(T / (64/G)) query tiles, heaviest (latest) first; y = Hkv; z = B. Block: 128
- * threads, warp w owns rows 16w..16w+15, row m = (query m/G, head m%G). Shared memory:
- * fa_smem<DK, DV>::bytes (cmp 192/128: 112 KB) plus, for sel, (64/G)·n + nsel_max + 32 ints.
- * Registers: Q fragments (DK/4), O accumulators (DV/2), S (32) per thread. */
-template <typename T, int DK, int DV, int BR>
-__global__ void __launch_bounds__(FA_THREADS) fa_kernel(nsa_cu_params P, nsa_cu_view Kv,
-                                                         nsa_cu_view Vv) {
-    typedef fa_smem<DK, DV> SM;
+/* Grid: x = ceil(T / (BM/G)) query tiles, heaviest (latest) first; y = Hkv; z = B. Block: 2·BM
+ * threads (BM = 64 or 128 rows), warp w owns rows 16w..16w+15, row m = (query m/G, head m%G).
+ * Shared memory: fa_smem<DK, DV, BM>::bytes (cmp 192/128, BM 64: 112 KB) plus, for sel,
+ * (BM/G)·n + nsel_max + 32 ints. Registers: Q fragments (DK/4), O (DV/2), S (32) per thread. */
+template <typename T, int DK, int DV, int BR, int BM>
+__global__ void __launch_bounds__(BM * 2) fa_kernel(nsa_cu_params P, nsa_cu_view Kv,
+                                                     nsa_cu_view Vv) {
+    typedef fa_smem<DK, DV, BM> SM;
+    constexpr int FA_THREADS = BM * 2, FA_BM = BM;
     extern __shared__ __align__(16) unsigned char smraw[];
     T *Ks = (T *)smraw;
     T *Vs = (T *)(smraw + SM::k_bytes);
@@ -385,7 +384,7 @@ static int dims_ok(int Dk, int Dv) {
 static int tc_common(const nsa_shape *s, const char **why) {
     if (s->dt != NSA_DTYPE_BF16 && s->dt != NSA_DTYPE_F16) { *why = "dtype not bf16/f16"; return 0; }
     if (!dims_ok(s->Dk, s->Dv)) { *why = "(Dk, Dv) not in {(64,64), (128,128), (192,128)}"; return 0; }
-    if (s->G > FA_BM || FA_BM % s->G) { *why = "G does not divide 64"; return 0; }
+    if (s->G > 64 || 64 % s->G) { *why = "G does not divide 64"; return 0; }
     if (s->T > INT32_MAX / 2) { *why = "T too large"; return 0; }
     return 1;
 }
@@ -396,8 +395,8 @@ int nsa_cu_fa2_supported(const nsa_shape *s, nsa_branch br, const char **why) {
     return 1;
 }
 
-static size_t sel_list_bytes(const nsa_cu_params *P) {
-    return (size_t)(FA_BM / P->G * P->n + P->nsel_max + (P->nsel_max + 31) / 32 + 32) * 4;
+static size_t sel_list_bytes(const nsa_cu_params *P, int BM) {
+    return (size_t)(BM / P->G * P->n + P->nsel_max + (P->nsel_max + 31) / 32 + 32) * 4;
 }
 
 int nsa_cu_fused_supported(const nsa_shape *s, const char **why) {
@@ -411,29 +410,43 @@ static int aligned(const nsa_cu_view *v, int D) {
            v->sh % 8 == 0 && D % 8 == 0;
 }
 
-template <typename T, int DK, int DV, int BR>
+template <typename T, int DK, int DV, int BR, int BM>
 static nsa_status launch(nsa_context *ctx, nsa_cu_stream st, const nsa_cu_params *P,
                          const nsa_cu_view *K, const nsa_cu_view *V) {
-    size_t smem = fa_smem<DK, DV>::bytes + (BR == NSA_BRANCH_SEL ? sel_list_bytes(P) : 0);
+    size_t smem = fa_smem<DK, DV, BM>::bytes + (BR == NSA_BRANCH_SEL ? sel_list_bytes(P, BM) : 0);
     if (smem > 227 * 1024)
         return nsa_fail(ctx, NSA_ERR_UNSUPPORTED, "sel: T = %d with n = %d exceeds shared memory",
                         P->T, P->n);
-    NSA_TRY(nsa_cu_check(ctx, cudaFuncSetAttribute(fa_kernel<T, DK, DV, BR>,
+    NSA_TRY(nsa_cu_check(ctx, cudaFuncSetAttribute(fa_kernel<T, DK, DV, BR, BM>,
                                                    cudaFuncAttributeMaxDynamicSharedMemorySize,
                                                    (int)smem), "fa2 smem attribute"));
-    dim3 grid((unsigned)((P->T + FA_BM / P->G - 1) / (FA_BM / P->G)), (unsigned)P->Hkv,
-              (unsigned)P->B);
-    fa_kernel<T, DK, DV, BR><<<grid, FA_THREADS, smem, st>>>(*P, *K, *V);
+    dim3 grid((unsigned)((P->T + BM / P->G - 1) / (BM / P->G)), (unsigned)P->Hkv, (unsigned)P->B);
+    fa_kernel<T, DK, DV, BR, BM><<<grid, BM * 2, smem, st>>>(*P, *K, *V);
     NSA_CU_LAUNCHED(ctx, "fa2 kernel");
     return NSA_OK;
+}
+
+/* The tile chooser: 64 rows (4 warps) or 128 rows (8 warps) per CTA (nsa_cu_tuning.fa_bm;
+ * the measured default is written in device.cu). */
+template <typename T, int DK, int DV, int BR>
+static nsa_status launch_bm(nsa_context *ctx, nsa_cu_stream st, const nsa_cu_params *P,
+                            const nsa_cu_view *K, const nsa_cu_view *V) {
+    int bm = BR == NSA_BRANCH_CMP ? nsa_cu_tuning.fa_bm_cmp : nsa_cu_tuning.fa_bm_win;
+    if (bm == 128) return launch<T, DK, DV, BR, 128>(ctx, st, P, K, V);
+    return launch<T, DK, DV, BR, 64>(ctx, st, P, K, V);
 }
 
 template <typename T, int BR>
 static nsa_status launch_dims(nsa_context *ctx, nsa_cu_stream st, const nsa_cu_params *P,
                               const nsa_cu_view *K, const nsa_cu_view *V) {
-    if (P->Dk == 64) return launch<T, 64, 64, BR>(ctx, st, P, K, V);
-    if (P->Dk == 128) return launch<T, 128, 128, BR>(ctx, st, P, K, V);
-    return launch<T, 192, 128, BR>(ctx, st, P, K, V);
+    if (BR == NSA_BRANCH_SEL) { /* G = 32, 64 only (G | 16 runs sel_fused.cu) */
+        if (P->Dk == 64) return launch<T, 64, 64, BR, 64>(ctx, st, P, K, V);
+        if (P->Dk == 128) return launch<T, 128, 128, BR, 64>(ctx, st, P, K, V);
+        return launch<T, 192, 128, BR, 64>(ctx, st, P, K, V);
+    }
+    if (P->Dk == 64) return launch_bm<T, 64, 64, BR>(ctx, st, P, K, V);
+    if (P->Dk == 128) return launch_bm<T, 128, 128, BR>(ctx, st, P, K, V);
+    return launch_bm<T, 192, 128, BR>(ctx, st, P, K, V);
 }
 
 template <int BR>

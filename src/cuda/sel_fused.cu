@@ -18,23 +18,23 @@
 #define S16_THREADS 128
 #define S16_BN 64
 
-template <int DK, int DV> struct s16_smem {
+template <int DK, int DV, int ST> struct s16_smem {
     static constexpr int KS = DK + 8, VS = DV + 8;
     static constexpr int q_bytes = 16 * KS * 2;
     static constexpr int stage_bytes = S16_BN * (KS + VS) * 2;
     static constexpr int merge_bytes = 4 * 16 * (DV + 4) * 4 + 4 * 16 * 2 * 4 + 16 * 4 * 4;
-    static constexpr int kv_bytes = 2 * stage_bytes > merge_bytes ? 2 * stage_bytes : merge_bytes;
+    static constexpr int kv_bytes = ST * stage_bytes > merge_bytes ? ST * stage_bytes : merge_bytes;
     static constexpr int bytes = q_bytes + kv_bytes; /* + block lists (dynamic) */
 };
 
 /* Grid: x = ceil(T / (16/G)) query tiles, y = Hkv, z = B. Block: 128 threads; warp w takes keys
  * 16w..16w+15 of each 64-key tile for all 16 rows (row m: query m/G, head m%G). Shared memory:
- * Q (16 × (DK+8) × 2 B), two K/V stages (64 × (DK+DV+16) × 2 B each; the merge buffer of
+ * Q (16 × (DK+8) × 2 B), ST K/V stages (64 × (DK+DV+16) × 2 B each; the merge buffer of
  * 4 × 16 × (DV+4) f32 reuses them), then the queries' block lists and the union:
- * 192/128: 6.4 KB + 86 KB + lists; two CTAs per SM. */
-template <typename T, int DK, int DV>
-__global__ void __launch_bounds__(S16_THREADS) sel16_kernel(nsa_cu_params P) {
-    typedef s16_smem<DK, DV> SM;
+ * 192/128, ST = 2: 6.4 KB + 86 KB + lists, two CTAs per SM; ST = 1: 6.4 + 43 KB, three. */
+template <typename T, int DK, int DV, int ST>
+__global__ void __launch_bounds__(S16_THREADS, ST == 1 ? 3 : 2) sel16_kernel(nsa_cu_params P) {
+    typedef s16_smem<DK, DV, ST> SM;
     extern __shared__ __align__(16) unsigned char smraw[];
     T *Qs = (T *)smraw;
     unsigned char *kv = smraw + SM::q_bytes;
@@ -122,10 +122,15 @@ __global__ void __launch_bounds__(S16_THREADS) sel16_kernel(nsa_cu_params P) {
     for (int i = 0; i < DV / 8; i++) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.f;
     float mx[2] = {-INFINITY, -INFINITY}, ls[2] = {0.f, 0.f};
 
-    if (ntiles > 0) load_tile(0, 0);
+    if (ST == 2 && ntiles > 0) load_tile(0, 0);
     for (int it = 0; it < ntiles; it++) {
-        if (it + 1 < ntiles) load_tile(it + 1, (it + 1) & 1);
-        wait_tile(it);
+        if (ST == 2) {
+            if (it + 1 < ntiles) load_tile(it + 1, (it + 1) & 1);
+            wait_tile(it);
+        } else {
+            load_tile(it, 0);
+            cp_wait<0>();
+        }
         __syncthreads();
         const int j = ulist[it / cpb], base = j * P.lp + (it % cpb) * S16_BN + warp * 16;
         int vlo[2], vhi[2];
@@ -140,7 +145,7 @@ __global__ void __launch_bounds__(S16_THREADS) sel16_kernel(nsa_cu_params P) {
             vlo[i] = member ? j * P.lp : 0;
             vhi[i] = member ? min((j + 1) * P.lp, t + 1) : 0;
         }
-        const T *ks = (const T *)(kv + (it & 1) * SM::stage_bytes), *vs = ks + S16_BN * SM::KS;
+        const T *ks = (const T *)(kv + (ST == 2 ? it & 1 : 0) * SM::stage_bytes), *vs = ks + S16_BN * SM::KS;
         float s[2][4] = {{0.f, 0.f, 0.f, 0.f}, {0.f, 0.f, 0.f, 0.f}};
 #pragma unroll
         for (int kk = 0; kk < DK / 16; kk++) {
@@ -237,28 +242,36 @@ __global__ void __launch_bounds__(S16_THREADS) sel16_kernel(nsa_cu_params P) {
     }
 }
 
-template <typename T, int DK, int DV>
+template <typename T, int DK, int DV, int ST>
 static nsa_status launch16(nsa_context *ctx, nsa_cu_stream st, const nsa_cu_params *P) {
     const int QPB = 16 / P->G;
-    size_t smem = s16_smem<DK, DV>::bytes +
+    size_t smem = s16_smem<DK, DV, ST>::bytes +
                   (size_t)(QPB * P->n + P->nsel_max + (P->nsel_max + 31) / 32 + 32) * 4;
     if (smem > 227 * 1024)
         return nsa_fail(ctx, NSA_ERR_UNSUPPORTED, "sel: T = %d with n = %d exceeds shared memory",
                         P->T, P->n);
-    NSA_TRY(nsa_cu_check(ctx, cudaFuncSetAttribute(sel16_kernel<T, DK, DV>,
+    NSA_TRY(nsa_cu_check(ctx, cudaFuncSetAttribute(sel16_kernel<T, DK, DV, ST>,
                                                    cudaFuncAttributeMaxDynamicSharedMemorySize,
                                                    (int)smem), "sel16 smem attribute"));
     dim3 grid((unsigned)((P->T + QPB - 1) / QPB), (unsigned)P->Hkv, (unsigned)P->B);
-    sel16_kernel<T, DK, DV><<<grid, S16_THREADS, smem, st>>>(*P);
+    sel16_kernel<T, DK, DV, ST><<<grid, S16_THREADS, smem, st>>>(*P);
     NSA_CU_LAUNCHED(ctx, "fused selection kernel");
     return NSA_OK;
 }
 
+/* The tile chooser: one K/V stage and three CTAs per SM, or two stages and two CTAs
+ * (nsa_cu_tuning.sel_stages; measured default in device.cu). */
+template <typename T, int ST>
+static nsa_status launch16_st(nsa_context *ctx, nsa_cu_stream st, const nsa_cu_params *P) {
+    if (P->Dk == 64) return launch16<T, 64, 64, ST>(ctx, st, P);
+    if (P->Dk == 128) return launch16<T, 128, 128, ST>(ctx, st, P);
+    return launch16<T, 192, 128, ST>(ctx, st, P);
+}
+
 template <typename T>
 static nsa_status launch16_t(nsa_context *ctx, nsa_cu_stream st, const nsa_cu_params *P) {
-    if (P->Dk == 64) return launch16<T, 64, 64>(ctx, st, P);
-    if (P->Dk == 128) return launch16<T, 128, 128>(ctx, st, P);
-    return launch16<T, 192, 128>(ctx, st, P);
+    if (nsa_cu_tuning.sel_stages == 1) return launch16_st<T, 1>(ctx, st, P);
+    return launch16_st<T, 2>(ctx, st, P);
 }
 
 /* Called by nsa_cu_fused_sel (fa2.cu) for G | 16 after the support and view checks. */
