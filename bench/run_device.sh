@@ -2,7 +2,7 @@
 # run_device.sh — everything the GPU machine runs for issue 6, in one call: build, GPU parity
 # tests, compute-sanitizer (memcheck, racecheck) on small shapes, long-T sampled parity, the C
 # benchmark and the torch SDPA (cuDNN, FLASH) baselines. Logs and CSVs go to $OUT.
-# Usage: bench/run_device.sh [phases]   phases: any of build,test,sanitize,long,bench,sdpa,ncu
+# Usage: bench/run_device.sh [phases]   phases: any of build,test,parity,sanitize,long,bench,sdpa,ncu
 #        (default all). Env: LONG_TS (default "8192 32768 65536"), BENCH_S, BENCH_REPS,
 #        BENCH_TUNES (tile alternatives key=value, timed at BENCH_TUNE_S), NCU_S.
 set -u
@@ -32,6 +32,11 @@ if has test; then
     log "test $c rc=$rc"
   done
   grep -E "FAIL|ok  " "$OUT/test.log" | cut -c1-300 | tail -40
+fi
+if has parity; then
+  cmake --build $B -j16 --target nsa_cli >>"$OUT/build.log" 2>&1 || log "nsa_cli build failed"
+  timeout 400 $B/nsa parity >"$OUT/parity.txt" 2>&1; log "nsa parity rc=$?"
+  grep -E "cuda" "$OUT/parity.txt" | awk '{print $1,$2,$3,$4,$5,$6,$7,$8,$(NF)}' | sort | uniq -c | sort -rn | head -40
 fi
 if has sanitize; then
   for tool in memcheck racecheck; do

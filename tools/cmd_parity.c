@@ -30,6 +30,10 @@ static const parity_case cases[] = {
     {"tiny T=1", 1, 1, 2, 1, 16, 16, 32, 16, 64, 3, 32},
     {"T<l no cmp", 2, 20, 4, 2, 32, 32, 32, 16, 64, 3, 16},
     {"w=0 empty win", 1, 96, 4, 1, 32, 32, 16, 16, 32, 3, 0},
+    /* shapes the CUDA tensor-core roles take (head dims 64/128/192-128, G 4 and 16) */
+    {"cuda G=16 paper", 1, 600, 16, 1, 192, 128, 32, 16, 64, 16, 512},
+    {"cuda G=4 D=128", 1, 333, 8, 2, 128, 128, 16, 8, 32, 6, 100},
+    {"cuda G=1 D=64", 2, 150, 2, 2, 64, 64, 32, 16, 64, 4, 48},
 };
 #define NCASES ((int)(sizeof cases / sizeof cases[0]))
 
