@@ -70,9 +70,9 @@ void lm_train_config_default(lm_train_config *c) {
                              .phi = LM_PHI_AVG, .gate = LM_GATE_SIGMOID, .gate_temp = 1.0f,
                              .rope_base = 10000.0f};
     c->seq_len = 128;
-    c->batch = 16;
-    c->steps = 400;
-    c->warmup = 30;
+    c->batch = 8;
+    c->steps = 800;
+    c->warmup = 60;
     c->lr = 3e-3f;
     c->lr_min_ratio = 0.1f;
     c->weight_decay = 0.1f;
@@ -82,9 +82,9 @@ void lm_train_config_default(lm_train_config *c) {
     c->clip = 1.0f;
     c->seed = 1337;
     c->log_every = 10;
-    c->eval_every = 50;
+    c->eval_every = 100;
     c->eval_batches = 8;
-    c->ckpt_every = 100;
+    c->ckpt_every = 200;
     c->threads = 0;
     snprintf(c->out, sizeof c->out, "runs/kjv");
 }
