@@ -10,6 +10,10 @@
 #include <math.h>
 #include <string.h>
 
+void lm_blas_threads(int n) {
+    if (n > 0) openblas_set_num_threads(n);
+}
+
 void lm_matmul(float *y, const float *x, const float *W, int M, int K, int O, int acc) {
     if (M == 0 || O == 0) return;
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, O, K, 1.0f, x, K, W, K,

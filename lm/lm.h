@@ -161,6 +161,8 @@ int lm_model_ensure_rope(lm_model *m, int64_t P, char *err, size_t n);
 
 /* ---- layers (lm/layers.c): each forward has its backward; d-arrays accumulate (+=) where
  * noted, and overwrite otherwise. */
+/* Threads OpenBLAS may use (n ≤ 0: leave its default, all cores). */
+void lm_blas_threads(int n);
 /* y (M, O) = x (M, K) · W (O, K)^T (+ y if acc). */
 void lm_matmul(float *y, const float *x, const float *W, int M, int K, int O, int acc);
 /* dx (M, K) (+)= dy (M, O) · W (O, K);  dW (O, K) += dy^T · x. Either output may be NULL. */

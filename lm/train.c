@@ -173,6 +173,7 @@ int lm_train(const lm_train_config *c, const lm_train_opts *o) {
     if (lm_corpus_load(&cor, data, c->seq_len, err, sizeof err)) goto fail;
     if (nsa_context_create(&ctx, err, sizeof err) != NSA_OK) goto fail;
     if (c->threads > 0) nsa_context_set_threads(ctx, c->threads);
+    lm_blas_threads(c->threads);
     if (lm_model_create(&m, &c->m, ctx, c->seed, err, sizeof err)) goto fail;
     mom = calloc(m.nparams, sizeof(float));
     vel = calloc(m.nparams, sizeof(float));

@@ -80,6 +80,7 @@ int cmd_sample(int argc, char **argv) {
         return 1;
     }
     if (threads > 0) nsa_context_set_threads(ctx, threads);
+    lm_blas_threads(threads);
     nsa_context_set_log_callback(ctx, log_line, NULL);
     lm_model m;
     int rc = 1;
