@@ -4,7 +4,8 @@
 # benchmark and the torch SDPA (cuDNN, FLASH) baselines. Logs and CSVs go to $OUT.
 # Usage: bench/run_device.sh [phases]   phases: any of build,test,parity,sanitize,long,bench,sdpa,ncu
 #        (default all). Env: LONG_TS (default "8192 32768 65536"), BENCH_S, BENCH_REPS,
-#        BENCH_TUNES (tile alternatives key=value, timed at BENCH_TUNE_S), NCU_S.
+#        BENCH_TUNES (tile alternatives key=value, timed at BENCH_TUNE_S), BENCH_SMALL_S
+#        (reference vs fast roles at short S: the routing cutoffs), NCU_S.
 set -u
 OUT=${OUT:-/tmp/out}
 mkdir -p "$OUT"
@@ -31,7 +32,7 @@ if has test; then
     timeout 300 $T $c >>"$OUT/test.log" 2>&1; rc=$?
     log "test $c rc=$rc"
   done
-  grep -E "FAIL|ok  " "$OUT/test.log" | cut -c1-300 | tail -40
+  grep -E "FAIL|ok  " "$OUT/test.log" | cut -c1-400 | tail -40 | tee -a "$OUT/summary.txt"
 fi
 if has parity; then
   cmake --build $B -j16 --target nsa_cli >>"$OUT/build.log" 2>&1 || log "nsa_cli build failed"
@@ -49,7 +50,7 @@ fi
 if has long; then
   for t in ${LONG_TS:-8192 32768 65536}; do
     NSA_GPU_LONG_T=$t timeout 300 $T long_sampled >>"$OUT/long.log" 2>&1; rc=$?
-    log "long_sampled T=$t rc=$rc"; grep -E "long T|FAIL" "$OUT/long.log" | tail -2
+    log "long_sampled T=$t rc=$rc"; grep -E "long T|FAIL" "$OUT/long.log" | tail -2 | tee -a "$OUT/summary.txt"
   done
 fi
 if has bench; then
@@ -58,6 +59,13 @@ if has bench; then
     >"$OUT/bench_nsa.csv" 2>"$OUT/bench_nsa.err"; log "bench rc=$?"
   cat "$OUT/bench_nsa.err" | tail -5
   grep -E "total|gemm|sel," "$OUT/bench_nsa.csv"
+  if [ -n "${BENCH_SMALL_S:-}" ]; then  # cutoff sweep: reference role vs fast roles, short S
+    for rl in ref fast; do
+      $B/bench/bench_forward --S $BENCH_SMALL_S --reps 5 --roles $rl 2>>"$OUT/bench_nsa.err" |
+        grep -v "^kind" | sed "s/,$rl,/,$rl-small,/" >>"$OUT/bench_nsa.csv"
+    done
+    log "bench small-S sweep rc=$?"; grep -E "small" "$OUT/bench_nsa.csv" | grep -E "cmp|sel,|win|total" | cut -d, -f2-6
+  fi
   for tn in ${BENCH_TUNES:-}; do  # tile alternatives, one at a time, at the largest S
     $B/bench/bench_forward --S ${BENCH_TUNE_S:-65536} --reps 10 --tune $tn 2>>"$OUT/bench_nsa.err" |
       grep -v "^kind" >>"$OUT/bench_nsa.csv"

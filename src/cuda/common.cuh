@@ -96,7 +96,6 @@ static inline unsigned nsa_cu_blocks(int64_t n, int per) { return (unsigned)((n 
 /* Tile choices of the kernels (the one place they live; device.cu holds the measured defaults,
  * nsa_cuda_tune changes them for benchmarks). */
 typedef struct {
-    int fa_bm_cmp, fa_bm_win; /* FA-2 rows per CTA: 64 or 128              */
     int sel_stages;           /* fused selection K/V stages: 1, 2; 0 = by Dk */
 } nsa_cu_tuning_t;
 extern nsa_cu_tuning_t nsa_cu_tuning;

@@ -83,16 +83,13 @@ extern "C" void nsa_device_toolchain(nsa_toolchain *out) {
 
 /* ---- tile choices ---- */
 
-/* Defaults measured on H100 (bench/RESULTS.md, 2026-11-26): FA-2 with 64 rows per CTA
- * (128 rows: cmp 48.9 vs 45.3 ms, win 8.4 vs 7.8 ms, shape A 64k); selection stages by head
- * dim (0, see sel_fused.cu). */
-nsa_cu_tuning_t nsa_cu_tuning = {64, 64, 0};
+/* Default measured on H100 (bench/RESULTS.md, 2026-11-26): selection stages by head dim (0,
+ * see sel_fused.cu). */
+nsa_cu_tuning_t nsa_cu_tuning = {0};
 
 extern "C" nsa_status nsa_cuda_tune(const char *key, int value) {
     if (!key) return NSA_ERR_INVALID_ARG;
-    if (!strcmp(key, "fa_bm_cmp") && (value == 64 || value == 128)) nsa_cu_tuning.fa_bm_cmp = value;
-    else if (!strcmp(key, "fa_bm_win") && (value == 64 || value == 128)) nsa_cu_tuning.fa_bm_win = value;
-    else if (!strcmp(key, "sel_stages") && value >= 0 && value <= 2) nsa_cu_tuning.sel_stages = value;
+    if (!strcmp(key, "sel_stages") && value >= 0 && value <= 2) nsa_cu_tuning.sel_stages = value;
     else return NSA_ERR_INVALID_ARG;
     return NSA_OK;
 }

@@ -426,13 +426,12 @@ static nsa_status launch(nsa_context *ctx, nsa_cu_stream st, const nsa_cu_params
     return NSA_OK;
 }
 
-/* The tile chooser: 64 rows (4 warps) or 128 rows (8 warps) per CTA (nsa_cu_tuning.fa_bm;
- * the measured default is written in device.cu). */
+/* The tile chooser: 64 rows (4 warps) per CTA. Measured alternatives (shape A 64k, H100
+ * 2026-11-26): 128 rows (8 warps) cmp 48.9 vs 45.3 ms, win 8.4 vs 7.8 ms; one K/V stage with
+ * three CTAs per SM needs registers capped at 170 and spills 136-256 B, not built. */
 template <typename T, int DK, int DV, int BR>
 static nsa_status launch_bm(nsa_context *ctx, nsa_cu_stream st, const nsa_cu_params *P,
                             const nsa_cu_view *K, const nsa_cu_view *V) {
-    int bm = BR == NSA_BRANCH_CMP ? nsa_cu_tuning.fa_bm_cmp : nsa_cu_tuning.fa_bm_win;
-    if (bm == 128) return launch<T, DK, DV, BR, 128>(ctx, st, P, K, V);
     return launch<T, DK, DV, BR, 64>(ctx, st, P, K, V);
 }
 
