@@ -232,15 +232,17 @@ nsa_status nsa_backward(nsa_context *ctx, const nsa_fwd_args *fwd, const nsa_bwd
  *   + 8 · l · Hkv · max(Dk, Dv) + 256                φ scratch and the object itself (rounded up)
  * Compressed keys/values are kept in double, as the reference computes them, so a step uses
  * exactly the values a prefill uses. A reference decode step also allocates, for its duration,
- * 8 · (S·R + W·R + the scratch of one reference row) bytes. A cache on a CUDA device returns
- * NSA_ERR_UNSUPPORTED until the CUDA decode lands. */
+ * 8 · (S·R + W·R + the scratch of one reference row) bytes. A cache on a CUDA device keeps the
+ * same buffers in device memory plus B·(8·Hq·C + 8·Hkv·C + 4·Hkv + 40) bytes of step scratch
+ * and counters there; its decode step is one launch with no host wait (docs/cuda_backward.md).
+ * A CPU-only build returns NSA_ERR_UNSUPPORTED for it. */
 typedef struct nsa_kv_cache nsa_kv_cache;
 
 /* What a KV cache is built for. */
 typedef struct {
     nsa_config cfg;
     nsa_dtype dtype;     /* element type of the stored keys/values (f32, bf16, f16)          */
-    nsa_device device;   /* where the cache lives (CPU; CUDA: NSA_ERR_UNSUPPORTED for now)   */
+    nsa_device device;   /* where the cache lives: CPU or CUDA (tensors then on that device) */
     int B;               /* batch rows, >= 1                                                 */
     int64_t max_len;     /* most tokens one row may hold, 1 .. INT32_MAX                     */
     int cmp_external;    /* 1: the caller supplies compressed tokens (learnable φ); 0: avg   */

@@ -4,6 +4,7 @@
  * this file); this file is the exact list it must define.
  */
 #include "../route/backend.h"
+#include "../ref/kv_cache.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -33,4 +34,34 @@ nsa_status nsa_device_cuda_backward(nsa_context *ctx, const nsa_fwd_args *fwd,
                                     const nsa_role role[3], int force_branch) {
     (void)fwd; (void)g; (void)s; (void)role; (void)force_branch;
     return nsa_fail(ctx, NSA_ERR_UNSUPPORTED, "q: a CUDA backward needs a CUDA build");
+}
+
+/* CUDA KV caches (src/ref/kv_cache.h): a CPU build has none. */
+nsa_status nsa_device_cuda_kv_alloc(nsa_context *ctx, nsa_kv_cache *c) {
+    (void)c;
+    return nsa_fail(ctx, NSA_ERR_UNSUPPORTED, "desc.device: a CUDA KV cache needs a CUDA build");
+}
+void nsa_device_cuda_kv_free(nsa_kv_cache *c) { (void)c; }
+nsa_status nsa_device_cuda_kv_reset(nsa_context *ctx, nsa_kv_cache *c, int b) {
+    (void)c; (void)b;
+    return nsa_fail(ctx, NSA_ERR_UNSUPPORTED, "cache: CUDA cache in a CPU build");
+}
+nsa_status nsa_device_cuda_kv_fill(nsa_context *ctx, nsa_kv_cache *c, const nsa_kv_src *src,
+                                   int b0, int64_t Bp, int64_t T, int64_t S0) {
+    (void)c; (void)src; (void)b0; (void)Bp; (void)T; (void)S0;
+    return nsa_fail(ctx, NSA_ERR_UNSUPPORTED, "cache: CUDA cache in a CPU build");
+}
+nsa_status nsa_device_cuda_decode(nsa_context *ctx, nsa_kv_cache *c, const nsa_decode_args *a) {
+    (void)c; (void)a;
+    return nsa_fail(ctx, NSA_ERR_UNSUPPORTED, "cache: CUDA cache in a CPU build");
+}
+nsa_status nsa_device_cuda_kv_reads(nsa_context *ctx, const nsa_kv_cache *c, int b,
+                                    nsa_decode_reads *out) {
+    (void)c; (void)b; (void)out;
+    return nsa_fail(ctx, NSA_ERR_UNSUPPORTED, "cache: CUDA cache in a CPU build");
+}
+nsa_status nsa_device_cuda_kv_tail(nsa_context *ctx, const nsa_kv_cache *c, int b,
+                                   const nsa_tensor *k, const nsa_tensor *v) {
+    (void)c; (void)b; (void)k; (void)v;
+    return nsa_fail(ctx, NSA_ERR_UNSUPPORTED, "cache: CUDA cache in a CPU build");
 }

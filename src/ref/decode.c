@@ -183,6 +183,10 @@ nsa_status nsa_decode_step(nsa_context *ctx, nsa_kv_cache *c, const nsa_decode_a
                         "one computes φ = avg from k_cmp)");
     }
     if (t_max < 0) return NSA_OK; /* no active row */
+    if (dev == NSA_DEVICE_CUDA) { /* src/cuda/decode_step.cu: one launch, no host wait */
+        ctx->counters.calls++;
+        return nsa_device_cuda_decode(ctx, c, a);
+    }
 
     step_scratch s;
     if (!scratch_init(&s, c, t_max))

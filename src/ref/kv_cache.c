@@ -77,10 +77,6 @@ nsa_status nsa_kv_cache_create(nsa_context *ctx, const nsa_kv_cache_desc *desc,
     *out = NULL;
     kv_sizes z;
     NSA_TRY(check_desc(ctx, desc, &z));
-    if (desc->device.kind != NSA_DEVICE_CPU)
-        return nsa_fail(ctx, NSA_ERR_UNSUPPORTED,
-                        "desc.device: CUDA KV caches are not supported yet (the CUDA decode is a "
-                        "later issue); make the cache on the CPU");
     nsa_kv_cache *c = calloc(1, KV_OBJECT_BYTES);
     if (!c) return nsa_fail(ctx, NSA_ERR_NOMEM, "cache: out of memory");
     const nsa_config *g = &desc->cfg;
@@ -93,10 +89,12 @@ nsa_status nsa_kv_cache_create(nsa_context *ctx, const nsa_kv_cache_desc *desc,
     c->ncmp = z.C;
     const size_t B = (size_t)desc->B, e = c->e;
     int ok = 1;
+    const int on_dev = desc->device.kind == NSA_DEVICE_CUDA; /* buffers on the device */
 #define ALLOC(p, n, sz)                                                                            \
     do {                                                                                           \
         if ((n) > 0 && !((p) = calloc((size_t)(n), (sz)))) ok = 0;                                 \
     } while (0)
+    if (!on_dev) {
     ALLOC(c->ks, B * (size_t)(desc->max_len * c->rk), e);
     ALLOC(c->vs, B * (size_t)(desc->max_len * c->rv), e);
     ALLOC(c->kw, B * (size_t)(c->nwin * c->rk), e);
@@ -105,6 +103,7 @@ nsa_status nsa_kv_cache_create(nsa_context *ctx, const nsa_kv_cache_desc *desc,
     ALLOC(c->vr, B * (size_t)(c->nraw * c->rv), e);
     ALLOC(c->kc, B * (size_t)(c->ncmp * c->rk), sizeof(double));
     ALLOC(c->vc, B * (size_t)(c->ncmp * c->rv), sizeof(double));
+    }
     ALLOC(c->row, B, sizeof(nsa_kv_row));
     ALLOC(c->blk, (size_t)z.blk, sizeof(double));
 #undef ALLOC
@@ -113,12 +112,20 @@ nsa_status nsa_kv_cache_create(nsa_context *ctx, const nsa_kv_cache_desc *desc,
         return nsa_fail(ctx, NSA_ERR_NOMEM, "cache: out of memory for %lld bytes",
                         (long long)z.total);
     }
+    if (on_dev) {
+        nsa_status st = nsa_device_cuda_kv_alloc(ctx, c);
+        if (st != NSA_OK) {
+            nsa_kv_cache_destroy(c);
+            return st;
+        }
+    }
     *out = c;
     return NSA_OK;
 }
 
 void nsa_kv_cache_destroy(nsa_kv_cache *c) {
     if (!c) return;
+    if (c->desc.device.kind == NSA_DEVICE_CUDA) nsa_device_cuda_kv_free(c); /* NULLs them */
     free(c->ks);
     free(c->vs);
     free(c->kw);
@@ -144,11 +151,12 @@ nsa_status nsa_kv_cache_reset(nsa_context *ctx, nsa_kv_cache *c, int b) {
     nsa_clear(ctx);
     if (c && b == -1) {
         memset(c->row, 0, sizeof(nsa_kv_row) * (size_t)c->desc.B);
-        return NSA_OK;
+        return c->desc.device.kind == NSA_DEVICE_CUDA ? nsa_device_cuda_kv_reset(ctx, c, -1)
+                                                      : NSA_OK;
     }
     NSA_TRY(check_row(ctx, c, b));
     memset(&c->row[b], 0, sizeof c->row[b]);
-    return NSA_OK;
+    return c->desc.device.kind == NSA_DEVICE_CUDA ? nsa_device_cuda_kv_reset(ctx, c, b) : NSA_OK;
 }
 
 int64_t nsa_kv_cache_len(const nsa_kv_cache *c, int b) {
@@ -167,6 +175,7 @@ nsa_status nsa_kv_cache_last_reads(nsa_context *ctx, const nsa_kv_cache *c, int 
     nsa_clear(ctx);
     NSA_TRY(check_row(ctx, c, b));
     if (!out) return nsa_fail(ctx, NSA_ERR_INVALID_ARG, "out: NULL pointer");
+    if (c->desc.device.kind == NSA_DEVICE_CUDA) return nsa_device_cuda_kv_reads(ctx, c, b, out);
     *out = c->row[b].reads;
     return NSA_OK;
 }
@@ -183,8 +192,9 @@ nsa_status nsa_kv_cache_raw_cmp_tail(nsa_context *ctx, const nsa_kv_cache *c, in
         return nsa_fail(ctx, NSA_ERR_CACHE, "b: row %d holds %lld tokens, fewer than l-1 = %lld",
                         b, (long long)S, (long long)n);
     int64_t ksh[3] = {n, g->Hkv, g->Dk}, vsh[3] = {n, g->Hkv, g->Dv};
-    NSA_TRY(nsa_check_tensor(ctx, "k", &k, c->desc.dtype, NSA_DEVICE_CPU, 3, ksh));
-    NSA_TRY(nsa_check_tensor(ctx, "v", &v, c->desc.dtype, NSA_DEVICE_CPU, 3, vsh));
+    NSA_TRY(nsa_check_tensor(ctx, "k", &k, c->desc.dtype, c->desc.device.kind, 3, ksh));
+    NSA_TRY(nsa_check_tensor(ctx, "v", &v, c->desc.dtype, c->desc.device.kind, 3, vsh));
+    if (c->desc.device.kind == NSA_DEVICE_CUDA) return nsa_device_cuda_kv_tail(ctx, c, b, &k, &v);
     for (int64_t r = 0; r < n; r++) {
         const int64_t slot = (S - n + r) % c->nraw;
         const unsigned char *kr = c->kr + ((int64_t)b * c->nraw + slot) * c->rk * (int64_t)c->e;

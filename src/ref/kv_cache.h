@@ -31,6 +31,9 @@ struct nsa_kv_cache {
     double *kc, *vc;        /* (B, ncmp, Hkv, Dk|Dv) compressed, as computed      */
     nsa_kv_row *row;        /* (B)                                                */
     double *blk;            /* (l, Hkv, max(Dk, Dv)) φ = avg scratch              */
+    void *dev;              /* CUDA cache: device-side state (src/cuda/decode_*.cu); the
+                               buffers above then live on the device, row[] stays the host
+                               mirror of the lengths                                    */
 };
 
 /* The source of one token's keys/values for nsa_kv_push: element (b, i, h, e) of each tensor
@@ -51,6 +54,30 @@ void nsa_kv_push(nsa_kv_cache *c, int b, const nsa_kv_src *src, int64_t sb, int6
 
 /* Checks that cfg is the cache's config; NSA_ERR_CACHE naming the first differing field. */
 nsa_status nsa_kv_check_cfg(nsa_context *ctx, const nsa_kv_cache *c, const nsa_config *cfg);
+
+/* ---- CUDA caches (src/cuda/decode_cache.cu; a CPU build's stubs fail NSA_ERR_UNSUPPORTED).
+ * Called by the functions of kv_cache.c, kv_fill.c and decode.c after their validation, for a
+ * cache whose desc.device is CUDA. */
+/* Allocates c's buffers (same sizes as on the CPU) and its device state on the device. */
+nsa_status nsa_device_cuda_kv_alloc(nsa_context *ctx, nsa_kv_cache *c);
+/* Frees what nsa_device_cuda_kv_alloc made (NULL pointers: no-op). */
+void nsa_device_cuda_kv_free(nsa_kv_cache *c);
+/* Empties row b (-1: every row) on the device (lengths and read counters). */
+nsa_status nsa_device_cuda_kv_reset(nsa_context *ctx, nsa_kv_cache *c, int b);
+/* Appends T tokens of src (batch rows 0..Bp-1, on the device) to rows b0..b0+Bp-1, which all
+ * hold S0 tokens; compressed tokens emitted on schedule (src->kc/vc with cmp_external, their
+ * index i − num_cmp(S0)). Updates the host mirror row[].len. */
+nsa_status nsa_device_cuda_kv_fill(nsa_context *ctx, nsa_kv_cache *c, const nsa_kv_src *src,
+                                   int b0, int64_t Bp, int64_t T, int64_t S0);
+/* One decode step of the active rows (validated by nsa_decode_step): push and attention in
+ * one kernel, no host synchronisation. */
+nsa_status nsa_device_cuda_decode(nsa_context *ctx, nsa_kv_cache *c, const nsa_decode_args *a);
+/* Row b's measured reads of its last step (waits for the stream). */
+nsa_status nsa_device_cuda_kv_reads(nsa_context *ctx, const nsa_kv_cache *c, int b,
+                                    nsa_decode_reads *out);
+/* nsa_kv_cache_raw_cmp_tail of a CUDA cache: k, v on the device (checked by the caller). */
+nsa_status nsa_device_cuda_kv_tail(nsa_context *ctx, const nsa_kv_cache *c, int b,
+                                   const nsa_tensor *k, const nsa_tensor *v);
 
 /* A key/value element of the cache's dtype at p as double (exact). */
 static inline double nsa_kv_get(const nsa_kv_cache *c, const unsigned char *p) {

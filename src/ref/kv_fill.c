@@ -66,6 +66,8 @@ nsa_status nsa_kv_cache_prefill(nsa_context *ctx, nsa_kv_cache *c, const nsa_fwd
     nsa_kv_src src = {rk, rv, &fwd->k_sel, &fwd->v_sel, &fwd->k_win, &fwd->v_win,
                       c->desc.cmp_external ? &fwd->k_cmp : NULL,
                       c->desc.cmp_external ? &fwd->v_cmp : NULL};
+    if (c->desc.device.kind == NSA_DEVICE_CUDA)
+        return nsa_device_cuda_kv_fill(ctx, c, &src, (int)b0, s.B, s.T, 0);
     for (int64_t i = 0; i < s.B; i++)
         for (int64_t t = 0; t < s.T; t++)
             nsa_kv_push(c, (int)(b0 + i), &src, i, t, nsa_num_cmp(g, t + 1) - 1);
@@ -112,6 +114,7 @@ nsa_status nsa_kv_cache_append(nsa_context *ctx, nsa_kv_cache *c, const nsa_kv_a
     }
     nsa_kv_src src = {&a->k_cmp, &a->v_cmp, &a->k_sel, &a->v_sel, &a->k_win, &a->v_win,
                       &a->kc, &a->vc};
+    if (dev == NSA_DEVICE_CUDA) return nsa_device_cuda_kv_fill(ctx, c, &src, a->b0, Bp, T, S0);
     for (int64_t i = 0; i < Bp; i++)
         for (int64_t t = 0; t < T; t++)
             nsa_kv_push(c, (int)(a->b0 + i), &src, i, t, nsa_num_cmp(g, S0 + t + 1) - 1 - c0);

@@ -1,0 +1,62 @@
+/* decode_common.cuh — the device side of a CUDA KV cache (DESIGN.md §1.6) shared by
+ * decode_cache.cu (allocation, fill, counters) and decode_step.cu (the fused step kernel).
+ * Layout: exactly the CPU cache's (src/ref/kv_cache.h) — sel history (B, max_len, Hkv, D),
+ * window ring (B, nwin, ...), raw cmp ring (B, nraw, ...) in the cache dtype, compressed tokens
+ * (B, ncmp, Hkv, D) in double — plus per-row lengths and read counters on the device.
+ * Invariant: the device lengths are the truth a step reads; the host mirror row[].len follows
+ * them by construction (every enqueued push also advances the mirror), so no step waits.
+ */
+#ifndef NSA_CUDA_DECODE_COMMON_CUH
+#define NSA_CUDA_DECODE_COMMON_CUH
+
+#include "common.cuh"
+
+extern "C" {
+#include "../ref/kv_cache.h"
+}
+
+/* c->dev of a CUDA cache. */
+typedef struct {
+    int64_t *len;    /* (B) tokens held                                                   */
+    int64_t *reads;  /* (B, 4) last step's measured reads: cmp, sel (per KV head), win, S   */
+    int32_t *selr;   /* (B, Hkv) keys read by selection per KV head in the last step        */
+    double *sc;      /* (B, Hq, ncmp) scratch: raw cmp scores (reference step)              */
+    double *pg;      /* (B, Hkv, ncmp) scratch: group-summed cmp probabilities              */
+    void *kcT, *vcT; /* (B, ncmp, Hkv, D) compressed tokens rounded to the cache dtype      */
+    float *scf;      /* (B, Hq, ncmp) scratch: raw cmp scores (split-key step)              */
+    float *part;     /* (B, Hkv, nsplit, G, Dv+2) cmp partials: m, l, o                     */
+    float *part2;    /* (B, Hkv, nsplit2, G, Dv+2) sel then win partials                    */
+    int32_t *rng;    /* (B, Hkv, n, 2) selected ranges of the last step                     */
+    float *oacc;     /* (B, Hq, Dv) g_cmp·o_cmp of the last step                            */
+    int nsplit;      /* cmp chunks: ceil(ncmp / 64)                                         */
+    int nsel_split;  /* sel chunks: ceil(n·lp / 64)                                         */
+    int nsplit2;     /* nsel_split + ceil(nwin / 64)                                        */
+} nsa_cu_kv;
+
+/* Everything the step kernel reads (by value; well under 4 KB). */
+typedef struct {
+    int B, Hq, Hkv, G, Dk, Dv, l, d, lp, n, n_init, n_local, w;
+    int64_t max_len, nwin, nraw, ncmp;
+    int nsel_cap;          /* selection blocks a row may have: max_len / lp + 1           */
+    double scale;
+    int force_branch, cmp_external;
+    void *ks, *vs, *kw, *vw, *kr, *vr; /* cache buffers, cache dtype                       */
+    double *kc, *vc;
+    nsa_cu_kv st;
+    nsa_cu_view q, kcmp, vcmp, ksel, vsel, kwin, vwin, kcn, vcn, gates, out;
+    int all_active;        /* 1: every row steps (no mask)                                 */
+    uint32_t active[32];   /* else bit b: row b steps (B ≤ 1024 when a mask is given)     */
+} nsa_cu_dec;
+
+/* decode_step.cu: the reference step (one block per row and KV head, double) on stream st. */
+nsa_status nsa_cu_decode_launch(nsa_context *ctx, cudaStream_t st, nsa_dtype dt,
+                                const nsa_cu_dec *D);
+/* decode_step.cu: the push of the step's token alone, and the lengths/counters after a step. */
+nsa_status nsa_cu_decode_push(nsa_context *ctx, cudaStream_t st, nsa_dtype dt,
+                              const nsa_cu_dec *D);
+nsa_status nsa_cu_decode_finish(nsa_context *ctx, cudaStream_t st, const nsa_cu_dec *D);
+/* decode_fast.cu: the split-key step (push, cmp, select, sel/win, final, finish). */
+nsa_status nsa_cu_decode_fast(nsa_context *ctx, cudaStream_t st, nsa_dtype dt,
+                              const nsa_cu_dec *D);
+
+#endif /* NSA_CUDA_DECODE_COMMON_CUH */
