@@ -57,15 +57,15 @@ static int same_file(const char *a, const char *b) {
     return same;
 }
 
-/* A tiny corpus: 4 KB of varied sentences. */
+/* A tiny corpus: 4 KB of numbered sentences (no 24-byte window repeats). */
 static void write_corpus(char *path, size_t n) {
     snprintf(path, n, "%s/corpus.txt", dir);
     static const char *w[] = {"light", "earth", "water", "day", "night", "God", "saw", "good"};
     char buf[4096];
     size_t len = 0;
     for (int i = 0; len + 40 < sizeof buf; i++)
-        len += (size_t)snprintf(buf + len, sizeof buf - len, "And the %s was %s. ", w[i % 8],
-                                w[(i * 5 + 3) % 8]);
+        len += (size_t)snprintf(buf + len, sizeof buf - len, "And the %s was %s %d. ", w[i % 8],
+                                w[(i * 5 + 3) % 8], i);
     spit(path, buf, len);
 }
 
@@ -495,6 +495,49 @@ static void config_file(void) {
     rm_tmp();
 }
 
+/* The loader thread hands out exactly lm_batch(seed, step0), lm_batch(seed, step0 + 1), ...;
+ * targets are the inputs shifted by one byte; validation windows lie in the last 10%. */
+static void loader_order(void) {
+    mkdir_tmp();
+    CHECK(dir[0]);
+    char corpus[128], err[512];
+    write_corpus(corpus, sizeof corpus);
+    lm_corpus cor;
+    CHECK(lm_corpus_load(&cor, corpus, 24, err, sizeof err) == 0, "%s", err);
+    CHECK(cor.train_len == cor.len - cor.len / 10);
+    enum { B = 3, T = 24 };
+    uint8_t x[B * T], y[B * T], x2[B * T], y2[B * T];
+    lm_loader *L = lm_loader_start(&cor, 42, 7, B, T);
+    CHECK(L != NULL);
+    for (int s = 7; s < 20; s++) {
+        double w = lm_loader_next(L, x, y);
+        lm_batch(&cor, 42, s, B, T, x2, y2);
+        CHECK(w >= 0 && memcmp(x, x2, sizeof x) == 0 && memcmp(y, y2, sizeof y) == 0, "step %d", s);
+        for (int b = 0; b < B; b++) {
+            int found = 0;
+            for (size_t o = 0; o + T + 1 <= cor.train_len && !found; o++)
+                found = !memcmp(cor.bytes + o, x + b * T, T);
+            CHECK(found, "step %d: window %d is not in the training split", s, b);
+            CHECK(memcmp(x + b * T + 1, y + b * T, T - 1) == 0, "targets are not shifted inputs");
+        }
+    }
+    lm_loader_stop(L);
+    lm_batch(&cor, 43, 7, B, T, x2, y2);
+    lm_batch(&cor, 42, 7, B, T, x, y);
+    CHECK(memcmp(x, x2, sizeof x) != 0, "the seed does not change the batches");
+    for (int k = 0; k < 4; k++) {
+        lm_val_batch(&cor, k, 4, B, T, x, y);
+        for (int b = 0; b < B; b++) {
+            int found = 0;
+            for (size_t o = cor.train_len; o + T + 1 <= cor.len && !found; o++)
+                found = !memcmp(cor.bytes + o, x + b * T, T) && !memcmp(cor.bytes + o + 1, y + b * T, T);
+            CHECK(found, "validation window %d.%d is not in the validation split", k, b);
+        }
+    }
+    lm_corpus_free(&cor);
+    rm_tmp();
+}
+
 int main(int argc, char **argv) {
     static const nsa_case cases[] = {
         {"ckpt_roundtrip", ckpt_roundtrip},
@@ -503,6 +546,7 @@ int main(int argc, char **argv) {
         {"nonfinite_stops", nonfinite_stops},
         {"bad_inputs", bad_inputs},
         {"config_file", config_file},
+        {"loader_order", loader_order},
     };
     return nsa_test_main(argc, argv, cases, (int)(sizeof cases / sizeof cases[0]));
 }
