@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # run_device.sh — everything the GPU machine runs for issue 6, in one call: build, GPU parity
 # tests, compute-sanitizer (memcheck, racecheck) on small shapes, long-T sampled parity, the C
-# benchmark and the torch SDPA (cuDNN, FLASH) baselines. Logs and CSVs go to $OUT.
+# benchmark and the torch SDPA (cuDNN, FLASH) baselines. Logs and CSVs go to $OUT (at most 8
+# files come back: summary, build, test, long, parity, san logs and the two CSVs).
 # Usage: bench/run_device.sh [phases]   phases: any of build,test,parity,sanitize,long,bench,sdpa,ncu
 #        (default all). Env: LONG_TS (default "8192 32768 65536"), BENCH_S, BENCH_REPS,
 #        BENCH_TUNES (tile alternatives key=value, timed at BENCH_TUNE_S), BENCH_SMALL_S
@@ -42,8 +43,8 @@ fi
 if has sanitize; then
   for tool in memcheck racecheck; do
     for c in sanitize_small; do
-      timeout 400 compute-sanitizer --tool $tool --error-exitcode 9 $T $c >"$OUT/san_$tool.log" 2>&1
-      rc=$?; log "compute-sanitizer $tool $c rc=$rc"; tail -5 "$OUT/san_$tool.log"
+      timeout 400 compute-sanitizer --tool $tool --error-exitcode 9 $T $c >>"$OUT/san.log" 2>&1
+      rc=$?; log "compute-sanitizer $tool $c rc=$rc"; tail -2 "$OUT/san.log" | tee -a "$OUT/summary.txt"
     done
   done
 fi
@@ -56,18 +57,18 @@ fi
 if has bench; then
   log "bench_forward"
   $B/bench/bench_forward --S ${BENCH_S:-8192,16384,32768,65536} --reps ${BENCH_REPS:-20} \
-    >"$OUT/bench_nsa.csv" 2>"$OUT/bench_nsa.err"; log "bench rc=$?"
-  cat "$OUT/bench_nsa.err" | tail -5
+    >"$OUT/bench_nsa.csv" 2>>"$OUT/build.log"; log "bench rc=$?"
+  grep -E "^bench" "$OUT/build.log" | tail -5
   grep -E "total|gemm|sel," "$OUT/bench_nsa.csv"
   if [ -n "${BENCH_SMALL_S:-}" ]; then  # cutoff sweep: reference role vs fast roles, short S
     for rl in ref fast; do
-      $B/bench/bench_forward --S $BENCH_SMALL_S --reps 5 --roles $rl 2>>"$OUT/bench_nsa.err" |
+      $B/bench/bench_forward --S $BENCH_SMALL_S --reps 5 --roles $rl 2>>"$OUT/build.log" |
         grep -v "^kind" | sed "s/,$rl,/,$rl-small,/" >>"$OUT/bench_nsa.csv"
     done
     log "bench small-S sweep rc=$?"; grep -E "small" "$OUT/bench_nsa.csv" | grep -E "cmp|sel,|win|total" | cut -d, -f2-6
   fi
   for tn in ${BENCH_TUNES:-}; do  # tile alternatives, one at a time, at the largest S
-    $B/bench/bench_forward --S ${BENCH_TUNE_S:-65536} --reps 10 --tune $tn 2>>"$OUT/bench_nsa.err" |
+    $B/bench/bench_forward --S ${BENCH_TUNE_S:-65536} --reps 10 --tune $tn 2>>"$OUT/build.log" |
       grep -v "^kind" >>"$OUT/bench_nsa.csv"
     log "bench tune $tn rc=$?"; grep -E "$tn" "$OUT/bench_nsa.csv" | grep -E "total|sel,|cmp|win"
   done
@@ -75,8 +76,8 @@ fi
 if has sdpa; then
   log "sdpa baselines"
   PYTHONUNBUFFERED=1 python3 bench/sdpa_baseline.py --S ${BENCH_S:-8192,16384,32768,65536} \
-    --reps ${BENCH_REPS:-20} >"$OUT/bench_sdpa.csv" 2>"$OUT/bench_sdpa.err"; log "sdpa rc=$?"
-  tail -3 "$OUT/bench_sdpa.err"; cat "$OUT/bench_sdpa.csv"
+    --reps ${BENCH_REPS:-20} >"$OUT/bench_sdpa.csv" 2>>"$OUT/build.log"; log "sdpa rc=$?"
+  cat "$OUT/bench_sdpa.csv"
 fi
 if has ncu; then
   for k in fa_kernel sel16_kernel select_kernel; do

@@ -36,12 +36,17 @@ __global__ void select_kernel(nsa_cu_params P, sel_out U, int warps) {
     const int64_t cur = t / P.lp, ncomplete = (t + 1) / P.lp;
     const float *Pr = P.P + item * (int64_t)P.Tc;
 
-    for (int64_t j = lane; j <= cur; j += 32) {
-        int64_t i_lo = j * P.lp < P.l ? 0 : (j * P.lp - P.l) / P.d + 1;
-        int64_t i_hi = ((j + 1) * P.lp - 1) / P.d;
-        if (i_hi > nc - 1) i_hi = nc - 1;
+    /* 32-bit index math (T < 2^31 is checked at the API): 64-bit divisions cost more than
+     * the sums here */
+    for (int j = lane; j <= (int)cur; j += 32) {
+        const int b0 = j * P.lp, b1 = b0 + P.lp;
+        const int i_lo = b0 < P.l ? 0 : (b0 - P.l) / P.d + 1;
+        const int i_hi = min((b1 - 1) / P.d, (int)nc - 1);
         double sum = 0.0;
-        for (int64_t i = i_lo; i <= i_hi; i++) sum += (double)Pr[i] * nsa_cu_overlap(P, i, j);
+        for (int i = i_lo; i <= i_hi; i++) {
+            const int a0 = i * P.d, a1 = a0 + P.l;
+            sum += (double)Pr[i] * (double)((min(a1, b1) - max(a0, b0)) / P.d);
+        }
         sc[j] = (float)sum;
     }
     __syncwarp();
