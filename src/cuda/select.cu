@@ -66,6 +66,7 @@ __global__ void select_kernel(nsa_cu_params P, sel_out U, int warps) {
     __syncwarp();
     int nforced_complete = 0;
     for (int f = 0; f < nf; f++) nforced_complete += blk[f] < ncomplete;
+    __syncwarp(); /* every lane has read the forced list before blk is rewritten below */
     const int64_t ncand = ncomplete - nforced_complete;
     const int k = (int64_t)(P.n - nf) < ncand ? P.n - nf : (int)ncand;
 
