@@ -3,7 +3,7 @@
 # tests, compute-sanitizer (memcheck, racecheck) on small shapes, long-T sampled parity, the C
 # benchmark and the torch SDPA (cuDNN, FLASH) baselines. Logs and CSVs go to $OUT (at most 8
 # files come back: summary, build, test, long, parity, san logs and the two CSVs).
-# Usage: bench/run_device.sh [phases]   phases: any of build,test,parity,sanitize,long,bench,sdpa,ncu
+# Usage: bench/run_device.sh [phases]   phases: any of build,test,parity,sanitize,long,bench,sdpa,breaks,ncu
 #        (default all). Env: LONG_TS (default "8192 32768 65536"), BENCH_S, BENCH_REPS,
 #        BENCH_TUNES (tile alternatives key=value, timed at BENCH_TUNE_S), BENCH_SMALL_S
 #        (reference vs fast roles at short S: the routing cutoffs), NCU_S.
@@ -78,6 +78,21 @@ if has sdpa; then
   PYTHONUNBUFFERED=1 python3 bench/sdpa_baseline.py --S ${BENCH_S:-8192,16384,32768,65536} \
     --reps ${BENCH_REPS:-20} >"$OUT/bench_sdpa.csv" 2>>"$OUT/build.log"; log "sdpa rc=$?"
   cat "$OUT/bench_sdpa.csv"
+fi
+if has breaks; then  # each break must make its case fail (rc 1); the source is restored after
+  brk() {  # file, sed expression, case, label
+    cp "$1" /tmp/orig.cu; sed -i "$2" "$1"
+    if cmp -s "$1" /tmp/orig.cu; then log "break $4: sed did not apply"; return; fi
+    cmake --build $B -j16 --target test_gpu_parity >>"$OUT/build.log" 2>&1
+    timeout 300 $T $3 >>"$OUT/test.log" 2>&1; log "break $4: $3 rc=$? (expected 1)"
+    grep -E "^FAIL" "$OUT/test.log" | tail -1 | cut -c1-300 | tee -a "$OUT/summary.txt"
+    cp /tmp/orig.cu "$1"
+  }
+  brk src/cuda/select.cu 's/(eq \&\& rank < take_eq)/(eq \&\& rank <= take_eq)/' ties_exact tie-rule
+  brk src/cuda/fa2.cu 's/vlo\[i\] = t - P.w + 1;/vlo[i] = t - P.w;/' fa2_cmp_win window-off-by-one
+  brk src/cuda/sel_fused.cu 's/vhi\[i\] = member ? min((j + 1) \* P.lp, t + 1) : 0;/vhi[i] = member ? (j + 1) * P.lp : 0;/' fused_sel causal-clip
+  brk src/cuda/combine.cu 's/if (idx4 >= P.R \* P.Hq \* D4) return;/if (idx4 >= P.R * P.Hq * D4 - 1) return;/' ref_f32 unwritten-output
+  cmake --build $B -j16 --target test_gpu_parity >>"$OUT/build.log" 2>&1
 fi
 if has ncu; then
   for k in fa_kernel sel16_kernel select_kernel; do
