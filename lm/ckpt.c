@@ -49,7 +49,7 @@ int lm_ckpt_save(const char *path, const lm_model *m, const float *mom, const fl
         for (int i = 0; i < m->ntensors; i++) {
             entry *x = &e[g * m->ntensors + i];
             x->ti = &m->tensors[i];
-            const float *base = g == 0 ? m->params : g == 1 ? mom : vel;
+            const float *base = g == 0 ? m->hparams : g == 1 ? mom : vel;
             x->data = base + x->ti->off;
             snprintf(x->name, sizeof x->name, "%s%s", g == 0 ? "" : g == 1 ? "adam.m." : "adam.v.",
                      x->ti->name);
@@ -407,10 +407,11 @@ int lm_ckpt_load(const char *path, lm_model *m, float *mom, float *vel, lm_ckpt_
     for (int g = 0; g < groups; g++)
         for (int i = 0; i < m->ntensors; i++) {
             const lm_tensor_info *ti = &m->tensors[i];
-            float *base = g == 0 ? m->params : g == 1 ? mom : vel;
+            float *base = g == 0 ? m->hparams : g == 1 ? mom : vel;
             const rec *r = use[g * m->ntensors + i];
             memcpy(base + ti->off, L.data + r->o0, (size_t)(r->o1 - r->o0));
         }
+    lm_model_push(m); /* a model on a device computes from its own copy */
     if (meta) *meta = md;
     rc = 0;
 out:

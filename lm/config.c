@@ -58,6 +58,8 @@ static const key_info keys[] = {
     {"threads", K_INT, T(threads), 0, "CPU threads (0: all cores)"},
     {"out", K_STR, T(out), 0, "output directory"},
     {"data", K_STR, T(data), 0, "training text (default: the built-in KJV corpus)"},
+    {"device", K_STR, T(device), 0, "where to train: cpu or cuda"},
+    {"precision", K_STR, T(precision), 0, "cuda: bf16 (GEMMs, attention) or f32"},
 };
 #undef M
 #undef T
@@ -87,6 +89,8 @@ void lm_train_config_default(lm_train_config *c) {
     c->ckpt_every = 200;
     c->threads = 0;
     snprintf(c->out, sizeof c->out, "runs/kjv");
+    snprintf(c->device, sizeof c->device, "cpu");
+    snprintf(c->precision, sizeof c->precision, "bf16");
 }
 
 static const key_info *find(const char *key) {
@@ -227,6 +231,10 @@ int lm_config_check(const lm_train_config *c, char *err, size_t n) {
     CHK(c->ckpt_every >= 1, "ckpt_every: %d, expected >= 1", c->ckpt_every);
     CHK(c->threads >= 0, "threads: %d, expected >= 0", c->threads);
     CHK(c->out[0], "out: empty output directory");
+    CHK(!strcmp(c->device, "cpu") || !strcmp(c->device, "cuda"), "device: '%s', expected cpu or cuda",
+        c->device);
+    CHK(!strcmp(c->precision, "bf16") || !strcmp(c->precision, "f32"),
+        "precision: '%s', expected bf16 or f32", c->precision);
     return 0;
 }
 

@@ -1,6 +1,6 @@
 /* layers.c — the model's layers, each a forward and a hand-written backward over contiguous
  * fp32 arrays (llm.c style): matmul (OpenBLAS), RMSNorm, RoPE, SwiGLU, gates, cross-entropy,
- * the learnable φ, and the gate statistics of DESIGN.md §4.
+ * the learnable φ, the gate statistics of DESIGN.md §4, and the CPU backend table over them.
  * Not the NSA attention itself: that is the library's (nsa_forward / nsa_backward).
  * Invariant: every backward is checked against central finite differences (tests/test_lm_layers.c).
  */
@@ -8,6 +8,7 @@
 
 #include <cblas.h>
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 void lm_blas_threads(int n) {
@@ -243,3 +244,95 @@ void lm_gate_stats(const float *g, int64_t MH, double *entropy_sum, double *coll
         *collapse_sum += (ent < 0.1 && mx > 0.95) ? 1.0 : 0.0;
     }
 }
+
+/* ------------------------------------------------------------------ the CPU backend */
+
+static void *cpu_alloc(size_t bytes) { return calloc(1, bytes ? bytes : 1); }
+static void cpu_release(void *p) { free(p); }
+static void cpu_move(void *dst, const void *src, size_t bytes) {
+    if (bytes) memcpy(dst, src, bytes);
+}
+static void cpu_zero(float *p, size_t n) { memset(p, 0, sizeof(float) * n); }
+static void cpu_copy(float *dst, const float *src, size_t n) {
+    memcpy(dst, src, sizeof(float) * n);
+}
+
+static void cpu_embed(float *x, const float *emb, const uint8_t *tokens, int N, int C) {
+    for (int i = 0; i < N; i++)
+        memcpy(x + (int64_t)i * C, emb + (int64_t)tokens[i] * C, sizeof(float) * (size_t)C);
+}
+
+static void cpu_embed_backward(float *demb, const float *dx, const uint8_t *tokens, int N,
+                               int C) {
+    for (int i = 0; i < N; i++) {
+        float *de = demb + (int64_t)tokens[i] * C;
+        const float *dr = dx + (int64_t)i * C;
+        for (int k = 0; k < C; k++) de[k] += dr[k];
+    }
+}
+
+static void cpu_bias_add(float *z, const float *b, int N, int O) {
+    for (int i = 0; i < N; i++)
+        for (int j = 0; j < O; j++) z[(int64_t)i * O + j] += b[j];
+}
+
+static void cpu_bias_backward(float *db, const float *dz, int N, int O) {
+    for (int i = 0; i < N; i++)
+        for (int j = 0; j < O; j++) db[j] += dz[(int64_t)i * O + j];
+}
+
+static void cpu_gate_stats(float *const *g, int layers, int64_t MH, double *entropy_sum,
+                           double *collapse_sum, double share_sum[3]) {
+    for (int l = 0; l < layers; l++) lm_gate_stats(g[l], MH, entropy_sum, collapse_sum, share_sum);
+}
+
+static void cpu_adamw(float *p, const float *g, float *mo, float *ve, const uint8_t *decay,
+                      size_t n, int t, float lr, float b1, float b2, float eps, float wd) {
+    const float bc1 = 1.0f - powf(b1, (float)t), bc2 = 1.0f - powf(b2, (float)t);
+    for (size_t i = 0; i < n; i++) {
+        const float w = decay[i] ? wd : 0.0f;
+        mo[i] = b1 * mo[i] + (1.0f - b1) * g[i];
+        ve[i] = b2 * ve[i] + (1.0f - b2) * g[i] * g[i];
+        const float mh = mo[i] / bc1, vh = ve[i] / bc2;
+        p[i] -= lr * (mh / (sqrtf(vh) + eps) + w * p[i]);
+    }
+}
+
+static int cpu_sync(char *err, size_t n) {
+    (void)err;
+    (void)n;
+    return 0;
+}
+
+const lm_backend lm_cpu_backend = {
+    .name = "cpu",
+    .device = NSA_DEVICE_CPU,
+    .att_dtype = NSA_DTYPE_F32,
+    .alloc = cpu_alloc,
+    .release = cpu_release,
+    .upload = cpu_move,
+    .download = cpu_move,
+    .zero = cpu_zero,
+    .copy = cpu_copy,
+    .to_att = NULL,
+    .from_att = NULL,
+    .matmul = lm_matmul,
+    .matmul_backward = lm_matmul_backward,
+    .rmsnorm = lm_rmsnorm,
+    .rmsnorm_backward = lm_rmsnorm_backward,
+    .rope = lm_rope,
+    .swiglu = lm_swiglu,
+    .swiglu_backward = lm_swiglu_backward,
+    .gates = lm_gates,
+    .gates_backward = lm_gates_backward,
+    .cross_entropy = lm_cross_entropy,
+    .cross_entropy_backward = lm_cross_entropy_backward,
+    .embed = cpu_embed,
+    .embed_backward = cpu_embed_backward,
+    .bias_add = cpu_bias_add,
+    .bias_backward = cpu_bias_backward,
+    .gate_stats = cpu_gate_stats,
+    .clip_grads = lm_clip_grads,
+    .adamw = cpu_adamw,
+    .sync = cpu_sync,
+};

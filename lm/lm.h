@@ -41,6 +41,9 @@ typedef struct {
     uint64_t seed;
     int log_every, eval_every, eval_batches, ckpt_every, threads;
     char out[512], data[512];
+    char device[512];    /* "cpu" or "cuda": where the model computes (not a model field)  */
+    char precision[512]; /* cuda: "bf16" (bf16 GEMMs and attention, fp32 master weights and
+                            loss) or "f32"; the CPU is always f32                          */
 } lm_train_config;
 
 /* ---- config (lm/config.c) */
@@ -109,9 +112,72 @@ typedef struct {
     float *a, *b, *h;             /* (N, F) w1 branch, w3 branch, silu(a)·b  */
 } lm_layer_act;
 
-typedef struct {
+typedef struct lm_model lm_model;
+
+/* The backend the model computes through: where params, grads and activations live, and the
+ * layer operations over them (same signatures as the CPU layers below). Pointers given to
+ * these functions are backend memory, except tokens/targets (host bytes). The CPU backend is
+ * lm_cpu_backend (OpenBLAS + lm/layers.c); the CUDA one comes from lm_cuda_backend (lm/gpu.h).
+ * Reductions that return to the host (cross_entropy, clip_grads, gate_stats) wait for the
+ * device; everything else may be asynchronous. */
+typedef struct lm_backend {
+    const char *name;       /* "cpu", "cuda-bf16", "cuda-f32"                        */
+    nsa_device_kind device; /* where every float* below lives                        */
+    nsa_dtype att_dtype;    /* dtype of the NSA layer's tensors (f32, or bf16 on GPU) */
+    void *(*alloc)(size_t bytes); /* zeroed; NULL when out of memory                  */
+    void (*release)(void *p);
+    void (*upload)(void *dst, const void *src, size_t bytes);   /* host -> backend    */
+    void (*download)(void *dst, const void *src, size_t bytes); /* backend -> host    */
+    void (*zero)(float *p, size_t n);
+    void (*copy)(float *dst, const float *src, size_t n);
+    /* f32 (n) <-> att_dtype (n); unused when att_dtype is f32 */
+    void (*to_att)(void *dst, const float *src, size_t n);
+    void (*from_att)(float *dst, const void *src, size_t n);
+    void (*matmul)(float *y, const float *x, const float *W, int M, int K, int O, int acc);
+    void (*matmul_backward)(float *dx, float *dW, const float *dy, const float *x,
+                            const float *W, int M, int K, int O, int acc_dx);
+    void (*rmsnorm)(float *y, float *rstd, const float *x, const float *w, int M, int C);
+    void (*rmsnorm_backward)(float *dx, float *dw, const float *dy, const float *x,
+                             const float *w, const float *rstd, int M, int C);
+    void (*rope)(float *x, const float *cos_t, const float *sin_t, int B, int T, int H, int D,
+                 int64_t pos0, int inverse);
+    void (*swiglu)(float *h, const float *a, const float *b, int64_t n);
+    void (*swiglu_backward)(float *da, float *db, const float *dh, const float *a,
+                            const float *b, int64_t n);
+    void (*gates)(float *g, const float *z, int64_t MH, int kind, float temp);
+    void (*gates_backward)(float *dz, const float *dg, const float *g, int64_t MH, int kind,
+                           float temp);
+    float (*cross_entropy)(float *probs, const float *logits, const uint8_t *targets, int M,
+                           int V);
+    void (*cross_entropy_backward)(float *dlogits, const float *probs, const uint8_t *targets,
+                                   int M, int V);
+    /* x (N, C) = emb[tokens];  demb (256, C) += Σ rows of dx by token */
+    void (*embed)(float *x, const float *emb, const uint8_t *tokens, int N, int C);
+    void (*embed_backward)(float *demb, const float *dx, const uint8_t *tokens, int N, int C);
+    /* z (N, O) += b;  db (O) += Σ_rows dz */
+    void (*bias_add)(float *z, const float *b, int N, int O);
+    void (*bias_backward)(float *db, const float *dz, int N, int O);
+    /* lm_gate_stats over the gates of `layers` layers (each (MH, 3)): sums into out */
+    void (*gate_stats)(float *const *g, int layers, int64_t MH, double *entropy_sum,
+                       double *collapse_sum, double share_sum[3]);
+    float (*clip_grads)(float *grads, size_t n, float clip);
+    /* AdamW over n params; decay (n bytes, backend memory): 1 where weight decay applies */
+    void (*adamw)(float *p, const float *g, float *mom, float *vel, const uint8_t *decay,
+                  size_t n, int t, float lr, float beta1, float beta2, float eps, float wd);
+    /* Waits for queued work: 0, or -1 with err naming the device error. */
+    int (*sync)(char *err, size_t n);
+} lm_backend;
+
+extern const lm_backend lm_cpu_backend;
+
+struct lm_model {
     lm_model_config cfg;
     nsa_config nsa;
+    const lm_backend *be;                 /* lm_cpu_backend unless created on another   */
+    float *hparams;                       /* host copy of params (== params on the CPU):
+                                             checkpoints and init read and write it      */
+    uint8_t *decay;                       /* (nparams) backend: 1 where AdamW decays     */
+    void *att_mem;                        /* att_dtype copies of the NSA tensors (GPU)   */
     int D;                                /* head dim C / Hq                    */
     lm_tensor_info tensors[LM_MAX_TENSORS];
     int ntensors;
@@ -134,7 +200,7 @@ typedef struct {
     const uint8_t *targets;               /* (N) of the last forward, or NULL   */
     /* gate statistics of the last forward, over layers, rows and heads */
     double gate_entropy_mean, gate_collapse_frac, gate_share[3];
-} lm_model;
+};
 
 /* ---- model (lm/model.c) */
 /* Builds the model and its parameter table; params are N(0, 0.02) from seed (output
@@ -142,6 +208,13 @@ typedef struct {
  * Returns 0 or -1 with err. ctx is borrowed and must outlive the model. */
 int lm_model_create(lm_model *m, const lm_model_config *cfg, nsa_context *ctx, uint64_t seed,
                     char *err, size_t n);
+/* The same on backend be (params, grads and activations in its memory). */
+int lm_model_create_on(lm_model *m, const lm_model_config *cfg, nsa_context *ctx,
+                       const lm_backend *be, uint64_t seed, char *err, size_t n);
+/* params -> hparams (before a checkpoint is written) and hparams -> params (after one is
+ * loaded); no-ops on the CPU. */
+void lm_model_pull(lm_model *m);
+void lm_model_push(lm_model *m);
 void lm_model_destroy(lm_model *m);
 /* Forward over tokens (B, T). With targets (B, T) returns the mean cross-entropy in nats,
  * else 0; logits (B·T, 256) stay in m->logits. caches (one per layer) or NULL: when given,
@@ -208,10 +281,11 @@ void lm_gate_stats(const float *g, int64_t MH, double *entropy_sum, double *coll
 /* ---- optimizer (lm/optim.c) */
 /* Learning rate at step (0-based): linear warm-up to lr, then cosine to lr·lr_min_ratio. */
 float lm_lr_at(const lm_train_config *c, int step);
-/* Scales grads so their global L2 norm is at most clip (clip ≤ 0: no clipping); returns the
- * norm before clipping. */
+/* Scales grads (host) so their global L2 norm is at most clip (clip ≤ 0: no clipping); returns
+ * the norm before clipping. A model's backend has its own (be->clip_grads). */
 float lm_clip_grads(float *grads, size_t n, float clip);
-/* One AdamW step t (1-based) over the table; m, v (nparams) are the moments. */
+/* One AdamW step t (1-based) over the table through m's backend; mom, vel (nparams, backend
+ * memory) are the moments. */
 void lm_adamw(const lm_model *m, float *mom, float *vel, int t, float lr,
               const lm_train_config *c);
 
@@ -248,14 +322,14 @@ typedef struct {
     uint64_t data_hash;
     char config[1024];     /* lm_model_config_str */
 } lm_ckpt_meta;
-/* Writes path atomically (temp file, fsync, rename, fsync of the directory). mom/vel may be
- * NULL (model only). -1 with err; the old file at path is untouched on failure. */
+/* Writes path atomically (temp file, fsync, rename, fsync of the directory) from m->hparams
+ * (call lm_model_pull first for a model on a device); mom/vel (host) may be NULL (model only). -1 with err; the old file at path is untouched on failure. */
 int lm_ckpt_save(const char *path, const lm_model *m, const float *mom, const float *vel,
                  const lm_ckpt_meta *meta, char *err, size_t n);
 /* Reads only the metadata (to build the model before loading). */
 int lm_ckpt_read_meta(const char *path, lm_ckpt_meta *meta, char *err, size_t n);
-/* Loads params (and mom/vel when not NULL) into m; every tensor must be present with its
- * exact shape. -1 with err naming the field; m is unchanged on failure. */
+/* Loads params (and host mom/vel when not NULL) into m (hparams, then pushed to the model's
+ * device); every tensor must be present with its exact shape. -1 with err naming the field; m is unchanged on failure. */
 int lm_ckpt_load(const char *path, lm_model *m, float *mom, float *vel, lm_ckpt_meta *meta,
                  char *err, size_t n);
 

@@ -97,7 +97,7 @@ static void init_params(lm_model *m, uint64_t seed) {
     const float proj_scale = 1.0f / sqrtf(2.0f * (float)m->cfg.n_layer);
     for (int i = 0; i < m->ntensors; i++) {
         const lm_tensor_info *t = &m->tensors[i];
-        float *p = m->params + t->off;
+        float *p = m->hparams + t->off;
         const size_t n = (size_t)(t->shape[0] * t->shape[1]);
         const char *nm = t->name;
         const size_t len = strlen(nm);
@@ -116,8 +116,10 @@ static void init_params(lm_model *m, uint64_t seed) {
 /* ------------------------------------------------------------------ activations */
 
 static void free_act(lm_model *m) {
-    free(m->act_mem);
+    if (m->act_mem) m->be->release(m->act_mem);
+    if (m->att_mem) m->be->release(m->att_mem);
     m->act_mem = NULL;
+    m->att_mem = NULL;
     m->act_floats = 0;
     m->B = m->T = m->cap_N = 0;
 }
@@ -137,8 +139,18 @@ int lm_model_ensure_act(lm_model *m, int B, int T, char *err, size_t n) {
     const int64_t scratch = N * C * 2 + N * F * 3 + N * Hq * D * 2 + N * Hkv * D * 6 + N * Hq * 6 +
                             N * LM_VOCAB + (learned ? Mc * D * 2 + Mc * (c->l * D + 2 * D) : 0);
     const int64_t total = per_layer * L + head + scratch;
-    m->act_mem = malloc(sizeof(float) * (size_t)total);
-    if (!m->act_mem) return fail(err, n, "out of memory for activations (%lld floats)", (long long)total);
+    m->act_mem = m->be->alloc(sizeof(float) * (size_t)total);
+    if (!m->act_mem)
+        return fail(err, n, "out of %s memory for activations (%lld floats)", m->be->name,
+                    (long long)total);
+    if (m->be->att_dtype != NSA_DTYPE_F32) { /* the NSA tensors and their gradients */
+        const int64_t att = 2 * (N * Hq * D * 2 + N * Hkv * D * 6 + N * Hq * 3);
+        m->att_mem = m->be->alloc(nsa_dtype_size(m->be->att_dtype) * (size_t)att);
+        if (!m->att_mem) {
+            free_act(m);
+            return fail(err, n, "out of %s memory for the attention tensors", m->be->name);
+        }
+    }
     m->act_floats = (size_t)total;
     float *p = m->act_mem;
 #define TAKE(ptr, cnt) (ptr = p, p += (cnt))
@@ -189,16 +201,22 @@ int lm_model_ensure_rope(lm_model *m, int64_t P, char *err, size_t n) {
     int64_t want = P < 256 ? 256 : P;
     const size_t sz = sizeof(float) * (size_t)(want * (m->D / 2));
     float *c = malloc(sz), *s = malloc(sz);
-    if (!c || !s) {
+    float *dc = c && s ? m->be->alloc(sz) : NULL, *ds = dc ? m->be->alloc(sz) : NULL;
+    if (!ds) {
         free(c);
         free(s);
+        if (dc) m->be->release(dc);
         return fail(err, n, "out of memory for the RoPE table");
     }
     lm_rope_table(c, s, (int)want, m->D, m->cfg.rope_base);
-    free(m->rope_cos);
-    free(m->rope_sin);
-    m->rope_cos = c;
-    m->rope_sin = s;
+    m->be->upload(dc, c, sz);
+    m->be->upload(ds, s, sz);
+    free(c);
+    free(s);
+    if (m->rope_cos) m->be->release(m->rope_cos);
+    if (m->rope_sin) m->be->release(m->rope_sin);
+    m->rope_cos = dc;
+    m->rope_sin = ds;
     m->rope_len = (int)want;
     return 0;
 }
@@ -226,9 +244,15 @@ static int probe_nsa(lm_model *m, nsa_context *ctx, char *err, size_t n) {
 
 int lm_model_create(lm_model *m, const lm_model_config *cfg, nsa_context *ctx, uint64_t seed,
                     char *err, size_t n) {
+    return lm_model_create_on(m, cfg, ctx, &lm_cpu_backend, seed, err, n);
+}
+
+int lm_model_create_on(lm_model *m, const lm_model_config *cfg, nsa_context *ctx,
+                       const lm_backend *be, uint64_t seed, char *err, size_t n) {
     memset(m, 0, sizeof *m);
     m->cfg = *cfg;
     m->ctx = ctx;
+    m->be = be;
     const lm_model_config *c = cfg;
     if (c->n_layer < 1 || c->n_layer > LM_MAX_LAYERS)
         return fail(err, n, "layers: %d, expected 1..%d", c->n_layer, LM_MAX_LAYERS);
@@ -239,28 +263,53 @@ int lm_model_create(lm_model *m, const lm_model_config *cfg, nsa_context *ctx, u
     if (c->n_kv_head < 1 || c->n_head % c->n_kv_head)
         return fail(err, n, "kv_heads: %d does not divide heads=%d", c->n_kv_head, c->n_head);
     if (c->ffn < 1) return fail(err, n, "ffn: %d, expected >= 1", c->ffn);
+    if (be->device != NSA_DEVICE_CPU && c->phi == LM_PHI_LEARNED)
+        return fail(err, n, "phi: learned is not supported on %s yet (use phi=avg)", be->name);
     m->nsa = lm_nsa_config(c);
     if (probe_nsa(m, ctx, err, n)) return -1;
     lm_weights table_only; /* layout() takes slot addresses even when only counting */
     layout(m, NULL, &table_only);
-    m->params = calloc(m->nparams, sizeof(float));
-    m->grads = calloc(m->nparams, sizeof(float));
-    if (!m->params || !m->grads) {
+    m->params = be->alloc(m->nparams * sizeof(float));
+    m->grads = be->alloc(m->nparams * sizeof(float));
+    m->decay = be->alloc(m->nparams);
+    m->hparams = be->device == NSA_DEVICE_CPU ? m->params : calloc(m->nparams, sizeof(float));
+    uint8_t *decay = malloc(m->nparams);
+    if (!m->params || !m->grads || !m->decay || !m->hparams || !decay) {
+        free(decay);
         lm_model_destroy(m);
         return fail(err, n, "out of memory for %zu parameters", m->nparams);
     }
     layout(m, m->params, &m->w);
     layout(m, m->grads, &m->dw);
+    for (int i = 0; i < m->ntensors; i++) {
+        const lm_tensor_info *t = &m->tensors[i];
+        memset(decay + t->off, t->decay, (size_t)(t->shape[0] * t->shape[1]));
+    }
+    be->upload(m->decay, decay, m->nparams);
+    free(decay);
     init_params(m, seed);
+    lm_model_push(m);
     return 0;
+}
+
+void lm_model_pull(lm_model *m) {
+    if (m->hparams != m->params) m->be->download(m->hparams, m->params, m->nparams * sizeof(float));
+}
+
+void lm_model_push(lm_model *m) {
+    if (m->hparams != m->params) m->be->upload(m->params, m->hparams, m->nparams * sizeof(float));
 }
 
 void lm_model_destroy(lm_model *m) {
     if (!m) return;
-    free(m->params);
-    free(m->grads);
-    free(m->rope_cos);
-    free(m->rope_sin);
-    free_act(m);
+    if (m->be) {
+        if (m->hparams != m->params) free(m->hparams);
+        m->be->release(m->params);
+        m->be->release(m->grads);
+        m->be->release(m->decay);
+        if (m->rope_cos) m->be->release(m->rope_cos);
+        if (m->rope_sin) m->be->release(m->rope_sin);
+        free_act(m);
+    }
     memset(m, 0, sizeof *m);
 }

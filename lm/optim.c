@@ -45,19 +45,6 @@ float lm_clip_grads(float *g, size_t n, float clip) {
 
 void lm_adamw(const lm_model *m, float *mom, float *vel, int t, float lr,
               const lm_train_config *c) {
-    const float b1 = c->beta1, b2 = c->beta2;
-    const float bc1 = 1.0f - powf(b1, (float)t), bc2 = 1.0f - powf(b2, (float)t);
-    for (int k = 0; k < m->ntensors; k++) {
-        const lm_tensor_info *ti = &m->tensors[k];
-        const size_t n = (size_t)(ti->shape[0] * ti->shape[1]);
-        float *p = m->params + ti->off, *mo = mom + ti->off, *ve = vel + ti->off;
-        const float *g = m->grads + ti->off;
-        const float wd = ti->decay ? c->weight_decay : 0.0f;
-        for (size_t i = 0; i < n; i++) {
-            mo[i] = b1 * mo[i] + (1.0f - b1) * g[i];
-            ve[i] = b2 * ve[i] + (1.0f - b2) * g[i] * g[i];
-            const float mh = mo[i] / bc1, vh = ve[i] / bc2;
-            p[i] -= lr * (mh / (sqrtf(vh) + c->eps) + wd * p[i]);
-        }
-    }
+    m->be->adamw(m->params, m->grads, mom, vel, m->decay, m->nparams, t, lr, c->beta1, c->beta2,
+                 c->eps, c->weight_decay);
 }

@@ -27,27 +27,78 @@ static int lib_fail(lm_model *m, int layer, const char *what, nsa_status st, cha
                 nsa_context_message(m->ctx));
 }
 
-/* The library's view of layer A's attention inputs for (B, T). */
+/* A contiguous tensor in the backend's memory: att_dtype for the NSA layer's tensors, or f32. */
+static nsa_tensor tens(const lm_model *m, void *p, nsa_dtype dt, int64_t a, int64_t b, int64_t c,
+                       int64_t d) {
+    nsa_tensor t = nsa_tensor_4d(p, dt, a, b, c, d);
+    t.device.kind = m->be->device;
+    return t;
+}
+
+/* Where the NSA tensors of one call live: the f32 activations themselves, or (att_dtype other
+ * than f32) copies in m->att_mem: the forward half (q, k, v, gates, out), then the backward
+ * half (dout, dq, dk, dv, dgates) of the same sizes. */
+typedef struct {
+    void *q, *k[3], *v[3], *g, *out;
+} att_set;
+
+static int att_cast(const lm_model *m) { return m->be->att_dtype != NSA_DTYPE_F32; }
+
+static void att_layout(const lm_model *m, int N, int half, att_set *s) {
+    const int64_t Hq = m->cfg.n_head, Hkv = m->cfg.n_kv_head, D = m->D;
+    const size_t e = nsa_dtype_size(m->be->att_dtype);
+    const int64_t per = N * Hq * D * 2 + N * Hkv * D * 6 + N * Hq * 3;
+    char *p = (char *)m->att_mem + (size_t)(half * per) * e;
+#define TAKE(ptr, cnt) (ptr = p, p += (size_t)(cnt) * e)
+    TAKE(s->q, N * Hq * D);
+    TAKE(s->out, N * Hq * D);
+    for (int b = 0; b < 3; b++) {
+        TAKE(s->k[b], N * Hkv * D);
+        TAKE(s->v[b], N * Hkv * D);
+    }
+    TAKE(s->g, N * Hq * 3); /* last: the (N, Hq, 3) rows need not keep 16-byte alignment */
+#undef TAKE
+}
+
+/* The library's view of layer A's attention inputs for (B, T); in a cast backend the inputs
+ * are converted into att_mem here, and a->out points there (see att_out). */
 static void fwd_args(const lm_model *m, const lm_layer_act *A, int B, int T, nsa_fwd_args *a) {
-    const int Hq = m->cfg.n_head, Hkv = m->cfg.n_kv_head, D = m->D;
+    const int Hq = m->cfg.n_head, Hkv = m->cfg.n_kv_head, D = m->D, N = B * T;
+    const nsa_dtype dt = m->be->att_dtype;
+    att_set s = {A->q, {A->k[0], A->k[1], A->k[2]}, {A->v[0], A->v[1], A->v[2]}, A->g, A->att};
+    if (att_cast(m)) {
+        att_layout(m, N, 0, &s);
+        m->be->to_att(s.q, A->q, (size_t)N * Hq * D);
+        for (int b = 0; b < 3; b++) {
+            m->be->to_att(s.k[b], A->k[b], (size_t)N * Hkv * D);
+            m->be->to_att(s.v[b], A->v[b], (size_t)N * Hkv * D);
+        }
+        m->be->to_att(s.g, A->g, (size_t)N * Hq * 3);
+    }
     memset(a, 0, sizeof *a);
     a->cfg = m->nsa;
-    a->q = nsa_tensor_4d(A->q, NSA_DTYPE_F32, B, T, Hq, D);
-    if (m->cfg.phi == LM_PHI_LEARNED) {
+    a->q = tens(m, s.q, dt, B, T, Hq, D);
+    if (m->cfg.phi == LM_PHI_LEARNED) { /* CPU only (lm_model_create_on) */
         const int64_t Tc = nsa_num_cmp(&m->nsa, T);
         a->cmp_compressed = 1;
-        a->k_cmp = nsa_tensor_4d(A->kc, NSA_DTYPE_F32, B, Tc, Hkv, D);
-        a->v_cmp = nsa_tensor_4d(A->vc, NSA_DTYPE_F32, B, Tc, Hkv, D);
+        a->k_cmp = tens(m, A->kc, dt, B, Tc, Hkv, D);
+        a->v_cmp = tens(m, A->vc, dt, B, Tc, Hkv, D);
     } else {
-        a->k_cmp = nsa_tensor_4d(A->k[0], NSA_DTYPE_F32, B, T, Hkv, D);
-        a->v_cmp = nsa_tensor_4d(A->v[0], NSA_DTYPE_F32, B, T, Hkv, D);
+        a->k_cmp = tens(m, s.k[0], dt, B, T, Hkv, D);
+        a->v_cmp = tens(m, s.v[0], dt, B, T, Hkv, D);
     }
-    a->k_sel = nsa_tensor_4d(A->k[1], NSA_DTYPE_F32, B, T, Hkv, D);
-    a->v_sel = nsa_tensor_4d(A->v[1], NSA_DTYPE_F32, B, T, Hkv, D);
-    a->k_win = nsa_tensor_4d(A->k[2], NSA_DTYPE_F32, B, T, Hkv, D);
-    a->v_win = nsa_tensor_4d(A->v[2], NSA_DTYPE_F32, B, T, Hkv, D);
-    a->gates = nsa_tensor_4d(A->g, NSA_DTYPE_F32, B, T, Hq, 3);
-    a->out = nsa_tensor_4d(A->att, NSA_DTYPE_F32, B, T, Hq, D);
+    a->k_sel = tens(m, s.k[1], dt, B, T, Hkv, D);
+    a->v_sel = tens(m, s.v[1], dt, B, T, Hkv, D);
+    a->k_win = tens(m, s.k[2], dt, B, T, Hkv, D);
+    a->v_win = tens(m, s.v[2], dt, B, T, Hkv, D);
+    a->gates = tens(m, s.g, dt, B, T, Hq, 3);
+    a->out = tens(m, s.out, dt, B, T, Hq, D);
+}
+
+/* After the attention call: the output back into A->att (f32) when it was cast. */
+static void att_out(const lm_model *m, lm_layer_act *A, const nsa_fwd_args *a) {
+    if (att_cast(m))
+        m->be->from_att(A->att, a->out.data, (size_t)nsa_tensor_numel(&a->out));
 }
 
 /* Decode with learned φ: when this token completes a block, run φ over the block (the cache's
@@ -85,41 +136,48 @@ static int layer_forward(lm_model *m, int layer, int B, int T, int64_t pos0, pas
     lm_layer_act *A = &m->act[layer];
     const lm_layer_w *W = &m->w.layer[layer];
 
-    lm_rmsnorm(A->ln1, A->rstd1, A->x, W->ln1, N, C);
-    lm_matmul(A->q, A->ln1, W->wq, N, C, Hq * D, 0);
-    lm_rope(A->q, m->rope_cos, m->rope_sin, B, T, Hq, D, pos0, 0);
+    m->be->rmsnorm(A->ln1, A->rstd1, A->x, W->ln1, N, C);
+    m->be->matmul(A->q, A->ln1, W->wq, N, C, Hq * D, 0);
+    m->be->rope(A->q, m->rope_cos, m->rope_sin, B, T, Hq, D, pos0, 0);
     for (int b = 0; b < 3; b++) {
-        lm_matmul(A->k[b], A->ln1, W->wk[b], N, C, Hkv * D, 0);
-        lm_rope(A->k[b], m->rope_cos, m->rope_sin, B, T, Hkv, D, pos0, 0);
-        lm_matmul(A->v[b], A->ln1, W->wv[b], N, C, Hkv * D, 0);
+        m->be->matmul(A->k[b], A->ln1, W->wk[b], N, C, Hkv * D, 0);
+        m->be->rope(A->k[b], m->rope_cos, m->rope_sin, B, T, Hkv, D, pos0, 0);
+        m->be->matmul(A->v[b], A->ln1, W->wv[b], N, C, Hkv * D, 0);
     }
-    lm_matmul(A->z, A->ln1, W->wg, N, C, Hq * 3, 0);
-    for (int i = 0; i < N; i++)
-        for (int j = 0; j < Hq * 3; j++) A->z[(int64_t)i * Hq * 3 + j] += W->bg[j];
-    lm_gates(A->g, A->z, (int64_t)N * Hq, c->gate, c->gate_temp);
+    m->be->matmul(A->z, A->ln1, W->wg, N, C, Hq * 3, 0);
+    m->be->bias_add(A->z, W->bg, N, Hq * 3);
+    m->be->gates(A->g, A->z, (int64_t)N * Hq, c->gate, c->gate_temp);
 
     nsa_status st;
     if (mode == PASS_DECODE) {
         const int emits = c->phi == LM_PHI_LEARNED && nsa_kv_cache_emits_next(cache, 0) == 1;
         if (emits && decode_phi(m, layer, cache, err, n)) return -1;
+        nsa_fwd_args fa;
+        fwd_args(m, A, 1, 1, &fa);
         nsa_decode_args a;
         memset(&a, 0, sizeof a);
         a.cfg = m->nsa;
-        a.q = nsa_tensor_4d(A->q, NSA_DTYPE_F32, 1, 1, Hq, D);
-        a.k_cmp = nsa_tensor_4d(A->k[0], NSA_DTYPE_F32, 1, 1, Hkv, D);
-        a.v_cmp = nsa_tensor_4d(A->v[0], NSA_DTYPE_F32, 1, 1, Hkv, D);
-        a.k_sel = nsa_tensor_4d(A->k[1], NSA_DTYPE_F32, 1, 1, Hkv, D);
-        a.v_sel = nsa_tensor_4d(A->v[1], NSA_DTYPE_F32, 1, 1, Hkv, D);
-        a.k_win = nsa_tensor_4d(A->k[2], NSA_DTYPE_F32, 1, 1, Hkv, D);
-        a.v_win = nsa_tensor_4d(A->v[2], NSA_DTYPE_F32, 1, 1, Hkv, D);
-        if (emits) {
-            a.kc_new = nsa_tensor_4d(A->kc, NSA_DTYPE_F32, 1, 1, Hkv, D);
-            a.vc_new = nsa_tensor_4d(A->vc, NSA_DTYPE_F32, 1, 1, Hkv, D);
+        a.q = fa.q;
+        a.k_cmp = tens(m, A->k[0], NSA_DTYPE_F32, 1, 1, Hkv, D);
+        a.v_cmp = tens(m, A->v[0], NSA_DTYPE_F32, 1, 1, Hkv, D);
+        if (att_cast(m)) { /* raw cmp keys: the cast copies (learned φ is CPU only) */
+            a.k_cmp.data = fa.k_cmp.data;
+            a.v_cmp.data = fa.v_cmp.data;
+            a.k_cmp.dtype = a.v_cmp.dtype = m->be->att_dtype;
         }
-        a.gates = nsa_tensor_4d(A->g, NSA_DTYPE_F32, 1, 1, Hq, 3);
-        a.out = nsa_tensor_4d(A->att, NSA_DTYPE_F32, 1, 1, Hq, D);
+        a.k_sel = fa.k_sel;
+        a.v_sel = fa.v_sel;
+        a.k_win = fa.k_win;
+        a.v_win = fa.v_win;
+        if (emits) {
+            a.kc_new = tens(m, A->kc, NSA_DTYPE_F32, 1, 1, Hkv, D);
+            a.vc_new = tens(m, A->vc, NSA_DTYPE_F32, 1, 1, Hkv, D);
+        }
+        a.gates = fa.gates;
+        a.out = fa.out;
         st = nsa_decode_step(m->ctx, cache, &a);
         if (st != NSA_OK) return lib_fail(m, layer, "nsa_decode_step", st, err, n);
+        att_out(m, A, &fa);
     } else {
         if (c->phi == LM_PHI_LEARNED)
             for (int j = 0; j < 2; j++)
@@ -131,8 +189,8 @@ static int layer_forward(lm_model *m, int layer, int B, int T, int64_t pos0, pas
             nsa_prefill_extra ex;
             memset(&ex, 0, sizeof ex);
             if (c->phi == LM_PHI_LEARNED) {
-                ex.raw_k_cmp = nsa_tensor_4d(A->k[0], NSA_DTYPE_F32, B, T, Hkv, D);
-                ex.raw_v_cmp = nsa_tensor_4d(A->v[0], NSA_DTYPE_F32, B, T, Hkv, D);
+                ex.raw_k_cmp = tens(m, A->k[0], NSA_DTYPE_F32, B, T, Hkv, D);
+                ex.raw_v_cmp = tens(m, A->v[0], NSA_DTYPE_F32, B, T, Hkv, D);
             }
             st = nsa_kv_cache_prefill(m->ctx, cache, &a, &ex);
             if (st != NSA_OK) return lib_fail(m, layer, "nsa_kv_cache_prefill", st, err, n);
@@ -140,17 +198,18 @@ static int layer_forward(lm_model *m, int layer, int B, int T, int64_t pos0, pas
             st = nsa_forward(m->ctx, &a);
             if (st != NSA_OK) return lib_fail(m, layer, "nsa_forward", st, err, n);
         }
+        att_out(m, A, &a);
     }
 
     /* xm = x + att·Wo^T;  xout = xm + SwiGLU(RMSNorm(xm)) */
-    memcpy(A->xm, A->x, sizeof(float) * (size_t)N * C);
-    lm_matmul(A->xm, A->att, W->wo, N, Hq * D, C, 1);
-    lm_rmsnorm(A->ln2, A->rstd2, A->xm, W->ln2, N, C);
-    lm_matmul(A->a, A->ln2, W->w1, N, C, F, 0);
-    lm_matmul(A->b, A->ln2, W->w3, N, C, F, 0);
-    lm_swiglu(A->h, A->a, A->b, (int64_t)N * F);
-    memcpy(xout, A->xm, sizeof(float) * (size_t)N * C);
-    lm_matmul(xout, A->h, W->w2, N, F, C, 1);
+    m->be->copy(A->xm, A->x, (size_t)N * C);
+    m->be->matmul(A->xm, A->att, W->wo, N, Hq * D, C, 1);
+    m->be->rmsnorm(A->ln2, A->rstd2, A->xm, W->ln2, N, C);
+    m->be->matmul(A->a, A->ln2, W->w1, N, C, F, 0);
+    m->be->matmul(A->b, A->ln2, W->w3, N, C, F, 0);
+    m->be->swiglu(A->h, A->a, A->b, (int64_t)N * F);
+    m->be->copy(xout, A->xm, (size_t)N * C);
+    m->be->matmul(xout, A->h, W->w2, N, F, C, 1);
     return 0;
 }
 
@@ -162,26 +221,26 @@ static int run_forward(lm_model *m, const uint8_t *tokens, const uint8_t *target
         return -1;
     const lm_model_config *c = &m->cfg;
     const int N = B * T, C = c->dim, L = c->n_layer;
-    for (int i = 0; i < N; i++)
-        memcpy(m->act[0].x + (int64_t)i * C, m->w.emb + (int64_t)tokens[i] * C,
-               sizeof(float) * (size_t)C);
+    m->be->embed(m->act[0].x, m->w.emb, tokens, N, C);
     double ent = 0, col = 0, sh[3] = {0, 0, 0};
     for (int l = 0; l < L; l++) {
         float *xout = l + 1 < L ? m->act[l + 1].x : m->xL;
         if (layer_forward(m, l, B, T, pos0, mode, caches ? caches[l] : NULL, xout, err, n))
             return -1;
-        lm_gate_stats(m->act[l].g, (int64_t)N * c->n_head, &ent, &col, sh);
     }
+    float *gs[LM_MAX_LAYERS];
+    for (int l = 0; l < L; l++) gs[l] = m->act[l].g;
+    m->be->gate_stats(gs, L, (int64_t)N * c->n_head, &ent, &col, sh);
     const double cnt = (double)N * c->n_head * L;
     m->gate_entropy_mean = ent / cnt;
     m->gate_collapse_frac = col / cnt;
     for (int b = 0; b < 3; b++) m->gate_share[b] = sh[b] / cnt;
-    lm_rmsnorm(m->xf, m->rstdf, m->xL, m->w.lnf, N, C);
-    lm_matmul(m->logits, m->xf, m->w.head, N, C, LM_VOCAB, 0);
-    float ce = lm_cross_entropy(m->probs, m->logits, targets, N, LM_VOCAB);
+    m->be->rmsnorm(m->xf, m->rstdf, m->xL, m->w.lnf, N, C);
+    m->be->matmul(m->logits, m->xf, m->w.head, N, C, LM_VOCAB, 0);
+    float ce = m->be->cross_entropy(m->probs, m->logits, targets, N, LM_VOCAB);
     m->targets = targets;
     if (loss) *loss = ce;
-    return 0;
+    return m->be->sync(err, n);
 }
 
 int lm_forward(lm_model *m, const uint8_t *tokens, const uint8_t *targets, int B, int T,
@@ -194,7 +253,7 @@ int lm_decode(lm_model *m, nsa_kv_cache **caches, uint8_t token, int64_t pos, fl
               char *err, size_t n) {
     uint8_t tok[1] = {token};
     if (run_forward(m, tok, NULL, 1, 1, pos, PASS_DECODE, caches, NULL, err, n)) return -1;
-    memcpy(logits, m->logits, sizeof(float) * LM_VOCAB);
+    m->be->download(logits, m->logits, sizeof(float) * LM_VOCAB);
     return 0;
 }
 
@@ -227,53 +286,68 @@ int lm_backward(lm_model *m, const uint8_t *tokens, char *err, size_t n) {
         dvc = p;                     p += Mc * D;                /* (B, Tc, Hkv, D) */
         work = p;                                                /* (Mc, l·D + 2D)  */
     }
-    memset(m->grads, 0, sizeof(float) * m->nparams);
+    m->be->zero(m->grads, m->nparams);
 
-    lm_cross_entropy_backward(dlogits, m->probs, m->targets, N, LM_VOCAB);
-    lm_matmul_backward(dbuf, m->dw.head, dlogits, m->xf, m->w.head, N, C, LM_VOCAB, 0);
-    memset(dres, 0, sizeof(float) * (size_t)N * C);
-    lm_rmsnorm_backward(dres, m->dw.lnf, dbuf, m->xL, m->w.lnf, m->rstdf, N, C);
+    m->be->cross_entropy_backward(dlogits, m->probs, m->targets, N, LM_VOCAB);
+    m->be->matmul_backward(dbuf, m->dw.head, dlogits, m->xf, m->w.head, N, C, LM_VOCAB, 0);
+    m->be->zero(dres, (size_t)N * C);
+    m->be->rmsnorm_backward(dres, m->dw.lnf, dbuf, m->xL, m->w.lnf, m->rstdf, N, C);
 
     for (int l = c->n_layer - 1; l >= 0; l--) {
         const lm_layer_act *A = &m->act[l];
         const lm_layer_w *W = &m->w.layer[l];
         lm_layer_w *dW = &m->dw.layer[l];
         /* MLP: dres is d(layer output) */
-        lm_matmul_backward(dh, dW->w2, dres, A->h, W->w2, N, F, C, 0);
-        lm_swiglu_backward(da, db, dh, A->a, A->b, (int64_t)N * F);
-        lm_matmul_backward(dbuf, dW->w1, da, A->ln2, W->w1, N, C, F, 0);
-        lm_matmul_backward(dbuf, dW->w3, db, A->ln2, W->w3, N, C, F, 1);
-        lm_rmsnorm_backward(dres, dW->ln2, dbuf, A->xm, W->ln2, A->rstd2, N, C);
+        m->be->matmul_backward(dh, dW->w2, dres, A->h, W->w2, N, F, C, 0);
+        m->be->swiglu_backward(da, db, dh, A->a, A->b, (int64_t)N * F);
+        m->be->matmul_backward(dbuf, dW->w1, da, A->ln2, W->w1, N, C, F, 0);
+        m->be->matmul_backward(dbuf, dW->w3, db, A->ln2, W->w3, N, C, F, 1);
+        m->be->rmsnorm_backward(dres, dW->ln2, dbuf, A->xm, W->ln2, A->rstd2, N, C);
         /* attention: dres is now d(xm) */
-        lm_matmul_backward(datt, dW->wo, dres, A->att, W->wo, N, Hq * D, C, 0);
+        m->be->matmul_backward(datt, dW->wo, dres, A->att, W->wo, N, Hq * D, C, 0);
         nsa_fwd_args fa;
         fwd_args(m, A, B, T, &fa);
+        const nsa_dtype dt = m->be->att_dtype;
+        att_set gs = {dq, {dk[0], dk[1], dk[2]}, {dv[0], dv[1], dv[2]}, dg, datt};
+        if (att_cast(m)) {
+            att_layout(m, N, 1, &gs);
+            m->be->to_att(gs.out, datt, (size_t)N * Hq * D);
+        }
         nsa_bwd_args ga;
         memset(&ga, 0, sizeof ga);
-        ga.dout = nsa_tensor_4d(datt, NSA_DTYPE_F32, B, T, Hq, D);
-        ga.dq = nsa_tensor_4d(dq, NSA_DTYPE_F32, B, T, Hq, D);
+        ga.dout = tens(m, gs.out, dt, B, T, Hq, D);
+        ga.dq = tens(m, gs.q, dt, B, T, Hq, D);
         if (learned) {
-            ga.dk_cmp = nsa_tensor_4d(dkc, NSA_DTYPE_F32, B, Tc, Hkv, D);
-            ga.dv_cmp = nsa_tensor_4d(dvc, NSA_DTYPE_F32, B, Tc, Hkv, D);
+            ga.dk_cmp = tens(m, dkc, dt, B, Tc, Hkv, D);
+            ga.dv_cmp = tens(m, dvc, dt, B, Tc, Hkv, D);
         } else {
-            ga.dk_cmp = nsa_tensor_4d(dk[0], NSA_DTYPE_F32, B, T, Hkv, D);
-            ga.dv_cmp = nsa_tensor_4d(dv[0], NSA_DTYPE_F32, B, T, Hkv, D);
+            ga.dk_cmp = tens(m, gs.k[0], dt, B, T, Hkv, D);
+            ga.dv_cmp = tens(m, gs.v[0], dt, B, T, Hkv, D);
         }
-        ga.dk_sel = nsa_tensor_4d(dk[1], NSA_DTYPE_F32, B, T, Hkv, D);
-        ga.dv_sel = nsa_tensor_4d(dv[1], NSA_DTYPE_F32, B, T, Hkv, D);
+        ga.dk_sel = tens(m, gs.k[1], dt, B, T, Hkv, D);
+        ga.dv_sel = tens(m, gs.v[1], dt, B, T, Hkv, D);
+        const int nb = m->nsa.w > 0 ? 3 : 2;
         if (m->nsa.w > 0) {
-            ga.dk_win = nsa_tensor_4d(dk[2], NSA_DTYPE_F32, B, T, Hkv, D);
-            ga.dv_win = nsa_tensor_4d(dv[2], NSA_DTYPE_F32, B, T, Hkv, D);
+            ga.dk_win = tens(m, gs.k[2], dt, B, T, Hkv, D);
+            ga.dv_win = tens(m, gs.v[2], dt, B, T, Hkv, D);
         } else {
-            memset(dk[2], 0, sizeof(float) * (size_t)N * Hkv * D);
-            memset(dv[2], 0, sizeof(float) * (size_t)N * Hkv * D);
+            m->be->zero(dk[2], (size_t)N * Hkv * D);
+            m->be->zero(dv[2], (size_t)N * Hkv * D);
         }
-        ga.dgates = nsa_tensor_4d(dg, NSA_DTYPE_F32, B, T, Hq, 3);
+        ga.dgates = tens(m, gs.g, dt, B, T, Hq, 3);
         nsa_status st = nsa_backward(m->ctx, &fa, &ga);
         if (st != NSA_OK) return lib_fail(m, l, "nsa_backward", st, err, n);
+        if (att_cast(m)) {
+            m->be->from_att(dq, gs.q, (size_t)N * Hq * D);
+            for (int b = 0; b < nb; b++) {
+                m->be->from_att(dk[b], gs.k[b], (size_t)N * Hkv * D);
+                m->be->from_att(dv[b], gs.v[b], (size_t)N * Hkv * D);
+            }
+            m->be->from_att(dg, gs.g, (size_t)N * Hq * 3);
+        }
         if (learned) {
-            memset(dk[0], 0, sizeof(float) * (size_t)N * Hkv * D);
-            memset(dv[0], 0, sizeof(float) * (size_t)N * Hkv * D);
+            m->be->zero(dk[0], (size_t)N * Hkv * D);
+            m->be->zero(dv[0], (size_t)N * Hkv * D);
             lm_phi_backward(dk[0], dW->phi_pe[0], dW->phi_w1[0], dW->phi_w2[0], dkc, A->phi_u[0],
                             A->phi_h[0], W->phi_w1[0], W->phi_w2[0], B, T, Hkv, D, c->l, c->d,
                             work);
@@ -281,23 +355,18 @@ int lm_backward(lm_model *m, const uint8_t *tokens, char *err, size_t n) {
                             A->phi_h[1], W->phi_w1[1], W->phi_w2[1], B, T, Hkv, D, c->l, c->d,
                             work);
         }
-        lm_gates_backward(dz, dg, A->g, (int64_t)N * Hq, c->gate, c->gate_temp);
-        for (int i = 0; i < N; i++)
-            for (int j = 0; j < Hq * 3; j++) dW->bg[j] += dz[(int64_t)i * Hq * 3 + j];
-        lm_matmul_backward(dbuf, dW->wg, dz, A->ln1, W->wg, N, C, Hq * 3, 0);
-        lm_rope(dq, m->rope_cos, m->rope_sin, B, T, Hq, D, 0, 1);
-        lm_matmul_backward(dbuf, dW->wq, dq, A->ln1, W->wq, N, C, Hq * D, 1);
+        m->be->gates_backward(dz, dg, A->g, (int64_t)N * Hq, c->gate, c->gate_temp);
+        m->be->bias_backward(dW->bg, dz, N, Hq * 3);
+        m->be->matmul_backward(dbuf, dW->wg, dz, A->ln1, W->wg, N, C, Hq * 3, 0);
+        m->be->rope(dq, m->rope_cos, m->rope_sin, B, T, Hq, D, 0, 1);
+        m->be->matmul_backward(dbuf, dW->wq, dq, A->ln1, W->wq, N, C, Hq * D, 1);
         for (int b = 0; b < 3; b++) {
-            lm_rope(dk[b], m->rope_cos, m->rope_sin, B, T, Hkv, D, 0, 1);
-            lm_matmul_backward(dbuf, dW->wk[b], dk[b], A->ln1, W->wk[b], N, C, Hkv * D, 1);
-            lm_matmul_backward(dbuf, dW->wv[b], dv[b], A->ln1, W->wv[b], N, C, Hkv * D, 1);
+            m->be->rope(dk[b], m->rope_cos, m->rope_sin, B, T, Hkv, D, 0, 1);
+            m->be->matmul_backward(dbuf, dW->wk[b], dk[b], A->ln1, W->wk[b], N, C, Hkv * D, 1);
+            m->be->matmul_backward(dbuf, dW->wv[b], dv[b], A->ln1, W->wv[b], N, C, Hkv * D, 1);
         }
-        lm_rmsnorm_backward(dres, dW->ln1, dbuf, A->x, W->ln1, A->rstd1, N, C);
+        m->be->rmsnorm_backward(dres, dW->ln1, dbuf, A->x, W->ln1, A->rstd1, N, C);
     }
-    for (int i = 0; i < N; i++) {
-        float *de = m->dw.emb + (int64_t)tokens[i] * C;
-        const float *dr = dres + (int64_t)i * C;
-        for (int k = 0; k < C; k++) de[k] += dr[k];
-    }
-    return 0;
+    m->be->embed_backward(m->dw.emb, dres, tokens, N, C);
+    return m->be->sync(err, n);
 }

@@ -55,8 +55,8 @@ int lm_generate(lm_model *m, const uint8_t *prompt, int len, int n, const lm_sam
     nsa_kv_cache_desc desc;
     memset(&desc, 0, sizeof desc);
     desc.cfg = m->nsa;
-    desc.dtype = NSA_DTYPE_F32;
-    desc.device.kind = NSA_DEVICE_CPU;
+    desc.dtype = m->be->att_dtype;
+    desc.device.kind = m->be->device;
     desc.B = 1;
     desc.max_len = (int64_t)len + n;
     desc.cmp_external = m->cfg.phi == LM_PHI_LEARNED;
@@ -71,7 +71,7 @@ int lm_generate(lm_model *m, const uint8_t *prompt, int len, int n, const lm_sam
     }
     float logits[LM_VOCAB];
     if (lm_forward(m, prompt, NULL, 1, len, caches, NULL, err, errn)) goto out;
-    memcpy(logits, m->logits + (size_t)(len - 1) * LM_VOCAB, sizeof logits);
+    m->be->download(logits, m->logits + (size_t)(len - 1) * LM_VOCAB, sizeof logits);
     uint64_t rng = o->seed;
     for (int i = 0; i < n; i++) {
         out[i] = pick(logits, o, &rng);

@@ -4,6 +4,7 @@
  * Invariants: a non-finite loss or gradient stops the run before the optimizer step and never
  * overwrites a checkpoint; a resumed run repeats the uninterrupted one bit for bit.
  */
+#include "gpu.h"
 #include "lm.h"
 
 #include <errno.h>
@@ -156,7 +157,9 @@ int lm_train(const lm_train_config *c, const lm_train_opts *o) {
     lm_model m;
     memset(&m, 0, sizeof m);
     nsa_context *ctx = NULL;
-    float *mom = NULL, *vel = NULL;
+    float *mom = NULL, *vel = NULL;   /* moments in the backend's memory      */
+    float *hmom = NULL, *hvel = NULL; /* host copies for checkpoints (GPU)    */
+    const lm_backend *be = &lm_cpu_backend;
     uint8_t *x = NULL, *y = NULL;
     lm_loader *L = NULL;
     beat b = {0};
@@ -174,12 +177,18 @@ int lm_train(const lm_train_config *c, const lm_train_opts *o) {
     if (nsa_context_create(&ctx, err, sizeof err) != NSA_OK) goto fail;
     if (c->threads > 0) nsa_context_set_threads(ctx, c->threads);
     lm_blas_threads(c->threads);
-    if (lm_model_create(&m, &c->m, ctx, c->seed, err, sizeof err)) goto fail;
-    mom = calloc(m.nparams, sizeof(float));
-    vel = calloc(m.nparams, sizeof(float));
+    if (!strcmp(c->device, "cuda") &&
+        !(be = lm_cuda_backend(!strcmp(c->precision, "f32"), err, sizeof err)))
+        goto fail;
+    if (lm_model_create_on(&m, &c->m, ctx, be, c->seed, err, sizeof err)) goto fail;
+    mom = be->alloc(m.nparams * sizeof(float));
+    vel = be->alloc(m.nparams * sizeof(float));
+    const int on_host = be->device == NSA_DEVICE_CPU;
+    hmom = on_host ? mom : calloc(m.nparams, sizeof(float));
+    hvel = on_host ? vel : calloc(m.nparams, sizeof(float));
     x = malloc((size_t)c->batch * c->seq_len);
     y = malloc((size_t)c->batch * c->seq_len);
-    if (!mom || !vel || !x || !y) {
+    if (!mom || !vel || !hmom || !hvel || !x || !y) {
         snprintf(err, sizeof err, "out of memory");
         goto fail;
     }
@@ -189,7 +198,11 @@ int lm_train(const lm_train_config *c, const lm_train_opts *o) {
     int64_t step0 = 0;
     if (o->resume) {
         lm_ckpt_meta meta;
-        if (lm_ckpt_load(o->resume, &m, mom, vel, &meta, err, sizeof err)) goto fail;
+        if (lm_ckpt_load(o->resume, &m, hmom, hvel, &meta, err, sizeof err)) goto fail;
+        if (!on_host) {
+            be->upload(mom, hmom, m.nparams * sizeof(float));
+            be->upload(vel, hvel, m.nparams * sizeof(float));
+        }
         if (meta.seed != c->seed) {
             snprintf(err, sizeof err, "seed: checkpoint has %llu, this run has %llu",
                      (unsigned long long)meta.seed, (unsigned long long)c->seed);
@@ -220,6 +233,7 @@ int lm_train(const lm_train_config *c, const lm_train_opts *o) {
     lm_json_int(&b.j, "batch", c->batch);
     lm_json_int(&b.j, "steps", c->steps);
     lm_json_str(&b.j, "resume", o->resume ? o->resume : "");
+    lm_json_str(&b.j, "backend", be->name);
     rec_end(&b);
     if (!o->quiet)
         fprintf(stderr, "nsa train: %zu parameters, %d layers, dim %d, corpus %s (%zu bytes), "
@@ -248,7 +262,7 @@ int lm_train(const lm_train_config *c, const lm_train_opts *o) {
         float norm = NAN;
         if (isfinite(loss)) {
             if (lm_backward(&m, x, err, sizeof err)) goto fail;
-            norm = lm_clip_grads(m.grads, m.nparams, c->clip);
+            norm = be->clip_grads(m.grads, m.nparams, c->clip);
         }
         if (!isfinite(loss) || !isfinite(norm)) {
             b.step = step;
@@ -289,6 +303,11 @@ int lm_train(const lm_train_config *c, const lm_train_opts *o) {
             lm_json_int(&b.j, "fallback_error", cn.fallback_error);
             lm_json_int(&b.j, "fallback_unsupported", cn.fallback_unsupported);
             lm_json_int(&b.j, "nsa_calls", cn.calls);
+            double ga, gp, gr;
+            if (!on_host && lm_cuda_mem_mib(&ga, &gp, &gr) == 0) {
+                lm_json_num(&b.j, "gpu_mem_alloc", ga);
+                lm_json_num(&b.j, "gpu_mem_reserved", gr);
+            }
             rec_end(&b);
             if (!o->quiet) {
                 const double el = t - t_start;
@@ -315,7 +334,13 @@ int lm_train(const lm_train_config *c, const lm_train_opts *o) {
         }
         if (done % c->ckpt_every == 0 || last || stopping) {
             meta.step = done;
-            if (lm_ckpt_save(ckpt, &m, mom, vel, &meta, err, sizeof err)) goto fail;
+            if (!on_host) {
+                lm_model_pull(&m);
+                be->download(hmom, mom, m.nparams * sizeof(float));
+                be->download(hvel, vel, m.nparams * sizeof(float));
+                if (be->sync(err, sizeof err)) goto fail;
+            }
+            if (lm_ckpt_save(ckpt, &m, hmom, hvel, &meta, err, sizeof err)) goto fail;
             rec_begin(&b, "checkpoint");
             lm_json_str(&b.j, "path", ckpt);
             rec_end(&b);
@@ -351,8 +376,10 @@ out:
     lm_json_free(&b.j);
     free(x);
     free(y);
-    free(mom);
-    free(vel);
+    if (hmom != mom) free(hmom);
+    if (hvel != vel) free(hvel);
+    if (mom) be->release(mom);
+    if (vel) be->release(vel);
     lm_model_destroy(&m);
     nsa_context_destroy(ctx);
     lm_corpus_free(&cor);

@@ -2,6 +2,7 @@
  * generates bytes through the library's KV-cache decode; prints prompt + continuation.
  */
 #include "cli.h"
+#include "gpu.h"
 #include "lm.h"
 
 #include <stdio.h>
@@ -17,18 +18,22 @@ static void log_line(void *user, const char *tag, const char *line) {
 
 static void usage(FILE *f) {
     fprintf(f, "usage: nsa sample [--ckpt FILE | --out DIR] [--prompt TEXT] [--tokens N]\n"
-               "                  [--temperature T] [--top-k K] [--seed S] [--threads N]\n\n"
+               "                  [--temperature T] [--top-k K] [--seed S] [--threads N]\n"
+               "                  [--device cpu|cuda] [--precision f32|bf16]\n\n"
                "  --ckpt FILE       checkpoint (default: DIR/model.safetensors)\n"
                "  --out DIR         run directory of nsa train (default: runs/kjv)\n"
                "  --prompt TEXT     default: \"Ge1:1 In the beginning\"\n"
                "  --tokens N        bytes to generate (default 300)\n"
                "  --temperature T   0 = greedy (default 0.8)\n"
                "  --top-k K         sample among the K most likely bytes; 0 = all (default 40)\n"
-               "  --seed S          sampling seed (default 1)\n");
+               "  --seed S          sampling seed (default 1)\n"
+               "  --device D        cpu (default) or cuda: KV caches and decode on the GPU\n"
+               "  --precision P     cuda: f32 (default) or bf16 attention and GEMMs\n");
 }
 
 int cmd_sample(int argc, char **argv) {
     const char *ckpt = NULL, *out = "runs/kjv", *prompt = "Ge1:1 In the beginning";
+    const char *device = "cpu", *precision = "f32";
     int tokens = 300, threads = 0;
     nsa_decode_reads reads;
     memset(&reads, 0, sizeof reads);
@@ -53,6 +58,8 @@ int cmd_sample(int argc, char **argv) {
         else if (!strcmp(a, "--top-k")) o.top_k = (int)strtol(v, &end, 10);
         else if (!strcmp(a, "--seed")) o.seed = strtoull(v, &end, 10);
         else if (!strcmp(a, "--threads")) threads = (int)strtol(v, &end, 10);
+        else if (!strcmp(a, "--device")) device = v;
+        else if (!strcmp(a, "--precision")) precision = v;
         else {
             fprintf(stderr, "nsa sample: unknown option %s\nhint: nsa sample --help\n", a);
             return 2;
@@ -91,7 +98,15 @@ int cmd_sample(int argc, char **argv) {
         nsa_context_destroy(ctx);
         return 1;
     }
-    if (lm_model_create(&m, &mc, ctx, 0, err, sizeof err) ||
+    memset(&m, 0, sizeof m);
+    const lm_backend *be = &lm_cpu_backend;
+    if (strcmp(device, "cpu") && strcmp(device, "cuda")) {
+        snprintf(err, sizeof err, "--device: '%s', expected cpu or cuda", device);
+        be = NULL;
+    } else if (!strcmp(device, "cuda")) {
+        be = lm_cuda_backend(strcmp(precision, "bf16") != 0, err, sizeof err);
+    }
+    if (!be || lm_model_create_on(&m, &mc, ctx, be, 0, err, sizeof err) ||
         lm_ckpt_load(ckpt, &m, NULL, NULL, NULL, err, sizeof err) ||
         lm_generate(&m, (const uint8_t *)prompt, len, tokens, &o, gen, err, sizeof err)) {
         fprintf(stderr, "nsa sample: %s\n", err);

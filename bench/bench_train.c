@@ -1,0 +1,231 @@
+/* bench_train.c — training throughput of the language model on the CUDA backend (issue 8): the
+ * short (12 L, dim 768, 12/2 heads, seq 2048, batch 8) and long (12 L, dim 1024, 16/1 heads,
+ * seq 32768, batch 1) configs, byte vocabulary, SwiGLU, NSA l=32 d=16 lp=64 n=16 w=512.
+ * Per step: forward, backward, optimizer (clip + AdamW) and data, each ended by a device sync;
+ * median over --steps after --warmup steps; tokens/s, MFU (6·matmul params per token over the
+ * card's 989 TFLOP/s bf16 peak; attention FLOPs not counted), peak device memory; then where the
+ * time goes: one layer's NSA forward and backward through the library alone, and the model's
+ * GEMMs alone, on random data of the same shapes.
+ * Not a test: it checks only that the loss is finite.
+ */
+#include "gpu.h"
+#include "lm.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static double now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+static int cmp_d(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+static double median(double *v, int n) {
+    qsort(v, (size_t)n, sizeof *v, cmp_d);
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+static void die(const char *what, const char *err) {
+    fprintf(stderr, "bench_train: %s: %s\n", what, err);
+    exit(1);
+}
+
+static double peak_mib;
+static void sample_mem(void) {
+    double a, p, r;
+    if (lm_cuda_mem_mib(&a, &p, &r) == 0 && r > peak_mib) peak_mib = r;
+}
+
+/* Median ms of fn over reps after one warm-up (device synced around each). */
+#define TIME_MS(out, reps, body)                                                                   \
+    do {                                                                                           \
+        double v_[64];                                                                             \
+        for (int r_ = -1; r_ < (reps); r_++) {                                                     \
+            if (be->sync(err, sizeof err)) die("sync", err);                                       \
+            const double t0_ = now();                                                              \
+            body;                                                                                  \
+            if (be->sync(err, sizeof err)) die("sync", err);                                       \
+            if (r_ >= 0) v_[r_] = 1e3 * (now() - t0_);                                             \
+        }                                                                                          \
+        (out) = median(v_, (reps));                                                                \
+    } while (0)
+
+int main(int argc, char **argv) {
+    const char *which = "short", *prec = "bf16";
+    int steps = 10, warm = 2;
+    for (int i = 1; i + 1 < argc; i += 2) {
+        if (!strcmp(argv[i], "--config")) which = argv[i + 1];
+        else if (!strcmp(argv[i], "--precision")) prec = argv[i + 1];
+        else if (!strcmp(argv[i], "--steps")) steps = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--warmup")) warm = atoi(argv[i + 1]);
+    }
+    if (steps < 1 || steps > 64) steps = 10;
+    lm_train_config tc;
+    lm_train_config_default(&tc);
+    lm_model_config *c = &tc.m;
+    *c = (lm_model_config){.n_layer = 12, .dim = 768, .n_head = 12, .n_kv_head = 2, .ffn = 2048,
+                           .l = 32, .d = 16, .lp = 64, .n = 16, .w = 512, .phi = LM_PHI_AVG,
+                           .gate = LM_GATE_SIGMOID, .gate_temp = 1.0f, .rope_base = 10000.0f};
+    int B = 8, T = 2048;
+    if (!strcmp(which, "long")) {
+        c->dim = 1024, c->n_head = 16, c->n_kv_head = 1, c->ffn = 2816;
+        B = 1, T = 32768;
+    } else if (!strcmp(which, "tiny")) {
+        c->n_layer = 2, c->dim = 256, c->n_head = 4, c->n_kv_head = 2, c->ffn = 512;
+        B = 2, T = 1024;
+    }
+    char err[1024];
+    const lm_backend *be = lm_cuda_backend(!strcmp(prec, "f32"), err, sizeof err);
+    if (!be) die("backend", err);
+    nsa_context *ctx;
+    if (nsa_context_create(&ctx, err, sizeof err) != NSA_OK) die("context", err);
+    lm_model m;
+    if (lm_model_create_on(&m, c, ctx, be, 1, err, sizeof err)) die("model", err);
+    float *mom = be->alloc(m.nparams * sizeof(float)), *vel = be->alloc(m.nparams * sizeof(float));
+    const int N = B * T;
+    uint8_t *x = malloc((size_t)N + 1);
+    if (!mom || !vel || !x) die("alloc", "out of memory");
+    uint64_t rng = 42;
+    /* matmul params: everything but the embedding and the norms/biases */
+    const int64_t C = c->dim, D = C / c->n_head, Hq = c->n_head, Hkv = c->n_kv_head, F = c->ffn;
+    const int64_t per_layer = C * Hq * D * 2 + 6 * C * Hkv * D + C * Hq * 3 + 3 * C * F;
+    const double P = (double)(per_layer * c->n_layer + 256 * C);
+    printf("# %s: %s, params %zu (matmul %.0f), B %d T %d, backend %s\n", which,
+           "12 L byte vocab SwiGLU NSA l=32 d=16 lp=64 n=16 w=512", m.nparams, P, B, T, be->name);
+    double tf[64], tb[64], to[64], td[64], ts[64];
+    float loss = NAN;
+    for (int s = -warm; s < steps; s++) {
+        double t0 = now();
+        for (int i = 0; i <= N; i++) x[i] = (uint8_t)(lm_rng_next(&rng) >> 56); /* the data step */
+        const double t1 = now();
+        if (lm_forward(&m, x, x + 1, B, T, NULL, &loss, err, sizeof err)) die("forward", err);
+        sample_mem();
+        const double t2 = now();
+        if (lm_backward(&m, x, err, sizeof err)) die("backward", err);
+        sample_mem();
+        const double t3 = now();
+        be->clip_grads(m.grads, m.nparams, 1.0f);
+        lm_adamw(&m, mom, vel, s + warm + 1, 1e-4f, &tc);
+        if (be->sync(err, sizeof err)) die("optimizer", err);
+        const double t4 = now();
+        if (s >= 0) {
+            td[s] = 1e3 * (t1 - t0), tf[s] = 1e3 * (t2 - t1), tb[s] = 1e3 * (t3 - t2);
+            to[s] = 1e3 * (t4 - t3), ts[s] = 1e3 * (t4 - t0);
+        }
+        fprintf(stderr, "step %d loss %.4f  %.1f ms\n", s, loss, 1e3 * (t4 - t0));
+    }
+    if (!isfinite(loss)) die("loss", "not finite");
+    const double ms = median(ts, steps), tps = N / (ms * 1e-3);
+    const double mfu = 6.0 * P * tps / 989e12;
+    printf("config,backend,B,T,tok_per_s,step_ms,fwd_ms,bwd_ms,opt_ms,data_ms,mfu,peak_mib\n");
+    printf("%s,%s,%d,%d,%.0f,%.1f,%.1f,%.1f,%.1f,%.1f,%.4f,%.0f\n", which, be->name, B, T, tps, ms,
+           median(tf, steps), median(tb, steps), median(to, steps), median(td, steps), mfu,
+           peak_mib);
+
+    /* Where the time goes: one layer's NSA through the library, on the model's own tensors of
+     * layer 0 (a forward just ran), then the GEMMs of one layer alone. */
+    const int reps = 5;
+    lm_layer_act *A = &m.act[0];
+    nsa_fwd_args fa;
+    memset(&fa, 0, sizeof fa);
+    fa.cfg = m.nsa;
+    const nsa_dtype dt = be->att_dtype;
+    const size_t e = nsa_dtype_size(dt);
+    void *buf = be->alloc(e * (size_t)N * (size_t)(Hq * D * 4 + Hkv * D * 12 + Hq * 6));
+    if (!buf) die("alloc", "attention buffers");
+    char *p = buf;
+#define T4(field, h, dd)                                                                           \
+    do {                                                                                           \
+        fa.field = nsa_tensor_4d(p, dt, B, T, h, dd);                                              \
+        fa.field.device.kind = NSA_DEVICE_CUDA;                                                    \
+        p += e * (size_t)N * (size_t)(h) * (size_t)(dd);                                          \
+    } while (0)
+    T4(q, Hq, D);
+    T4(k_cmp, Hkv, D);
+    T4(v_cmp, Hkv, D);
+    T4(k_sel, Hkv, D);
+    T4(v_sel, Hkv, D);
+    T4(k_win, Hkv, D);
+    T4(v_win, Hkv, D);
+    T4(gates, Hq, 3);
+    T4(out, Hq, D);
+    nsa_bwd_args ga;
+    memset(&ga, 0, sizeof ga);
+#define G4(field, h, dd)                                                                           \
+    do {                                                                                           \
+        ga.field = nsa_tensor_4d(p, dt, B, T, h, dd);                                              \
+        ga.field.device.kind = NSA_DEVICE_CUDA;                                                    \
+        p += e * (size_t)N * (size_t)(h) * (size_t)(dd);                                          \
+    } while (0)
+    G4(dout, Hq, D);
+    G4(dq, Hq, D);
+    G4(dk_cmp, Hkv, D);
+    G4(dv_cmp, Hkv, D);
+    G4(dk_sel, Hkv, D);
+    G4(dv_sel, Hkv, D);
+    G4(dk_win, Hkv, D);
+    G4(dv_win, Hkv, D);
+    G4(dgates, Hq, 3);
+    /* inputs: the layer's real activations (cast), dout = the attention output itself */
+    float *srcs[9] = {A->q, A->k[0], A->v[0], A->k[1], A->v[1], A->k[2], A->v[2], A->g, A->att};
+    const nsa_tensor *dsts[9] = {&fa.q, &fa.k_cmp, &fa.v_cmp, &fa.k_sel, &fa.v_sel,
+                                 &fa.k_win, &fa.v_win, &fa.gates, &ga.dout};
+    for (int i = 0; i < 9; i++) {
+        const size_t n = (size_t)nsa_tensor_numel(dsts[i]);
+        if (dt == NSA_DTYPE_F32) be->copy(dsts[i]->data, srcs[i], n);
+        else be->to_att(dsts[i]->data, srcs[i], n);
+    }
+    double af, ab;
+    TIME_MS(af, reps, if (nsa_forward(ctx, &fa) != NSA_OK) die("nsa_forward", nsa_context_message(ctx)));
+    TIME_MS(ab, reps,
+            if (nsa_backward(ctx, &fa, &ga) != NSA_OK) die("nsa_backward", nsa_context_message(ctx)));
+    double gf, gb;
+    float *s1 = m.scratch; /* backward scratch (N·C·2 + N·F·3 + ... floats): free between steps */
+    float *s2 = s1 + (size_t)N * C, *s3 = s2 + (size_t)N * C;
+    const lm_layer_w *W = &m.w.layer[0];
+    lm_layer_w *dW = &m.dw.layer[0];
+    TIME_MS(gf, reps, {
+        be->matmul(s1, A->ln1, W->wq, N, C, Hq * D, 0);
+        for (int b = 0; b < 3; b++) {
+            be->matmul(s2, A->ln1, W->wk[b], N, C, Hkv * D, 0);
+            be->matmul(s2, A->ln1, W->wv[b], N, C, Hkv * D, 0);
+        }
+        be->matmul(s2, A->ln1, W->wg, N, C, Hq * 3, 0);
+        be->matmul(s2, A->att, W->wo, N, Hq * D, C, 0);
+        be->matmul(s3, A->ln2, W->w1, N, C, F, 0);
+        be->matmul(s3, A->ln2, W->w3, N, C, F, 0);
+        be->matmul(s2, A->h, W->w2, N, F, C, 0);
+    });
+    TIME_MS(gb, reps, {
+        be->matmul_backward(s3, dW->w2, A->xm, A->h, W->w2, N, F, C, 0);
+        be->matmul_backward(s2, dW->w1, A->a, A->ln2, W->w1, N, C, F, 0);
+        be->matmul_backward(s2, dW->w3, A->b, A->ln2, W->w3, N, C, F, 1);
+        be->matmul_backward(s1, dW->wo, A->xm, A->att, W->wo, N, Hq * D, C, 0);
+        be->matmul_backward(s2, dW->wg, A->z, A->ln1, W->wg, N, C, Hq * 3, 0);
+        be->matmul_backward(s2, dW->wq, A->q, A->ln1, W->wq, N, C, Hq * D, 1);
+        for (int b = 0; b < 3; b++) {
+            be->matmul_backward(s2, dW->wk[b], A->k[b], A->ln1, W->wk[b], N, C, Hkv * D, 1);
+            be->matmul_backward(s2, dW->wv[b], A->v[b], A->ln1, W->wv[b], N, C, Hkv * D, 1);
+        }
+    });
+    const double L = c->n_layer;
+    printf("part,ms_per_layer,ms_per_step,share_of_step\n");
+    printf("nsa_forward,%.2f,%.1f,%.3f\n", af, af * L, af * L / ms);
+    printf("nsa_backward,%.2f,%.1f,%.3f\n", ab, ab * L, ab * L / ms);
+    printf("gemm_forward,%.2f,%.1f,%.3f\n", gf, gf * L, gf * L / ms);
+    printf("gemm_backward,%.2f,%.1f,%.3f\n", gb, gb * L, gb * L / ms);
+    const double gemm_tflops = 2.0 * 3.0 * (double)per_layer * N / ((gf + gb) * 1e-3) / 1e12;
+    printf("# layer GEMMs at %.0f TFLOP/s (fwd+bwd, %s)\n", gemm_tflops, be->name);
+    be->release(buf);
+    be->release(mom);
+    be->release(vel);
+    free(x);
+    lm_model_destroy(&m);
+    nsa_context_destroy(ctx);
+    return 0;
+}

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# bench_train.sh — everything the GPU machine runs for issue 8 in one call: build, the GPU
+# training tests, the short and long throughput benchmarks (bench_train), and a short real run of
+# `nsa train --device cuda` on the built-in corpus (stopped by SIGINT after TRAIN_S seconds, which
+# saves a checkpoint) followed by `nsa sample --device cuda`. Logs and CSVs go to $OUT.
+# Usage: bench/bench_train.sh [phases]   phases: any of build,test,short,train,long (default all).
+set -u
+OUT=${OUT:-/tmp/out}
+mkdir -p "$OUT"
+PH=${1:-build,test,short,train,long}
+has() { [[ ",$PH," == *",$1,"* ]]; }
+B=build-gt
+log() { echo "== $(date -u +%H:%M:%S) $*" | tee -a "$OUT/summary.txt"; }
+
+log "card"
+nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,memory.total --format=csv |
+  tee -a "$OUT/summary.txt"
+if has build; then
+  log "build"
+  cmake -S . -B $B -G Ninja -DCMAKE_CUDA_ARCHITECTURES=90a-real -DNSA_CUDA=ON >"$OUT/build.log" 2>&1 &&
+    cmake --build $B -j16 --target test_gpu_train bench_train nsa_cli >>"$OUT/build.log" 2>&1 ||
+    { log "BUILD FAILED"; grep -E "error|FAILED" "$OUT/build.log" | head -30; exit 1; }
+  log "built"
+fi
+if has test; then
+  for c in f32_step_matches_cpu bf16_step_matches_cpu f32_steps_match_cpu bf16_deterministic \
+           ckpt_interchange train_cuda greedy_sample_gpu; do
+    timeout 120 $B/tests/test_gpu_train $c >>"$OUT/test.log" 2>&1; log "test $c rc=$?"
+  done
+  grep -E "FAIL|loss cpu|params after" "$OUT/test.log" | cut -c1-300 | tee -a "$OUT/summary.txt"
+fi
+if has short; then
+  timeout ${SHORT_S:-170} $B/bench/bench_train --config short --steps ${STEPS:-3} --warmup 1 \
+    >"$OUT/bench_short.csv" 2>/tmp/bs.err; log "bench short rc=$?"
+  cat /tmp/bs.err >>"$OUT/err.log"; tail -4 /tmp/bs.err; cat "$OUT/bench_short.csv" | tee -a "$OUT/summary.txt"
+fi
+if has train; then
+  D=$B/data/kjv.txt
+  timeout -s INT ${TRAIN_S:-75} $B/nsa train --device cuda --out /tmp/gt_run --data $D \
+    --layers 4 --dim 256 --heads 4 --kv_heads 1 --ffn 704 --seq_len 512 --batch 16 \
+    --l 32 --d 16 --lp 64 --n 4 --w 128 --steps 3000 --warmup 100 --lr 2e-3 \
+    --log_every 20 --eval_every 100 --eval_batches 4 --ckpt_every 100 --quiet 2>>"$OUT/err.log"
+  log "train rc=$?"; tail -3 "$OUT/err.log"; tail -2 /tmp/gt_run/heartbeat.jsonl | cut -c1-400
+  timeout 60 $B/nsa sample --device cuda --out /tmp/gt_run --tokens 300 --seed 1 \
+    >"$OUT/sample.txt" 2>>"$OUT/err.log"; log "sample rc=$?"; cat "$OUT/sample.txt"; tail -2 "$OUT/err.log"
+  cp /tmp/gt_run/heartbeat.jsonl "$OUT/heartbeat.jsonl"
+fi
+if has long; then
+  timeout ${LONG_S:-150} $B/bench/bench_train --config long --steps ${STEPS:-3} --warmup 1 \
+    >"$OUT/bench_long.csv" 2>/tmp/bl.err; log "bench long rc=$?"
+  cat /tmp/bl.err >>"$OUT/err.log"; tail -4 /tmp/bl.err; cat "$OUT/bench_long.csv" | tee -a "$OUT/summary.txt"
+fi

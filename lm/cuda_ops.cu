@@ -1,0 +1,633 @@
+/* cuda_ops.cu — the language model's CUDA backend (lm/gpu.h): cuBLAS GEMMs (bf16 tensor cores
+ * with fp32 accumulation, or fp32) and CUDA C kernels for RMSNorm, RoPE, SwiGLU, gates,
+ * softmax/cross-entropy, embedding, bias, gate statistics, clipping and AdamW, all over fp32
+ * arrays on device 0 and the default stream.
+ * Not the attention: the model calls nsa_forward / nsa_backward on device tensors.
+ * Invariants: no float atomics anywhere (column sums go through fixed per-chunk partials, then
+ * one ordered pass), so a step is bitwise reproducible; every launch is checked at sync().
+ */
+#include "gpu.h"
+
+#include <cublas_v2.h>
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#define TPB 256
+#define CHUNKS 128 /* row chunks of the column sums */
+
+typedef struct {
+    void *p;
+    size_t bytes;
+} alloc_rec;
+
+static struct {
+    int ready;
+    cublasHandle_t h;
+    uint8_t *tok, *targ;       /* (cap) token bytes uploaded for embed / cross-entropy */
+    size_t tok_cap, targ_cap;
+    float *part;               /* (CHUNKS, part_cap / CHUNKS) column partials          */
+    size_t part_cap;
+    double *dred;              /* (CHUNKS · 8) reduction partials, then 8 results      */
+    cudaError_t err;           /* first error seen outside a launch                    */
+    alloc_rec recs[8192];
+    int nrecs;
+    size_t alloc_now, alloc_peak;
+} S;
+
+static void note(cudaError_t e) {
+    if (e != cudaSuccess && S.err == cudaSuccess) S.err = e;
+}
+
+static unsigned blocks_for(int64_t n) {
+    int64_t b = (n + TPB - 1) / TPB;
+    return (unsigned)(b < 1 ? 1 : b > 65535 * 16 ? 65535 * 16 : b);
+}
+
+/* ------------------------------------------------------------------ memory */
+
+static void *g_alloc(size_t bytes) {
+    void *p = NULL;
+    if (bytes == 0) bytes = 1;
+    if (S.nrecs == (int)(sizeof S.recs / sizeof S.recs[0])) return NULL;
+    if (cudaMalloc(&p, bytes) != cudaSuccess) {
+        cudaGetLastError();
+        return NULL;
+    }
+    note(cudaMemset(p, 0, bytes));
+    S.recs[S.nrecs].p = p;
+    S.recs[S.nrecs++].bytes = bytes;
+    S.alloc_now += bytes;
+    if (S.alloc_now > S.alloc_peak) S.alloc_peak = S.alloc_now;
+    return p;
+}
+
+static void g_release(void *p) {
+    if (!p) return;
+    for (int i = 0; i < S.nrecs; i++)
+        if (S.recs[i].p == p) {
+            S.alloc_now -= S.recs[i].bytes;
+            S.recs[i] = S.recs[--S.nrecs];
+            break;
+        }
+    note(cudaFree(p));
+}
+
+static void g_upload(void *dst, const void *src, size_t bytes) {
+    if (bytes) note(cudaMemcpy(dst, src, bytes, cudaMemcpyHostToDevice));
+}
+static void g_download(void *dst, const void *src, size_t bytes) {
+    if (bytes) note(cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToHost));
+}
+static void g_zero(float *p, size_t n) { note(cudaMemsetAsync(p, 0, n * sizeof(float), 0)); }
+static void g_copy(float *dst, const float *src, size_t n) {
+    note(cudaMemcpyAsync(dst, src, n * sizeof(float), cudaMemcpyDeviceToDevice, 0));
+}
+
+/* Grows a device byte buffer (synchronous; only when a larger batch comes). */
+static uint8_t *bytes_buf(uint8_t **buf, size_t *cap, const uint8_t *host, size_t n) {
+    if (n > *cap) {
+        note(cudaFree(*buf));
+        *buf = NULL;
+        *cap = 0;
+        if (cudaMalloc((void **)buf, n) != cudaSuccess) {
+            note(cudaErrorMemoryAllocation);
+            return NULL;
+        }
+        *cap = n;
+    }
+    note(cudaMemcpyAsync(*buf, host, n, cudaMemcpyHostToDevice, 0));
+    return *buf;
+}
+
+static float *part_buf(size_t floats) {
+    if (floats > S.part_cap) {
+        note(cudaFree(S.part));
+        S.part = NULL;
+        S.part_cap = 0;
+        if (cudaMalloc((void **)&S.part, floats * sizeof(float)) != cudaSuccess) {
+            note(cudaErrorMemoryAllocation);
+            return NULL;
+        }
+        S.part_cap = floats;
+    }
+    return S.part;
+}
+
+/* ------------------------------------------------------------------ casts */
+
+__global__ void k_to_bf16(__nv_bfloat16 *d, const float *s, int64_t n) {
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
+         i += (int64_t)gridDim.x * blockDim.x)
+        d[i] = __float2bfloat16(s[i]);
+}
+__global__ void k_from_bf16(float *d, const __nv_bfloat16 *s, int64_t n) {
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
+         i += (int64_t)gridDim.x * blockDim.x)
+        d[i] = __bfloat162float(s[i]);
+}
+static void g_to_att(void *dst, const float *src, size_t n) {
+    k_to_bf16<<<blocks_for((int64_t)n), TPB>>>((__nv_bfloat16 *)dst, src, (int64_t)n);
+}
+static void g_from_att(float *dst, const void *src, size_t n) {
+    k_from_bf16<<<blocks_for((int64_t)n), TPB>>>(dst, (const __nv_bfloat16 *)src, (int64_t)n);
+}
+
+/* ------------------------------------------------------------------ GEMMs (row-major views) */
+
+static void gemm(int f32, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
+                 const float *A, int lda, const float *B, int ldb, float beta, float *C, int ldc) {
+    const float alpha = 1.0f;
+    cublasStatus_t st = cublasGemmEx(S.h, ta, tb, m, n, k, &alpha, A, CUDA_R_32F, lda, B,
+                                     CUDA_R_32F, ldb, &beta, C, CUDA_R_32F, ldc,
+                                     f32 ? CUBLAS_COMPUTE_32F : CUBLAS_COMPUTE_32F_FAST_16BF,
+                                     CUBLAS_GEMM_DEFAULT);
+    if (st != CUBLAS_STATUS_SUCCESS) note(cudaErrorLaunchFailure);
+}
+
+/* y (M, O) = x (M, K) · W (O, K)^T: column-major y^T = W^T^T · x^T */
+static void matmul_p(int f32, float *y, const float *x, const float *W, int M, int K, int O,
+                     int acc) {
+    if (M == 0 || O == 0) return;
+    gemm(f32, CUBLAS_OP_T, CUBLAS_OP_N, O, M, K, W, K, x, K, acc ? 1.0f : 0.0f, y, O);
+}
+static void matmul_backward_p(int f32, float *dx, float *dW, const float *dy, const float *x,
+                              const float *W, int M, int K, int O, int acc_dx) {
+    if (M == 0) return;
+    if (dx) gemm(f32, CUBLAS_OP_N, CUBLAS_OP_N, K, M, O, W, K, dy, O, acc_dx ? 1.0f : 0.0f, dx, K);
+    if (dW) gemm(f32, CUBLAS_OP_N, CUBLAS_OP_T, K, O, M, x, K, dy, O, 1.0f, dW, K);
+}
+static void mm_bf16(float *y, const float *x, const float *W, int M, int K, int O, int acc) {
+    matmul_p(0, y, x, W, M, K, O, acc);
+}
+static void mm_f32(float *y, const float *x, const float *W, int M, int K, int O, int acc) {
+    matmul_p(1, y, x, W, M, K, O, acc);
+}
+static void mmb_bf16(float *dx, float *dW, const float *dy, const float *x, const float *W, int M,
+                     int K, int O, int acc) {
+    matmul_backward_p(0, dx, dW, dy, x, W, M, K, O, acc);
+}
+static void mmb_f32(float *dx, float *dW, const float *dy, const float *x, const float *W, int M,
+                    int K, int O, int acc) {
+    matmul_backward_p(1, dx, dW, dy, x, W, M, K, O, acc);
+}
+
+/* ------------------------------------------------------------------ block reduction */
+
+__device__ float block_sum(float v, float *sh) {
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    const int w = threadIdx.x >> 5, lane = threadIdx.x & 31, nw = blockDim.x >> 5;
+    __syncthreads();
+    if (lane == 0) sh[w] = v;
+    __syncthreads();
+    float t = 0.0f;
+    for (int i = 0; i < nw; i++) t += sh[i];
+    return t;
+}
+
+/* Column partials: part[chunk][c] = Σ_{rows i of chunk} f(i, c); mode 0: a[i,c];
+ * mode 1: a[i,c]·b[i,c]·r[i] (RMSNorm's dw). Then out[c] += Σ_chunk part[chunk][c]. */
+__global__ void k_col_part(float *part, const float *a, const float *b, const float *r, int N,
+                           int C, int mode) {
+    const int c = blockIdx.x * blockDim.x + threadIdx.x, ch = blockIdx.y;
+    if (c >= C) return;
+    const int per = (N + CHUNKS - 1) / CHUNKS, i0 = ch * per, i1 = min(N, i0 + per);
+    float s = 0.0f;
+    for (int i = i0; i < i1; i++) {
+        const int64_t o = (int64_t)i * C + c;
+        s += mode == 0 ? a[o] : a[o] * b[o] * r[i];
+    }
+    part[(int64_t)ch * C + c] = s;
+}
+__global__ void k_col_reduce(float *out, const float *part, int C) {
+    const int c = blockIdx.x * blockDim.x + threadIdx.x;
+    if (c >= C) return;
+    float s = 0.0f;
+    for (int ch = 0; ch < CHUNKS; ch++) s += part[(int64_t)ch * C + c];
+    out[c] += s;
+}
+static void col_sum(float *out, const float *a, const float *b, const float *r, int N, int C,
+                    int mode) {
+    float *part = part_buf((size_t)CHUNKS * C);
+    if (!part || N == 0) return;
+    dim3 g((C + TPB - 1) / TPB, CHUNKS);
+    k_col_part<<<g, TPB>>>(part, a, b, r, N, C, mode);
+    k_col_reduce<<<(C + TPB - 1) / TPB, TPB>>>(out, part, C);
+}
+
+/* ------------------------------------------------------------------ RMSNorm */
+
+#define RMS_EPS 1e-5f
+
+__global__ void k_rmsnorm(float *y, float *rstd, const float *x, const float *w, int C) {
+    __shared__ float sh[32];
+    const int64_t o = (int64_t)blockIdx.x * C;
+    float s = 0.0f;
+    for (int c = threadIdx.x; c < C; c += blockDim.x) s += x[o + c] * x[o + c];
+    s = block_sum(s, sh);
+    const float r = rsqrtf(s / C + RMS_EPS);
+    if (threadIdx.x == 0) rstd[blockIdx.x] = r;
+    for (int c = threadIdx.x; c < C; c += blockDim.x) y[o + c] = x[o + c] * r * w[c];
+}
+static void g_rmsnorm(float *y, float *rstd, const float *x, const float *w, int M, int C) {
+    if (M) k_rmsnorm<<<M, TPB>>>(y, rstd, x, w, C);
+}
+
+__global__ void k_rmsnorm_bwd(float *dx, const float *dy, const float *x, const float *w,
+                              const float *rstd, int C) {
+    __shared__ float sh[32];
+    const int64_t o = (int64_t)blockIdx.x * C;
+    float s = 0.0f;
+    for (int c = threadIdx.x; c < C; c += blockDim.x) s += dy[o + c] * w[c] * x[o + c];
+    s = block_sum(s, sh);
+    const float r = rstd[blockIdx.x], k = s / C * r * r * r;
+    for (int c = threadIdx.x; c < C; c += blockDim.x) dx[o + c] += r * dy[o + c] * w[c] - k * x[o + c];
+}
+static void g_rmsnorm_backward(float *dx, float *dw, const float *dy, const float *x,
+                               const float *w, const float *rstd, int M, int C) {
+    if (!M) return;
+    k_rmsnorm_bwd<<<M, TPB>>>(dx, dy, x, w, rstd, C);
+    col_sum(dw, dy, x, rstd, M, C, 1);
+}
+
+/* ------------------------------------------------------------------ RoPE, SwiGLU, gates */
+
+__global__ void k_rope(float *x, const float *cs, const float *sn, int T, int H, int half,
+                       int64_t pos0, int inverse, int64_t n) {
+    const int64_t idx = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
+    if (idx >= n) return;
+    const int i = (int)(idx % half);
+    const int64_t rowh = idx / half; /* (b·T + t)·H + h */
+    const int64_t t = (rowh / H) % T;
+    const int64_t p = (pos0 + t) * half + i;
+    const float c = cs[p], s = inverse ? -sn[p] : sn[p];
+    float *v = x + rowh * 2 * half + 2 * i;
+    const float x0 = v[0], x1 = v[1];
+    v[0] = x0 * c - x1 * s;
+    v[1] = x0 * s + x1 * c;
+}
+static void g_rope(float *x, const float *cos_t, const float *sin_t, int B, int T, int H, int D,
+                   int64_t pos0, int inverse) {
+    const int64_t n = (int64_t)B * T * H * (D / 2);
+    if (n) k_rope<<<blocks_for(n), TPB>>>(x, cos_t, sin_t, T, H, D / 2, pos0, inverse, n);
+}
+
+__device__ __forceinline__ float sigm(float z) { return 1.0f / (1.0f + expf(-z)); }
+
+__global__ void k_swiglu(float *h, const float *a, const float *b, int64_t n) {
+    const int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
+    if (i < n) h[i] = a[i] * sigm(a[i]) * b[i];
+}
+__global__ void k_swiglu_bwd(float *da, float *db, const float *dh, const float *a,
+                             const float *b, int64_t n) {
+    const int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    const float s = sigm(a[i]), silu = a[i] * s;
+    db[i] = dh[i] * silu;
+    da[i] = dh[i] * b[i] * (s * (1.0f + a[i] * (1.0f - s)));
+}
+static void g_swiglu(float *h, const float *a, const float *b, int64_t n) {
+    if (n) k_swiglu<<<blocks_for(n), TPB>>>(h, a, b, n);
+}
+static void g_swiglu_backward(float *da, float *db, const float *dh, const float *a,
+                              const float *b, int64_t n) {
+    if (n) k_swiglu_bwd<<<blocks_for(n), TPB>>>(da, db, dh, a, b, n);
+}
+
+__global__ void k_gates(float *g, const float *z, int64_t MH, int kind, float temp) {
+    const int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
+    if (i >= MH) return;
+    const float *zi = z + 3 * i;
+    float *gi = g + 3 * i;
+    if (kind == LM_GATE_SIGMOID) {
+        for (int b = 0; b < 3; b++) gi[b] = sigm(zi[b]);
+    } else {
+        const float mx = fmaxf(fmaxf(zi[0], zi[1]), zi[2]);
+        float s = 0.0f, e[3];
+        for (int b = 0; b < 3; b++) s += (e[b] = expf((zi[b] - mx) / temp));
+        for (int b = 0; b < 3; b++) gi[b] = e[b] / s;
+    }
+}
+__global__ void k_gates_bwd(float *dz, const float *dg, const float *g, int64_t MH, int kind,
+                            float temp) {
+    const int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
+    if (i >= MH) return;
+    const float *gi = g + 3 * i, *dgi = dg + 3 * i;
+    float *dzi = dz + 3 * i;
+    if (kind == LM_GATE_SIGMOID) {
+        for (int b = 0; b < 3; b++) dzi[b] = dgi[b] * gi[b] * (1.0f - gi[b]);
+    } else {
+        const float dot = gi[0] * dgi[0] + gi[1] * dgi[1] + gi[2] * dgi[2];
+        for (int b = 0; b < 3; b++) dzi[b] = gi[b] * (dgi[b] - dot) / temp;
+    }
+}
+static void g_gates(float *g, const float *z, int64_t MH, int kind, float temp) {
+    if (MH) k_gates<<<blocks_for(MH), TPB>>>(g, z, MH, kind, temp);
+}
+static void g_gates_backward(float *dz, const float *dg, const float *g, int64_t MH, int kind,
+                             float temp) {
+    if (MH) k_gates_bwd<<<blocks_for(MH), TPB>>>(dz, dg, g, MH, kind, temp);
+}
+
+/* ------------------------------------------------------------------ cross-entropy */
+
+/* One block per row, one thread per vocabulary entry (V = 256): probs and the row's loss. */
+__global__ void k_ce(float *probs, double *rowloss, const float *logits, const uint8_t *targ,
+                     int V) {
+    __shared__ float sh[32];
+    const int64_t o = (int64_t)blockIdx.x * V;
+    const int v = threadIdx.x;
+    const float l = v < V ? logits[o + v] : -INFINITY;
+    float mx = l;
+    for (int d = 16; d > 0; d >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, d));
+    __shared__ float shm[32];
+    if ((v & 31) == 0) shm[v >> 5] = mx;
+    __syncthreads();
+    mx = shm[0];
+    for (int i = 1; i < (int)(blockDim.x >> 5); i++) mx = fmaxf(mx, shm[i]);
+    const float e = v < V ? expf(l - mx) : 0.0f;
+    const float s = block_sum(e, sh);
+    if (v < V) probs[o + v] = e * (1.0f / s);
+    if (targ && v == targ[blockIdx.x])
+        rowloss[blockIdx.x] = -((double)l - mx - log((double)s));
+}
+/* Ordered sum of n doubles by one block: out[0] = Σ / n. */
+__global__ void k_mean(double *out, const double *x, int64_t n) {
+    __shared__ double sh[TPB];
+    double s = 0.0;
+    const int64_t per = (n + blockDim.x - 1) / blockDim.x, i0 = threadIdx.x * per;
+    for (int64_t i = i0; i < i0 + per && i < n; i++) s += x[i];
+    sh[threadIdx.x] = s;
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        double t = 0.0;
+        for (int i = 0; i < (int)blockDim.x; i++) t += sh[i];
+        out[0] = n > 0 ? t / n : 0.0;
+    }
+}
+static float g_cross_entropy(float *probs, const float *logits, const uint8_t *targets, int M,
+                             int V) {
+    if (M == 0 || V != 256) return 0.0f;
+    const uint8_t *t = targets ? bytes_buf(&S.targ, &S.targ_cap, targets, (size_t)M) : NULL;
+    double *rl = NULL;
+    if (targets && cudaMallocAsync((void **)&rl, sizeof(double) * (size_t)M, 0) != cudaSuccess) {
+        note(cudaErrorMemoryAllocation);
+        return NAN;
+    }
+    k_ce<<<M, V>>>(probs, rl, logits, t, V);
+    if (!targets) return 0.0f;
+    k_mean<<<1, TPB>>>(S.dred, rl, M);
+    note(cudaFreeAsync(rl, 0));
+    double loss = 0.0;
+    note(cudaMemcpy(&loss, S.dred, sizeof loss, cudaMemcpyDeviceToHost));
+    return (float)loss;
+}
+
+__global__ void k_ce_bwd(float *dl, const float *p, const uint8_t *targ, int V, float inv,
+                         int64_t n) {
+    const int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    const int64_t row = i / V;
+    const int v = (int)(i % V);
+    float d = p[i] * inv;
+    if (v == targ[row]) d -= inv;
+    dl[i] = d;
+}
+static void g_cross_entropy_backward(float *dlogits, const float *probs, const uint8_t *targets,
+                                     int M, int V) {
+    if (!M) return;
+    const uint8_t *t = bytes_buf(&S.targ, &S.targ_cap, targets, (size_t)M);
+    if (!t) return;
+    const int64_t n = (int64_t)M * V;
+    k_ce_bwd<<<blocks_for(n), TPB>>>(dlogits, probs, t, V, 1.0f / (float)M, n);
+}
+
+/* ------------------------------------------------------------------ embedding, bias */
+
+__global__ void k_embed(float *x, const float *emb, const uint8_t *tok, int C, int64_t n) {
+    const int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
+    if (i < n) x[i] = emb[(int64_t)tok[i / C] * C + i % C];
+}
+static void g_embed(float *x, const float *emb, const uint8_t *tokens, int N, int C) {
+    const uint8_t *t = bytes_buf(&S.tok, &S.tok_cap, tokens, (size_t)N);
+    const int64_t n = (int64_t)N * C;
+    if (t && n) k_embed<<<blocks_for(n), TPB>>>(x, emb, t, C, n);
+}
+/* Block (vocab v, column tile): rows walked in order, so sums are deterministic. */
+__global__ void k_embed_bwd(float *demb, const float *dx, const uint8_t *tok, int N, int C) {
+    const int v = blockIdx.x, c = blockIdx.y * blockDim.x + threadIdx.x;
+    if (c >= C) return;
+    float s = 0.0f;
+    for (int i = 0; i < N; i++)
+        if (tok[i] == v) s += dx[(int64_t)i * C + c];
+    demb[(int64_t)v * C + c] += s;
+}
+static void g_embed_backward(float *demb, const float *dx, const uint8_t *tokens, int N, int C) {
+    const uint8_t *t = bytes_buf(&S.tok, &S.tok_cap, tokens, (size_t)N);
+    if (!t || !N) return;
+    dim3 g(LM_VOCAB, (C + 127) / 128);
+    k_embed_bwd<<<g, 128>>>(demb, dx, t, N, C);
+}
+
+__global__ void k_bias(float *z, const float *b, int O, int64_t n) {
+    const int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
+    if (i < n) z[i] += b[i % O];
+}
+static void g_bias_add(float *z, const float *b, int N, int O) {
+    const int64_t n = (int64_t)N * O;
+    if (n) k_bias<<<blocks_for(n), TPB>>>(z, b, O, n);
+}
+static void g_bias_backward(float *db, const float *dz, int N, int O) {
+    col_sum(db, dz, NULL, NULL, N, O, 0);
+}
+
+/* ------------------------------------------------------------------ gate statistics */
+
+/* part[blk][0..4] = Σ entropy, collapse, shares over the rows this block strides over. */
+__global__ void k_gstats(double *part, const float *g, int64_t MH) {
+    __shared__ double sh[5][TPB];
+    double a[5] = {0, 0, 0, 0, 0};
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < MH;
+         i += (int64_t)gridDim.x * blockDim.x) {
+        const float *gi = g + 3 * i;
+        const double tot = (double)gi[0] + gi[1] + gi[2];
+        double ent = 0.0, mx = 0.0;
+        for (int b = 0; b < 3; b++) {
+            const double s = tot > 0 ? gi[b] / tot : 1.0 / 3.0;
+            if (s > 0) ent -= s * log(s);
+            if (s > mx) mx = s;
+            a[2 + b] += s;
+        }
+        a[0] += ent;
+        a[1] += (ent < 0.1 && mx > 0.95) ? 1.0 : 0.0;
+    }
+    for (int k = 0; k < 5; k++) sh[k][threadIdx.x] = a[k];
+    __syncthreads();
+    if (threadIdx.x < 5) {
+        double t = 0.0;
+        for (int i = 0; i < (int)blockDim.x; i++) t += sh[threadIdx.x][i];
+        part[blockIdx.x * 5 + threadIdx.x] = t;
+    }
+}
+__global__ void k_gstats_acc(double *acc, const double *part, int nblk) {
+    if (threadIdx.x < 5) {
+        double t = 0.0;
+        for (int b = 0; b < nblk; b++) t += part[b * 5 + threadIdx.x];
+        acc[threadIdx.x] += t;
+    }
+}
+static void g_gate_stats(float *const *g, int layers, int64_t MH, double *entropy_sum,
+                         double *collapse_sum, double share_sum[3]) {
+    double *acc = S.dred + CHUNKS * 5, h[5];
+    note(cudaMemsetAsync(acc, 0, 5 * sizeof(double), 0));
+    for (int l = 0; l < layers && MH > 0; l++) {
+        k_gstats<<<CHUNKS, TPB>>>(S.dred, g[l], MH);
+        k_gstats_acc<<<1, 32>>>(acc, S.dred, CHUNKS);
+    }
+    note(cudaMemcpy(h, acc, sizeof h, cudaMemcpyDeviceToHost));
+    *entropy_sum += h[0];
+    *collapse_sum += h[1];
+    for (int b = 0; b < 3; b++) share_sum[b] += h[2 + b];
+}
+
+/* ------------------------------------------------------------------ clipping, AdamW */
+
+__global__ void k_sumsq(double *part, const float *x, int64_t n) {
+    __shared__ double sh[TPB];
+    double s = 0.0;
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
+         i += (int64_t)gridDim.x * blockDim.x)
+        s += (double)x[i] * x[i];
+    sh[threadIdx.x] = s;
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        double t = 0.0;
+        for (int i = 0; i < (int)blockDim.x; i++) t += sh[i];
+        part[blockIdx.x] = t;
+    }
+}
+__global__ void k_scale(float *x, float s, int64_t n) {
+    const int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
+    if (i < n) x[i] *= s;
+}
+static float g_clip_grads(float *g, size_t n, float clip) {
+    k_sumsq<<<CHUNKS, TPB>>>(S.dred, g, (int64_t)n);
+    double part[CHUNKS], ss = 0.0;
+    note(cudaMemcpy(part, S.dred, sizeof part, cudaMemcpyDeviceToHost));
+    for (int i = 0; i < CHUNKS; i++) ss += part[i];
+    const float norm = (float)sqrt(ss);
+    if (clip > 0 && norm > clip) k_scale<<<blocks_for((int64_t)n), TPB>>>(g, clip / norm, (int64_t)n);
+    return norm;
+}
+
+__global__ void k_adamw(float *p, const float *g, float *mo, float *ve, const uint8_t *decay,
+                        int64_t n, float lr, float b1, float b2, float bc1, float bc2, float eps,
+                        float wd) {
+    const int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    const float w = decay[i] ? wd : 0.0f, gi = g[i];
+    const float m = b1 * mo[i] + (1.0f - b1) * gi, v = b2 * ve[i] + (1.0f - b2) * gi * gi;
+    mo[i] = m;
+    ve[i] = v;
+    const float mh = m / bc1, vh = v / bc2;
+    p[i] -= lr * (mh / (sqrtf(vh) + eps) + w * p[i]);
+}
+static void g_adamw(float *p, const float *g, float *mo, float *ve, const uint8_t *decay,
+                    size_t n, int t, float lr, float b1, float b2, float eps, float wd) {
+    const float bc1 = 1.0f - powf(b1, (float)t), bc2 = 1.0f - powf(b2, (float)t);
+    if (n)
+        k_adamw<<<blocks_for((int64_t)n), TPB>>>(p, g, mo, ve, decay, (int64_t)n, lr, b1, b2, bc1,
+                                                 bc2, eps, wd);
+}
+
+static int g_sync(char *err, size_t n) {
+    cudaError_t e = cudaStreamSynchronize(0);
+    if (e == cudaSuccess) e = cudaGetLastError();
+    if (e == cudaSuccess) e = S.err;
+    if (e == cudaSuccess) return 0;
+    S.err = cudaSuccess;
+    snprintf(err, n, "cuda: %s", cudaGetErrorString(e));
+    return -1;
+}
+
+/* ------------------------------------------------------------------ tables */
+
+static lm_backend tables[2]; /* [0] bf16 compute, [1] f32 */
+
+static void fill(lm_backend *b, int f32) {
+    memset(b, 0, sizeof *b);
+    b->name = f32 ? "cuda-f32" : "cuda-bf16";
+    b->device = NSA_DEVICE_CUDA;
+    b->att_dtype = f32 ? NSA_DTYPE_F32 : NSA_DTYPE_BF16;
+    b->alloc = g_alloc;
+    b->release = g_release;
+    b->upload = g_upload;
+    b->download = g_download;
+    b->zero = g_zero;
+    b->copy = g_copy;
+    b->to_att = g_to_att;
+    b->from_att = g_from_att;
+    b->matmul = f32 ? mm_f32 : mm_bf16;
+    b->matmul_backward = f32 ? mmb_f32 : mmb_bf16;
+    b->rmsnorm = g_rmsnorm;
+    b->rmsnorm_backward = g_rmsnorm_backward;
+    b->rope = g_rope;
+    b->swiglu = g_swiglu;
+    b->swiglu_backward = g_swiglu_backward;
+    b->gates = g_gates;
+    b->gates_backward = g_gates_backward;
+    b->cross_entropy = g_cross_entropy;
+    b->cross_entropy_backward = g_cross_entropy_backward;
+    b->embed = g_embed;
+    b->embed_backward = g_embed_backward;
+    b->bias_add = g_bias_add;
+    b->bias_backward = g_bias_backward;
+    b->gate_stats = g_gate_stats;
+    b->clip_grads = g_clip_grads;
+    b->adamw = g_adamw;
+    b->sync = g_sync;
+}
+
+extern "C" const lm_backend *lm_cuda_backend(int f32, char *err, size_t n) {
+    if (!S.ready) {
+        int count = 0;
+        cudaError_t e = cudaGetDeviceCount(&count);
+        if (e != cudaSuccess || count < 1) {
+            cudaGetLastError();
+            snprintf(err, n, "device: cuda: no CUDA device (%s)",
+                     e != cudaSuccess ? cudaGetErrorString(e) : "count 0");
+            return NULL;
+        }
+        if (cublasCreate(&S.h) != CUBLAS_STATUS_SUCCESS) {
+            snprintf(err, n, "device: cuda: cublasCreate failed");
+            return NULL;
+        }
+        if (cudaMalloc((void **)&S.dred, sizeof(double) * (CHUNKS * 5 + 8)) != cudaSuccess) {
+            cudaGetLastError();
+            cublasDestroy(S.h);
+            snprintf(err, n, "device: cuda: out of device memory");
+            return NULL;
+        }
+        fill(&tables[0], 0);
+        fill(&tables[1], 1);
+        S.ready = 1;
+    }
+    return &tables[f32 ? 1 : 0];
+}
+
+extern "C" int lm_cuda_mem_mib(double *alloc, double *alloc_peak, double *reserved) {
+    *alloc = *alloc_peak = *reserved = 0.0;
+    if (!S.ready) return -1;
+    size_t fr = 0, tot = 0;
+    if (cudaMemGetInfo(&fr, &tot) != cudaSuccess) {
+        cudaGetLastError();
+        return -1;
+    }
+    const double mib = 1024.0 * 1024.0;
+    *alloc = (double)S.alloc_now / mib;
+    *alloc_peak = (double)S.alloc_peak / mib;
+    *reserved = (double)(tot - fr) / mib;
+    return 0;
+}
