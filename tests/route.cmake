@@ -19,7 +19,7 @@ set_tests_properties(nsa_route.sm89_policy PROPERTIES PASS_REGULAR_EXPRESSION
   "sel +ref +packed +packed \\(NSA_USE_SEL_PACK=1\\); fused selection disabled on sm89 by device policy")
 add_test(NAME nsa_route.sm90_policy COMMAND nsa_cli route --device sm90)
 set_tests_properties(nsa_route.sm90_policy PROPERTIES PASS_REGULAR_EXPRESSION
-  "FA-2 opt-in on sm90: parity not accepted.*fused selection off until parity is accepted on sm90")
+  "FA-2 \\(parity accepted on this arch\\).*fused selection \\(parity accepted on this arch\\)")
 add_test(NAME nsa_route.bad_flag COMMAND nsa_cli route --flag NSA_USE_FA2=maybe)
 set_tests_properties(nsa_route.bad_flag PROPERTIES WILL_FAIL TRUE)
 add_test(NAME nsa_parity.all COMMAND nsa_cli parity)

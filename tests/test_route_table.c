@@ -64,7 +64,7 @@ typedef struct {
 #define F16 NSA_DTYPE_F16
 #define F32 NSA_DTYPE_F32
 #define FW NSA_PASS_FORWARD
-/* Cutoffs of the compiled-in sm80/sm90 profiles: win 512 keys (T = 511 | 512), cmp 128 keys
+/* Cutoffs of the compiled-in sm80 profile: win 512 keys (T = 511 | 512), cmp 128 keys
  * (num_cmp: T = 2063 → 127 | 2064 → 128), sel 1024 keys (T = 1023 | 1024); sm89: 8192 each. */
 static const golden rows[] = {
     /* cpu: every role is the reference */
@@ -128,15 +128,17 @@ static const golden rows[] = {
     {"sm89", BF, 8191, 64, 512, FW, "NSA_USE_FA2=1 NSA_FA2_MIN_LEN_WIN=512",
      {"cuda.mask", "cuda.pack", "cuda.fa2"}, {"", "", ">= cutoff 512 (NSA_FA2_MIN_LEN_WIN)"}},
     /* sm90 */
-    {"sm90", BF, 4096, 64, 512, FW, "", {"cuda.mask", "cuda.pack", "cuda.mask"},
-     {"FA-2 opt-in on sm90", "until parity is accepted on sm90", "FA-2 opt-in on sm90"}},
+    /* parity accepted on H100 (issue 6, bench/RESULTS.md): fast roles by default, cutoff 0 */
+    {"sm90", BF, 4096, 64, 512, FW, "", {"cuda.fa2", "cuda.tri", "cuda.fa2"},
+     {"parity accepted on this arch", "parity accepted on this arch",
+      "parity accepted on this arch"}},
     {"sm90", F16, 4096, 64, 512, FW, "NSA_FORCE_PARITY=1 NSA_USE_FA2=1 NSA_TRITON_SEL_FORCE=1",
      {"cuda.ref", "cuda.ref", "cuda.ref"},
      {"NSA_FORCE_PARITY=1", "NSA_FORCE_PARITY=1", "NSA_FORCE_PARITY=1"}},
     {"sm90", BF, 4096, 64, 512, FW, "NSA_USE_FA2=1 NSA_USE_TRITON_SEL=1",
      {"cuda.fa2", "cuda.tri", "cuda.fa2"}, {"", "", ""}},
     {"sm90", BF, 4096, 64, 512, FW, "NSA_USE_FA2=0 NSA_USE_FA2_CMP=1",
-     {"cuda.fa2", "cuda.pack", "cuda.mask"}, {"", "", "FA-2 off (NSA_USE_FA2=0)"}},
+     {"cuda.fa2", "cuda.tri", "cuda.mask"}, {"", "", "FA-2 off (NSA_USE_FA2=0)"}},
 };
 
 static void set_flags(nsa_context *ctx, const char *flags) {

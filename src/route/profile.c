@@ -24,7 +24,9 @@
 static const nsa_profile builtin[] = {
     {80, "A100", 0, 512, 128, 1, 0, 1024, UNMEASURED, "compiled-in"},
     {89, "RTX 4090", 0, 8192, 8192, 0, 0, 8192, UNMEASURED, "compiled-in"},
-    {90, "H100", 0, 512, 128, 1, 0, 1024, UNMEASURED, "compiled-in"},
+    {90, "H100", 1, 0, 0, 1, 1, 0, /* tests/gpu and nsa parity green, sweep: bench/RESULTS.md */
+     "H100 80GB HBM3, 2026-11-26: fast roles faster than the reference role at every S "
+     "of 512-65536 (bench/RESULTS.md)", "compiled-in"},
 };
 
 void nsa_profiles_builtin(nsa_profile_set *out) {
