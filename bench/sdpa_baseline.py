@@ -6,6 +6,7 @@ GEMM 8192^3 measured here). A backend that refuses a shape prints a row with ms 
 """
 import argparse
 import statistics
+import sys
 
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
@@ -34,6 +35,8 @@ def main():
     ap.add_argument("--reps", type=int, default=20)
     args = ap.parse_args()
     dev = "cuda"
+    print(f"# torch {torch.__version__}, cuDNN {torch.backends.cudnn.version()}, "
+          f"{torch.cuda.get_device_name()}", file=sys.stderr)
     flush = torch.empty(256 << 20, dtype=torch.uint8, device=dev)
     a = torch.randn(8192, 8192, device=dev, dtype=torch.bfloat16)
     b = torch.randn(8192, 8192, device=dev, dtype=torch.bfloat16)
@@ -49,7 +52,7 @@ def main():
             q = torch.randn(1, hq, S, dk, device=dev, dtype=torch.bfloat16)
             k = torch.randn(1, hkv, S, dk, device=dev, dtype=torch.bfloat16)
             v = torch.randn(1, hkv, S, dv, device=dev, dtype=torch.bfloat16)
-            tflop = 2 * (S * S / 2) * hq * (dk + dv) * 2 / 1e12 / 2
+            tflop = 2 * (S * S / 2) * hq * (dk + dv) / 1e12  # PERF.md: QK and PV, causal half
             for name, be in (("cudnn", SDPBackend.CUDNN_ATTENTION), ("flash", SDPBackend.FLASH_ATTENTION)):
                 ms = float("nan")
                 for gqa in (True, False):
