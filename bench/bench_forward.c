@@ -202,7 +202,7 @@ int main(int argc, char **argv) {
         }
         else {
             fprintf(stderr, "usage: bench_forward [--shapes AB] [--S 8192,...] [--reps 20] "
-                            "[--roles fast|fa2ref|ref] [--tune key=value ...]\n");
+                            "[--roles fast|fa2ref|tiled|ref] [--tune key=value ...]\n");
             return 2;
         }
     }
@@ -217,6 +217,10 @@ int main(int argc, char **argv) {
     nsa_role r[3] = {NSA_ROLE_FA2, NSA_ROLE_FUSED_SEL, NSA_ROLE_FA2};
     if (!strcmp(roles, "ref")) r[0] = r[1] = r[2] = NSA_ROLE_REF;
     if (!strcmp(roles, "fa2ref")) r[1] = NSA_ROLE_REF;
+    if (!strcmp(roles, "tiled")) {
+        r[0] = r[2] = NSA_ROLE_MASKED;
+        r[1] = NSA_ROLE_PACKED;
+    }
     char rname[96];
     snprintf(rname, sizeof rname, "%s%s%s", roles, *tuned ? ";" : "", tuned);
     for (const char *sh = shapes; *sh; sh++) {

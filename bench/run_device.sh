@@ -29,7 +29,7 @@ fi
 T=$B/tests/test_gpu_parity
 if has test; then
   log "gpu parity tests"
-  for c in ref_f32 ref_bf16_f16 fa2_cmp_win fused_sel all_fast_paper ties_exact public_forward; do
+  for c in ref_f32 ref_bf16_f16 fa2_cmp_win fused_sel all_fast_paper ties_exact public_forward tiled_roles; do
     timeout 300 $T $c >>"$OUT/test.log" 2>&1; rc=$?
     log "test $c rc=$rc"
   done
@@ -61,7 +61,7 @@ if has bench; then
   grep -E "^bench" "$OUT/build.log" | tail -5
   grep -E "total|gemm|sel," "$OUT/bench_nsa.csv"
   if [ -n "${BENCH_SMALL_S:-}" ]; then  # cutoff sweep: reference role vs fast roles, short S
-    for rl in ref fast; do
+    for rl in ref tiled fast; do
       $B/bench/bench_forward --S $BENCH_SMALL_S --reps 5 --roles $rl 2>>"$OUT/build.log" |
         grep -v "^kind" | sed "s/,$rl,/,$rl-small,/" >>"$OUT/bench_nsa.csv"
     done

@@ -28,6 +28,12 @@ extern "C" int nsa_cuda_role_supported(const nsa_route_problem *p, nsa_branch br
     case NSA_ROLE_FA2:
         if (br == NSA_BRANCH_SEL) { *why = "FA-2 serves cmp and win"; return 0; }
         return nsa_cu_fa2_supported(&s, br, why);
+    case NSA_ROLE_MASKED:
+        if (br == NSA_BRANCH_SEL) { *why = "the masked role serves cmp and win"; return 0; }
+        return nsa_cu_tiled_supported(&s, br, why);
+    case NSA_ROLE_PACKED:
+        if (br != NSA_BRANCH_SEL) { *why = "the packed role serves sel"; return 0; }
+        return nsa_cu_tiled_supported(&s, br, why);
     case NSA_ROLE_FUSED_SEL:
         if (br != NSA_BRANCH_SEL) { *why = "the fused kernel serves sel"; return 0; }
         return nsa_cu_fused_supported(&s, why);
@@ -40,7 +46,8 @@ static int cu_supports(const nsa_backend *self, const nsa_route_problem *p, nsa_
     const char *w = "";
     if (dev->kind != NSA_DEVICE_CUDA) w = "not a CUDA device";
     else if (!dev->compiled) w = "no code compiled for this architecture";
-    else if (self->role != NSA_ROLE_REF && dev->sm < 80) w = "tensor-core kernels need sm_80+";
+    else if ((self->role == NSA_ROLE_FA2 || self->role == NSA_ROLE_FUSED_SEL) && dev->sm < 80)
+        w = "tensor-core kernels need sm_80+";
     else if (!(self->branches & NSA_BRANCH_BIT(br))) w = "branch not served";
     else if (nsa_cuda_role_supported(p, br, self->role, &w)) return 1;
     snprintf(why, why_len, "%s", w);
@@ -88,8 +95,25 @@ extern "C" const nsa_backend nsa_cuda_backend_triton = {
     "cuda.triton", NSA_ROLE_FUSED_SEL, NSA_BRANCH_BIT(NSA_BRANCH_SEL), NSA_DEVICE_CUDA,
     cu_supports, fused_fwd, NULL, NULL, NULL};
 
+static nsa_status tiled_fwd(nsa_context *ctx, const nsa_backend *self, nsa_branch br,
+                            nsa_fwd_work *w) {
+    (void)self;
+    nsa_cu_fwd *st = nsa_cu_state(w);
+    if (br == NSA_BRANCH_CMP) st->P_valid = 0;
+    return nsa_cu_tiled_attend(ctx, (cudaStream_t)w->stream, st->dt, st->kc_dt, &st->P, br);
+}
+
+extern "C" const nsa_backend nsa_cuda_backend_masked = {
+    "cuda.masked", NSA_ROLE_MASKED, NSA_BRANCH_BIT(NSA_BRANCH_CMP) | NSA_BRANCH_BIT(NSA_BRANCH_WIN),
+    NSA_DEVICE_CUDA, cu_supports, tiled_fwd, NULL, NULL, NULL};
+extern "C" const nsa_backend nsa_cuda_backend_packed = {
+    "cuda.packed", NSA_ROLE_PACKED, NSA_BRANCH_BIT(NSA_BRANCH_SEL), NSA_DEVICE_CUDA, cu_supports,
+    tiled_fwd, NULL, NULL, NULL};
+
 static const nsa_backend *const cuda_backends[] = {&nsa_cuda_backend_ref, &nsa_cuda_backend_fa2,
-                                                   &nsa_cuda_backend_triton};
+                                                   &nsa_cuda_backend_triton,
+                                                   &nsa_cuda_backend_masked,
+                                                   &nsa_cuda_backend_packed};
 
 extern "C" const nsa_backend *const *nsa_device_cuda_backends(int *count) {
     *count = (int)(sizeof cuda_backends / sizeof cuda_backends[0]);

@@ -135,6 +135,10 @@ nsa_status nsa_cu_select(nsa_context *ctx, nsa_cu_stream st, const nsa_cu_params
  * gates by one-hot (NSA_FORCE_BRANCH). */
 nsa_status nsa_cu_combine(nsa_context *ctx, nsa_cu_stream st, nsa_dtype dt,
                           const nsa_cu_params *P, const nsa_fwd_args *a, int force_branch);
+/* tiled.cu: masked (cmp, win) and packed (sel) SIMT kernels, f32, any dtype and stride. */
+int nsa_cu_tiled_supported(const nsa_shape *s, nsa_branch br, const char **why);
+nsa_status nsa_cu_tiled_attend(nsa_context *ctx, nsa_cu_stream st, nsa_dtype dt, nsa_dtype kc_dt,
+                               const nsa_cu_params *P, nsa_branch br);
 /* fa2.cu: tensor-core cmp (also writes P.P) and win. */
 int nsa_cu_fa2_supported(const nsa_shape *s, nsa_branch br, const char **why);
 nsa_status nsa_cu_fa2_attend(nsa_context *ctx, nsa_cu_stream st, nsa_dtype dt,

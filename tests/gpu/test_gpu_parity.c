@@ -16,6 +16,7 @@ static const nsa_role R_REF[3] = {NSA_ROLE_REF, NSA_ROLE_REF, NSA_ROLE_REF};
 static const nsa_role R_FA2[3] = {NSA_ROLE_FA2, NSA_ROLE_REF, NSA_ROLE_FA2};
 static const nsa_role R_FUSED[3] = {NSA_ROLE_REF, NSA_ROLE_FUSED_SEL, NSA_ROLE_REF};
 static const nsa_role R_FAST[3] = {NSA_ROLE_FA2, NSA_ROLE_FUSED_SEL, NSA_ROLE_FA2};
+static const nsa_role R_TILED[3] = {NSA_ROLE_MASKED, NSA_ROLE_PACKED, NSA_ROLE_MASKED};
 
 static nsa_config cfg(int Hq, int Hkv, int Dk, int Dv, int l, int d, int lp, int n, int w) {
     nsa_config c = nsa_config_default(Hq, Hkv, Dk, Dv);
@@ -119,6 +120,19 @@ static void fused_sel(void) {
     CHECK(run_one(ctx, cfg(2, 2, 64, 64, 8, 4, 16, 5, 40), 2, 301, NSA_DTYPE_BF16, 0, R_FUSED, 0.001));
     CHECK(run_one(ctx, nsa_config_default(4, 4, 64, 64), 1, 45, NSA_DTYPE_BF16, 0, R_FUSED, 0.001));
     CHECK(run_one(ctx, cfg(16, 1, 64, 64, 32, 16, 128, 4, 64), 1, 900, NSA_DTYPE_BF16, 0, R_FUSED, 0.001));
+    nsa_context_destroy(ctx);
+}
+
+/* Masked (cmp, win) and packed (sel) roles: f32/bf16/f16, GQA 1/4/16 and 32 (head chunks),
+ * head dims the tensor cores do not take, T below l and ragged. */
+static void tiled_roles(void) {
+    nsa_context *ctx = gpu_ctx();
+    if (!ctx) return;
+    CHECK(run_one(ctx, cfg(8, 2, 32, 24, 8, 4, 16, 4, 24), 2, 203, NSA_DTYPE_F32, 0, R_TILED, 0.001));
+    CHECK(run_one(ctx, cfg(8, 2, 32, 24, 8, 4, 16, 4, 24), 1, 6, NSA_DTYPE_F32, 0, R_TILED, 0.0));
+    CHECK(run_one(ctx, nsa_config_default(16, 1, 192, 128), 1, 700, NSA_DTYPE_BF16, 0, R_TILED, 0.001));
+    CHECK(run_one(ctx, cfg(2, 2, 48, 40, 16, 8, 32, 6, 64), 2, 333, NSA_DTYPE_F16, 1, R_TILED, 0.001));
+    CHECK(run_one(ctx, cfg(32, 1, 32, 32, 16, 8, 48, 4, 40), 1, 150, NSA_DTYPE_F32, 0, R_TILED, 0.001));
     nsa_context_destroy(ctx);
 }
 
@@ -245,6 +259,7 @@ static void sanitize_small(void) {
     nsa_config c = cfg(8, 2, 64, 64, 16, 8, 32, 4, 48);
     CHECK(run_one(ctx, c, 1, 150, NSA_DTYPE_BF16, 0, R_FAST, 0.01));
     CHECK(run_one(ctx, c, 1, 70, NSA_DTYPE_F32, 1, R_REF, 0.01));
+    CHECK(run_one(ctx, c, 1, 90, NSA_DTYPE_BF16, 0, R_TILED, 0.01));
     nsa_context_destroy(ctx);
 }
 
@@ -284,7 +299,7 @@ int main(int argc, char **argv) {
         {"fa2_cmp_win", fa2_cmp_win},   {"fused_sel", fused_sel},
         {"all_fast_paper", all_fast_paper}, {"ties_exact", ties_exact},
         {"long_sampled", long_sampled}, {"public_forward", public_forward},
-        {"sanitize_small", sanitize_small},
+        {"sanitize_small", sanitize_small}, {"tiled_roles", tiled_roles},
     };
     return nsa_test_main(argc, argv, cases, (int)(sizeof cases / sizeof cases[0]));
 }
