@@ -55,6 +55,51 @@ static void sample_mem(void) {
         (out) = median(v_, (reps));                                                                \
     } while (0)
 
+/* The GEMMs of one layer (forward, then backward) on the layer's saved activations. */
+typedef struct {
+    const lm_backend *be;
+    const lm_layer_act *A;
+    const lm_layer_w *W;
+    lm_layer_w *dW;
+    float *s1, *s2, *s3;
+    int N, C, Hq, D, Hkv, F;
+} gemm_set;
+
+static void gemms_fwd(const gemm_set *g) {
+    const lm_backend *be = g->be;
+    const lm_layer_act *A = g->A;
+    const lm_layer_w *W = g->W;
+    const int N = g->N, C = g->C, HD = g->Hq * g->D, KD = g->Hkv * g->D, F = g->F;
+    be->matmul(g->s1, A->ln1, W->wq, N, C, HD, 0);
+    for (int b = 0; b < 3; b++) {
+        be->matmul(g->s2, A->ln1, W->wk[b], N, C, KD, 0);
+        be->matmul(g->s2, A->ln1, W->wv[b], N, C, KD, 0);
+    }
+    be->matmul(g->s2, A->ln1, W->wg, N, C, g->Hq * 3, 0);
+    be->matmul(g->s2, A->att, W->wo, N, HD, C, 0);
+    be->matmul(g->s3, A->ln2, W->w1, N, C, F, 0);
+    be->matmul(g->s3, A->ln2, W->w3, N, C, F, 0);
+    be->matmul(g->s2, A->h, W->w2, N, F, C, 0);
+}
+
+static void gemms_bwd(const gemm_set *g) {
+    const lm_backend *be = g->be;
+    const lm_layer_act *A = g->A;
+    const lm_layer_w *W = g->W;
+    lm_layer_w *dW = g->dW;
+    const int N = g->N, C = g->C, HD = g->Hq * g->D, KD = g->Hkv * g->D, F = g->F;
+    be->matmul_backward(g->s3, dW->w2, A->xm, A->h, W->w2, N, F, C, 0);
+    be->matmul_backward(g->s2, dW->w1, A->a, A->ln2, W->w1, N, C, F, 0);
+    be->matmul_backward(g->s2, dW->w3, A->b, A->ln2, W->w3, N, C, F, 1);
+    be->matmul_backward(g->s1, dW->wo, A->xm, A->att, W->wo, N, HD, C, 0);
+    be->matmul_backward(g->s2, dW->wg, A->z, A->ln1, W->wg, N, C, g->Hq * 3, 0);
+    be->matmul_backward(g->s2, dW->wq, A->q, A->ln1, W->wq, N, C, HD, 1);
+    for (int b = 0; b < 3; b++) {
+        be->matmul_backward(g->s2, dW->wk[b], A->k[b], A->ln1, W->wk[b], N, C, KD, 1);
+        be->matmul_backward(g->s2, dW->wv[b], A->v[b], A->ln1, W->wv[b], N, C, KD, 1);
+    }
+}
+
 int main(int argc, char **argv) {
     const char *which = "short", *prec = "bf16";
     int steps = 10, warm = 2;
@@ -154,6 +199,11 @@ int main(int argc, char **argv) {
     T4(v_win, Hkv, D);
     T4(gates, Hq, 3);
     T4(out, Hq, D);
+    const int64_t rshape[5] = {B, T, Hkv, m.nsa.n, 2}; /* written by the forward, reused */
+    int32_t *ranges = be->alloc(sizeof(int32_t) * (size_t)(N * Hkv * m.nsa.n * 2));
+    if (!ranges) die("alloc", "ranges");
+    fa.sel_ranges = nsa_tensor_make(ranges, NSA_DTYPE_I32, 5, rshape);
+    fa.sel_ranges.device.kind = NSA_DEVICE_CUDA;
     nsa_bwd_args ga;
     memset(&ga, 0, sizeof ga);
 #define G4(field, h, dd)                                                                           \
@@ -189,30 +239,16 @@ int main(int argc, char **argv) {
     float *s2 = s1 + (size_t)N * C, *s3 = s2 + (size_t)N * C;
     const lm_layer_w *W = &m.w.layer[0];
     lm_layer_w *dW = &m.dw.layer[0];
-    TIME_MS(gf, reps, {
-        be->matmul(s1, A->ln1, W->wq, N, C, Hq * D, 0);
-        for (int b = 0; b < 3; b++) {
-            be->matmul(s2, A->ln1, W->wk[b], N, C, Hkv * D, 0);
-            be->matmul(s2, A->ln1, W->wv[b], N, C, Hkv * D, 0);
-        }
-        be->matmul(s2, A->ln1, W->wg, N, C, Hq * 3, 0);
-        be->matmul(s2, A->att, W->wo, N, Hq * D, C, 0);
-        be->matmul(s3, A->ln2, W->w1, N, C, F, 0);
-        be->matmul(s3, A->ln2, W->w3, N, C, F, 0);
-        be->matmul(s2, A->h, W->w2, N, F, C, 0);
-    });
-    TIME_MS(gb, reps, {
-        be->matmul_backward(s3, dW->w2, A->xm, A->h, W->w2, N, F, C, 0);
-        be->matmul_backward(s2, dW->w1, A->a, A->ln2, W->w1, N, C, F, 0);
-        be->matmul_backward(s2, dW->w3, A->b, A->ln2, W->w3, N, C, F, 1);
-        be->matmul_backward(s1, dW->wo, A->xm, A->att, W->wo, N, Hq * D, C, 0);
-        be->matmul_backward(s2, dW->wg, A->z, A->ln1, W->wg, N, C, Hq * 3, 0);
-        be->matmul_backward(s2, dW->wq, A->q, A->ln1, W->wq, N, C, Hq * D, 1);
-        for (int b = 0; b < 3; b++) {
-            be->matmul_backward(s2, dW->wk[b], A->k[b], A->ln1, W->wk[b], N, C, Hkv * D, 1);
-            be->matmul_backward(s2, dW->wv[b], A->v[b], A->ln1, W->wv[b], N, C, Hkv * D, 1);
-        }
-    });
+    const gemm_set gs = {be, A, W, dW, s1, s2, s3, N, (int)C, (int)Hq, (int)D, (int)Hkv, (int)F};
+    TIME_MS(gf, reps, gemms_fwd(&gs));
+    TIME_MS(gb, reps, gemms_bwd(&gs));
+    double gf16 = 0, gb16 = 0; /* the same GEMMs through CUBLAS_COMPUTE_32F_FAST_16BF */
+    if (be->att_dtype != NSA_DTYPE_F32) {
+        lm_cuda_gemm_fast16bf(1);
+        TIME_MS(gf16, reps, gemms_fwd(&gs));
+        TIME_MS(gb16, reps, gemms_bwd(&gs));
+        lm_cuda_gemm_fast16bf(0);
+    }
     const double L = c->n_layer;
     printf("part,ms_per_layer,ms_per_step,share_of_step\n");
     printf("nsa_forward,%.2f,%.1f,%.3f\n", af, af * L, af * L / ms);
@@ -221,7 +257,14 @@ int main(int argc, char **argv) {
     printf("gemm_backward,%.2f,%.1f,%.3f\n", gb, gb * L, gb * L / ms);
     const double gemm_tflops = 2.0 * 3.0 * (double)per_layer * N / ((gf + gb) * 1e-3) / 1e12;
     printf("# layer GEMMs at %.0f TFLOP/s (fwd+bwd, %s)\n", gemm_tflops, be->name);
+    if (gf16 > 0)
+        printf("gemm_fast16bf,%.2f,%.1f,%.0f TFLOP/s (fwd %.2f + bwd %.2f ms per layer)\n",
+               gf16 + gb16, (gf16 + gb16) * L,
+               2.0 * 3.0 * (double)per_layer * N / ((gf16 + gb16) * 1e-3) / 1e12, gf16, gb16);
+    printf("rest,%.2f,%.1f,%.3f\n", (ms - (af + ab + gf + gb) * L) / L, ms - (af + ab + gf + gb) * L,
+           1.0 - (af + ab + gf + gb) * L / ms);
     be->release(buf);
+    be->release(ranges);
     be->release(mom);
     be->release(vel);
     free(x);

@@ -137,13 +137,52 @@ static void g_from_att(float *dst, const void *src, size_t n) {
 
 /* ------------------------------------------------------------------ GEMMs (row-major views) */
 
+/* bf16 mode: operands are rounded to bf16 into these buffers (grown on first use), then one
+ * cuBLAS GEMM with bf16 inputs, fp32 accumulation and fp32 output. lm_cuda_gemm_fast16bf(1)
+ * keeps the operands fp32 and lets cuBLAS down-convert (CUBLAS_COMPUTE_32F_FAST_16BF) instead:
+ * the alternative bench_train measures. */
+static __nv_bfloat16 *cbuf[3];
+static size_t ccap[3];
+static int fast16bf;
+
+extern "C" void lm_cuda_gemm_fast16bf(int on) { fast16bf = on != 0; }
+
+static const __nv_bfloat16 *cast(int slot, const float *x, size_t n) {
+    if (n > ccap[slot]) {
+        note(cudaFree(cbuf[slot]));
+        cbuf[slot] = NULL;
+        ccap[slot] = 0;
+        if (cudaMalloc((void **)&cbuf[slot], n * sizeof(__nv_bfloat16)) != cudaSuccess) {
+            cudaGetLastError();
+            note(cudaErrorMemoryAllocation);
+            return NULL;
+        }
+        ccap[slot] = n;
+    }
+    k_to_bf16<<<blocks_for((int64_t)n), TPB>>>(cbuf[slot], x, (int64_t)n);
+    return cbuf[slot];
+}
+
+/* C (m×n, col-major) = op(A) op(B) + beta·C; na, nb: element counts of A and B. */
 static void gemm(int f32, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
-                 const float *A, int lda, const float *B, int ldb, float beta, float *C, int ldc) {
+                 const float *A, size_t na, int lda, const float *B, size_t nb, int ldb,
+                 float beta, float *C, int ldc, int slot_a, int slot_b) {
     const float alpha = 1.0f;
-    cublasStatus_t st = cublasGemmEx(S.h, ta, tb, m, n, k, &alpha, A, CUDA_R_32F, lda, B,
-                                     CUDA_R_32F, ldb, &beta, C, CUDA_R_32F, ldc,
-                                     f32 ? CUBLAS_COMPUTE_32F : CUBLAS_COMPUTE_32F_FAST_16BF,
-                                     CUBLAS_GEMM_DEFAULT);
+    cublasStatus_t st;
+    if (f32 || fast16bf) {
+        st = cublasGemmEx(S.h, ta, tb, m, n, k, &alpha, A, CUDA_R_32F, lda, B, CUDA_R_32F, ldb,
+                          &beta, C, CUDA_R_32F, ldc,
+                          f32 ? CUBLAS_COMPUTE_32F : CUBLAS_COMPUTE_32F_FAST_16BF,
+                          CUBLAS_GEMM_DEFAULT);
+    } else {
+        const __nv_bfloat16 *a = slot_a >= 0 ? cast(slot_a, A, na) : NULL;
+        const __nv_bfloat16 *b = slot_b >= 0 ? cast(slot_b, B, nb) : NULL;
+        if (slot_a < 0) a = cbuf[-slot_a - 1]; /* already cast for the previous GEMM */
+        if (slot_b < 0) b = cbuf[-slot_b - 1];
+        if (!a || !b) return;
+        st = cublasGemmEx(S.h, ta, tb, m, n, k, &alpha, a, CUDA_R_16BF, lda, b, CUDA_R_16BF, ldb,
+                          &beta, C, CUDA_R_32F, ldc, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+    }
     if (st != CUBLAS_STATUS_SUCCESS) note(cudaErrorLaunchFailure);
 }
 
@@ -151,13 +190,20 @@ static void gemm(int f32, cublasOperation_t ta, cublasOperation_t tb, int m, int
 static void matmul_p(int f32, float *y, const float *x, const float *W, int M, int K, int O,
                      int acc) {
     if (M == 0 || O == 0) return;
-    gemm(f32, CUBLAS_OP_T, CUBLAS_OP_N, O, M, K, W, K, x, K, acc ? 1.0f : 0.0f, y, O);
+    gemm(f32, CUBLAS_OP_T, CUBLAS_OP_N, O, M, K, W, (size_t)O * K, K, x, (size_t)M * K, K,
+         acc ? 1.0f : 0.0f, y, O, 0, 1);
 }
+/* dx (M, K) (+)= dy · W;  dW (O, K) += dy^T · x  (dy is cast once, into slot 2) */
 static void matmul_backward_p(int f32, float *dx, float *dW, const float *dy, const float *x,
                               const float *W, int M, int K, int O, int acc_dx) {
     if (M == 0) return;
-    if (dx) gemm(f32, CUBLAS_OP_N, CUBLAS_OP_N, K, M, O, W, K, dy, O, acc_dx ? 1.0f : 0.0f, dx, K);
-    if (dW) gemm(f32, CUBLAS_OP_N, CUBLAS_OP_T, K, O, M, x, K, dy, O, 1.0f, dW, K);
+    const size_t ny = (size_t)M * O;
+    if (dx)
+        gemm(f32, CUBLAS_OP_N, CUBLAS_OP_N, K, M, O, W, (size_t)O * K, K, dy, ny, O,
+             acc_dx ? 1.0f : 0.0f, dx, K, 0, 2);
+    if (dW)
+        gemm(f32, CUBLAS_OP_N, CUBLAS_OP_T, K, O, M, x, (size_t)M * K, K, dy, ny, O, 1.0f, dW, K,
+             1, dx ? -3 : 2);
 }
 static void mm_bf16(float *y, const float *x, const float *W, int M, int K, int O, int acc) {
     matmul_p(0, y, x, W, M, K, O, acc);
@@ -173,7 +219,6 @@ static void mmb_f32(float *dx, float *dW, const float *dy, const float *x, const
                     int K, int O, int acc) {
     matmul_backward_p(1, dx, dW, dy, x, W, M, K, O, acc);
 }
-
 /* ------------------------------------------------------------------ block reduction */
 
 __device__ float block_sum(float v, float *sh) {

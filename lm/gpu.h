@@ -20,6 +20,10 @@ extern "C" {
  * machine has no usable CUDA device. */
 const lm_backend *lm_cuda_backend(int f32, char *err, size_t n);
 
+/* Benchmarks: 1 = bf16 GEMMs through CUBLAS_COMPUTE_32F_FAST_16BF on the fp32 operands; 0 (the
+ * default) = operands rounded to bf16 by a cast kernel, then a bf16 x bf16 -> fp32 GEMM. */
+void lm_cuda_gemm_fast16bf(int on);
+
 /* Device memory in MiB: allocated through the backend now, its peak, and the device's used
  * memory (cudaMemGetInfo total - free: the library's workspace, stream-ordered pools, cuBLAS
  * and the context included). -1 when there is no CUDA backend. */

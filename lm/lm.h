@@ -178,6 +178,9 @@ struct lm_model {
                                              checkpoints and init read and write it      */
     uint8_t *decay;                       /* (nparams) backend: 1 where AdamW decays     */
     void *att_mem;                        /* att_dtype copies of the NSA tensors (GPU)   */
+    int32_t *ranges_mem;                  /* (layers, N, Hkv, n, 2) backend: each layer's
+                                             selection ranges, written by the training
+                                             forward and reused by its backward          */
     int D;                                /* head dim C / Hq                    */
     lm_tensor_info tensors[LM_MAX_TENSORS];
     int ntensors;

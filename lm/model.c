@@ -118,8 +118,10 @@ static void init_params(lm_model *m, uint64_t seed) {
 static void free_act(lm_model *m) {
     if (m->act_mem) m->be->release(m->act_mem);
     if (m->att_mem) m->be->release(m->att_mem);
+    if (m->ranges_mem) m->be->release(m->ranges_mem);
     m->act_mem = NULL;
     m->att_mem = NULL;
+    m->ranges_mem = NULL;
     m->act_floats = 0;
     m->B = m->T = m->cap_N = 0;
 }
@@ -143,6 +145,11 @@ int lm_model_ensure_act(lm_model *m, int B, int T, char *err, size_t n) {
     if (!m->act_mem)
         return fail(err, n, "out of %s memory for activations (%lld floats)", m->be->name,
                     (long long)total);
+    m->ranges_mem = m->be->alloc(sizeof(int32_t) * (size_t)(L * N * Hkv * c->n * 2));
+    if (!m->ranges_mem) {
+        free_act(m);
+        return fail(err, n, "out of %s memory for the selection ranges", m->be->name);
+    }
     if (m->be->att_dtype != NSA_DTYPE_F32) { /* the NSA tensors and their gradients */
         const int64_t att = 2 * (N * Hq * D * 2 + N * Hkv * D * 6 + N * Hq * 3);
         m->att_mem = m->be->alloc(nsa_dtype_size(m->be->att_dtype) * (size_t)att);

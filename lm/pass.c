@@ -61,8 +61,10 @@ static void att_layout(const lm_model *m, int N, int half, att_set *s) {
 }
 
 /* The library's view of layer A's attention inputs for (B, T); in a cast backend the inputs
- * are converted into att_mem here, and a->out points there (see att_out). */
-static void fwd_args(const lm_model *m, const lm_layer_act *A, int B, int T, nsa_fwd_args *a) {
+ * are converted into att_mem here, and a->out points there (see att_out). layer >= 0: the
+ * layer's selection ranges ride along (written by the training forward, reused by backward). */
+static void fwd_args(const lm_model *m, int layer, const lm_layer_act *A, int B, int T,
+                     nsa_fwd_args *a) {
     const int Hq = m->cfg.n_head, Hkv = m->cfg.n_kv_head, D = m->D, N = B * T;
     const nsa_dtype dt = m->be->att_dtype;
     att_set s = {A->q, {A->k[0], A->k[1], A->k[2]}, {A->v[0], A->v[1], A->v[2]}, A->g, A->att};
@@ -93,6 +95,12 @@ static void fwd_args(const lm_model *m, const lm_layer_act *A, int B, int T, nsa
     a->v_win = tens(m, s.v[2], dt, B, T, Hkv, D);
     a->gates = tens(m, s.g, dt, B, T, Hq, 3);
     a->out = tens(m, s.out, dt, B, T, Hq, D);
+    if (layer >= 0) {
+        const int64_t per = (int64_t)N * Hkv * m->nsa.n * 2;
+        const int64_t shape[5] = {B, T, Hkv, m->nsa.n, 2};
+        a->sel_ranges = nsa_tensor_make(m->ranges_mem + layer * per, NSA_DTYPE_I32, 5, shape);
+        a->sel_ranges.device.kind = m->be->device;
+    }
 }
 
 /* After the attention call: the output back into A->att (f32) when it was cast. */
@@ -153,7 +161,7 @@ static int layer_forward(lm_model *m, int layer, int B, int T, int64_t pos0, pas
         const int emits = c->phi == LM_PHI_LEARNED && nsa_kv_cache_emits_next(cache, 0) == 1;
         if (emits && decode_phi(m, layer, cache, err, n)) return -1;
         nsa_fwd_args fa;
-        fwd_args(m, A, 1, 1, &fa);
+        fwd_args(m, -1, A, 1, 1, &fa);
         nsa_decode_args a;
         memset(&a, 0, sizeof a);
         a.cfg = m->nsa;
@@ -184,7 +192,7 @@ static int layer_forward(lm_model *m, int layer, int B, int T, int64_t pos0, pas
                 lm_phi(j ? A->vc : A->kc, A->phi_u[j], A->phi_h[j], j ? A->v[0] : A->k[0],
                        W->phi_pe[j], W->phi_w1[j], W->phi_w2[j], B, T, Hkv, D, c->l, c->d);
         nsa_fwd_args a;
-        fwd_args(m, A, B, T, &a);
+        fwd_args(m, mode == PASS_TRAIN ? layer : -1, A, B, T, &a);
         if (mode == PASS_PREFILL) {
             nsa_prefill_extra ex;
             memset(&ex, 0, sizeof ex);
@@ -306,7 +314,7 @@ int lm_backward(lm_model *m, const uint8_t *tokens, char *err, size_t n) {
         /* attention: dres is now d(xm) */
         m->be->matmul_backward(datt, dW->wo, dres, A->att, W->wo, N, Hq * D, C, 0);
         nsa_fwd_args fa;
-        fwd_args(m, A, B, T, &fa);
+        fwd_args(m, l, A, B, T, &fa);
         const nsa_dtype dt = m->be->att_dtype;
         att_set gs = {dq, {dk[0], dk[1], dk[2]}, {dv[0], dv[1], dv[2]}, dg, datt};
         if (att_cast(m)) {
