@@ -3,11 +3,13 @@
 # training tests, the short and long throughput benchmarks (bench_train), and a short real run of
 # `nsa train --device cuda` on the built-in corpus (stopped by SIGINT after TRAIN_S seconds, which
 # saves a checkpoint) followed by `nsa sample --device cuda`. Logs and CSVs go to $OUT.
-# Usage: bench/bench_train.sh [phases]   phases: any of build,test,short,train,long (default all).
+# Usage: bench/bench_train.sh [phases]   phases: any of build,test,breaks,short,train,long
+#        (default all). breaks plants a bug in this machine's copy of lm/cuda_ops.cu (SwiGLU
+#        backward), checks that the parity cases fail, and restores the file.
 set -u
 OUT=${OUT:-/tmp/out}
 mkdir -p "$OUT"
-PH=${1:-build,test,short,train,long}
+PH=${1:-build,test,breaks,short,train,long}
 has() { [[ ",$PH," == *",$1,"* ]]; }
 B=build-gt
 log() { echo "== $(date -u +%H:%M:%S) $*" | tee -a "$OUT/summary.txt"; }
@@ -28,6 +30,19 @@ if has test; then
     timeout 120 $B/tests/test_gpu_train $c >>"$OUT/test.log" 2>&1; log "test $c rc=$?"
   done
   grep -E "FAIL|loss cpu|params after" "$OUT/test.log" | cut -c1-300 | tee -a "$OUT/summary.txt"
+fi
+if has breaks; then
+  cp lm/cuda_ops.cu /tmp/cuda_ops.cu.orig
+  sed -i 's/db\[i\] = dh\[i\] \* silu;/db[i] = dh[i] * a[i];/' lm/cuda_ops.cu
+  if cmp -s lm/cuda_ops.cu /tmp/cuda_ops.cu.orig; then log "breaks: pattern not found"; else
+    cmake --build $B -j16 --target test_gpu_train >>"$OUT/build.log" 2>&1
+    for c in f32_step_matches_cpu bf16_step_matches_cpu; do
+      timeout 60 $B/tests/test_gpu_train $c >>"$OUT/test.log" 2>&1; log "planted bug: $c rc=$? (want 1)"
+    done
+    grep -E "^FAIL" "$OUT/test.log" | tail -2 | cut -c1-250
+  fi
+  cp /tmp/cuda_ops.cu.orig lm/cuda_ops.cu
+  cmake --build $B -j16 --target test_gpu_train bench_train nsa_cli >>"$OUT/build.log" 2>&1
 fi
 if has short; then
   timeout ${SHORT_S:-170} $B/bench/bench_train --config short --steps ${STEPS:-3} --warmup 1 \
