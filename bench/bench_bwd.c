@@ -1,0 +1,138 @@
+/* bench_bwd.c — times the CUDA forward (routed by nsa_forward, selection ranges kept) and the CUDA
+ * backward (nsa_backward reusing those ranges, every gradient wanted) on PERF.md's shape A
+ * (Hq=64 Hkv=4 Dk=192 Dv=128, separate K/V per branch, paper config), B=1, bf16, for the
+ * lengths given. CUDA events, one warm-up, L2 flushed (256 MB memset) before each run, median
+ * of --reps; peak device memory from cudaMemGetInfo around the calls. Prints CSV:
+ * kind,S,fwd_ms,bwd_ms,fwd_bwd_ms,peak_MB. Not a test: it checks only the statuses.
+ */
+#include "cuda/cuda_api.h"
+
+#include <cuda_runtime.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define CK(x)                                                                                      \
+    do {                                                                                           \
+        cudaError_t e_ = (x);                                                                      \
+        if (e_ != cudaSuccess) {                                                                   \
+            fprintf(stderr, "bench: %s: %s\n", #x, cudaGetErrorString(e_));                        \
+            exit(1);                                                                               \
+        }                                                                                          \
+    } while (0)
+#define NK(ctx, x)                                                                                 \
+    do {                                                                                           \
+        nsa_status s_ = (x);                                                                       \
+        if (s_ != NSA_OK) {                                                                        \
+            fprintf(stderr, "bench: %s: %s\n", #x, nsa_context_message(ctx));                      \
+            exit(1);                                                                               \
+        }                                                                                          \
+    } while (0)
+
+static int cmp_f(const void *a, const void *b) {
+    float x = *(const float *)a, y = *(const float *)b;
+    return x < y ? -1 : x > y;
+}
+
+static nsa_tensor dt4(nsa_context *ctx, int64_t a, int64_t b, int64_t c, int64_t d, uint64_t seed,
+                      nsa_dtype dt) {
+    void *p;
+    CK(cudaMalloc(&p, (size_t)(a * b * c * d) * nsa_dtype_size(dt)));
+    if (seed) NK(ctx, nsa_cuda_fill_normal(ctx, p, dt, a * b * c * d, seed, 1.0f));
+    nsa_tensor t = nsa_tensor_4d(p, dt, a, b, c, d);
+    t.device.kind = NSA_DEVICE_CUDA;
+    return t;
+}
+
+static size_t used(void) {
+    size_t fr, tot;
+    CK(cudaMemGetInfo(&fr, &tot));
+    return tot - fr;
+}
+
+static void run(int64_t S, int reps, void *flush) {
+    const nsa_config c = nsa_config_default(64, 4, 192, 128);
+    const nsa_dtype bf = NSA_DTYPE_BF16;
+    nsa_context *ctx;
+    if (nsa_context_create(&ctx, NULL, 0) != NSA_OK) exit(1);
+    const size_t base = used();
+    nsa_fwd_args a;
+    memset(&a, 0, sizeof a);
+    a.cfg = c;
+    a.q = dt4(ctx, 1, S, c.Hq, c.Dk, 1, bf);
+    a.k_cmp = dt4(ctx, 1, S, c.Hkv, c.Dk, 2, bf);
+    a.v_cmp = dt4(ctx, 1, S, c.Hkv, c.Dv, 3, bf);
+    a.k_sel = dt4(ctx, 1, S, c.Hkv, c.Dk, 4, bf);
+    a.v_sel = dt4(ctx, 1, S, c.Hkv, c.Dv, 5, bf);
+    a.k_win = dt4(ctx, 1, S, c.Hkv, c.Dk, 6, bf);
+    a.v_win = dt4(ctx, 1, S, c.Hkv, c.Dv, 7, bf);
+    a.gates = dt4(ctx, 1, S, c.Hq, 3, 8, bf);
+    a.out = dt4(ctx, 1, S, c.Hq, c.Dv, 0, bf);
+    int64_t rs[5] = {1, S, c.Hkv, c.n, 2};
+    void *rp;
+    CK(cudaMalloc(&rp, (size_t)(S * c.Hkv * c.n * 2 * 4)));
+    a.sel_ranges = nsa_tensor_make(rp, NSA_DTYPE_I32, 5, rs);
+    a.sel_ranges.device.kind = NSA_DEVICE_CUDA;
+    nsa_bwd_args g;
+    memset(&g, 0, sizeof g);
+    g.dout = dt4(ctx, 1, S, c.Hq, c.Dv, 9, bf);
+    g.dq = dt4(ctx, 1, S, c.Hq, c.Dk, 0, bf);
+    g.dk_cmp = dt4(ctx, 1, S, c.Hkv, c.Dk, 0, bf);
+    g.dv_cmp = dt4(ctx, 1, S, c.Hkv, c.Dv, 0, bf);
+    g.dk_sel = dt4(ctx, 1, S, c.Hkv, c.Dk, 0, bf);
+    g.dv_sel = dt4(ctx, 1, S, c.Hkv, c.Dv, 0, bf);
+    g.dk_win = dt4(ctx, 1, S, c.Hkv, c.Dk, 0, bf);
+    g.dv_win = dt4(ctx, 1, S, c.Hkv, c.Dv, 0, bf);
+    g.dgates = dt4(ctx, 1, S, c.Hq, 3, 0, bf);
+    cudaEvent_t e[3];
+    for (int i = 0; i < 3; i++) CK(cudaEventCreate(&e[i]));
+    float *f = malloc(sizeof(float) * 2 * (size_t)reps), *bw = f + reps;
+    size_t peak = 0;
+    for (int i = 0; i < 1 + reps; i++) {
+        CK(cudaMemset(flush, 0x5a, 256u << 20));
+        CK(cudaDeviceSynchronize());
+        CK(cudaEventRecord(e[0], 0));
+        NK(ctx, nsa_forward(ctx, &a));
+        CK(cudaEventRecord(e[1], 0));
+        NK(ctx, nsa_backward(ctx, &a, &g));
+        CK(cudaEventRecord(e[2], 0));
+        const size_t u = used();
+        if (u > peak) peak = u;
+        CK(cudaEventSynchronize(e[2]));
+        if (i >= 1) {
+            CK(cudaEventElapsedTime(&f[i - 1], e[0], e[1]));
+            CK(cudaEventElapsedTime(&bw[i - 1], e[1], e[2]));
+        }
+    }
+    qsort(f, (size_t)reps, sizeof *f, cmp_f);
+    qsort(bw, (size_t)reps, sizeof *bw, cmp_f);
+    const float fm = f[reps / 2], bm = bw[reps / 2];
+    printf("nsa_ref_bwd,%lld,%.2f,%.2f,%.2f,%.0f\n", (long long)S, fm, bm, fm + bm,
+           (double)(peak - base) / 1e6);
+    fflush(stdout);
+    free(f);
+    const nsa_tensor *all[] = {&a.q, &a.k_cmp, &a.v_cmp, &a.k_sel, &a.v_sel, &a.k_win, &a.v_win,
+                               &a.gates, &a.out, &a.sel_ranges, &g.dout, &g.dq, &g.dk_cmp,
+                               &g.dv_cmp, &g.dk_sel, &g.dv_sel, &g.dk_win, &g.dv_win, &g.dgates};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) CK(cudaFree(all[i]->data));
+    for (int i = 0; i < 3; i++) CK(cudaEventDestroy(e[i]));
+    nsa_context_destroy(ctx);
+}
+
+int main(int argc, char **argv) {
+    const char *Ss = "2048,8192";
+    int reps = 3;
+    for (int i = 1; i + 1 < argc; i += 2) {
+        if (!strcmp(argv[i], "--S")) Ss = argv[i + 1];
+        else if (!strcmp(argv[i], "--reps")) reps = atoi(argv[i + 1]);
+    }
+    void *flush;
+    CK(cudaMalloc(&flush, 256u << 20));
+    printf("kind,S,fwd_ms,bwd_ms,fwd_bwd_ms,peak_MB\n");
+    for (const char *sp = Ss; *sp;) {
+        run(atoll(sp), reps, flush);
+        while (*sp && *sp != ',') sp++;
+        if (*sp) sp++;
+    }
+    return 0;
+}
