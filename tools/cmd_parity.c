@@ -48,9 +48,14 @@ static const parity_path paths[] = {
     {NSA_ROLE_FA2, NSA_BRANCH_CMP, {{"NSA_USE_FA2_CMP", "1"}, {"NSA_FA2_MIN_LEN_CMP", "0"}}},
     {NSA_ROLE_FA2, NSA_BRANCH_WIN, {{"NSA_USE_FA2_WIN", "1"}, {"NSA_FA2_MIN_LEN_WIN", "0"}}},
     {NSA_ROLE_FUSED_SEL, NSA_BRANCH_SEL, {{"NSA_TRITON_SEL_FORCE", "1"}}},
-    {NSA_ROLE_MASKED, NSA_BRANCH_CMP, {{"NSA_USE_FA2", "0"}, {"NSA_USE_CMP_MASK", "1"}}},
-    {NSA_ROLE_MASKED, NSA_BRANCH_WIN, {{"NSA_USE_FA2", "0"}, {"NSA_USE_WIN_MASK", "1"}}},
-    {NSA_ROLE_PACKED, NSA_BRANCH_SEL, {{"NSA_USE_TRITON_SEL", "0"}, {"NSA_USE_SEL_PACK", "1"}}},
+    /* the other branches pinned off their fast paths too, so a fast backend declining a shape
+     * there (counted as a fallback) cannot fail this path's row */
+    {NSA_ROLE_MASKED, NSA_BRANCH_CMP,
+     {{"NSA_USE_FA2", "0"}, {"NSA_USE_CMP_MASK", "1"}, {"NSA_USE_TRITON_SEL", "0"}}},
+    {NSA_ROLE_MASKED, NSA_BRANCH_WIN,
+     {{"NSA_USE_FA2", "0"}, {"NSA_USE_WIN_MASK", "1"}, {"NSA_USE_TRITON_SEL", "0"}}},
+    {NSA_ROLE_PACKED, NSA_BRANCH_SEL,
+     {{"NSA_USE_TRITON_SEL", "0"}, {"NSA_USE_SEL_PACK", "1"}, {"NSA_USE_FA2", "0"}}},
 };
 #define NPATHS ((int)(sizeof paths / sizeof paths[0]))
 
