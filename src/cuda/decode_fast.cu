@@ -14,6 +14,7 @@
  * Invariant: a block reads only positions ≤ t of its row and writes only its own partials.
  */
 #include "decode_common.cuh"
+#include "mma.cuh"
 
 #include <math.h>
 
@@ -143,8 +144,113 @@ static size_t fd_chunk_smem(const nsa_cu_dec *D) {
            (size_t)(2 * FCH + D->G) * 8 + 8;
 }
 
+
+/* fd_chunk on tensor cores (bf16/f16, G = 16, Dk % 32 = 0, Dv % 16 = 0, q 16-byte aligned):
+ * the G heads are the 16 rows of mma m16n8k16. 8 warps: scores S = Q·Kᵀ, warp w owning keys
+ * 8w..8w+7; softmax per head in f32, P rounded to the dtype; O = P·V, warp w owning columns
+ * 16w + 128j. Tiles come in by cp.async. Shared memory (bytes): offsets (2·FCH + 16)·8, Q
+ * 16·(Dk+8)·2, K FCH·(Dk+8)·2, V FCH·(Dv+8)·2, P 16·(FCH+8)·2, S 16·FCH·4. */
+template <typename T, int BR>
+__device__ void fd_chunk_mma(const nsa_cu_dec &D, unsigned char *sm, int64_t b, int g, int64_t c0,
+                             int nk, int64_t k0, const int32_t *rng, const T *Kb, const T *Vb,
+                             float *part, float *scores) {
+    const int tid = threadIdx.x, lane = tid % 32, w = tid / 32, Dk = D.Dk, Dv = D.Dv;
+    const int sk = Dk + 8, sv = Dv + 8, sp = FCH + 8;
+    int64_t *ko = (int64_t *)sm, *vo = ko + FCH, *qo = vo + FCH;
+    T *Qs = (T *)(qo + 16), *Ks = Qs + 16 * sk, *Vs = Ks + FCH * sk, *Ps = Vs + FCH * sv;
+    float *S = (float *)(Ps + 16 * sp);
+    for (int kk = tid; kk < FCH; kk += FT) {
+        ko[kk] = kk < nk ? fd_row<BR>(D, b, g, c0 + kk, k0, rng, Dk) : 0;
+        vo[kk] = kk < nk ? fd_row<BR>(D, b, g, c0 + kk, k0, rng, Dv) : 0;
+    }
+    if (tid < 16) qo[tid] = b * D.q.sb + (int64_t)(g * 16 + tid) * D.q.sh;
+    __syncthreads();
+    const int ck = Dk / 8, cv = Dv / 8;
+    for (int i = tid; i < 16 * ck; i += FT)
+        cp_async16(Qs + (i / ck) * sk + (i % ck) * 8, (const T *)D.q.p + qo[i / ck] + (i % ck) * 8, true);
+    for (int i = tid; i < FCH * ck; i += FT)
+        cp_async16(Ks + (i / ck) * sk + (i % ck) * 8, Kb + ko[i / ck] + (i % ck) * 8, i / ck < nk);
+    for (int i = tid; i < FCH * cv; i += FT)
+        cp_async16(Vs + (i / cv) * sv + (i % cv) * 8, Vb + vo[i / cv] + (i % cv) * 8, i / cv < nk);
+    cp_commit();
+    cp_wait<0>();
+    __syncthreads();
+    float c[4] = {0.f, 0.f, 0.f, 0.f};
+    for (int kk = 0; kk < Dk; kk += 32) {
+        uint32_t a0[4], a1[4], bb[4];
+        ldsm_x4(a0, Qs + (lane % 16) * sk + kk + (lane / 16) * 8);
+        ldsm_x4(a1, Qs + (lane % 16) * sk + kk + 16 + (lane / 16) * 8);
+        ldsm_x4(bb, Ks + (8 * w + lane % 8) * sk + kk + (lane / 8) * 8);
+        mma16816<T>(c, a0, bb[0], bb[1]);
+        mma16816<T>(c, a1, bb[2], bb[3]);
+    }
+    const float scale = (float)D.scale;
+    for (int r = 0; r < 4; r++) {
+        const int h = lane / 4 + (r / 2) * 8, kk = 8 * w + (lane % 4) * 2 + r % 2;
+        const float x = kk < nk ? c[r] * scale : -INFINITY;
+        S[h * FCH + kk] = x;
+        if (scores && kk < nk) scores[(int64_t)h * D.ncmp + c0 + kk] = x;
+    }
+    __syncthreads();
+    for (int h = w; h < 16; h += FT / 32) {
+        const float x0 = S[h * FCH + lane], x1 = S[h * FCH + lane + 32];
+        float mx = fmaxf(x0, x1);
+        for (int o = 16; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
+        const float p0 = lane < nk ? __expf(x0 - mx) : 0.f, p1 = lane + 32 < nk ? __expf(x1 - mx) : 0.f;
+        Ps[h * sp + lane] = nsa_cu_to<T>(p0);
+        Ps[h * sp + lane + 32] = nsa_cu_to<T>(p1);
+        float sum = p0 + p1;
+        for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
+        if (lane == 0) {
+            part[h * (Dv + 2)] = mx;
+            part[h * (Dv + 2) + 1] = sum;
+        }
+    }
+    __syncthreads();
+    for (int n0 = 16 * w; n0 < Dv; n0 += 16 * (FT / 32)) {
+        float o0[4] = {0.f, 0.f, 0.f, 0.f}, o1[4] = {0.f, 0.f, 0.f, 0.f};
+        for (int kk = 0; kk < FCH; kk += 16) {
+            uint32_t a[4], bv[4];
+            ldsm_x4(a, Ps + (lane % 16) * sp + kk + (lane / 16) * 8);
+            ldsm_x4_t(bv, Vs + (kk + lane % 8 + ((lane / 8) % 2) * 8) * sv + n0 + (lane / 16) * 8);
+            mma16816<T>(o0, a, bv[0], bv[1]);
+            mma16816<T>(o1, a, bv[2], bv[3]);
+        }
+        for (int r = 0; r < 4; r++) {
+            const int h = lane / 4 + (r / 2) * 8, e = n0 + (lane % 4) * 2 + r % 2;
+            part[h * (Dv + 2) + 2 + e] = o0[r];
+            part[h * (Dv + 2) + 2 + e + 8] = o1[r];
+        }
+    }
+}
+
+static size_t fd_mma_smem(const nsa_cu_dec *D) {
+    return (size_t)(2 * FCH + 16) * 8 + (size_t)(16 + FCH) * (D->Dk + 8) * 2 +
+           (size_t)FCH * (D->Dv + 8) * 2 + 16 * (FCH + 8) * 2 + 16 * FCH * 4;
+}
+
+/* The tensor-core chunk applies (see fd_chunk_mma). */
+static int fd_mma_ok(const nsa_cu_dec *D, nsa_dtype dt) {
+    const nsa_cu_view &q = D->q;
+    return (dt == NSA_DTYPE_BF16 || dt == NSA_DTYPE_F16) && D->G == 16 && D->Dk % 32 == 0 &&
+           D->Dv % 16 == 0 && q.sd == 1 && q.sb % 8 == 0 && q.sh % 8 == 0 &&
+           (uintptr_t)q.p % 16 == 0 && fd_mma_smem(D) <= 200 * 1024;
+}
+
+/* One chunk through the tensor-core or the CUDA-core path. */
+template <typename T, int BR, bool MMA>
+__device__ __forceinline__ void fd_any(const nsa_cu_dec &D, float *sm, int64_t b, int g,
+                                       int64_t c0, int nk, int64_t k0, const int32_t *rng,
+                                       const void *Kb, const void *Vb, float *part, float *scores) {
+    if constexpr (MMA)
+        fd_chunk_mma<T, BR>(D, (unsigned char *)sm, b, g, c0, nk, k0, rng, (const T *)Kb,
+                            (const T *)Vb, part, scores);
+    else
+        fd_chunk<T, BR>(D, sm, b, g, c0, nk, k0, rng, Kb, Vb, part, scores);
+}
+
 /* Grid: (B·Hkv, cmp chunks). */
-template <typename T>
+template <typename T, bool MMA>
 __global__ void __launch_bounds__(FT) fd_cmp_kernel(nsa_cu_dec D) {
     extern __shared__ float fsm[];
     const int64_t b = blockIdx.x / D.Hkv;
@@ -155,28 +261,45 @@ __global__ void __launch_bounds__(FT) fd_cmp_kernel(nsa_cu_dec D) {
     if (c0 >= nc) return;
     const int nk = nc - c0 < FCH ? (int)(nc - c0) : FCH;
     float *part = D.st.part + ((int64_t)blockIdx.x * D.st.nsplit + blockIdx.y) * D.G * (D.Dv + 2);
-    fd_chunk<T, NSA_BRANCH_CMP>(D, fsm, b, g, c0, nk, 0, NULL, D.st.kcT, D.st.vcT, part,
+    fd_any<T, NSA_BRANCH_CMP, MMA>(D, fsm, b, g, c0, nk, 0, NULL, D.st.kcT, D.st.vcT, part,
                                 D.st.scf + (b * D.Hq + (int64_t)g * D.G) * D.ncmp);
 }
 
-/* Merges splits [0, ns) of partials at part (stride one split = G·(Dv+2)) for head u: lse and
- * the normalised output element e. */
-__device__ __forceinline__ float fd_merge(const float *part, int ns, int G, int Dv, int u, int e,
-                                          float *lse) {
-    float M = -INFINITY, L = 0.f, o = 0.f;
-    for (int x = 0; x < ns; x++) M = fmaxf(M, part[(x * G + u) * (Dv + 2)]);
-    if (M == -INFINITY) {
-        *lse = -INFINITY;
-        return 0.f;
+/* Merge weights of splits [0, ns) of the partials at part (one split = G·(Dv+2) floats) for
+ * every head u: wgt[x·G + u] = exp(m_x − ML)/L (0 when the head saw no key) and lse[u]. The
+ * headers are read in parallel into wgt and tmp (ns·G floats each); ml holds M and L (2·G).
+ * Block-wide; ends with a barrier. */
+__device__ void fd_weights(const float *part, int ns, int G, int Dv, float *wgt, float *tmp,
+                           float *ml, float *lse) {
+    for (int i = threadIdx.x; i < ns * G; i += FT) {
+        wgt[i] = part[(int64_t)i * (Dv + 2)];
+        tmp[i] = part[(int64_t)i * (Dv + 2) + 1];
     }
-    for (int x = 0; x < ns; x++) {
-        const float *p = part + (x * G + u) * (Dv + 2);
-        const float w = __expf(p[0] - M);
-        L += p[1] * w;
-        if (e >= 0) o += p[2 + e] * w;
+    __syncthreads();
+    for (int u = threadIdx.x; u < G; u += FT) {
+        float M = -INFINITY, L = 0.f;
+        for (int x = 0; x < ns; x++) M = fmaxf(M, wgt[x * G + u]);
+        for (int x = 0; x < ns && M > -INFINITY; x++) L += tmp[x * G + u] * __expf(wgt[x * G + u] - M);
+        ml[u] = M;
+        ml[G + u] = L;
+        lse[u] = L > 0.f ? M + __logf(L) : -INFINITY;
     }
-    *lse = M + __logf(L);
-    return e >= 0 ? o / L : 0.f;
+    __syncthreads();
+    for (int i = threadIdx.x; i < ns * G; i += FT) {
+        const int u = i % G;
+        wgt[i] = ml[G + u] > 0.f ? __expf(wgt[i] - ml[u]) / ml[G + u] : 0.f;
+    }
+    __syncthreads();
+}
+
+/* Output element e of head u from the partials and their weights (loads independent, so they
+ * overlap). */
+__device__ __forceinline__ float fd_out(const float *part, const float *wgt, int ns, int G,
+                                        int Dv, int u, int e) {
+    float o = 0.f;
+#pragma unroll 8
+    for (int x = 0; x < ns; x++) o += part[(x * G + u) * (Dv + 2) + 2 + e] * wgt[x * G + u];
+    return o;
 }
 
 __device__ __forceinline__ int fd_overlap(const nsa_cu_dec &D, int64_t i, int64_t j) {
@@ -185,27 +308,26 @@ __device__ __forceinline__ int fd_overlap(const nsa_cu_dec &D, int64_t i, int64_
     return hi > lo ? (int)((hi - lo) / D.d) : 0;
 }
 
-/* Grid: B·Hkv blocks of FT threads. Shared memory: lse (G) + block scores (nsel_cap) floats,
- * blocks (n) ints. */
+/* Grid: B·Hkv blocks of FT threads. Shared memory: lse, M/L (3·G), merge weights and headers
+ * (2·nsplit·G), block scores (nsel_cap) floats, blocks (n) ints. */
 template <typename T>
 __global__ void __launch_bounds__(FT) fd_select_kernel(nsa_cu_dec D) {
     extern __shared__ float fsm[];
     const int64_t b = blockIdx.x / D.Hkv;
     const int g = (int)(blockIdx.x % D.Hkv), tid = threadIdx.x, lane = tid % 32, G = D.G;
     if (!D.all_active && !((D.active[b / 32] >> (b % 32)) & 1u)) return;
-    float *lse = fsm, *sc = lse + G;
+    float *lse = fsm, *ml = lse + G, *wgt = ml + 2 * G, *tmp = wgt + D.st.nsplit * G;
+    float *sc = tmp + D.st.nsplit * G;
     int32_t *blk = (int32_t *)(sc + D.nsel_cap);
     const int64_t t = D.st.len[b], S = t + 1, nc = S < D.l ? 0 : (S - D.l) / D.d + 1;
     const int ns = (int)((nc + FCH - 1) / FCH);
     const float *part = D.st.part + (int64_t)blockIdx.x * D.st.nsplit * G * (D.Dv + 2);
+    fd_weights(part, ns, G, D.Dv, wgt, tmp, ml, lse);
     for (int i = tid; i < G * D.Dv; i += FT) {
         const int u = i / D.Dv, h = g * G + u;
-        float l;
-        const float o = fd_merge(part, ns, G, D.Dv, u, i % D.Dv, &l);
-        D.st.oacc[(b * D.Hq + h) * D.Dv + i % D.Dv] = fd_gate<T>(D, b, h, NSA_BRANCH_CMP) * o;
-        if (i % D.Dv == 0) lse[u] = l;
+        D.st.oacc[(b * D.Hq + h) * D.Dv + i % D.Dv] =
+            fd_gate<T>(D, b, h, NSA_BRANCH_CMP) * fd_out(part, wgt, ns, G, D.Dv, u, i % D.Dv);
     }
-    __syncthreads();
     double *pg = D.st.pg + (int64_t)blockIdx.x * D.ncmp;
     const float *scr = D.st.scf + (b * D.Hq + (int64_t)g * G) * D.ncmp;
     for (int64_t i = tid; i < nc; i += FT) {
@@ -284,7 +406,7 @@ __global__ void __launch_bounds__(FT) fd_select_kernel(nsa_cu_dec D) {
 
 /* Grid: (B·Hkv, sel chunks + win chunks): chunk y < nsel_split of the selected keys, else of
  * the window. Partials after the cmp ones of the same (b, g). */
-template <typename T>
+template <typename T, bool MMA>
 __global__ void __launch_bounds__(FT) fd_selwin_kernel(nsa_cu_dec D) {
     extern __shared__ float fsm[];
     const int64_t b = blockIdx.x / D.Hkv;
@@ -296,22 +418,24 @@ __global__ void __launch_bounds__(FT) fd_selwin_kernel(nsa_cu_dec D) {
         const int keys = D.st.selr[blockIdx.x];
         const int64_t c0 = (int64_t)blockIdx.y * FCH;
         if (c0 >= keys) return;
-        fd_chunk<T, NSA_BRANCH_SEL>(D, fsm, b, g, c0, keys - c0 < FCH ? (int)(keys - c0) : FCH, 0,
+        fd_any<T, NSA_BRANCH_SEL, MMA>(D, fsm, b, g, c0, keys - c0 < FCH ? (int)(keys - c0) : FCH, 0,
                                     D.st.rng + (int64_t)blockIdx.x * D.n * 2, D.ks, D.vs, part,
                                     NULL);
     } else {
         const int64_t lo = t - D.w + 1 > 0 ? t - D.w + 1 : 0, nw = D.w > 0 ? S - lo : 0;
         const int64_t c0 = (int64_t)(blockIdx.y - D.st.nsel_split) * FCH;
         if (c0 >= nw) return;
-        fd_chunk<T, NSA_BRANCH_WIN>(D, fsm, b, g, c0, nw - c0 < FCH ? (int)(nw - c0) : FCH, lo,
+        fd_any<T, NSA_BRANCH_WIN, MMA>(D, fsm, b, g, c0, nw - c0 < FCH ? (int)(nw - c0) : FCH, lo,
                                     NULL, D.kw, D.vw, part, NULL);
     }
 }
 
 /* Grid: B·Hkv blocks: merges the sel and win partials, adds the gated sum to o_cmp·g_cmp and
- * stores out; counters for g = 0. */
+ * stores out; counters for g = 0. Shared memory: merge weights (nsplit2·G), headers
+ * (nsplit2·G), M/L and lse (4·G) floats. */
 template <typename T>
 __global__ void __launch_bounds__(FT) fd_final_kernel(nsa_cu_dec D) {
+    extern __shared__ float fsm[];
     const int64_t b = blockIdx.x / D.Hkv;
     const int g = (int)(blockIdx.x % D.Hkv), G = D.G;
     if (!D.all_active && !((D.active[b / 32] >> (b % 32)) & 1u)) return;
@@ -320,12 +444,15 @@ __global__ void __launch_bounds__(FT) fd_final_kernel(nsa_cu_dec D) {
     const int64_t lo = t - D.w + 1 > 0 ? t - D.w + 1 : 0, nw = D.w > 0 ? S - lo : 0;
     const int nss = (keys + FCH - 1) / FCH, nws = (int)((nw + FCH - 1) / FCH);
     const float *part = D.st.part2 + (int64_t)blockIdx.x * D.st.nsplit2 * G * (D.Dv + 2);
+    const float *partw = part + (int64_t)D.st.nsel_split * G * (D.Dv + 2);
+    float *ws = fsm, *ww = ws + D.st.nsel_split * G, *tmp = ww + (D.st.nsplit2 - D.st.nsel_split) * G;
+    float *ml = tmp + D.st.nsplit2 * G, *lse = ml + 2 * G;
+    fd_weights(part, nss, G, D.Dv, ws, tmp, ml, lse);
+    fd_weights(partw, nws, G, D.Dv, ww, tmp, ml, lse + G);
     for (int i = threadIdx.x; i < G * D.Dv; i += FT) {
         const int u = i / D.Dv, e = i % D.Dv, h = g * G + u;
-        float l;
-        const float os = fd_merge(part, nss, G, D.Dv, u, e, &l);
-        const float ow = fd_merge(part + (int64_t)D.st.nsel_split * G * (D.Dv + 2), nws, G, D.Dv,
-                                  u, e, &l);
+        const float os = fd_out(part, ws, nss, G, D.Dv, u, e);
+        const float ow = fd_out(partw, ww, nws, G, D.Dv, u, e);
         const float o = D.st.oacc[(b * D.Hq + h) * D.Dv + e] + fd_gate<T>(D, b, h, NSA_BRANCH_SEL) * os +
                         fd_gate<T>(D, b, h, NSA_BRANCH_WIN) * ow;
         ((T *)D.out.p)[b * D.out.sb + h * D.out.sh + e * D.out.sd] = nsa_cu_to<T>(o);
@@ -337,34 +464,50 @@ __global__ void __launch_bounds__(FT) fd_final_kernel(nsa_cu_dec D) {
     }
 }
 
-template <typename T> static void fd_attr(const void *k, size_t smem) {
-    cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+static size_t fd_select_smem(const nsa_cu_dec *D) {
+    return (size_t)(3 * D->G + 2 * D->st.nsplit * D->G + D->nsel_cap + D->n) * 4;
 }
 
-template <typename T>
+/* Opts kernel k into 220 KB of dynamic shared memory once (a per-step call costs host time). */
+static void fd_attr(const void *k, int *done) {
+    if (*done) return;
+    cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, 220 * 1024);
+    *done = 1;
+}
+
+template <typename T, bool MMA>
 static void fd_launch_t(cudaStream_t st, const nsa_cu_dec *D) {
+    static int done[4];
     const unsigned bg = (unsigned)((int64_t)D->B * D->Hkv);
-    const size_t cs = fd_chunk_smem(D);
-    fd_attr<T>((const void *)fd_cmp_kernel<T>, cs);
-    fd_attr<T>((const void *)fd_selwin_kernel<T>, cs);
-    fd_cmp_kernel<T><<<dim3(bg, (unsigned)D->st.nsplit), FT, cs, st>>>(*D);
-    const size_t ss = (size_t)(D->G + D->nsel_cap + D->n) * 4;
-    fd_attr<T>((const void *)fd_select_kernel<T>, ss);
-    fd_select_kernel<T><<<bg, FT, ss, st>>>(*D);
-    fd_selwin_kernel<T><<<dim3(bg, (unsigned)D->st.nsplit2), FT, cs, st>>>(*D);
-    fd_final_kernel<T><<<bg, FT, 0, st>>>(*D);
+    const size_t cs = MMA ? fd_mma_smem(D) : fd_chunk_smem(D);
+    fd_attr((const void *)fd_cmp_kernel<T, MMA>, &done[0]);
+    fd_attr((const void *)fd_selwin_kernel<T, MMA>, &done[1]);
+    fd_attr((const void *)fd_select_kernel<T>, &done[2]);
+    fd_cmp_kernel<T, MMA><<<dim3(bg, (unsigned)D->st.nsplit), FT, cs, st>>>(*D);
+    fd_select_kernel<T><<<bg, FT, fd_select_smem(D), st>>>(*D);
+    fd_selwin_kernel<T, MMA><<<dim3(bg, (unsigned)D->st.nsplit2), FT, cs, st>>>(*D);
+    fd_attr((const void *)fd_final_kernel<T>, &done[3]);
+    fd_final_kernel<T><<<bg, FT, (size_t)(2 * D->st.nsplit2 + 4) * D->G * 4, st>>>(*D);
 }
 
 nsa_status nsa_cu_decode_fast(nsa_context *ctx, cudaStream_t st, nsa_dtype dt,
                               const nsa_cu_dec *D) {
-    if (fd_chunk_smem(D) > 220 * 1024 || (size_t)(D->G + D->nsel_cap + D->n) * 4 > 220 * 1024)
+    if (fd_chunk_smem(D) > 220 * 1024 || fd_select_smem(D) > 220 * 1024 ||
+        (size_t)(2 * D->st.nsplit2 + 4) * D->G * 4 > 220 * 1024)
         return nsa_fail(ctx, NSA_ERR_UNSUPPORTED, "cfg: too large for the split-key decode's "
                         "shared memory");
     NSA_TRY(nsa_cu_decode_push(ctx, st, dt, D));
+    const bool mma = fd_mma_ok(D, dt);
     switch (dt) {
-    case NSA_DTYPE_BF16: fd_launch_t<__nv_bfloat16>(st, D); break;
-    case NSA_DTYPE_F16: fd_launch_t<__half>(st, D); break;
-    default: fd_launch_t<float>(st, D); break;
+    case NSA_DTYPE_BF16:
+        if (mma) fd_launch_t<__nv_bfloat16, true>(st, D);
+        else fd_launch_t<__nv_bfloat16, false>(st, D);
+        break;
+    case NSA_DTYPE_F16:
+        if (mma) fd_launch_t<__half, true>(st, D);
+        else fd_launch_t<__half, false>(st, D);
+        break;
+    default: fd_launch_t<float, false>(st, D); break;
     }
     NSA_CU_LAUNCHED(ctx, "decode step (split-key)");
     return nsa_cu_decode_finish(ctx, st, D);
