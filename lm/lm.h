@@ -1,7 +1,8 @@
 /* lm.h — the byte-level NSA language model: config, parameters, forward/backward, optimizer,
  * data, checkpoints, heartbeat and sampling, all on the public API of libnsa (include/nsa.h).
  * What it is not: a tensor framework. Every layer is a pair of plain functions (forward,
- * backward by hand, llm.c style) over contiguous fp32 arrays; GEMMs go through OpenBLAS.
+ * backward by hand, llm.c style) over contiguous fp32 arrays, called through a backend table
+ * (lm_backend): the CPU's (OpenBLAS + lm/layers.c) or CUDA's (lm/gpu.h).
  * Key invariant: the same config, seed and step give bitwise the same parameters, whether the
  * run was interrupted and resumed or not (batches are a pure function of (seed, step)).
  * Shapes: B batch, T tokens, N = B·T rows, C model dim, Hq/Hkv heads, D head dim, F MLP hidden.
@@ -326,7 +327,8 @@ typedef struct {
     char config[1024];     /* lm_model_config_str */
 } lm_ckpt_meta;
 /* Writes path atomically (temp file, fsync, rename, fsync of the directory) from m->hparams
- * (call lm_model_pull first for a model on a device); mom/vel (host) may be NULL (model only). -1 with err; the old file at path is untouched on failure. */
+ * (call lm_model_pull first for a model on a device); mom/vel (host) may be NULL (model only).
+ * -1 with err; the old file at path is untouched on failure. */
 int lm_ckpt_save(const char *path, const lm_model *m, const float *mom, const float *vel,
                  const lm_ckpt_meta *meta, char *err, size_t n);
 /* Reads only the metadata (to build the model before loading). */

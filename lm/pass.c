@@ -1,6 +1,7 @@
 /* pass.c — the passes over the model: forward (training, or prefill into KV caches), backward,
- * and one-token decode, all through one layer function so the three cannot disagree.
- * Not the layers themselves (lm/layers.c) nor the parameter table (lm/model.c).
+ * and one-token decode, all through one layer function so the three cannot disagree, every
+ * layer op through the model's backend (m->be: CPU or CUDA, the same code for both).
+ * Not the layers themselves (lm/layers.c, lm/cuda_ops.cu) nor the parameter table (lm/model.c).
  * Invariant: decode at position t computes exactly what the forward computes for row t; the
  * only difference is which library call runs the attention (nsa_forward, nsa_kv_cache_prefill
  * or nsa_decode_step).
