@@ -26,7 +26,7 @@ if has build; then
 fi
 if has test; then
   for c in f32_step_matches_cpu bf16_step_matches_cpu f32_steps_match_cpu bf16_deterministic \
-           ckpt_interchange train_cuda greedy_sample_gpu; do
+           ckpt_interchange train_cuda greedy_sample_gpu resume_bitwise_gpu; do
     timeout 120 $B/tests/test_gpu_train $c >>"$OUT/test.log" 2>&1; log "test $c rc=$?"
   done
   grep -E "FAIL|loss cpu|params after" "$OUT/test.log" | cut -c1-300 | tee -a "$OUT/summary.txt"
