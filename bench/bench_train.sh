@@ -3,7 +3,7 @@
 # training tests, the short and long throughput benchmarks (bench_train), and a short real run of
 # `nsa train --device cuda` on the built-in corpus (stopped by SIGINT after TRAIN_S seconds, which
 # saves a checkpoint) followed by `nsa sample --device cuda`. Logs and CSVs go to $OUT.
-# Usage: bench/bench_train.sh [phases]   phases: any of build,test,breaks,short,train,long
+# Usage: bench/bench_train.sh [phases]   phases: any of build,test,sanitize,breaks,short,train,long
 #        (default all). breaks plants a bug in this machine's copy of lm/cuda_ops.cu (SwiGLU
 #        backward), checks that the parity cases fail, and restores the file.
 set -u
@@ -30,6 +30,13 @@ if has test; then
     timeout 120 $B/tests/test_gpu_train $c >>"$OUT/test.log" 2>&1; log "test $c rc=$?"
   done
   grep -E "FAIL|loss cpu|params after" "$OUT/test.log" | cut -c1-300 | tee -a "$OUT/summary.txt"
+fi
+if has sanitize; then  # not in the default phases: compute-sanitizer on one tiny f32 step
+  for tool in memcheck racecheck; do
+    timeout ${SAN_S:-60} compute-sanitizer --tool $tool --error-exitcode 9 \
+      $B/tests/test_gpu_train f32_step_matches_cpu >"$OUT/san_$tool.log" 2>&1
+    log "compute-sanitizer $tool rc=$?"; tail -3 "$OUT/san_$tool.log"
+  done
 fi
 if has breaks; then
   cp lm/cuda_ops.cu /tmp/cuda_ops.cu.orig
