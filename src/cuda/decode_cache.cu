@@ -14,7 +14,7 @@
 
 static nsa_cu_kv *kv_of(const nsa_kv_cache *c) { return (nsa_cu_kv *)c->dev; }
 
-#define NBUF 20 /* device buffers of a cache: 8 of the CPU layout, 12 of state and scratch */
+#define NBUF 19 /* device buffers of a cache: 8 of the CPU layout, 11 of state and scratch */
 
 extern "C" nsa_status nsa_device_cuda_kv_alloc(nsa_context *ctx, nsa_kv_cache *c) {
     const int ndev = nsa_device_cuda_count();
@@ -40,13 +40,12 @@ extern "C" nsa_status nsa_device_cuda_kv_alloc(nsa_context *ctx, nsa_kv_cache *c
                            B * (size_t)c->desc.cfg.Hkv * (size_t)c->ncmp * 8,
                            B * (size_t)(c->ncmp * c->rk) * e, B * (size_t)(c->ncmp * c->rv) * e,
                            B * (size_t)g->Hq * (size_t)c->ncmp * 4, part1 * (size_t)k->nsplit,
-                           part1 * (size_t)k->nsplit2, B * (size_t)g->Hkv * (size_t)g->n * 8,
-                           B * (size_t)g->Hq * (size_t)g->Dv * 4};
+                           part1 * (size_t)k->nsplit2, B * (size_t)g->Hkv * (size_t)g->n * 8};
     void **dst[NBUF] = {(void **)&c->ks, (void **)&c->vs, (void **)&c->kw, (void **)&c->vw,
                         (void **)&c->kr, (void **)&c->vr, (void **)&c->kc, (void **)&c->vc,
                         (void **)&k->len, (void **)&k->reads, (void **)&k->selr, (void **)&k->sc,
                         (void **)&k->pg, &k->kcT, &k->vcT, (void **)&k->scf, (void **)&k->part,
-                        (void **)&k->part2, (void **)&k->rng, (void **)&k->oacc};
+                        (void **)&k->part2, (void **)&k->rng};
     for (int i = 0; i < NBUF; i++) {
         cudaError_t er = cudaMalloc(dst[i], sz[i] ? sz[i] : 1);
         if (er != cudaSuccess) {
@@ -69,9 +68,9 @@ extern "C" void nsa_device_cuda_kv_free(nsa_kv_cache *c) {
     c->ks = c->vs = c->kw = c->vw = c->kr = c->vr = NULL;
     c->kc = c->vc = NULL;
     if (k) {
-        void *q[12] = {k->len, k->reads, k->selr, k->sc, k->pg, k->kcT, k->vcT,
-                       k->scf, k->part, k->part2, k->rng, k->oacc};
-        for (int i = 0; i < 12; i++)
+        void *q[11] = {k->len, k->reads, k->selr, k->sc, k->pg, k->kcT, k->vcT,
+                       k->scf, k->part, k->part2, k->rng};
+        for (int i = 0; i < 11; i++)
             if (q[i]) cudaFree(q[i]);
         free(k);
     }

@@ -27,7 +27,6 @@ typedef struct {
     float *part;     /* (B, Hkv, nsplit, G, Dv+2) cmp partials: m, l, o                     */
     float *part2;    /* (B, Hkv, nsplit2, G, Dv+2) sel then win partials                    */
     int32_t *rng;    /* (B, Hkv, n, 2) selected ranges of the last step                     */
-    float *oacc;     /* (B, Hq, Dv) g_cmp·o_cmp of the last step                            */
     int nsplit;      /* cmp chunks: ceil(ncmp / 64)                                         */
     int nsel_split;  /* sel chunks: ceil(n·lp / 64)                                         */
     int nsplit2;     /* nsel_split + ceil(nwin / 64)                                        */

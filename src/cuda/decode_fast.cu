@@ -4,10 +4,11 @@
  *   push     the new token (decode_step.cu's push, also the dtype copy of a compressed token)
  *   cmp      partial softmax of the G heads over a chunk of compressed tokens (dtype copy),
  *            raw scores kept for the selection
- *   select   merge of the cmp partials (lse, o_cmp), group-summed probabilities, Eq. 9 block
- *            scores, top-n with the tie rule, ranges
+ *   select   lse of the cmp partials, group-summed probabilities, Eq. 9 block scores, top-n
+ *            with the tie rule, ranges
  *   selwin   partial softmax over a chunk of the selected ranges or of the window
- *   final    merge of the sel/win partials and the gated sum, then lengths and counters
+ *   final    per head: merge of the cmp, sel and win partials, the gated sum; then lengths
+ *            and counters
  * Arithmetic: f32 dot products and softmax (scores from dtype-rounded compressed keys), so the
  * selection may differ from the reference's at near-ties; NSA_FORCE_PARITY=1 runs the double
  * one-block kernel of decode_step.cu instead.
@@ -292,16 +293,6 @@ __device__ void fd_weights(const float *part, int ns, int G, int Dv, float *wgt,
     __syncthreads();
 }
 
-/* Output element e of head u from the partials and their weights (loads independent, so they
- * overlap). */
-__device__ __forceinline__ float fd_out(const float *part, const float *wgt, int ns, int G,
-                                        int Dv, int u, int e) {
-    float o = 0.f;
-#pragma unroll 8
-    for (int x = 0; x < ns; x++) o += part[(x * G + u) * (Dv + 2) + 2 + e] * wgt[x * G + u];
-    return o;
-}
-
 __device__ __forceinline__ int fd_overlap(const nsa_cu_dec &D, int64_t i, int64_t j) {
     int64_t a0 = i * D.d, a1 = a0 + D.l, b0 = j * D.lp, b1 = b0 + D.lp;
     int64_t lo = a0 > b0 ? a0 : b0, hi = a1 < b1 ? a1 : b1;
@@ -322,12 +313,7 @@ __global__ void __launch_bounds__(FT) fd_select_kernel(nsa_cu_dec D) {
     const int64_t t = D.st.len[b], S = t + 1, nc = S < D.l ? 0 : (S - D.l) / D.d + 1;
     const int ns = (int)((nc + FCH - 1) / FCH);
     const float *part = D.st.part + (int64_t)blockIdx.x * D.st.nsplit * G * (D.Dv + 2);
-    fd_weights(part, ns, G, D.Dv, wgt, tmp, ml, lse);
-    for (int i = tid; i < G * D.Dv; i += FT) {
-        const int u = i / D.Dv, h = g * G + u;
-        D.st.oacc[(b * D.Hq + h) * D.Dv + i % D.Dv] =
-            fd_gate<T>(D, b, h, NSA_BRANCH_CMP) * fd_out(part, wgt, ns, G, D.Dv, u, i % D.Dv);
-    }
+    fd_weights(part, ns, G, D.Dv, wgt, tmp, ml, lse); /* lse per head (o is merged in final) */
     double *pg = D.st.pg + (int64_t)blockIdx.x * D.ncmp;
     const float *scr = D.st.scf + (b * D.Hq + (int64_t)g * G) * D.ncmp;
     for (int64_t i = tid; i < nc; i += FT) {
@@ -336,9 +322,8 @@ __global__ void __launch_bounds__(FT) fd_select_kernel(nsa_cu_dec D) {
         pg[i] = sum;
     }
     __syncthreads();
-    if (tid >= 32) return;
     const int64_t cur = t / D.lp, ncomplete = S / D.lp;
-    for (int64_t j = lane; j <= cur; j += 32) {
+    for (int64_t j = tid; j <= cur; j += FT) { /* every thread: the loads overlap */
         int64_t i_lo = j * D.lp < D.l ? 0 : (j * D.lp - D.l) / D.d + 1;
         int64_t i_hi = ((j + 1) * D.lp - 1) / D.d;
         if (i_hi > nc - 1) i_hi = nc - 1;
@@ -346,6 +331,8 @@ __global__ void __launch_bounds__(FT) fd_select_kernel(nsa_cu_dec D) {
         for (int64_t i = i_lo; i <= i_hi; i++) sum += pg[i] * (double)fd_overlap(D, i, j);
         sc[j] = (float)sum;
     }
+    __syncthreads();
+    if (tid >= 32) return;
     __syncwarp();
     int nf = 0;
     if (lane == 0) {
@@ -430,38 +417,73 @@ __global__ void __launch_bounds__(FT) fd_selwin_kernel(nsa_cu_dec D) {
     }
 }
 
-/* Grid: B·Hkv blocks: merges the sel and win partials, adds the gated sum to o_cmp·g_cmp and
- * stores out; counters for g = 0. Shared memory: merge weights (nsplit2·G), headers
- * (nsplit2·G), M/L and lse (4·G) floats. */
+/* Merge weights w[x] of splits [0, ns) of the partials at part for head u (exp(m_x − M)/L; 0
+ * when the head saw no key): headers read in parallel into w and tmp; ml (2) holds M, L.
+ * Block-wide; ends with a barrier. */
+__device__ void fd_head_weights(const float *part, int ns, int G, int Dv, int u, float *w,
+                                float *tmp, float *ml) {
+    for (int x = threadIdx.x; x < ns; x += FT) {
+        w[x] = part[((int64_t)x * G + u) * (Dv + 2)];
+        tmp[x] = part[((int64_t)x * G + u) * (Dv + 2) + 1];
+    }
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        float M = -INFINITY, L = 0.f;
+        for (int x = 0; x < ns; x++) M = fmaxf(M, w[x]);
+        for (int x = 0; x < ns && M > -INFINITY; x++) L += tmp[x] * __expf(w[x] - M);
+        ml[0] = M;
+        ml[1] = L;
+    }
+    __syncthreads();
+    for (int x = threadIdx.x; x < ns; x += FT) w[x] = ml[1] > 0.f ? __expf(w[x] - ml[0]) / ml[1] : 0.f;
+    __syncthreads();
+}
+
+/* Grid: (B·Hkv, G): one block per head: merges its cmp, sel and win partials and stores the
+ * gated output; counters from the first head of the row. Shared memory: weights and headers
+ * 2·(nsplit + nsplit2) + 2 floats. */
 template <typename T>
 __global__ void __launch_bounds__(FT) fd_final_kernel(nsa_cu_dec D) {
     extern __shared__ float fsm[];
     const int64_t b = blockIdx.x / D.Hkv;
-    const int g = (int)(blockIdx.x % D.Hkv), G = D.G;
+    const int g = (int)(blockIdx.x % D.Hkv), G = D.G, u = blockIdx.y, h = g * G + u;
     if (!D.all_active && !((D.active[b / 32] >> (b % 32)) & 1u)) return;
-    const int64_t t = D.st.len[b], S = t + 1;
+    const int64_t t = D.st.len[b], S = t + 1, nc = S < D.l ? 0 : (S - D.l) / D.d + 1;
     const int keys = D.st.selr[blockIdx.x];
     const int64_t lo = t - D.w + 1 > 0 ? t - D.w + 1 : 0, nw = D.w > 0 ? S - lo : 0;
-    const int nss = (keys + FCH - 1) / FCH, nws = (int)((nw + FCH - 1) / FCH);
-    const float *part = D.st.part2 + (int64_t)blockIdx.x * D.st.nsplit2 * G * (D.Dv + 2);
-    const float *partw = part + (int64_t)D.st.nsel_split * G * (D.Dv + 2);
-    float *ws = fsm, *ww = ws + D.st.nsel_split * G, *tmp = ww + (D.st.nsplit2 - D.st.nsel_split) * G;
-    float *ml = tmp + D.st.nsplit2 * G, *lse = ml + 2 * G;
-    fd_weights(part, nss, G, D.Dv, ws, tmp, ml, lse);
-    fd_weights(partw, nws, G, D.Dv, ww, tmp, ml, lse + G);
-    for (int i = threadIdx.x; i < G * D.Dv; i += FT) {
-        const int u = i / D.Dv, e = i % D.Dv, h = g * G + u;
-        const float os = fd_out(part, ws, nss, G, D.Dv, u, e);
-        const float ow = fd_out(partw, ww, nws, G, D.Dv, u, e);
-        const float o = D.st.oacc[(b * D.Hq + h) * D.Dv + e] + fd_gate<T>(D, b, h, NSA_BRANCH_SEL) * os +
-                        fd_gate<T>(D, b, h, NSA_BRANCH_WIN) * ow;
-        ((T *)D.out.p)[b * D.out.sb + h * D.out.sh + e * D.out.sd] = nsa_cu_to<T>(o);
+    const int nsc = (int)((nc + FCH - 1) / FCH), nss = (keys + FCH - 1) / FCH,
+              nws = (int)((nw + FCH - 1) / FCH);
+    const int64_t sz = (int64_t)G * (D.Dv + 2);
+    const float *pc = D.st.part + (int64_t)blockIdx.x * D.st.nsplit * sz;
+    const float *ps = D.st.part2 + (int64_t)blockIdx.x * D.st.nsplit2 * sz;
+    const float *pw = ps + (int64_t)D.st.nsel_split * sz;
+    float *wc = fsm, *wsl = wc + D.st.nsplit, *wwn = wsl + D.st.nsel_split;
+    float *tmp = wc + D.st.nsplit + D.st.nsplit2, *ml = tmp + D.st.nsplit + D.st.nsplit2;
+    fd_head_weights(pc, nsc, G, D.Dv, u, wc, tmp, ml);
+    fd_head_weights(ps, nss, G, D.Dv, u, wsl, tmp, ml);
+    fd_head_weights(pw, nws, G, D.Dv, u, wwn, tmp, ml);
+    const float gc = fd_gate<T>(D, b, h, NSA_BRANCH_CMP), gs = fd_gate<T>(D, b, h, NSA_BRANCH_SEL),
+                gw = fd_gate<T>(D, b, h, NSA_BRANCH_WIN);
+    for (int e = threadIdx.x; e < D.Dv; e += FT) {
+        float oc = 0.f, os = 0.f, ow = 0.f;
+#pragma unroll 8
+        for (int x = 0; x < nsc; x++) oc += pc[x * sz + u * (D.Dv + 2) + 2 + e] * wc[x];
+#pragma unroll 8
+        for (int x = 0; x < nss; x++) os += ps[x * sz + u * (D.Dv + 2) + 2 + e] * wsl[x];
+#pragma unroll 8
+        for (int x = 0; x < nws; x++) ow += pw[x * sz + u * (D.Dv + 2) + 2 + e] * wwn[x];
+        ((T *)D.out.p)[b * D.out.sb + h * D.out.sh + e * D.out.sd] =
+            nsa_cu_to<T>(gc * oc + gs * os + gw * ow);
     }
-    if (threadIdx.x == 0 && g == 0) {
-        D.st.reads[b * 4 + 0] = S < D.l ? 0 : (S - D.l) / D.d + 1;
+    if (threadIdx.x == 0 && g == 0 && u == 0) {
+        D.st.reads[b * 4 + 0] = nc;
         D.st.reads[b * 4 + 2] = nw;
         D.st.reads[b * 4 + 3] = S;
     }
+}
+
+static size_t fd_final_smem(const nsa_cu_dec *D) {
+    return (size_t)(2 * (D->st.nsplit + D->st.nsplit2) + 2) * 4;
 }
 
 static size_t fd_select_smem(const nsa_cu_dec *D) {
@@ -487,13 +509,13 @@ static void fd_launch_t(cudaStream_t st, const nsa_cu_dec *D) {
     fd_select_kernel<T><<<bg, FT, fd_select_smem(D), st>>>(*D);
     fd_selwin_kernel<T, MMA><<<dim3(bg, (unsigned)D->st.nsplit2), FT, cs, st>>>(*D);
     fd_attr((const void *)fd_final_kernel<T>, &done[3]);
-    fd_final_kernel<T><<<bg, FT, (size_t)(2 * D->st.nsplit2 + 4) * D->G * 4, st>>>(*D);
+    fd_final_kernel<T><<<dim3(bg, (unsigned)D->G), FT, fd_final_smem(D), st>>>(*D);
 }
 
 nsa_status nsa_cu_decode_fast(nsa_context *ctx, cudaStream_t st, nsa_dtype dt,
                               const nsa_cu_dec *D) {
     if (fd_chunk_smem(D) > 220 * 1024 || fd_select_smem(D) > 220 * 1024 ||
-        (size_t)(2 * D->st.nsplit2 + 4) * D->G * 4 > 220 * 1024)
+        fd_final_smem(D) > 220 * 1024)
         return nsa_fail(ctx, NSA_ERR_UNSUPPORTED, "cfg: too large for the split-key decode's "
                         "shared memory");
     NSA_TRY(nsa_cu_decode_push(ctx, st, dt, D));
