@@ -233,9 +233,9 @@ nsa_status nsa_backward(nsa_context *ctx, const nsa_fwd_args *fwd, const nsa_bwd
  * Compressed keys/values are kept in double, as the reference computes them, so a step uses
  * exactly the values a prefill uses. A reference decode step also allocates, for its duration,
  * 8 · (S·R + W·R + the scratch of one reference row) bytes. A cache on a CUDA device keeps the
- * same buffers in device memory plus B·(8·Hq·C + 8·Hkv·C + 4·Hkv + 40) bytes of step scratch
- * and counters there; its decode step is one launch with no host wait (docs/cuda_backward.md).
- * A CPU-only build returns NSA_ERR_UNSUPPORTED for it. */
+ * same buffers in device memory plus a dtype copy of the compressed tokens, step scratch and
+ * counters there (docs/cuda_backward.md gives the bytes); its decode step never waits for the
+ * host. A CPU-only build returns NSA_ERR_UNSUPPORTED for it. */
 typedef struct nsa_kv_cache nsa_kv_cache;
 
 /* What a KV cache is built for. */
