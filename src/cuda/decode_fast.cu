@@ -507,7 +507,8 @@ static void fd_launch_t(cudaStream_t st, const nsa_cu_dec *D) {
     fd_attr((const void *)fd_select_kernel<T>, &done[2]);
     fd_cmp_kernel<T, MMA><<<dim3(bg, (unsigned)D->st.nsplit), FT, cs, st>>>(*D);
     fd_select_kernel<T><<<bg, FT, fd_select_smem(D), st>>>(*D);
-    fd_selwin_kernel<T, MMA><<<dim3(bg, (unsigned)D->st.nsplit2), FT, cs, st>>>(*D);
+    if (D->st.nsplit2 > 0) /* n = 0 and w = 0: no sel or win key at all */
+        fd_selwin_kernel<T, MMA><<<dim3(bg, (unsigned)D->st.nsplit2), FT, cs, st>>>(*D);
     fd_attr((const void *)fd_final_kernel<T>, &done[3]);
     fd_final_kernel<T><<<dim3(bg, (unsigned)D->G), FT, fd_final_smem(D), st>>>(*D);
 }
