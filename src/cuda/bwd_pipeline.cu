@@ -6,6 +6,7 @@
  * gradients are deterministic (bwd_common.cuh) and written only after every argument passed.
  */
 #include "bwd_common.cuh"
+#include "bwd_tiled.cuh"
 
 extern "C" {
 #include "../route/route.h"
@@ -16,15 +17,23 @@ extern "C" {
 
 extern "C" int nsa_cuda_bwd_role_supported(const nsa_route_problem *p, nsa_branch br,
                                            nsa_role role, const char **why) {
-    (void)br;
     if (p->pass != NSA_PASS_BACKWARD) { *why = "not a backward problem"; return 0; }
     if (p->cfg.n > 256) { *why = "n > 256 (GPU top-n)"; return 0; }
     if ((size_t)(2 * p->cfg.Dk + 2 * p->cfg.Dv + 256) * 8 > 200 * 1024) {
         *why = "Dk + Dv too large for the reference backward's shared memory";
         return 0;
     }
-    if (role != NSA_ROLE_REF) { *why = "backward: only the reference role is built"; return 0; }
-    return 1;
+    if (role == NSA_ROLE_REF) return 1;
+    if ((role == NSA_ROLE_MASKED && br != NSA_BRANCH_SEL) ||
+        (role == NSA_ROLE_PACKED && br == NSA_BRANCH_SEL)) {
+        if (nsa_cu_bwd_tiled_smem(p->cfg.Dk, p->cfg.Dv) > 200 * 1024) {
+            *why = "Dk + Dv too large for the tiled backward's shared memory";
+            return 0;
+        }
+        return 1;
+    }
+    *why = "backward: the reference and tiled (masked/packed) roles are built";
+    return 0;
 }
 
 static nsa_cu_view view4(const nsa_tensor *x) {
@@ -126,7 +135,8 @@ static nsa_status ranges_step(nsa_context *ctx, bwd_mem *m, const nsa_fwd_args *
 }
 
 static nsa_status run(nsa_context *ctx, bwd_mem *m, const nsa_fwd_args *fwd,
-                      const nsa_bwd_args *g, const nsa_shape *s, int force_branch) {
+                      const nsa_bwd_args *g, const nsa_shape *s, const nsa_role role[3],
+                      int force_branch) {
     const nsa_config *c = &fwd->cfg;
     cudaStream_t cs = m->st;
     nsa_cu_bwd W;
@@ -192,11 +202,29 @@ static nsa_status run(nsa_context *ctx, bwd_mem *m, const nsa_fwd_args *fwd,
     NSA_TRY(ranges_step(ctx, m, fwd, s, &W));
     NSA_TRY(nsa_cu_bwd_selbits(ctx, cs, &W));
     const int kgrad[3][2] = {{NSA_GKC, NSA_GVC}, {NSA_GKS, NSA_GVS}, {NSA_GKW, NSA_GVW}};
+    int *off = NULL, *list = NULL;
+    if (role[NSA_BRANCH_SEL] != NSA_ROLE_REF && (W.acc[NSA_GKS] || W.acc[NSA_GVS])) {
+        /* the inverse selection index (bwd_tiled.cuh); its size needs one host wait */
+        const int64_t nrows = s->B * s->Hkv * s->nsel_max;
+        int total = 0;
+        NSA_TRY(mem_get(ctx, m, (size_t)(nrows + 1) * 4, &p));
+        off = (int *)p;
+        NSA_TRY(nsa_cu_bwd_sel_count(ctx, cs, &W, off));
+        NSA_TRY(nsa_cu_check(ctx, cudaMemcpyAsync(&total, off + nrows, sizeof total,
+                                                  cudaMemcpyDeviceToHost, cs), "index"));
+        NSA_TRY(nsa_cu_check(ctx, cudaStreamSynchronize(cs), "backward: selection index"));
+        NSA_TRY(mem_get(ctx, m, (size_t)total * 4, &p));
+        list = (int *)p;
+        NSA_TRY(nsa_cu_bwd_sel_fill(ctx, cs, &W, off, list));
+    }
     for (int b = 0; b < 3; b++) {
         const nsa_branch br = (nsa_branch)b;
-        NSA_TRY(nsa_cu_bwd_query(ctx, cs, s->dt, kc_dt, &W, br));
-        if (W.acc[kgrad[b][0]] || W.acc[kgrad[b][1]])
-            NSA_TRY(nsa_cu_bwd_keys(ctx, cs, s->dt, kc_dt, &W, br));
+        const int fast = role[b] != NSA_ROLE_REF;
+        if (fast) NSA_TRY(nsa_cu_bwd_tiled_query(ctx, cs, s->dt, kc_dt, &W, br));
+        else NSA_TRY(nsa_cu_bwd_query(ctx, cs, s->dt, kc_dt, &W, br));
+        if (!W.acc[kgrad[b][0]] && !W.acc[kgrad[b][1]]) continue;
+        if (fast) NSA_TRY(nsa_cu_bwd_tiled_keys(ctx, cs, s->dt, kc_dt, &W, br, off, list));
+        else NSA_TRY(nsa_cu_bwd_keys(ctx, cs, s->dt, kc_dt, &W, br));
     }
     if (!fwd->cmp_compressed && Tc > 0) {
         if (W.acc[NSA_GKC]) NSA_TRY(nsa_cu_bwd_phi(ctx, cs, &W, W.dkc, W.acc[NSA_GKC], s->Dk));
@@ -237,7 +265,7 @@ extern "C" nsa_status nsa_cuda_backward(nsa_context *ctx, const nsa_fwd_args *fw
     bwd_mem m;
     memset(&m, 0, sizeof m);
     m.st = (cudaStream_t)ctx->stream;
-    nsa_status st = run(ctx, &m, fwd, g, s, force_branch);
+    nsa_status st = run(ctx, &m, fwd, g, s, role, force_branch);
     mem_free(&m);
     return st;
 }

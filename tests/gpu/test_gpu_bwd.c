@@ -211,6 +211,13 @@ static int run_one(nsa_context *ctx, nsa_config c, int B, int T, nsa_dtype dt, i
     return pass;
 }
 
+/* The backward on the reference role (the tiled roles have tests/gpu/test_gpu_bwd_fast.c). */
+static void ref_roles(nsa_context *ctx) {
+    CHECK_OK(ctx, nsa_context_set_flag(ctx, "NSA_USE_CMP_MASK", "0"));
+    CHECK_OK(ctx, nsa_context_set_flag(ctx, "NSA_USE_WIN_MASK", "0"));
+    CHECK_OK(ctx, nsa_context_set_flag(ctx, "NSA_USE_SEL_PACK", "0"));
+}
+
 static nsa_context *gpu_ctx(void) {
     if (!gp_have_gpu()) {
         nsa_test_skip("no CUDA device");
@@ -218,6 +225,7 @@ static nsa_context *gpu_ctx(void) {
     }
     nsa_context *ctx = NULL;
     nsa_context_create(&ctx, NULL, 0);
+    if (ctx) ref_roles(ctx);
     return ctx;
 }
 

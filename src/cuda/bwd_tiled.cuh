@@ -1,0 +1,29 @@
+/* bwd_tiled.cuh — the tiled (masked for cmp/win, packed for sel) roles of the CUDA backward:
+ * f32 accumulation, keys and queries tiled through shared memory, deterministic.
+ * Not the reference (bwd_ref.cu) and not tensor cores. Launchers only; kernels in bwd_tiled.cu.
+ * Invariant: every accumulator element has one owning block that adds in a fixed order (no
+ * floating-point atomics); selection keys walk an inverse index sorted by query.
+ */
+#ifndef NSA_CUDA_BWD_TILED_CUH
+#define NSA_CUDA_BWD_TILED_CUH
+
+#include "bwd_common.cuh"
+
+/* Largest dynamic shared memory (bytes) the tiled kernels need for these head dims. */
+size_t nsa_cu_bwd_tiled_smem(int Dk, int Dv);
+/* Query side of branch br (as nsa_cu_bwd_query): lse, delta, dgates[.., br], dq += share. */
+nsa_status nsa_cu_bwd_tiled_query(nsa_context *ctx, nsa_cu_stream st, nsa_dtype dt,
+                                  nsa_dtype kc_dt, const nsa_cu_bwd *W, nsa_branch br);
+/* Inverse selection index, step 1: off[r] = exclusive prefix of the number of queries whose
+ * ranges touch selection block r = (b, g, jb) (from W->selbits); off[nrows] = total. */
+nsa_status nsa_cu_bwd_sel_count(nsa_context *ctx, nsa_cu_stream st, const nsa_cu_bwd *W,
+                                int *off);
+/* Step 2: list[off[r] ..] = those queries in ascending t. */
+nsa_status nsa_cu_bwd_sel_fill(nsa_context *ctx, nsa_cu_stream st, const nsa_cu_bwd *W,
+                               const int *off, int *list);
+/* Key side of branch br (as nsa_cu_bwd_keys); sel needs the inverse index (off, list). */
+nsa_status nsa_cu_bwd_tiled_keys(nsa_context *ctx, nsa_cu_stream st, nsa_dtype dt,
+                                 nsa_dtype kc_dt, const nsa_cu_bwd *W, nsa_branch br,
+                                 const int *off, const int *list);
+
+#endif /* NSA_CUDA_BWD_TILED_CUH */
