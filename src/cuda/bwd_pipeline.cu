@@ -54,7 +54,7 @@ static nsa_cu_view contig(void *p, int64_t Tn, int H, int D) {
 
 /* Stream-ordered allocations of one backward, freed together. */
 typedef struct {
-    void *p[24];
+    void *p[40];
     int n;
     cudaStream_t st;
 } bwd_mem;
@@ -202,20 +202,46 @@ static nsa_status run(nsa_context *ctx, bwd_mem *m, const nsa_fwd_args *fwd,
     NSA_TRY(ranges_step(ctx, m, fwd, s, &W));
     NSA_TRY(nsa_cu_bwd_selbits(ctx, cs, &W));
     const int kgrad[3][2] = {{NSA_GKC, NSA_GVC}, {NSA_GKS, NSA_GVS}, {NSA_GKW, NSA_GVW}};
-    int *off = NULL, *list = NULL;
-    if (role[NSA_BRANCH_SEL] != NSA_ROLE_REF && (W.acc[NSA_GKS] || W.acc[NSA_GVS])) {
-        /* the inverse selection index (bwd_tiled.cuh); its size needs one host wait */
-        const int64_t nrows = s->B * s->Hkv * s->nsel_max;
-        int total = 0;
-        NSA_TRY(mem_get(ctx, m, (size_t)(nrows + 1) * 4, &p));
-        off = (int *)p;
-        NSA_TRY(nsa_cu_bwd_sel_count(ctx, cs, &W, off));
-        NSA_TRY(nsa_cu_check(ctx, cudaMemcpyAsync(&total, off + nrows, sizeof total,
-                                                  cudaMemcpyDeviceToHost, cs), "index"));
-        NSA_TRY(nsa_cu_check(ctx, cudaStreamSynchronize(cs), "backward: selection index"));
-        NSA_TRY(mem_get(ctx, m, (size_t)total * 4, &p));
-        list = (int *)p;
-        NSA_TRY(nsa_cu_bwd_sel_fill(ctx, cs, &W, off, list));
+    /* the tiled roles' key side: the inverse selection index and the split offsets, sized
+     * with one host wait for every branch (bwd_tiled.cuh) */
+    tl_keyargs ka[3];
+    memset(ka, 0, sizeof ka);
+    int tot[4] = {0, 0, 0, 0}, need = 0; /* splits of cmp, sel, win; selection list length */
+    int *off = NULL;
+    int64_t nt[3] = {0, 0, 0};
+    const int64_t nrows = s->B * s->Hkv * s->nsel_max;
+    for (int b = 0; b < 3; b++) {
+        if (role[b] == NSA_ROLE_REF || (!W.acc[kgrad[b][0]] && !W.acc[kgrad[b][1]])) continue;
+        if (b == NSA_BRANCH_SEL) {
+            NSA_TRY(mem_get(ctx, m, (size_t)(nrows + 1) * 4, &p));
+            off = (int *)p;
+            NSA_TRY(nsa_cu_bwd_sel_count(ctx, cs, &W, off));
+            NSA_TRY(nsa_cu_check(ctx, cudaMemcpyAsync(&tot[3], off + nrows, sizeof(int),
+                                                      cudaMemcpyDeviceToHost, cs), "index"));
+        }
+        nt[b] = nsa_cu_bwd_tiled_ntiles(&W, (nsa_branch)b);
+        NSA_TRY(mem_get(ctx, m, (size_t)(nt[b] + 1) * 4, &p));
+        ka[b].exo = (int *)p;
+        NSA_TRY(nsa_cu_bwd_tiled_splits(ctx, cs, &W, (nsa_branch)b, off, (int *)p));
+        NSA_TRY(nsa_cu_check(ctx, cudaMemcpyAsync(&tot[b], ka[b].exo + nt[b], sizeof(int),
+                                                  cudaMemcpyDeviceToHost, cs), "splits"));
+        need = 1;
+    }
+    if (need) NSA_TRY(nsa_cu_check(ctx, cudaStreamSynchronize(cs), "backward: split sizes"));
+    if (off) {
+        NSA_TRY(mem_get(ctx, m, (size_t)tot[3] * 4, &p));
+        NSA_TRY(nsa_cu_bwd_sel_fill(ctx, cs, &W, off, (int *)p));
+        ka[NSA_BRANCH_SEL].off = off;
+        ka[NSA_BRANCH_SEL].list = (int *)p;
+    }
+    for (int b = 0; b < 3; b++) {
+        if (!tot[b]) continue;
+        if (W.acc[kgrad[b][0]])
+            NSA_TRY(mem_get(ctx, m, (size_t)tot[b] * nsa_cu_bwd_tiled_slot_bytes(s->Dk),
+                            (void **)&ka[b].partK));
+        if (W.acc[kgrad[b][1]])
+            NSA_TRY(mem_get(ctx, m, (size_t)tot[b] * nsa_cu_bwd_tiled_slot_bytes(s->Dv),
+                            (void **)&ka[b].partV));
     }
     for (int b = 0; b < 3; b++) {
         const nsa_branch br = (nsa_branch)b;
@@ -223,7 +249,7 @@ static nsa_status run(nsa_context *ctx, bwd_mem *m, const nsa_fwd_args *fwd,
         if (fast) NSA_TRY(nsa_cu_bwd_tiled_query(ctx, cs, s->dt, kc_dt, &W, br));
         else NSA_TRY(nsa_cu_bwd_query(ctx, cs, s->dt, kc_dt, &W, br));
         if (!W.acc[kgrad[b][0]] && !W.acc[kgrad[b][1]]) continue;
-        if (fast) NSA_TRY(nsa_cu_bwd_tiled_keys(ctx, cs, s->dt, kc_dt, &W, br, off, list));
+        if (fast) NSA_TRY(nsa_cu_bwd_tiled_keys(ctx, cs, s->dt, kc_dt, &W, br, &ka[b]));
         else NSA_TRY(nsa_cu_bwd_keys(ctx, cs, s->dt, kc_dt, &W, br));
     }
     if (!fwd->cmp_compressed && Tc > 0) {

@@ -23,16 +23,11 @@ __device__ __forceinline__ float tl_gate(const nsa_cu_bwd &W, int64_t b, int64_t
     return nsa_cu_ld<T>(W.F.gates, b, t, h, br);
 }
 
-/* Whether query t of group g sees key j of branch BR (sel: j lies in one of its ranges). */
+/* Whether query t sees key j of branch BR, cmp or win (sel keys come from the ranges). */
 template <int BR>
-__device__ __forceinline__ bool tl_sees(const nsa_cu_params &P, int64_t b, int g, int64_t t,
-                                        int64_t j) {
+__device__ __forceinline__ bool tl_sees(const nsa_cu_params &P, int64_t t, int64_t j) {
     if (BR == NSA_BRANCH_CMP) return j * P.d + P.l - 1 <= t;
-    if (BR == NSA_BRANCH_WIN) return j <= t && j > t - P.w;
-    const int32_t *rg = P.ranges + ((b * P.T + t) * P.Hkv + g) * (int64_t)P.n * 2;
-    for (int q = 0; q < P.n; q++)
-        if (j >= rg[2 * q] && j < rg[2 * q + 1]) return true;
-    return false;
+    return j <= t && j > t - P.w; /* win */
 }
 
 __device__ __forceinline__ float tl_wmax(float x) {
@@ -151,10 +146,11 @@ __global__ void __launch_bounds__(NTH) tl_query_kernel(nsa_cu_bwd W, int nchunk)
                     if (i >= nrows) continue;
                     /* sel: the intervals are the ranges themselves */
                     const bool vis = lane < nk && (BR == NSA_BRANCH_SEL ||
-                                                   tl_sees<BR>(P, b, g, rt[i], j0 + lane));
+                                                   tl_sees<BR>(P, rt[i], j0 + lane));
                     float s = -INFINITY;
                     if (vis) {
                         float dot = 0.f;
+                        #pragma unroll 8
                         for (int e = 0; e < Dk; e++) dot += Qs[i * Dk + e] * Ks[lane * (Dk + 1) + e];
                         s = dot * scale;
                     }
@@ -169,6 +165,7 @@ __global__ void __launch_bounds__(NTH) tl_query_kernel(nsa_cu_bwd W, int nchunk)
                         __syncwarp();
                         for (int e = lane; e < Dv; e += 32) {
                             float acc = As[i * DM + e] * alpha;
+                            #pragma unroll 8
                             for (int j = 0; j < nk; j++) acc += pw[j] * Vs[j * (Dv + 1) + e];
                             As[i * DM + e] = acc;
                         }
@@ -176,6 +173,7 @@ __global__ void __launch_bounds__(NTH) tl_query_kernel(nsa_cu_bwd W, int nchunk)
                         float ds = 0.f;
                         if (vis) {
                             float dp = 0.f;
+                            #pragma unroll 8
                             for (int e = 0; e < Dv; e++) dp += Ys[i * Dv + e] * Vs[lane * (Dv + 1) + e];
                             ds = expf(s - rlse[i]) * (rgate[i] * dp - rdelta[i]) * scale;
                         }
@@ -183,6 +181,7 @@ __global__ void __launch_bounds__(NTH) tl_query_kernel(nsa_cu_bwd W, int nchunk)
                         __syncwarp();
                         for (int e = lane; e < Dk; e += 32) {
                             float acc = As[i * DM + e];
+                            #pragma unroll 8
                             for (int j = 0; j < nk; j++) acc += pw[j] * Ks[j * (Dk + 1) + e];
                             As[i * DM + e] = acc;
                         }
@@ -225,57 +224,79 @@ __global__ void __launch_bounds__(NTH) tl_query_kernel(nsa_cu_bwd W, int nchunk)
     }
 }
 
-/* Grid: cmp/win: x = (b·Hkv + g)·ntile + kt, keys kt·KT + [0, KT); sel: x = ((b·Hkv + g)·nsel_max
- * + jb)·nsub + s, keys jb·lp + s·KT + [0, KT) within the block. The visible queries (cmp:
- * t ≥ j0·d + l − 1; win: [j0, j0 + nk − 1 + w); sel: the inverse index of (b, g, jb)), ascending,
- * times the G heads of g, in chunks of RC pairs: warp w computes p·gate and ds of its pairs
- * (lane = key), then thread x sums dK[j][e] += Σ_r ds_rj·q_re and dV[j][e] += Σ_r pg_rj·dO_re
- * over the chunk in pair order. Shared memory (dynamic, floats): Ks KT·(Dk+1), Vs KT·(Dv+1),
- * dKs KT·Dk, dVs KT·Dv, Qs RC·Dk, Ys RC·Dv, Ss and Gs RC·KT. */
+/* Key tile x of branch BR (x = (b·Hkv + g)·ntile + kt for cmp/win; ((b·Hkv + g)·nsel_max +
+ * jb)·ntile + sub for sel, sub-tiles of KT keys within a selection block): keys [j0, jend) of
+ * (b, g) and the queries that can see them: nq of them, t = tlo + i (cmp: t ≥ j0·d + l − 1;
+ * win: [j0, jend − 1 + w)) or t = tl[i] (sel: the inverse index, ascending). */
+typedef struct {
+    int64_t b, j0, jend, tlo, nq;
+    int g;
+    const int *tl;
+} tl_tile_t;
+
+template <int BR>
+__device__ __forceinline__ tl_tile_t tl_tile(const nsa_cu_params &P, int64_t x, int ntile,
+                                             const int *off, const int *list) {
+    tl_tile_t r;
+    const int sub = (int)(x % ntile);
+    const int64_t bgx = x / ntile;
+    r.tl = NULL;
+    r.tlo = 0;
+    r.nq = 0;
+    if (BR == NSA_BRANCH_SEL) {
+        const int64_t jb = bgx % P.nsel_max, bg = bgx / P.nsel_max;
+        r.g = (int)(bg % P.Hkv);
+        r.b = bg / P.Hkv;
+        r.j0 = jb * P.lp + (int64_t)sub * KT;
+        const int64_t bend = (jb + 1) * P.lp < P.T ? (jb + 1) * P.lp : P.T;
+        r.jend = r.j0 + KT < bend ? r.j0 + KT : bend;
+        r.tl = list ? list + off[bgx] : NULL; /* NULL while counting splits */
+        r.nq = off[bgx + 1] - off[bgx];
+    } else {
+        r.g = (int)(bgx % P.Hkv);
+        r.b = bgx / P.Hkv;
+        const int64_t X = BR == NSA_BRANCH_CMP ? P.Tc : P.T;
+        r.j0 = (int64_t)sub * KT;
+        r.jend = r.j0 + KT < X ? r.j0 + KT : X;
+        if (BR == NSA_BRANCH_CMP) {
+            r.tlo = r.j0 * P.d + P.l - 1;
+            r.nq = P.T - r.tlo;
+        } else if (P.w > 0) {
+            r.tlo = r.j0;
+            const int64_t thi = r.jend - 1 + P.w < P.T ? r.jend - 1 + P.w : P.T;
+            r.nq = thi - r.tlo;
+        }
+    }
+    if (r.jend <= r.j0 || r.nq < 0) r.nq = 0;
+    return r;
+}
+
+/* Grid: x = key tile (tl_tile), y = split s: the tile's (t, head) pairs [s·PPS, (s+1)·PPS), in
+ * chunks of RC pairs: warp w computes p·gate and ds of its pairs (lane = key), then thread x sums
+ * dK[j][e] += Σ_r ds_rj·q_re and dV[j][e] += Σ_r pg_rj·dO_re over the chunk in pair order. Split
+ * 0 writes the gradient rows, split s > 0 its partial slot exo[x] + s − 1 (tl_reduce_kernel adds
+ * them in order). Shared memory (dynamic, floats): Ks KT·(Dk+1), Vs KT·(Dv+1), dKs KT·Dk,
+ * dVs KT·Dv, Qs RC·Dk, Ys RC·Dv, Ss and Gs RC·KT. */
 template <typename T, typename TK, int BR>
 __global__ void __launch_bounds__(NTH) tl_key_kernel(nsa_cu_bwd W, int ntile, const int *off,
-                                                     const int *list) {
+                                                     const int *list, const int *exo,
+                                                     float *partK, float *partV, int pps) {
     const nsa_cu_params &P = W.F;
     const int Dk = P.Dk, Dv = P.Dv;
     extern __shared__ float sm[];
     float *Ks = sm, *Vs = Ks + KT * (Dk + 1), *dKs = Vs + KT * (Dv + 1), *dVs = dKs + KT * Dk,
           *Qs = dVs + KT * Dv, *Ys = Qs + RC * Dk, *Ss = Ys + RC * Dv, *Gs = Ss + RC * KT;
     __shared__ int rt[RC], rh[RC];
+    __shared__ unsigned rmask[RC]; /* sel: which of the tile's keys row r's ranges hold */
     __shared__ float rgate[RC], rlse[RC], rdelta[RC];
     const int tid = threadIdx.x, lane = tid % 32, wid = tid / 32;
-    const int tile = (int)(blockIdx.x % ntile);
-    const int64_t bgx = blockIdx.x / ntile;
-    int64_t j0, jend, tlo = 0, nq = 0;
-    int g;
-    int64_t b;
-    const int *tl = NULL;
-    if (BR == NSA_BRANCH_SEL) {
-        const int64_t jb = bgx % P.nsel_max, bg = bgx / P.nsel_max;
-        g = (int)(bg % P.Hkv);
-        b = bg / P.Hkv;
-        j0 = jb * P.lp + (int64_t)tile * KT;
-        const int64_t bend = (jb + 1) * P.lp < P.T ? (jb + 1) * P.lp : P.T;
-        jend = j0 + KT < bend ? j0 + KT : bend;
-        tl = list + off[bgx];
-        nq = off[bgx + 1] - off[bgx];
-    } else {
-        g = (int)(bgx % P.Hkv);
-        b = bgx / P.Hkv;
-        const int64_t X = BR == NSA_BRANCH_CMP ? P.Tc : P.T;
-        j0 = (int64_t)tile * KT;
-        jend = j0 + KT < X ? j0 + KT : X;
-        if (BR == NSA_BRANCH_CMP) {
-            tlo = j0 * P.d + P.l - 1;
-            nq = P.T - tlo;
-        } else if (P.w > 0) {
-            tlo = j0;
-            const int64_t thi = jend - 1 + P.w < P.T ? jend - 1 + P.w : P.T;
-            nq = thi - tlo;
-        }
-    }
-    if (jend <= j0) return;
-    if (nq < 0) nq = 0;
-    const int nk = (int)(jend - j0);
+    const tl_tile_t tt = tl_tile<BR>(P, blockIdx.x, ntile, off, list);
+    const int64_t b = tt.b, j0 = tt.j0;
+    const int g = tt.g;
+    const int64_t p0 = (int64_t)blockIdx.y * pps;
+    const int64_t p1 = p0 + pps < tt.nq * P.G ? p0 + pps : tt.nq * P.G;
+    if (tt.jend <= j0 || (blockIdx.y > 0 && p0 >= p1)) return;
+    const int nk = (int)(tt.jend - j0);
     const nsa_cu_view kv = BR == NSA_BRANCH_CMP ? P.kc : BR == NSA_BRANCH_SEL ? P.ks : P.kw;
     const nsa_cu_view vv = BR == NSA_BRANCH_CMP ? P.vc : BR == NSA_BRANCH_SEL ? P.vs : P.vw;
     tl_load_kv<TK>(kv, vv, b, g, j0, nk, Dk, Dv, Ks, Vs);
@@ -283,23 +304,32 @@ __global__ void __launch_bounds__(NTH) tl_key_kernel(nsa_cu_bwd W, int ntile, co
     for (int x = tid; x < KT * Dv; x += NTH) dVs[x] = 0.f;
     const int64_t RH = (int64_t)P.B * P.T * P.Hq;
     const double *lse = W.lse + (int64_t)BR * RH, *delta = W.delta + (int64_t)BR * RH;
-    const int64_t npair = nq * P.G;
     const float scale = P.scale;
 
-    for (int64_t c0 = 0; c0 < npair; c0 += RC) {
-        const int nr = npair - c0 < RC ? (int)(npair - c0) : RC;
+    for (int64_t c0 = p0; c0 < p1; c0 += RC) {
+        const int nr = p1 - c0 < RC ? (int)(p1 - c0) : RC;
         __syncthreads();
         if (tid < RC) {
             int t = 0, h = 0;
             float gt = 0.f, ls = 0.f, dl = 0.f;
             if (tid < nr) {
                 const int64_t p = c0 + tid, qi = p / P.G;
-                t = (int)(BR == NSA_BRANCH_SEL ? tl[qi] : tlo + qi);
+                t = (int)(BR == NSA_BRANCH_SEL ? tt.tl[qi] : tt.tlo + qi);
                 h = g * P.G + (int)(p % P.G);
                 const int64_t hr = (b * P.T + t) * P.Hq + h;
                 gt = tl_gate<T>(W, b, t, h, BR);
                 ls = (float)lse[hr];
                 dl = (float)delta[hr];
+                if (BR == NSA_BRANCH_SEL) {
+                    const int32_t *rg = P.ranges + ((b * P.T + t) * P.Hkv + g) * (int64_t)P.n * 2;
+                    unsigned mk = 0;
+                    for (int q = 0; q < P.n; q++) {
+                        const int64_t lo = rg[2 * q] > j0 ? rg[2 * q] : j0;
+                        const int64_t hi = rg[2 * q + 1] < j0 + KT ? rg[2 * q + 1] : j0 + KT;
+                        for (int64_t j = lo; j < hi; j++) mk |= 1u << (j - j0);
+                    }
+                    rmask[tid] = mk;
+                }
             }
             rt[tid] = t;
             rh[tid] = h;
@@ -318,11 +348,15 @@ __global__ void __launch_bounds__(NTH) tl_key_kernel(nsa_cu_bwd W, int ntile, co
         }
         __syncthreads();
         for (int i = wid; i < RC; i += NW) {
-            const bool vis = i < nr && lane < nk && tl_sees<BR>(P, b, g, rt[i], j0 + lane);
+            const bool vis = i < nr && lane < nk &&
+                             (BR == NSA_BRANCH_SEL ? (rmask[i] >> lane) & 1u
+                                                   : tl_sees<BR>(P, rt[i], j0 + lane));
             float ds = 0.f, pg = 0.f;
             if (vis) {
                 float dot = 0.f, dp = 0.f;
+#pragma unroll 8
                 for (int e = 0; e < Dk; e++) dot += Qs[i * Dk + e] * Ks[lane * (Dk + 1) + e];
+#pragma unroll 8
                 for (int e = 0; e < Dv; e++) dp += Ys[i * Dv + e] * Vs[lane * (Dv + 1) + e];
                 const float p = expf(dot * scale - rlse[i]);
                 ds = p * (rgate[i] * dp - rdelta[i]) * scale;
@@ -335,12 +369,14 @@ __global__ void __launch_bounds__(NTH) tl_key_kernel(nsa_cu_bwd W, int ntile, co
         for (int x = tid; x < nk * Dk; x += NTH) {
             const int j = x / Dk, e = x % Dk;
             float a = dKs[x];
+#pragma unroll 8
             for (int r = 0; r < nr; r++) a += Ss[r * KT + j] * Qs[r * Dk + e];
             dKs[x] = a;
         }
         for (int x = tid; x < nk * Dv; x += NTH) {
             const int j = x / Dv, e = x % Dv;
             float a = dVs[x];
+#pragma unroll 8
             for (int r = 0; r < nr; r++) a += Gs[r * KT + j] * Ys[r * Dv + e];
             dVs[x] = a;
         }
@@ -349,12 +385,53 @@ __global__ void __launch_bounds__(NTH) tl_key_kernel(nsa_cu_bwd W, int ntile, co
     const int64_t X = BR == NSA_BRANCH_CMP ? P.Tc : P.T;
     double *oK = BR == NSA_BRANCH_CMP ? W.dkc : W.acc[BR == NSA_BRANCH_SEL ? NSA_GKS : NSA_GKW];
     double *oV = BR == NSA_BRANCH_CMP ? W.dvc : W.acc[BR == NSA_BRANCH_SEL ? NSA_GVS : NSA_GVW];
+    if (blockIdx.y > 0) { /* a partial slot */
+        const int64_t slot = (int64_t)exo[blockIdx.x] + blockIdx.y - 1;
+        if (oK)
+            for (int x = tid; x < nk * Dk; x += NTH) partK[slot * KT * Dk + x] = dKs[x];
+        if (oV)
+            for (int x = tid; x < nk * Dv; x += NTH) partV[slot * KT * Dv + x] = dVs[x];
+        return;
+    }
     if (oK)
         for (int x = tid; x < nk * Dk; x += NTH)
             oK[((b * X + j0 + x / Dk) * P.Hkv + g) * Dk + x % Dk] = (double)dKs[x];
     if (oV)
         for (int x = tid; x < nk * Dv; x += NTH)
             oV[((b * X + j0 + x / Dv) * P.Hkv + g) * Dv + x % Dv] = (double)dVs[x];
+}
+
+/* Grid: one thread per key tile x: exo[x] = its splits beyond the first (exclusive prefix by
+ * tl_scan_kernel afterwards). */
+template <int BR>
+__global__ void tl_split_count_kernel(nsa_cu_params P, int ntile, int64_t ntot, const int *off,
+                                      const int *list, int *exo, int pps) {
+    const int64_t x = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (x >= ntot) return;
+    const tl_tile_t tt = tl_tile<BR>(P, x, ntile, off, list);
+    const int64_t np = tt.nq * P.G;
+    exo[x] = np > pps ? (int)((np + pps - 1) / pps - 1) : 0;
+}
+
+/* Grid: one thread per (key tile x, element k of KT·D): the gradient row += the tile's partial
+ * slots in split order (after tl_key_kernel's split 0 wrote it). */
+template <int BR>
+__global__ void tl_reduce_kernel(nsa_cu_params P, int ntile, int64_t ntot, const int *off,
+                                 const int *list, const int *exo, const float *part, double *o,
+                                 int D) {
+    const int64_t idx = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (idx >= ntot * KT * D) return;
+    const int64_t x = idx / (KT * D);
+    const int k = (int)(idx % (KT * D));
+    const int ns = exo[x + 1] - exo[x];
+    if (!ns) return;
+    const tl_tile_t tt = tl_tile<BR>(P, x, ntile, off, list);
+    const int j = k / D, e = k % D;
+    if (tt.j0 + j >= tt.jend) return;
+    const int64_t X = BR == NSA_BRANCH_CMP ? P.Tc : P.T;
+    double a = o[((tt.b * X + tt.j0 + j) * P.Hkv + tt.g) * D + e];
+    for (int s = 0; s < ns; s++) a += (double)part[((int64_t)exo[x] + s) * KT * D + k];
+    o[((tt.b * X + tt.j0 + j) * P.Hkv + tt.g) * D + e] = a;
 }
 
 /* Grid: one thread per selection block r = (b, g, jb); counts the bits of its bitmap row. */
@@ -433,11 +510,39 @@ template <typename K> static void tl_attr(K kernel, size_t smem) {
         cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
 }
 
+/* Key tiles of branch br per (b, g) (sel: per (b, g, selection block)) and in all. */
+static int tl_ntile(const nsa_cu_params &P, nsa_branch br, int64_t *total) {
+    if (br == NSA_BRANCH_SEL) {
+        const int nt = (P.lp + KT - 1) / KT;
+        *total = (int64_t)P.B * P.Hkv * P.nsel_max * nt;
+        return nt;
+    }
+    const int X = br == NSA_BRANCH_CMP ? P.Tc : P.T;
+    const int nt = (X + KT - 1) / KT;
+    *total = (int64_t)P.B * P.Hkv * nt;
+    return nt;
+}
+
+/* Key-side (t, head) pairs per split: T·G / 16 in whole chunks, within [1024, 8192] (enough
+ * blocks for the longest walks; each further split costs a partial slot, summed in order). */
+static int tl_pps(const nsa_cu_params &P) {
+    int64_t p = ((int64_t)P.T * P.G / 16 + RC - 1) / RC * RC;
+    return p < 1024 ? 1024 : p > 8192 ? 8192 : (int)p;
+}
+
+/* Splits a key tile of branch br can need (grid y of the key kernel). */
+static int tl_maxsplit(const nsa_cu_params &P, nsa_branch br) {
+    const int pps = tl_pps(P);
+    int64_t q = P.T;
+    if (br == NSA_BRANCH_WIN) q = KT - 1 + (int64_t)P.w < P.T ? KT - 1 + (int64_t)P.w : P.T;
+    const int64_t n = (q * P.G + pps - 1) / pps;
+    return n > 0 ? (int)n : 1;
+}
+
 template <typename T, typename TK, int BR>
-static void tl_branch(nsa_cu_stream st, const nsa_cu_bwd *W, int keys, const int *off,
-                      const int *list) {
+static void tl_branch(nsa_cu_stream st, const nsa_cu_bwd *W, const tl_keyargs *k) {
     const nsa_cu_params &P = W->F;
-    if (!keys) {
+    if (!k) {
         const int nchunk = BR == NSA_BRANCH_SEL ? (P.G + NR - 1) / NR
                                                 : (int)(((int64_t)P.T * P.G + NR - 1) / NR);
         const int64_t nb = (BR == NSA_BRANCH_SEL ? (int64_t)P.B * P.T : (int64_t)P.B) * P.Hkv *
@@ -447,56 +552,85 @@ static void tl_branch(nsa_cu_stream st, const nsa_cu_bwd *W, int keys, const int
         tl_query_kernel<T, TK, BR><<<(unsigned)nb, NTH, smem, st>>>(*W, nchunk);
         return;
     }
-    int ntile;
     int64_t nb;
-    if (BR == NSA_BRANCH_SEL) {
-        ntile = (P.lp + KT - 1) / KT;
-        nb = (int64_t)P.B * P.Hkv * P.nsel_max * ntile;
-    } else {
-        const int X = BR == NSA_BRANCH_CMP ? P.Tc : P.T;
-        ntile = (X + KT - 1) / KT;
-        nb = (int64_t)P.B * P.Hkv * ntile;
-    }
+    const int ntile = tl_ntile(P, (nsa_branch)BR, &nb);
     if (nb == 0) return;
     const size_t smem = smem_keys(P.Dk, P.Dv);
     tl_attr(tl_key_kernel<T, TK, BR>, smem);
-    tl_key_kernel<T, TK, BR><<<(unsigned)nb, NTH, smem, st>>>(*W, ntile, off, list);
+    const dim3 grid((unsigned)nb, (unsigned)tl_maxsplit(P, (nsa_branch)BR));
+    tl_key_kernel<T, TK, BR><<<grid, NTH, smem, st>>>(*W, ntile, k->off, k->list, k->exo,
+                                                       k->partK, k->partV, tl_pps(P));
+    double *oK = BR == NSA_BRANCH_CMP ? W->dkc : W->acc[BR == NSA_BRANCH_SEL ? NSA_GKS : NSA_GKW];
+    double *oV = BR == NSA_BRANCH_CMP ? W->dvc : W->acc[BR == NSA_BRANCH_SEL ? NSA_GVS : NSA_GVW];
+    if (k->partK && oK)
+        tl_reduce_kernel<BR><<<nsa_cu_blocks(nb * KT * P.Dk, 256), 256, 0, st>>>(
+            P, ntile, nb, k->off, k->list, k->exo, k->partK, oK, P.Dk);
+    if (k->partV && oV)
+        tl_reduce_kernel<BR><<<nsa_cu_blocks(nb * KT * P.Dv, 256), 256, 0, st>>>(
+            P, ntile, nb, k->off, k->list, k->exo, k->partV, oV, P.Dv);
 }
 
 template <typename T>
 static void tl_launch_t(nsa_cu_stream st, nsa_dtype kc_dt, const nsa_cu_bwd *W, nsa_branch br,
-                        int keys, const int *off, const int *list) {
+                        const tl_keyargs *k) {
     if (br == NSA_BRANCH_CMP) {
-        if (kc_dt == NSA_DTYPE_F32) tl_branch<T, float, NSA_BRANCH_CMP>(st, W, keys, off, list);
-        else tl_branch<T, T, NSA_BRANCH_CMP>(st, W, keys, off, list);
+        if (kc_dt == NSA_DTYPE_F32) tl_branch<T, float, NSA_BRANCH_CMP>(st, W, k);
+        else tl_branch<T, T, NSA_BRANCH_CMP>(st, W, k);
     } else if (br == NSA_BRANCH_SEL) {
-        tl_branch<T, T, NSA_BRANCH_SEL>(st, W, keys, off, list);
+        tl_branch<T, T, NSA_BRANCH_SEL>(st, W, k);
     } else {
-        tl_branch<T, T, NSA_BRANCH_WIN>(st, W, keys, off, list);
+        tl_branch<T, T, NSA_BRANCH_WIN>(st, W, k);
     }
 }
 
 static void tl_launch(nsa_cu_stream st, nsa_dtype dt, nsa_dtype kc_dt, const nsa_cu_bwd *W,
-                      nsa_branch br, int keys, const int *off, const int *list) {
+                      nsa_branch br, const tl_keyargs *k) {
     switch (dt) {
-    case NSA_DTYPE_BF16: tl_launch_t<__nv_bfloat16>(st, kc_dt, W, br, keys, off, list); break;
-    case NSA_DTYPE_F16: tl_launch_t<__half>(st, kc_dt, W, br, keys, off, list); break;
-    default: tl_launch_t<float>(st, kc_dt, W, br, keys, off, list); break;
+    case NSA_DTYPE_BF16: tl_launch_t<__nv_bfloat16>(st, kc_dt, W, br, k); break;
+    case NSA_DTYPE_F16: tl_launch_t<__half>(st, kc_dt, W, br, k); break;
+    default: tl_launch_t<float>(st, kc_dt, W, br, k); break;
     }
 }
 
 nsa_status nsa_cu_bwd_tiled_query(nsa_context *ctx, nsa_cu_stream st, nsa_dtype dt,
                                   nsa_dtype kc_dt, const nsa_cu_bwd *W, nsa_branch br) {
     if ((int64_t)W->F.B * W->F.T * W->F.Hq == 0) return NSA_OK;
-    tl_launch(st, dt, kc_dt, W, br, 0, NULL, NULL);
+    tl_launch(st, dt, kc_dt, W, br, NULL);
     NSA_CU_LAUNCHED(ctx, "backward (tiled): query side");
+    return NSA_OK;
+}
+
+int64_t nsa_cu_bwd_tiled_ntiles(const nsa_cu_bwd *W, nsa_branch br) {
+    int64_t n;
+    tl_ntile(W->F, br, &n);
+    return n;
+}
+
+size_t nsa_cu_bwd_tiled_slot_bytes(int D) { return (size_t)KT * D * 4; }
+
+nsa_status nsa_cu_bwd_tiled_splits(nsa_context *ctx, nsa_cu_stream st, const nsa_cu_bwd *W,
+                                   nsa_branch br, const int *off, int *exo) {
+    int64_t n;
+    const int nt = tl_ntile(W->F, br, &n), pps = tl_pps(W->F);
+    if (n > 0) {
+        const unsigned gr = nsa_cu_blocks(n, 128);
+        if (br == NSA_BRANCH_CMP)
+            tl_split_count_kernel<NSA_BRANCH_CMP><<<gr, 128, 0, st>>>(W->F, nt, n, off, NULL, exo, pps);
+        else if (br == NSA_BRANCH_SEL)
+            tl_split_count_kernel<NSA_BRANCH_SEL><<<gr, 128, 0, st>>>(W->F, nt, n, off, NULL, exo, pps);
+        else
+            tl_split_count_kernel<NSA_BRANCH_WIN><<<gr, 128, 0, st>>>(W->F, nt, n, off, NULL, exo, pps);
+        NSA_CU_LAUNCHED(ctx, "backward (tiled): split counts");
+    }
+    tl_scan_kernel<<<1, 1024, 0, st>>>(exo, n);
+    NSA_CU_LAUNCHED(ctx, "backward (tiled): split offsets");
     return NSA_OK;
 }
 
 nsa_status nsa_cu_bwd_tiled_keys(nsa_context *ctx, nsa_cu_stream st, nsa_dtype dt,
                                  nsa_dtype kc_dt, const nsa_cu_bwd *W, nsa_branch br,
-                                 const int *off, const int *list) {
-    tl_launch(st, dt, kc_dt, W, br, 1, off, list);
+                                 const tl_keyargs *k) {
+    tl_launch(st, dt, kc_dt, W, br, k);
     NSA_CU_LAUNCHED(ctx, "backward (tiled): key side");
     return NSA_OK;
 }

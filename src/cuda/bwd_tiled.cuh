@@ -21,9 +21,25 @@ nsa_status nsa_cu_bwd_sel_count(nsa_context *ctx, nsa_cu_stream st, const nsa_cu
 /* Step 2: list[off[r] ..] = those queries in ascending t. */
 nsa_status nsa_cu_bwd_sel_fill(nsa_context *ctx, nsa_cu_stream st, const nsa_cu_bwd *W,
                                const int *off, int *list);
-/* Key side of branch br (as nsa_cu_bwd_keys); sel needs the inverse index (off, list). */
+/* What the key side of a branch reads besides W: the inverse selection index (sel: off,
+ * list), the split offsets exo (nsa_cu_bwd_tiled_splits) and the partial slots (NULL when
+ * exo's total is 0; else total · nsa_cu_bwd_tiled_slot_bytes(D) bytes each). */
+typedef struct {
+    const int *off, *list, *exo;
+    float *partK, *partV;
+} tl_keyargs;
+/* Key tiles of branch br in all (the length of exo is this + 1). */
+int64_t nsa_cu_bwd_tiled_ntiles(const nsa_cu_bwd *W, nsa_branch br);
+/* Bytes of one partial slot for head dim D. */
+size_t nsa_cu_bwd_tiled_slot_bytes(int D);
+/* exo[x] = exclusive prefix of the splits beyond the first of key tile x; exo[ntiles] = total.
+ * sel needs off (not the list). */
+nsa_status nsa_cu_bwd_tiled_splits(nsa_context *ctx, nsa_cu_stream st, const nsa_cu_bwd *W,
+                                   nsa_branch br, const int *off, int *exo);
+/* Key side of branch br (as nsa_cu_bwd_keys): split 0 writes the gradient rows, the others
+ * their partial slots, then the slots are added in split order. */
 nsa_status nsa_cu_bwd_tiled_keys(nsa_context *ctx, nsa_cu_stream st, nsa_dtype dt,
                                  nsa_dtype kc_dt, const nsa_cu_bwd *W, nsa_branch br,
-                                 const int *off, const int *list);
+                                 const tl_keyargs *k);
 
 #endif /* NSA_CUDA_BWD_TILED_CUH */
