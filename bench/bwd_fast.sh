@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # bwd_fast.sh — one device call for the tiled CUDA backward roles (issue 7/8): parity tests of
 # test_gpu_bwd_fast, the same binary built with a planted bug (must fail), compute-sanitizer
-# memcheck on the small case, then bench_train short and long (per-layer NSA backward ms).
+# memcheck and racecheck on the small case, then bench_train short and long (per-layer NSA backward ms).
 # Binaries are built on the dev machine and carried in $C (build-bwdfast/carry): test_gpu_bwd_fast,
 # test_gpu_bwd_fast_broken (dV of the tiled key kernel without the gate), bench_train.
 # Usage (device, repo root): bench/bwd_fast.sh [phases]  phases: test,broken,short,memcheck,long
@@ -36,9 +36,11 @@ if has short; then
   tail -25 "$OUT/bench_short.err" | tee -a "$OUT/summary.txt"; cat "$OUT/bench_short.csv" | tee -a "$OUT/summary.txt"
 fi
 if has memcheck; then
-  timeout ${SAN_S:-60} compute-sanitizer --tool memcheck --error-exitcode 9 \
-    $C/test_gpu_bwd_fast fast_sanitize_small >"$OUT/san_memcheck.log" 2>&1
-  log "compute-sanitizer memcheck rc=$?"; tail -3 "$OUT/san_memcheck.log" | tee -a "$OUT/summary.txt"
+  for tool in memcheck racecheck; do
+    timeout ${SAN_S:-60} compute-sanitizer --tool $tool --error-exitcode 9 \
+      $C/test_gpu_bwd_fast fast_sanitize_small >"$OUT/san_$tool.log" 2>&1
+    log "compute-sanitizer $tool rc=$?"; tail -2 "$OUT/san_$tool.log" | tee -a "$OUT/summary.txt"
+  done
 fi
 if has long; then
   timeout ${LONG_S:-150} $C/bench_train --config long --steps 2 --warmup 1 \

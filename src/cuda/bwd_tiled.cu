@@ -39,34 +39,39 @@ __device__ __forceinline__ float tl_wsum(float x) {
     return x;
 }
 
-/* Loads keys [j0, j0 + nk) of group g into Ks (stride Dk + 1) and Vs (stride Dv + 1), zeros
- * past nk. */
+/* Loads keys [j0, j0 + nk) of group g into Ks (wk columns, row stride sk) and Vs (wv, sv);
+ * zeros past nk and in the columns past Dk / Dv. */
 template <typename TK>
 __device__ __forceinline__ void tl_load_kv(const nsa_cu_view &kv, const nsa_cu_view &vv,
                                            int64_t b, int g, int64_t j0, int nk, int Dk, int Dv,
-                                           float *Ks, float *Vs) {
-    for (int x = threadIdx.x; x < KT * Dk; x += NTH) {
-        const int j = x / Dk, e = x % Dk;
-        Ks[j * (Dk + 1) + e] = j < nk ? nsa_cu_ld<TK>(kv, b, j0 + j, g, e) : 0.f;
+                                           int wk, int wv, int sk, int sv, float *Ks, float *Vs) {
+    for (int x = threadIdx.x; x < KT * wk; x += NTH) {
+        const int j = x / wk, e = x % wk;
+        Ks[j * sk + e] = j < nk && e < Dk ? nsa_cu_ld<TK>(kv, b, j0 + j, g, e) : 0.f;
     }
-    for (int x = threadIdx.x; x < KT * Dv; x += NTH) {
-        const int j = x / Dv, e = x % Dv;
-        Vs[j * (Dv + 1) + e] = j < nk ? nsa_cu_ld<TK>(vv, b, j0 + j, g, e) : 0.f;
+    for (int x = threadIdx.x; x < KT * wv; x += NTH) {
+        const int j = x / wv, e = x % wv;
+        Vs[j * sv + e] = j < nk && e < Dv ? nsa_cu_ld<TK>(vv, b, j0 + j, g, e) : 0.f;
     }
+}
+
+__device__ __forceinline__ float tl_dot4(float4 a, float4 b) {
+    return a.x * b.x + a.y * b.y + a.z * b.z + a.w * b.w;
 }
 
 /* Grid: cmp/win: x = (b·Hkv + g)·nchunk + c, rows = pairs c·NR + i of (t, head in g), t-major;
  * sel: x = ((b·T + t)·Hkv + g)·nchunk + c, rows = heads c·NR + i of g at t (one key set).
  * Pass 1 (online softmax over the key tiles, warp w owns rows w, w + NW, ...): lse, o; then
- * dgates, delta; pass 2: dq += Σ_j ds_j·k_j. Shared memory (dynamic, floats): Ks KT·(Dk+1),
- * Vs KT·(Dv+1), Qs NR·Dk, Ys NR·Dv, As NR·max(Dk, Dv), Ps NW·KT. */
+ * dgates, delta; pass 2: dq += Σ_j ds_j·k_j. Operands as float4 (columns zero-padded to
+ * D4 = 4·⌈D/4⌉); a warp's rows share each K/V load. Shared memory (dynamic, floats):
+ * Ks KT·(Dk4+4), Vs KT·(Dv4+4), Qs NR·Dk4, Ys NR·Dv4, As NR·max(Dk, Dv), Ps NR·KT. */
 template <typename T, typename TK, int BR>
 __global__ void __launch_bounds__(NTH) tl_query_kernel(nsa_cu_bwd W, int nchunk) {
     const nsa_cu_params &P = W.F;
-    const int Dk = P.Dk, Dv = P.Dv, DM = Dk > Dv ? Dk : Dv;
-    extern __shared__ float sm[];
-    float *Ks = sm, *Vs = Ks + KT * (Dk + 1), *Qs = Vs + KT * (Dv + 1), *Ys = Qs + NR * Dk,
-          *As = Ys + NR * Dv, *Ps = As + NR * DM;
+    const int Dk = P.Dk, Dv = P.Dv, DM = Dk > Dv ? Dk : Dv, K4 = (Dk + 3) / 4, V4 = (Dv + 3) / 4;
+    extern __shared__ float4 sm4[];
+    float *Ks = (float *)sm4, *Vs = Ks + KT * (4 * K4 + 4), *Qs = Vs + KT * (4 * V4 + 4),
+          *Ys = Qs + NR * 4 * K4, *As = Ys + NR * 4 * V4, *Ps = As + NR * DM;
     __shared__ int rt[NR], rh[NR];
     __shared__ float rgate[NR], rlse[NR], rdelta[NR];
     const int tid = threadIdx.x, lane = tid % 32, wid = tid / 32;
@@ -102,13 +107,13 @@ __global__ void __launch_bounds__(NTH) tl_query_kernel(nsa_cu_bwd W, int nchunk)
         rgate[tid] = tid < nrows ? tl_gate<T>(W, b, t, h, BR) : 0.f;
     }
     __syncthreads();
-    for (int x = tid; x < NR * Dk; x += NTH) {
-        const int i = x / Dk, e = x % Dk;
-        Qs[x] = i < nrows ? nsa_cu_ld<T>(P.q, b, rt[i], rh[i], e) : 0.f;
+    for (int x = tid; x < NR * 4 * K4; x += NTH) {
+        const int i = x / (4 * K4), e = x % (4 * K4);
+        Qs[x] = i < nrows && e < Dk ? nsa_cu_ld<T>(P.q, b, rt[i], rh[i], e) : 0.f;
     }
-    for (int x = tid; x < NR * Dv; x += NTH) {
-        const int i = x / Dv, e = x % Dv;
-        Ys[x] = i < nrows ? nsa_cu_ld<T>(W.dout, b, rt[i], rh[i], e) : 0.f;
+    for (int x = tid; x < NR * 4 * V4; x += NTH) {
+        const int i = x / (4 * V4), e = x % (4 * V4);
+        Ys[x] = i < nrows && e < Dv ? nsa_cu_ld<T>(W.dout, b, rt[i], rh[i], e) : 0.f;
     }
     for (int x = tid; x < NR * DM; x += NTH) As[x] = 0.f;
     __syncthreads(); /* a branch without keys reaches the pass-1 epilogue without a tile */
@@ -129,7 +134,8 @@ __global__ void __launch_bounds__(NTH) tl_query_kernel(nsa_cu_bwd W, int nchunk)
     float m[NR / NW], lsum[NR / NW];
 #pragma unroll
     for (int k = 0; k < NR / NW; k++) m[k] = -INFINITY, lsum[k] = 0.f;
-    float *pw = Ps + wid * KT;
+    float *pw = Ps + wid * (NR / NW) * KT; /* (NR / NW) × KT: p or ds of the warp's rows */
+    const float4 *q4 = (const float4 *)Qs + wid * K4, *y4 = (const float4 *)Ys + wid * V4;
 
     for (int pass = 0; pass < 2; pass++) {
         for (int q = 0; q < nint; q++) {
@@ -138,56 +144,68 @@ __global__ void __launch_bounds__(NTH) tl_query_kernel(nsa_cu_bwd W, int nchunk)
             for (int64_t j0 = a; j0 < z; j0 += KT) {
                 const int nk = z - j0 < KT ? (int)(z - j0) : KT;
                 __syncthreads();
-                tl_load_kv<TK>(kv, vv, b, g, j0, nk, Dk, Dv, Ks, Vs);
+                tl_load_kv<TK>(kv, vv, b, g, j0, nk, Dk, Dv, 4 * K4, 4 * V4, 4 * K4 + 4,
+                               4 * V4 + 4, Ks, Vs);
                 __syncthreads();
+                /* lane = key; the warp's rows wid + NW·k together (each K/V float4 feeds all) */
+                float sc[NR / NW], dp[NR / NW];
+#pragma unroll
+                for (int k = 0; k < NR / NW; k++) sc[k] = dp[k] = 0.f;
+                const float4 *k4 = (const float4 *)(Ks + lane * (4 * K4 + 4));
+                for (int e = 0; e < K4; e++) {
+                    const float4 kk = k4[e];
+#pragma unroll
+                    for (int k = 0; k < NR / NW; k++) sc[k] += tl_dot4(q4[k * NW * K4 + e], kk);
+                }
+                if (pass == 1) {
+                    const float4 *v4 = (const float4 *)(Vs + lane * (4 * V4 + 4));
+                    for (int e = 0; e < V4; e++) {
+                        const float4 vv4 = v4[e];
+#pragma unroll
+                        for (int k = 0; k < NR / NW; k++) dp[k] += tl_dot4(y4[k * NW * V4 + e], vv4);
+                    }
+                }
+                float al[NR / NW];
 #pragma unroll
                 for (int k = 0; k < NR / NW; k++) {
                     const int i = wid + NW * k;
-                    if (i >= nrows) continue;
                     /* sel: the intervals are the ranges themselves */
-                    const bool vis = lane < nk && (BR == NSA_BRANCH_SEL ||
-                                                   tl_sees<BR>(P, rt[i], j0 + lane));
-                    float s = -INFINITY;
-                    if (vis) {
-                        float dot = 0.f;
-                        #pragma unroll 8
-                        for (int e = 0; e < Dk; e++) dot += Qs[i * Dk + e] * Ks[lane * (Dk + 1) + e];
-                        s = dot * scale;
-                    }
+                    const bool vis = i < nrows && lane < nk &&
+                                     (BR == NSA_BRANCH_SEL || tl_sees<BR>(P, rt[i], j0 + lane));
+                    const float s = vis ? sc[k] * scale : -INFINITY;
+                    float v = 0.f;
+                    al[k] = 1.f;
                     if (pass == 0) {
                         const float mn = fmaxf(m[k], tl_wmax(s));
-                        if (mn == -INFINITY) continue;
-                        const float alpha = m[k] == -INFINITY ? 0.f : expf(m[k] - mn);
-                        const float p = vis ? expf(s - mn) : 0.f;
-                        lsum[k] = lsum[k] * alpha + tl_wsum(p);
-                        m[k] = mn;
-                        pw[lane] = p;
-                        __syncwarp();
-                        for (int e = lane; e < Dv; e += 32) {
-                            float acc = As[i * DM + e] * alpha;
-                            #pragma unroll 8
-                            for (int j = 0; j < nk; j++) acc += pw[j] * Vs[j * (Dv + 1) + e];
-                            As[i * DM + e] = acc;
+                        if (mn != -INFINITY) {
+                            al[k] = m[k] == -INFINITY ? 0.f : expf(m[k] - mn);
+                            v = vis ? expf(s - mn) : 0.f;
+                            lsum[k] = lsum[k] * al[k] + tl_wsum(v);
+                            m[k] = mn;
                         }
-                    } else {
-                        float ds = 0.f;
-                        if (vis) {
-                            float dp = 0.f;
-                            #pragma unroll 8
-                            for (int e = 0; e < Dv; e++) dp += Ys[i * Dv + e] * Vs[lane * (Dv + 1) + e];
-                            ds = expf(s - rlse[i]) * (rgate[i] * dp - rdelta[i]) * scale;
-                        }
-                        pw[lane] = ds;
-                        __syncwarp();
-                        for (int e = lane; e < Dk; e += 32) {
-                            float acc = As[i * DM + e];
-                            #pragma unroll 8
-                            for (int j = 0; j < nk; j++) acc += pw[j] * Ks[j * (Dk + 1) + e];
-                            As[i * DM + e] = acc;
-                        }
+                    } else if (vis) {
+                        v = expf(s - rlse[i]) * (rgate[i] * dp[k] - rdelta[i]) * scale;
                     }
-                    __syncwarp();
+                    pw[k * KT + lane] = v;
                 }
+                __syncwarp();
+                /* lane = column e: pass 0 o += Σ_j p_j·v_j, pass 1 dq += Σ_j ds_j·k_j */
+                const int D = pass == 0 ? Dv : Dk, S = pass == 0 ? 4 * V4 + 4 : 4 * K4 + 4;
+                const float *src = pass == 0 ? Vs : Ks;
+                for (int e = lane; e < D; e += 32) {
+                    float acc[NR / NW];
+#pragma unroll
+                    for (int k = 0; k < NR / NW; k++)
+                        acc[k] = As[(wid + NW * k) * DM + e] * al[k];
+                    for (int j = 0; j < nk; j++) {
+                        const float x = src[j * S + e];
+#pragma unroll
+                        for (int k = 0; k < NR / NW; k++) acc[k] += pw[k * KT + j] * x;
+                    }
+#pragma unroll
+                    for (int k = 0; k < NR / NW; k++) As[(wid + NW * k) * DM + e] = acc[k];
+                }
+                __syncwarp();
             }
         }
         if (pass == 1) break;
@@ -198,7 +216,7 @@ __global__ void __launch_bounds__(NTH) tl_query_kernel(nsa_cu_bwd W, int nchunk)
             if (i >= nrows) continue;
             const float inv = lsum[k] > 0.f ? 1.f / lsum[k] : 0.f;
             float dg = 0.f;
-            for (int e = lane; e < Dv; e += 32) dg += Ys[i * Dv + e] * As[i * DM + e] * inv;
+            for (int e = lane; e < Dv; e += 32) dg += Ys[i * 4 * V4 + e] * As[i * DM + e] * inv;
             dg = tl_wsum(dg);
             const float lse = lsum[k] > 0.f ? m[k] + logf(lsum[k]) : -INFINITY;
             const int64_t hr = (b * P.T + rt[i]) * P.Hq + rh[i];
@@ -275,17 +293,20 @@ __device__ __forceinline__ tl_tile_t tl_tile(const nsa_cu_params &P, int64_t x, 
  * chunks of RC pairs: warp w computes p·gate and ds of its pairs (lane = key), then thread x sums
  * dK[j][e] += Σ_r ds_rj·q_re and dV[j][e] += Σ_r pg_rj·dO_re over the chunk in pair order. Split
  * 0 writes the gradient rows, split s > 0 its partial slot exo[x] + s − 1 (tl_reduce_kernel adds
- * them in order). Shared memory (dynamic, floats): Ks KT·(Dk+1), Vs KT·(Dv+1), dKs KT·Dk,
- * dVs KT·Dv, Qs RC·Dk, Ys RC·Dv, Ss and Gs RC·KT. */
+ * them in order). Operands as float4 (columns zero-padded to D4 = 4·⌈D/4⌉): each K/V vector
+ * feeds the warp's 8 pairs, each thread's dK/dV block is 4 keys × 4 columns. Shared memory
+ * (dynamic, floats): Ks KT·(Dk4+4), Vs KT·(Dv4+4), dKs KT·Dk4, dVs KT·Dv4, Qs RC·Dk4,
+ * Ys RC·Dv4, Ss and Gs RC·KT. */
 template <typename T, typename TK, int BR>
 __global__ void __launch_bounds__(NTH) tl_key_kernel(nsa_cu_bwd W, int ntile, const int *off,
                                                      const int *list, const int *exo,
                                                      float *partK, float *partV, int pps) {
     const nsa_cu_params &P = W.F;
-    const int Dk = P.Dk, Dv = P.Dv;
-    extern __shared__ float sm[];
-    float *Ks = sm, *Vs = Ks + KT * (Dk + 1), *dKs = Vs + KT * (Dv + 1), *dVs = dKs + KT * Dk,
-          *Qs = dVs + KT * Dv, *Ys = Qs + RC * Dk, *Ss = Ys + RC * Dv, *Gs = Ss + RC * KT;
+    const int Dk = P.Dk, Dv = P.Dv, K4 = (Dk + 3) / 4, V4 = (Dv + 3) / 4;
+    extern __shared__ float4 sm4[];
+    float *Ks = (float *)sm4, *Vs = Ks + KT * (4 * K4 + 4), *dKs = Vs + KT * (4 * V4 + 4),
+          *dVs = dKs + KT * 4 * K4, *Qs = dVs + KT * 4 * V4, *Ys = Qs + RC * 4 * K4,
+          *Ss = Ys + RC * 4 * V4, *Gs = Ss + RC * KT;
     __shared__ int rt[RC], rh[RC];
     __shared__ unsigned rmask[RC]; /* sel: which of the tile's keys row r's ranges hold */
     __shared__ float rgate[RC], rlse[RC], rdelta[RC];
@@ -299,9 +320,9 @@ __global__ void __launch_bounds__(NTH) tl_key_kernel(nsa_cu_bwd W, int ntile, co
     const int nk = (int)(tt.jend - j0);
     const nsa_cu_view kv = BR == NSA_BRANCH_CMP ? P.kc : BR == NSA_BRANCH_SEL ? P.ks : P.kw;
     const nsa_cu_view vv = BR == NSA_BRANCH_CMP ? P.vc : BR == NSA_BRANCH_SEL ? P.vs : P.vw;
-    tl_load_kv<TK>(kv, vv, b, g, j0, nk, Dk, Dv, Ks, Vs);
-    for (int x = tid; x < KT * Dk; x += NTH) dKs[x] = 0.f;
-    for (int x = tid; x < KT * Dv; x += NTH) dVs[x] = 0.f;
+    tl_load_kv<TK>(kv, vv, b, g, j0, nk, Dk, Dv, 4 * K4, 4 * V4, 4 * K4 + 4, 4 * V4 + 4, Ks, Vs);
+    for (int x = tid; x < KT * 4 * K4; x += NTH) dKs[x] = 0.f;
+    for (int x = tid; x < KT * 4 * V4; x += NTH) dVs[x] = 0.f;
     const int64_t RH = (int64_t)P.B * P.T * P.Hq;
     const double *lse = W.lse + (int64_t)BR * RH, *delta = W.delta + (int64_t)BR * RH;
     const float scale = P.scale;
@@ -338,67 +359,93 @@ __global__ void __launch_bounds__(NTH) tl_key_kernel(nsa_cu_bwd W, int ntile, co
             rdelta[tid] = dl;
         }
         __syncthreads();
-        for (int x = tid; x < RC * Dk; x += NTH) {
-            const int i = x / Dk, e = x % Dk;
-            Qs[x] = i < nr ? nsa_cu_ld<T>(P.q, b, rt[i], rh[i], e) : 0.f;
+        for (int x = tid; x < RC * 4 * K4; x += NTH) {
+            const int i = x / (4 * K4), e = x % (4 * K4);
+            Qs[x] = i < nr && e < Dk ? nsa_cu_ld<T>(P.q, b, rt[i], rh[i], e) : 0.f;
         }
-        for (int x = tid; x < RC * Dv; x += NTH) {
-            const int i = x / Dv, e = x % Dv;
-            Ys[x] = i < nr ? nsa_cu_ld<T>(W.dout, b, rt[i], rh[i], e) : 0.f;
+        for (int x = tid; x < RC * 4 * V4; x += NTH) {
+            const int i = x / (4 * V4), e = x % (4 * V4);
+            Ys[x] = i < nr && e < Dv ? nsa_cu_ld<T>(W.dout, b, rt[i], rh[i], e) : 0.f;
         }
         __syncthreads();
-        for (int i = wid; i < RC; i += NW) {
-            const bool vis = i < nr && lane < nk &&
-                             (BR == NSA_BRANCH_SEL ? (rmask[i] >> lane) & 1u
-                                                   : tl_sees<BR>(P, rt[i], j0 + lane));
-            float ds = 0.f, pg = 0.f;
-            if (vis) {
-                float dot = 0.f, dp = 0.f;
-#pragma unroll 8
-                for (int e = 0; e < Dk; e++) dot += Qs[i * Dk + e] * Ks[lane * (Dk + 1) + e];
-#pragma unroll 8
-                for (int e = 0; e < Dv; e++) dp += Ys[i * Dv + e] * Vs[lane * (Dv + 1) + e];
-                const float p = expf(dot * scale - rlse[i]);
-                ds = p * (rgate[i] * dp - rdelta[i]) * scale;
-                pg = p * rgate[i];
+        {   /* warp wid: pairs wid + NW·r, lane = key; each K/V float4 feeds RC/NW pairs */
+            float dot[RC / NW], dp[RC / NW];
+#pragma unroll
+            for (int r = 0; r < RC / NW; r++) dot[r] = dp[r] = 0.f;
+            const float4 *k4 = (const float4 *)(Ks + lane * (4 * K4 + 4));
+            const float4 *v4 = (const float4 *)(Vs + lane * (4 * V4 + 4));
+            const float4 *q4 = (const float4 *)Qs + wid * K4, *y4 = (const float4 *)Ys + wid * V4;
+            for (int e = 0; e < K4; e++) {
+                const float4 kk = k4[e];
+#pragma unroll
+                for (int r = 0; r < RC / NW; r++) dot[r] += tl_dot4(q4[r * NW * K4 + e], kk);
             }
-            Ss[i * KT + lane] = ds;
-            Gs[i * KT + lane] = pg;
+            for (int e = 0; e < V4; e++) {
+                const float4 vv4 = v4[e];
+#pragma unroll
+                for (int r = 0; r < RC / NW; r++) dp[r] += tl_dot4(y4[r * NW * V4 + e], vv4);
+            }
+#pragma unroll
+            for (int r = 0; r < RC / NW; r++) {
+                const int i = wid + NW * r;
+                const bool vis = i < nr && lane < nk &&
+                                 (BR == NSA_BRANCH_SEL ? (rmask[i] >> lane) & 1u
+                                                       : tl_sees<BR>(P, rt[i], j0 + lane));
+                float ds = 0.f, pg = 0.f;
+                if (vis) {
+                    const float p = expf(dot[r] * scale - rlse[i]);
+                    ds = p * (rgate[i] * dp[r] - rdelta[i]) * scale;
+                    pg = p * rgate[i];
+                }
+                Ss[i * KT + lane] = ds;
+                Gs[i * KT + lane] = pg;
+            }
         }
         __syncthreads();
-        for (int x = tid; x < nk * Dk; x += NTH) {
-            const int j = x / Dk, e = x % Dk;
-            float a = dKs[x];
-#pragma unroll 8
-            for (int r = 0; r < nr; r++) a += Ss[r * KT + j] * Qs[r * Dk + e];
-            dKs[x] = a;
-        }
-        for (int x = tid; x < nk * Dv; x += NTH) {
-            const int j = x / Dv, e = x % Dv;
-            float a = dVs[x];
-#pragma unroll 8
-            for (int r = 0; r < nr; r++) a += Gs[r * KT + j] * Ys[r * Dv + e];
-            dVs[x] = a;
+        /* thread: 4 keys × 4 columns of dK (then dV), the chunk's pairs in order */
+        for (int x = tid; x < (KT / 4) * (K4 + V4); x += NTH) {
+            const bool isk = x < (KT / 4) * K4;
+            const int xx = isk ? x : x - (KT / 4) * K4, W4 = isk ? K4 : V4;
+            const int j = (xx / W4) * 4, e = xx % W4;
+            float4 *acc = (float4 *)(isk ? dKs : dVs) + j * W4 + e;
+            const float4 *src = (const float4 *)(isk ? Qs : Ys) + e;
+            const float *cf = (isk ? Ss : Gs) + j;
+            float4 a0 = acc[0], a1 = acc[W4], a2 = acc[2 * W4], a3 = acc[3 * W4];
+            for (int r = 0; r < nr; r++) {
+                const float4 q = src[r * W4], c = *(const float4 *)(cf + r * KT);
+                a0.x += c.x * q.x; a0.y += c.x * q.y; a0.z += c.x * q.z; a0.w += c.x * q.w;
+                a1.x += c.y * q.x; a1.y += c.y * q.y; a1.z += c.y * q.z; a1.w += c.y * q.w;
+                a2.x += c.z * q.x; a2.y += c.z * q.y; a2.z += c.z * q.z; a2.w += c.z * q.w;
+                a3.x += c.w * q.x; a3.y += c.w * q.y; a3.z += c.w * q.z; a3.w += c.w * q.w;
+            }
+            acc[0] = a0;
+            acc[W4] = a1;
+            acc[2 * W4] = a2;
+            acc[3 * W4] = a3;
         }
     }
     __syncthreads();
     const int64_t X = BR == NSA_BRANCH_CMP ? P.Tc : P.T;
     double *oK = BR == NSA_BRANCH_CMP ? W.dkc : W.acc[BR == NSA_BRANCH_SEL ? NSA_GKS : NSA_GKW];
     double *oV = BR == NSA_BRANCH_CMP ? W.dvc : W.acc[BR == NSA_BRANCH_SEL ? NSA_GVS : NSA_GVW];
-    if (blockIdx.y > 0) { /* a partial slot */
+    if (blockIdx.y > 0) { /* a partial slot (rows of Dk / Dv) */
         const int64_t slot = (int64_t)exo[blockIdx.x] + blockIdx.y - 1;
         if (oK)
-            for (int x = tid; x < nk * Dk; x += NTH) partK[slot * KT * Dk + x] = dKs[x];
+            for (int x = tid; x < nk * Dk; x += NTH)
+                partK[slot * KT * Dk + x] = dKs[(x / Dk) * 4 * K4 + x % Dk];
         if (oV)
-            for (int x = tid; x < nk * Dv; x += NTH) partV[slot * KT * Dv + x] = dVs[x];
+            for (int x = tid; x < nk * Dv; x += NTH)
+                partV[slot * KT * Dv + x] = dVs[(x / Dv) * 4 * V4 + x % Dv];
         return;
     }
     if (oK)
         for (int x = tid; x < nk * Dk; x += NTH)
-            oK[((b * X + j0 + x / Dk) * P.Hkv + g) * Dk + x % Dk] = (double)dKs[x];
+            oK[((b * X + j0 + x / Dk) * P.Hkv + g) * Dk + x % Dk] =
+                (double)dKs[(x / Dk) * 4 * K4 + x % Dk];
     if (oV)
         for (int x = tid; x < nk * Dv; x += NTH)
-            oV[((b * X + j0 + x / Dv) * P.Hkv + g) * Dv + x % Dv] = (double)dVs[x];
+            oV[((b * X + j0 + x / Dv) * P.Hkv + g) * Dv + x % Dv] =
+                (double)dVs[(x / Dv) * 4 * V4 + x % Dv];
 }
 
 /* Grid: one thread per key tile x: exo[x] = its splits beyond the first (exclusive prefix by
@@ -491,12 +538,13 @@ __global__ void tl_sel_fill_kernel(nsa_cu_bwd W, const int *off, int *list, int6
 /* ---- launchers ---- */
 
 static size_t smem_query(int Dk, int Dv) {
-    const int DM = Dk > Dv ? Dk : Dv;
-    return (size_t)(KT * (Dk + 1) + KT * (Dv + 1) + NR * (Dk + Dv + DM) + NW * KT) * 4;
+    const int DM = Dk > Dv ? Dk : Dv, k4 = (Dk + 3) / 4 * 4, v4 = (Dv + 3) / 4 * 4;
+    return (size_t)(KT * (k4 + 4) + KT * (v4 + 4) + NR * (k4 + v4 + DM) + NR * KT) * 4;
 }
 
 static size_t smem_keys(int Dk, int Dv) {
-    return (size_t)(KT * (Dk + 1) + KT * (Dv + 1) + KT * (Dk + Dv) + RC * (Dk + Dv) +
+    const int k4 = (Dk + 3) / 4 * 4, v4 = (Dv + 3) / 4 * 4;
+    return (size_t)(KT * (k4 + 4) + KT * (v4 + 4) + KT * (k4 + v4) + RC * (k4 + v4) +
                     2 * RC * KT) * 4;
 }
 
