@@ -21,9 +21,9 @@ int nsa_cuda_bwd_role_supported(const nsa_route_problem *p, nsa_branch br, nsa_r
  * force_branch >= 0. Selection ranges: fwd->sel_ranges when present (validated on the device:
  * NSA_ERR_INVALID_ARG naming the slot's field when malformed), else recomputed by a CUDA forward
  * routed as nsa_forward would route it. Asynchronous like nsa_cuda_forward: work buffers are
- * stream-ordered allocations (cudaMallocAsync / cudaFreeAsync); the only host wait is the
- * validation of a caller's sel_ranges. Deterministic: bitwise the same gradients for the same
- * inputs. */
+ * stream-ordered allocations (cudaMallocAsync / cudaFreeAsync); host waits: the validation of
+ * a caller's sel_ranges, and with a tiled role (masked / packed) one more to size its work
+ * buffers. Deterministic: bitwise the same gradients for the same inputs. */
 nsa_status nsa_cuda_backward(nsa_context *ctx, const nsa_fwd_args *fwd, const nsa_bwd_args *g,
                              const nsa_shape *s, const nsa_role role[3], int force_branch);
 

@@ -6,15 +6,9 @@
  * (KV head, selection block) sorted by t) and sums dK, dV. Not tensor cores.
  * Invariant: no floating-point atomics; each accumulator element has one owner, fixed order.
  */
-#include "bwd_tiled.cuh"
+#include "bwd_tiled_tile.cuh"
 
 #include <math.h>
-
-#define KT 32  /* keys per tile: one per lane                 */
-#define NW 4   /* warps per block                             */
-#define NTH (NW * 32)
-#define NR 16  /* query-side rows per block                   */
-#define RC 32  /* key-side (t, head) pairs per chunk          */
 
 template <typename T>
 __device__ __forceinline__ float tl_gate(const nsa_cu_bwd &W, int64_t b, int64_t t, int h,
@@ -162,7 +156,8 @@ __global__ void __launch_bounds__(NTH) tl_query_kernel(nsa_cu_bwd W, int nchunk)
                     for (int e = 0; e < V4; e++) {
                         const float4 vv4 = v4[e];
 #pragma unroll
-                        for (int k = 0; k < NR / NW; k++) dp[k] += tl_dot4(y4[k * NW * V4 + e], vv4);
+                        for (int k = 0; k < NR / NW; k++)
+                            dp[k] += tl_dot4(y4[k * NW * V4 + e], vv4);
                     }
                 }
                 float al[NR / NW];
@@ -240,53 +235,6 @@ __global__ void __launch_bounds__(NTH) tl_query_kernel(nsa_cu_bwd W, int nchunk)
         double *out = W.acc[NSA_GQ] + ((b * P.T + rt[i]) * P.Hq + rh[i]) * (int64_t)Dk;
         for (int e = lane; e < Dk; e += 32) out[e] += (double)As[i * DM + e];
     }
-}
-
-/* Key tile x of branch BR (x = (b·Hkv + g)·ntile + kt for cmp/win; ((b·Hkv + g)·nsel_max +
- * jb)·ntile + sub for sel, sub-tiles of KT keys within a selection block): keys [j0, jend) of
- * (b, g) and the queries that can see them: nq of them, t = tlo + i (cmp: t ≥ j0·d + l − 1;
- * win: [j0, jend − 1 + w)) or t = tl[i] (sel: the inverse index, ascending). */
-typedef struct {
-    int64_t b, j0, jend, tlo, nq;
-    int g;
-    const int *tl;
-} tl_tile_t;
-
-template <int BR>
-__device__ __forceinline__ tl_tile_t tl_tile(const nsa_cu_params &P, int64_t x, int ntile,
-                                             const int *off, const int *list) {
-    tl_tile_t r;
-    const int sub = (int)(x % ntile);
-    const int64_t bgx = x / ntile;
-    r.tl = NULL;
-    r.tlo = 0;
-    r.nq = 0;
-    if (BR == NSA_BRANCH_SEL) {
-        const int64_t jb = bgx % P.nsel_max, bg = bgx / P.nsel_max;
-        r.g = (int)(bg % P.Hkv);
-        r.b = bg / P.Hkv;
-        r.j0 = jb * P.lp + (int64_t)sub * KT;
-        const int64_t bend = (jb + 1) * P.lp < P.T ? (jb + 1) * P.lp : P.T;
-        r.jend = r.j0 + KT < bend ? r.j0 + KT : bend;
-        r.tl = list ? list + off[bgx] : NULL; /* NULL while counting splits */
-        r.nq = off[bgx + 1] - off[bgx];
-    } else {
-        r.g = (int)(bgx % P.Hkv);
-        r.b = bgx / P.Hkv;
-        const int64_t X = BR == NSA_BRANCH_CMP ? P.Tc : P.T;
-        r.j0 = (int64_t)sub * KT;
-        r.jend = r.j0 + KT < X ? r.j0 + KT : X;
-        if (BR == NSA_BRANCH_CMP) {
-            r.tlo = r.j0 * P.d + P.l - 1;
-            r.nq = P.T - r.tlo;
-        } else if (P.w > 0) {
-            r.tlo = r.j0;
-            const int64_t thi = r.jend - 1 + P.w < P.T ? r.jend - 1 + P.w : P.T;
-            r.nq = thi - r.tlo;
-        }
-    }
-    if (r.jend <= r.j0 || r.nq < 0) r.nq = 0;
-    return r;
 }
 
 /* Grid: x = key tile (tl_tile), y = split s: the tile's (t, head) pairs [s·PPS, (s+1)·PPS), in
@@ -448,93 +396,6 @@ __global__ void __launch_bounds__(NTH) tl_key_kernel(nsa_cu_bwd W, int ntile, co
                 (double)dVs[(x / Dv) * 4 * V4 + x % Dv];
 }
 
-/* Grid: one thread per key tile x: exo[x] = its splits beyond the first (exclusive prefix by
- * tl_scan_kernel afterwards). */
-template <int BR>
-__global__ void tl_split_count_kernel(nsa_cu_params P, int ntile, int64_t ntot, const int *off,
-                                      const int *list, int *exo, int pps) {
-    const int64_t x = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
-    if (x >= ntot) return;
-    const tl_tile_t tt = tl_tile<BR>(P, x, ntile, off, list);
-    const int64_t np = tt.nq * P.G;
-    exo[x] = np > pps ? (int)((np + pps - 1) / pps - 1) : 0;
-}
-
-/* Grid: one thread per (key tile x, element k of KT·D): the gradient row += the tile's partial
- * slots in split order (after tl_key_kernel's split 0 wrote it). */
-template <int BR>
-__global__ void tl_reduce_kernel(nsa_cu_params P, int ntile, int64_t ntot, const int *off,
-                                 const int *list, const int *exo, const float *part, double *o,
-                                 int D) {
-    const int64_t idx = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
-    if (idx >= ntot * KT * D) return;
-    const int64_t x = idx / (KT * D);
-    const int k = (int)(idx % (KT * D));
-    const int ns = exo[x + 1] - exo[x];
-    if (!ns) return;
-    const tl_tile_t tt = tl_tile<BR>(P, x, ntile, off, list);
-    const int j = k / D, e = k % D;
-    if (tt.j0 + j >= tt.jend) return;
-    const int64_t X = BR == NSA_BRANCH_CMP ? P.Tc : P.T;
-    double a = o[((tt.b * X + tt.j0 + j) * P.Hkv + tt.g) * D + e];
-    for (int s = 0; s < ns; s++) a += (double)part[((int64_t)exo[x] + s) * KT * D + k];
-    o[((tt.b * X + tt.j0 + j) * P.Hkv + tt.g) * D + e] = a;
-}
-
-/* Grid: one thread per selection block r = (b, g, jb); counts the bits of its bitmap row. */
-__global__ void tl_sel_count_kernel(nsa_cu_bwd W, int *cnt, int64_t nrows) {
-    const int64_t r = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
-    if (r >= nrows) return;
-    const uint32_t *row = W.selbits + r * W.tw;
-    int s = 0;
-    for (int k = 0; k < W.tw; k++) s += __popc(row[k]);
-    cnt[r] = s;
-}
-
-/* One block of 1024 threads: in-place exclusive prefix over cnt[0, n), cnt[n] = total (each
- * thread a contiguous chunk, then a serial scan of the 1024 chunk sums: fixed order). */
-__global__ void __launch_bounds__(1024) tl_scan_kernel(int *cnt, int64_t n) {
-    __shared__ int part[1024];
-    const int tid = threadIdx.x;
-    const int64_t per = (n + 1023) / 1024, a = tid * per, z = a + per < n ? a + per : n;
-    int s = 0;
-    for (int64_t k = a; k < z; k++) s += cnt[k];
-    part[tid] = s;
-    __syncthreads();
-    if (tid == 0) {
-        int run = 0;
-        for (int k = 0; k < 1024; k++) {
-            const int v = part[k];
-            part[k] = run;
-            run += v;
-        }
-        cnt[n] = run;
-    }
-    __syncthreads();
-    int run = part[tid];
-    for (int64_t k = a; k < z; k++) {
-        const int v = cnt[k];
-        cnt[k] = run;
-        run += v;
-    }
-}
-
-/* Grid: one thread per selection block: its queries in ascending t (bit order). */
-__global__ void tl_sel_fill_kernel(nsa_cu_bwd W, const int *off, int *list, int64_t nrows) {
-    const int64_t r = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
-    if (r >= nrows) return;
-    const uint32_t *row = W.selbits + r * W.tw;
-    int *o = list + off[r];
-    for (int k = 0; k < W.tw; k++) {
-        uint32_t word = row[k];
-        while (word) {
-            const int bit = __ffs(word) - 1;
-            *o++ = k * 32 + bit;
-            word &= word - 1u;
-        }
-    }
-}
-
 /* ---- launchers ---- */
 
 static size_t smem_query(int Dk, int Dv) {
@@ -558,35 +419,6 @@ template <typename K> static void tl_attr(K kernel, size_t smem) {
         cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
 }
 
-/* Key tiles of branch br per (b, g) (sel: per (b, g, selection block)) and in all. */
-static int tl_ntile(const nsa_cu_params &P, nsa_branch br, int64_t *total) {
-    if (br == NSA_BRANCH_SEL) {
-        const int nt = (P.lp + KT - 1) / KT;
-        *total = (int64_t)P.B * P.Hkv * P.nsel_max * nt;
-        return nt;
-    }
-    const int X = br == NSA_BRANCH_CMP ? P.Tc : P.T;
-    const int nt = (X + KT - 1) / KT;
-    *total = (int64_t)P.B * P.Hkv * nt;
-    return nt;
-}
-
-/* Key-side (t, head) pairs per split: T·G / 16 in whole chunks, within [1024, 8192] (enough
- * blocks for the longest walks; each further split costs a partial slot, summed in order). */
-static int tl_pps(const nsa_cu_params &P) {
-    int64_t p = ((int64_t)P.T * P.G / 16 + RC - 1) / RC * RC;
-    return p < 1024 ? 1024 : p > 8192 ? 8192 : (int)p;
-}
-
-/* Splits a key tile of branch br can need (grid y of the key kernel). */
-static int tl_maxsplit(const nsa_cu_params &P, nsa_branch br) {
-    const int pps = tl_pps(P);
-    int64_t q = P.T;
-    if (br == NSA_BRANCH_WIN) q = KT - 1 + (int64_t)P.w < P.T ? KT - 1 + (int64_t)P.w : P.T;
-    const int64_t n = (q * P.G + pps - 1) / pps;
-    return n > 0 ? (int)n : 1;
-}
-
 template <typename T, typename TK, int BR>
 static void tl_branch(nsa_cu_stream st, const nsa_cu_bwd *W, const tl_keyargs *k) {
     const nsa_cu_params &P = W->F;
@@ -608,14 +440,6 @@ static void tl_branch(nsa_cu_stream st, const nsa_cu_bwd *W, const tl_keyargs *k
     const dim3 grid((unsigned)nb, (unsigned)tl_maxsplit(P, (nsa_branch)BR));
     tl_key_kernel<T, TK, BR><<<grid, NTH, smem, st>>>(*W, ntile, k->off, k->list, k->exo,
                                                        k->partK, k->partV, tl_pps(P));
-    double *oK = BR == NSA_BRANCH_CMP ? W->dkc : W->acc[BR == NSA_BRANCH_SEL ? NSA_GKS : NSA_GKW];
-    double *oV = BR == NSA_BRANCH_CMP ? W->dvc : W->acc[BR == NSA_BRANCH_SEL ? NSA_GVS : NSA_GVW];
-    if (k->partK && oK)
-        tl_reduce_kernel<BR><<<nsa_cu_blocks(nb * KT * P.Dk, 256), 256, 0, st>>>(
-            P, ntile, nb, k->off, k->list, k->exo, k->partK, oK, P.Dk);
-    if (k->partV && oV)
-        tl_reduce_kernel<BR><<<nsa_cu_blocks(nb * KT * P.Dv, 256), 256, 0, st>>>(
-            P, ntile, nb, k->off, k->list, k->exo, k->partV, oV, P.Dv);
 }
 
 template <typename T>
@@ -648,58 +472,11 @@ nsa_status nsa_cu_bwd_tiled_query(nsa_context *ctx, nsa_cu_stream st, nsa_dtype 
     return NSA_OK;
 }
 
-int64_t nsa_cu_bwd_tiled_ntiles(const nsa_cu_bwd *W, nsa_branch br) {
-    int64_t n;
-    tl_ntile(W->F, br, &n);
-    return n;
-}
-
-size_t nsa_cu_bwd_tiled_slot_bytes(int D) { return (size_t)KT * D * 4; }
-
-nsa_status nsa_cu_bwd_tiled_splits(nsa_context *ctx, nsa_cu_stream st, const nsa_cu_bwd *W,
-                                   nsa_branch br, const int *off, int *exo) {
-    int64_t n;
-    const int nt = tl_ntile(W->F, br, &n), pps = tl_pps(W->F);
-    if (n > 0) {
-        const unsigned gr = nsa_cu_blocks(n, 128);
-        if (br == NSA_BRANCH_CMP)
-            tl_split_count_kernel<NSA_BRANCH_CMP><<<gr, 128, 0, st>>>(W->F, nt, n, off, NULL, exo, pps);
-        else if (br == NSA_BRANCH_SEL)
-            tl_split_count_kernel<NSA_BRANCH_SEL><<<gr, 128, 0, st>>>(W->F, nt, n, off, NULL, exo, pps);
-        else
-            tl_split_count_kernel<NSA_BRANCH_WIN><<<gr, 128, 0, st>>>(W->F, nt, n, off, NULL, exo, pps);
-        NSA_CU_LAUNCHED(ctx, "backward (tiled): split counts");
-    }
-    tl_scan_kernel<<<1, 1024, 0, st>>>(exo, n);
-    NSA_CU_LAUNCHED(ctx, "backward (tiled): split offsets");
-    return NSA_OK;
-}
-
 nsa_status nsa_cu_bwd_tiled_keys(nsa_context *ctx, nsa_cu_stream st, nsa_dtype dt,
                                  nsa_dtype kc_dt, const nsa_cu_bwd *W, nsa_branch br,
                                  const tl_keyargs *k) {
     tl_launch(st, dt, kc_dt, W, br, k);
     NSA_CU_LAUNCHED(ctx, "backward (tiled): key side");
-    return NSA_OK;
+    return nsa_cu_bwd_tiled_reduce(ctx, st, W, br, k);
 }
 
-nsa_status nsa_cu_bwd_sel_count(nsa_context *ctx, nsa_cu_stream st, const nsa_cu_bwd *W,
-                                int *off) {
-    const int64_t n = (int64_t)W->F.B * W->F.Hkv * W->F.nsel_max;
-    if (n > 0) {
-        tl_sel_count_kernel<<<nsa_cu_blocks(n, 128), 128, 0, st>>>(*W, off, n);
-        NSA_CU_LAUNCHED(ctx, "backward (tiled): selection counts");
-    }
-    tl_scan_kernel<<<1, 1024, 0, st>>>(off, n);
-    NSA_CU_LAUNCHED(ctx, "backward (tiled): selection offsets");
-    return NSA_OK;
-}
-
-nsa_status nsa_cu_bwd_sel_fill(nsa_context *ctx, nsa_cu_stream st, const nsa_cu_bwd *W,
-                               const int *off, int *list) {
-    const int64_t n = (int64_t)W->F.B * W->F.Hkv * W->F.nsel_max;
-    if (n == 0) return NSA_OK;
-    tl_sel_fill_kernel<<<nsa_cu_blocks(n, 128), 128, 0, st>>>(*W, off, list, n);
-    NSA_CU_LAUNCHED(ctx, "backward (tiled): selection lists");
-    return NSA_OK;
-}

@@ -1,6 +1,7 @@
 /* bwd_tiled.cuh — the tiled (masked for cmp/win, packed for sel) roles of the CUDA backward:
  * f32 accumulation, keys and queries tiled through shared memory, deterministic.
- * Not the reference (bwd_ref.cu) and not tensor cores. Launchers only; kernels in bwd_tiled.cu.
+ * Not the reference (bwd_ref.cu) and not tensor cores. Launchers only; kernels in bwd_tiled.cu
+ * (attention math) and bwd_tiled_index.cu (selection index, split offsets and sums).
  * Invariant: every accumulator element has one owning block that adds in a fixed order (no
  * floating-point atomics); selection keys walk an inverse index sorted by query.
  */
@@ -37,9 +38,13 @@ size_t nsa_cu_bwd_tiled_slot_bytes(int D);
 nsa_status nsa_cu_bwd_tiled_splits(nsa_context *ctx, nsa_cu_stream st, const nsa_cu_bwd *W,
                                    nsa_branch br, const int *off, int *exo);
 /* Key side of branch br (as nsa_cu_bwd_keys): split 0 writes the gradient rows, the others
- * their partial slots, then the slots are added in split order. */
+ * their partial slots, then the slots are added in split order (nsa_cu_bwd_tiled_reduce). */
 nsa_status nsa_cu_bwd_tiled_keys(nsa_context *ctx, nsa_cu_stream st, nsa_dtype dt,
                                  nsa_dtype kc_dt, const nsa_cu_bwd *W, nsa_branch br,
                                  const tl_keyargs *k);
+
+/* Adds the partial slots of branch br's split walks to its gradient rows, in split order. */
+nsa_status nsa_cu_bwd_tiled_reduce(nsa_context *ctx, nsa_cu_stream st, const nsa_cu_bwd *W,
+                                   nsa_branch br, const tl_keyargs *k);
 
 #endif /* NSA_CUDA_BWD_TILED_CUH */
