@@ -1,7 +1,7 @@
 # Execution routing tests (issue 4): golden routing table, fallbacks through fake backends,
 # strict causality, logger, flags, device profiles. CPU only; fake CUDA caps and backends.
 nsa_test(test_route_table SOURCES test_route_table.c
-  CASES golden_table not_compiled_gets_reference decision_fields_and_errors)
+  CASES golden_table not_compiled_gets_reference decision_fields_and_errors decode_step_policy)
 nsa_test(test_route_fallback SOURCES test_route_fallback.c
   CASES nonfinite_falls_back error_falls_back unsupported_falls_back strict_catches_future_range
         strict_reference_passes strict_checks_backward_ranges pipeline_matches_reference force_branch_one_hot

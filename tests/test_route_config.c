@@ -154,7 +154,7 @@ static void remove_dir(const char *dir, const char *name) {
 #define GOOD_TAIL                                                                                  \
     "fa2.min_len_win: 512\nfa2.min_len_cmp: 128\nsel.triton.allowed: true\n"                       \
     "sel.triton.parity_accepted: true\nsel.triton.min_len: 1024\n"                                 \
-    "cutoffs.measured: \"test\"\n"
+    "decode.fast.parity_accepted: false\ncutoffs.measured: \"test\"\n"
 
 /* Broken files: each error names file:line; the context keeps the compiled-in profiles, and
  * creation with a broken $NSA_PROFILE_DIR fails naming it, while an unset one works. */
@@ -165,7 +165,7 @@ static void broken_profile_names_file_and_line(void) {
         {GOOD_HEAD "fa2.parity_accepted: yes\n" GOOD_TAIL, "sm90.yaml:4: fa2.parity_accepted"},
         {GOOD_HEAD "fa2.parity_accepted: true\nfa2.min_len_win 512\n", "sm90.yaml:5: expected"},
         {GOOD_HEAD "fa2.parity_accepted: true\nfa2.min_len_wim: 5\n", "sm90.yaml:5: unknown key"},
-        {GOOD_HEAD "fa2.parity_accepted: true\n" GOOD_TAIL "arch: sm90\n", "sm90.yaml:11: key"},
+        {GOOD_HEAD "fa2.parity_accepted: true\n" GOOD_TAIL "arch: sm90\n", "sm90.yaml:12: key"},
         {GOOD_HEAD "fa2.parity_accepted: true\nfa2.min_len_win: -3\n", "sm90.yaml:5: fa2.min_len"},
         {GOOD_HEAD "fa2.parity_accepted: true\n", "missing key \"fa2.min_len_win\""},
         {"arch: sm80\nname: x\nfa2.parity_accepted: true\n" GOOD_TAIL, "does not match the file"},

@@ -248,11 +248,46 @@ static void decision_fields_and_errors(void) {
     nsa_context_destroy(ctx);
 }
 
+/* CUDA decode: the split-key step only where the profile accepted it (sm90), never under
+ * NSA_FORCE_PARITY, never on an arch without code or without a profile. */
+static void decode_step_policy(void) {
+    nsa_context *ctx;
+    CHECK(nsa_context_create(&ctx, NULL, 0) == NSA_OK);
+    static const struct {
+        const char *dev;
+        int compiled;
+        const char *flags;
+        int fast;
+        const char *why;
+    } cases[] = {
+        {"sm90", 1, "", 1, "split-key step: parity accepted on sm90"},
+        {"sm80", 1, "", 0, "split-key parity not accepted on sm80"},
+        {"sm89", 1, "", 0, "split-key parity not accepted on sm89"},
+        {"sm100", 1, "", 0, "no profile for sm100"},
+        {"sm90", 0, "", 0, "no code for sm90 in this build"},
+        {"sm90", 1, "NSA_FORCE_PARITY=1", 0, "NSA_FORCE_PARITY=1"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        nsa_context_set_flag(ctx, "NSA_FORCE_PARITY", "0");
+        set_flags(ctx, cases[i].flags);
+        nsa_device_caps caps;
+        CHECK(nsa_device_caps_named(cases[i].dev, &caps) == NSA_OK);
+        caps.compiled = cases[i].compiled;
+        char why[NSA_REASON_LEN];
+        int fast = nsa_route_decode_fast(ctx, &caps, why, sizeof why);
+        CHECK(fast == cases[i].fast, "row %zu (%s): fast %d", i, cases[i].dev, fast);
+        CHECK(strstr(why, cases[i].why) != NULL, "row %zu: \"%s\" lacks \"%s\"", i, why,
+              cases[i].why);
+    }
+    nsa_context_destroy(ctx);
+}
+
 int main(int argc, char **argv) {
     static const nsa_case cases[] = {
         {"golden_table", golden_table},
         {"not_compiled_gets_reference", not_compiled_gets_reference},
         {"decision_fields_and_errors", decision_fields_and_errors},
+        {"decode_step_policy", decode_step_policy},
     };
     return nsa_test_main(argc, argv, cases, (int)(sizeof cases / sizeof cases[0]));
 }

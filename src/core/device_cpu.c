@@ -51,8 +51,9 @@ nsa_status nsa_device_cuda_kv_fill(nsa_context *ctx, nsa_kv_cache *c, const nsa_
     (void)c; (void)src; (void)b0; (void)Bp; (void)T; (void)S0;
     return nsa_fail(ctx, NSA_ERR_UNSUPPORTED, "cache: CUDA cache in a CPU build");
 }
-nsa_status nsa_device_cuda_decode(nsa_context *ctx, nsa_kv_cache *c, const nsa_decode_args *a) {
-    (void)c; (void)a;
+nsa_status nsa_device_cuda_decode(nsa_context *ctx, nsa_kv_cache *c, const nsa_decode_args *a,
+                                  int fast) {
+    (void)c; (void)a; (void)fast;
     return nsa_fail(ctx, NSA_ERR_UNSUPPORTED, "cache: CUDA cache in a CPU build");
 }
 nsa_status nsa_device_cuda_kv_reads(nsa_context *ctx, const nsa_kv_cache *c, int b,

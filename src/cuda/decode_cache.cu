@@ -260,7 +260,7 @@ extern "C" nsa_status nsa_device_cuda_kv_tail(nsa_context *ctx, const nsa_kv_cac
 }
 
 extern "C" nsa_status nsa_device_cuda_decode(nsa_context *ctx, nsa_kv_cache *c,
-                                             const nsa_decode_args *a) {
+                                             const nsa_decode_args *a, int fast) {
     const nsa_config *g = &c->desc.cfg;
     if (a->active && c->desc.B > 1024)
         return nsa_fail(ctx, NSA_ERR_UNSUPPORTED, "active: a mask needs B <= 1024 on CUDA "
@@ -285,8 +285,9 @@ extern "C" nsa_status nsa_device_cuda_decode(nsa_context *ctx, nsa_kv_cache *c,
     D.all_active = a->active == NULL;
     for (int b = 0; b < c->desc.B && b < 1024; b++)
         if (!a->active || a->active[b]) D.active[b / 32] |= 1u << (b % 32);
-    /* NSA_FORCE_PARITY=1: the reference step (double, one block per row and KV head) */
-    if (ctx->flags.force_parity)
+    /* the reference step (double, one block per row and KV head) unless the router allows the
+       split-key step on this device (NSA_FORCE_PARITY=1 or an unaccepted profile) */
+    if (!fast)
         NSA_TRY(nsa_cu_decode_launch(ctx, (cudaStream_t)ctx->stream, c->desc.dtype, &D));
     else
         NSA_TRY(nsa_cu_decode_fast(ctx, (cudaStream_t)ctx->stream, c->desc.dtype, &D));

@@ -8,6 +8,7 @@
  * changes, so a failed step leaves the cache exactly as it was.
  */
 #include "kv_cache.h"
+#include "../route/route.h"
 
 #include <stdlib.h>
 
@@ -183,9 +184,14 @@ nsa_status nsa_decode_step(nsa_context *ctx, nsa_kv_cache *c, const nsa_decode_a
                         "one computes φ = avg from k_cmp)");
     }
     if (t_max < 0) return NSA_OK; /* no active row */
-    if (dev == NSA_DEVICE_CUDA) { /* src/cuda/decode_step.cu: one launch, no host wait */
+    if (dev == NSA_DEVICE_CUDA) { /* src/cuda/decode_*.cu: no host wait */
+        nsa_device_caps caps;
+        char why[NSA_REASON_LEN];
+        NSA_TRY(nsa_device_caps_of(ctx, c->desc.device, &caps));
+        int fast = nsa_route_decode_fast(ctx, &caps, why, sizeof why);
+        nsa_log_once(ctx, "decode.route", "%s", why);
         ctx->counters.calls++;
-        return nsa_device_cuda_decode(ctx, c, a);
+        return nsa_device_cuda_decode(ctx, c, a, fast);
     }
 
     step_scratch s;

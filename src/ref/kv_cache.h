@@ -69,9 +69,11 @@ nsa_status nsa_device_cuda_kv_reset(nsa_context *ctx, nsa_kv_cache *c, int b);
  * index i − num_cmp(S0)). Updates the host mirror row[].len. */
 nsa_status nsa_device_cuda_kv_fill(nsa_context *ctx, nsa_kv_cache *c, const nsa_kv_src *src,
                                    int b0, int64_t Bp, int64_t T, int64_t S0);
-/* One decode step of the active rows (validated by nsa_decode_step): push and attention in
- * one kernel, no host synchronisation. */
-nsa_status nsa_device_cuda_decode(nsa_context *ctx, nsa_kv_cache *c, const nsa_decode_args *a);
+/* One decode step of the active rows (validated by nsa_decode_step), no host synchronisation:
+ * fast = 1 the split-key step (f32), 0 the reference step (double); the router decides
+ * (nsa_route_decode_fast). */
+nsa_status nsa_device_cuda_decode(nsa_context *ctx, nsa_kv_cache *c, const nsa_decode_args *a,
+                                  int fast);
 /* Row b's measured reads of its last step (waits for the stream). */
 nsa_status nsa_device_cuda_kv_reads(nsa_context *ctx, const nsa_kv_cache *c, int b,
                                     nsa_decode_reads *out);

@@ -22,9 +22,9 @@
 #define UNMEASURED "not yet: placeholder until a sweep on this card"
 
 static const nsa_profile builtin[] = {
-    {80, "A100", 0, 512, 128, 1, 0, 1024, UNMEASURED, "compiled-in"},
-    {89, "RTX 4090", 0, 8192, 8192, 0, 0, 8192, UNMEASURED, "compiled-in"},
-    {90, "H100", 1, 0, 0, 1, 1, 0, /* tests/gpu and nsa parity green, sweep: bench/RESULTS.md */
+    {80, "A100", 0, 512, 128, 1, 0, 1024, 0, UNMEASURED, "compiled-in"},
+    {89, "RTX 4090", 0, 8192, 8192, 0, 0, 8192, 0, UNMEASURED, "compiled-in"},
+    {90, "H100", 1, 0, 0, 1, 1, 0, 1, /* tests/gpu and nsa parity green, sweep: bench/RESULTS.md */
      "H100 80GB HBM3, 2026-11-26: fast roles faster than the reference role at every S "
      "of 512-65536 (bench/RESULTS.md)", "compiled-in"},
 };
@@ -61,6 +61,7 @@ static const key_row keys[] = {
     KEY("sel.triton.allowed", V_BOOL, triton_sel_allowed),
     KEY("sel.triton.parity_accepted", V_BOOL, triton_sel_parity_accepted),
     KEY("sel.triton.min_len", V_COUNT, triton_sel_min_len),
+    KEY("decode.fast.parity_accepted", V_BOOL, decode_fast_parity_accepted),
     KEY("cutoffs.measured", V_TEXT, cutoffs),
 };
 #undef KEY
@@ -172,12 +173,13 @@ void nsa_profile_format(const nsa_profile *p, char *buf, size_t len) {
     snprintf(buf, len,
              "arch: sm%d\nname: \"%s\"\nfa2.parity_accepted: %s\nfa2.min_len_win: %lld\n"
              "fa2.min_len_cmp: %lld\nsel.triton.allowed: %s\nsel.triton.parity_accepted: %s\n"
-             "sel.triton.min_len: %lld\ncutoffs.measured: \"%s\"\n",
+             "sel.triton.min_len: %lld\ndecode.fast.parity_accepted: %s\n"
+             "cutoffs.measured: \"%s\"\n",
              p->sm, p->name, p->fa2_parity_accepted ? "true" : "false",
              (long long)p->fa2_min_len_win, (long long)p->fa2_min_len_cmp,
              p->triton_sel_allowed ? "true" : "false",
              p->triton_sel_parity_accepted ? "true" : "false", (long long)p->triton_sel_min_len,
-             p->cutoffs);
+             p->decode_fast_parity_accepted ? "true" : "false", p->cutoffs);
 }
 
 /* "smNN.yaml" -> NN, else 0. */

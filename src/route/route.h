@@ -18,6 +18,7 @@ typedef struct {
     int triton_sel_allowed;         /* sel.triton.allowed: 0 = off unless NSA_TRITON_SEL_FORCE */
     int triton_sel_parity_accepted; /* sel.triton.parity_accepted                            */
     int64_t triton_sel_min_len;     /* sel.triton.min_len: selected keys, min(n·lp, T)        */
+    int decode_fast_parity_accepted; /* decode.fast.parity_accepted: split-key decode step    */
     char cutoffs[128];              /* cutoffs.measured: card and date, or why not yet        */
     char source[200];               /* "compiled-in" or the file it came from                 */
 } nsa_profile;
@@ -42,6 +43,12 @@ const nsa_profile *nsa_profiles_find(const nsa_profile_set *set, int sm);
 nsa_status nsa_profiles_init(nsa_context *ctx);
 /* Writes a profile as the `key: value` lines of its file. */
 void nsa_profile_format(const nsa_profile *p, char *buf, size_t len);
+
+/* Decode on device caps: 1 for the fast (split-key, f32) CUDA step, 0 for the reference step
+ * (double). The fast step runs where the device's profile accepted its parity, unless
+ * NSA_FORCE_PARITY=1. why (len bytes) gets the reason. Pure, like nsa_route_explain. */
+int nsa_route_decode_fast(const nsa_context *ctx, const nsa_device_caps *caps, char *why,
+                          size_t len);
 
 /* ---- flags (flags.c) ---- */
 void nsa_flags_default(nsa_flags *f);

@@ -286,3 +286,23 @@ nsa_status nsa_route_explain(nsa_context *ctx, const nsa_route_problem *p,
     *out = plan.d;
     return NSA_OK;
 }
+
+int nsa_route_decode_fast(const nsa_context *ctx, const nsa_device_caps *caps, char *why,
+                          size_t len) {
+    const nsa_profile *prof = nsa_profiles_find(ctx->profiles, caps->sm);
+    int fast = 0;
+    if (ctx->flags.force_parity)
+        snprintf(why, len, "reference step (NSA_FORCE_PARITY=1)");
+    else if (!caps->compiled)
+        snprintf(why, len, "reference step: no code for sm%d in this build", caps->sm);
+    else if (!prof)
+        snprintf(why, len, "reference step: no profile for sm%d", caps->sm);
+    else if (!prof->decode_fast_parity_accepted)
+        snprintf(why, len, "reference step: split-key parity not accepted on sm%d (%s)", caps->sm,
+                 prof->source);
+    else {
+        fast = 1;
+        snprintf(why, len, "split-key step: parity accepted on sm%d (%s)", caps->sm, prof->source);
+    }
+    return fast;
+}
