@@ -107,7 +107,7 @@ static void run(int64_t S, int reps, void *flush) {
     qsort(f, (size_t)reps, sizeof *f, cmp_f);
     qsort(bw, (size_t)reps, sizeof *bw, cmp_f);
     const float fm = f[reps / 2], bm = bw[reps / 2];
-    printf("nsa_ref_bwd,%lld,%.2f,%.2f,%.2f,%.0f\n", (long long)S, fm, bm, fm + bm,
+    printf("nsa_routed,%lld,%.2f,%.2f,%.2f,%.0f\n", (long long)S, fm, bm, fm + bm,
            (double)(peak - base) / 1e6);
     fflush(stdout);
     free(f);
