@@ -36,22 +36,6 @@ extern "C" int nsa_cuda_bwd_role_supported(const nsa_route_problem *p, nsa_branc
     return 0;
 }
 
-static nsa_cu_view view4(const nsa_tensor *x) {
-    nsa_cu_view v = {x->data, 0, 0, 0, 0};
-    if (x->data) {
-        v.sb = x->stride[0];
-        v.st = x->stride[1];
-        v.sh = x->stride[2];
-        v.sd = x->stride[3];
-    }
-    return v;
-}
-
-static nsa_cu_view contig(void *p, int64_t Tn, int H, int D) {
-    nsa_cu_view v = {p, Tn * H * D, (int64_t)H * D, D, 1};
-    return v;
-}
-
 /* Stream-ordered allocations of one backward, freed together. */
 typedef struct {
     void *p[40];
@@ -149,9 +133,13 @@ static nsa_status run(nsa_context *ctx, bwd_mem *m, const nsa_fwd_args *fwd,
     P->nsel_max = s->nsel_max;
     P->scale = (float)s->scale;
     P->R = s->B * s->T;
-    P->q = view4(&fwd->q); P->ks = view4(&fwd->k_sel); P->vs = view4(&fwd->v_sel);
-    P->kw = view4(&fwd->k_win); P->vw = view4(&fwd->v_win); P->gates = view4(&fwd->gates);
-    W.dout = view4(&g->dout);
+    P->q = nsa_cu_view4(&fwd->q);
+    P->ks = nsa_cu_view4(&fwd->k_sel);
+    P->vs = nsa_cu_view4(&fwd->v_sel);
+    P->kw = nsa_cu_view4(&fwd->k_win);
+    P->vw = nsa_cu_view4(&fwd->v_win);
+    P->gates = nsa_cu_view4(&fwd->gates);
+    W.dout = nsa_cu_view4(&g->dout);
     W.scale = s->scale;
     W.force_branch = force_branch;
     W.tw = (int)((s->T + 31) / 32);
@@ -178,8 +166,8 @@ static nsa_status run(nsa_context *ctx, bwd_mem *m, const nsa_fwd_args *fwd,
     if (fwd->cmp_compressed) {
         W.dkc = W.acc[NSA_GKC];
         W.dvc = W.acc[NSA_GVC];
-        P->kc = view4(&fwd->k_cmp);
-        P->vc = view4(&fwd->v_cmp);
+        P->kc = nsa_cu_view4(&fwd->k_cmp);
+        P->vc = nsa_cu_view4(&fwd->v_cmp);
     } else if (Tc > 0) {
         const size_t nk = (size_t)(s->B * Tc) * s->Hkv * s->Dk, nv = (size_t)(s->B * Tc) * s->Hkv * s->Dv;
         if (W.acc[NSA_GKC]) NSA_TRY(mem_get(ctx, m, nk * 8, (void **)&W.dkc));
@@ -187,13 +175,13 @@ static nsa_status run(nsa_context *ctx, bwd_mem *m, const nsa_fwd_args *fwd,
         void *kc, *vc;
         NSA_TRY(mem_get(ctx, m, nk * 4, &kc));
         NSA_TRY(mem_get(ctx, m, nv * 4, &vc));
-        nsa_cu_view rk = view4(&fwd->k_cmp), rv = view4(&fwd->v_cmp);
+        nsa_cu_view rk = nsa_cu_view4(&fwd->k_cmp), rv = nsa_cu_view4(&fwd->v_cmp);
         NSA_TRY(nsa_cu_compress(ctx, cs, s->dt, NSA_DTYPE_F32, &rk, P->B, P->T, P->Tc, P->Hkv,
                                 P->Dk, P->l, P->d, kc));
         NSA_TRY(nsa_cu_compress(ctx, cs, s->dt, NSA_DTYPE_F32, &rv, P->B, P->T, P->Tc, P->Hkv,
                                 P->Dv, P->l, P->d, vc));
-        P->kc = contig(kc, Tc, s->Hkv, s->Dk);
-        P->vc = contig(vc, Tc, s->Hkv, s->Dv);
+        P->kc = nsa_cu_contig(kc, Tc, s->Hkv, s->Dk);
+        P->vc = nsa_cu_contig(vc, Tc, s->Hkv, s->Dv);
         kc_dt = NSA_DTYPE_F32;
     }
     NSA_TRY(mem_get(ctx, m, (size_t)s->B * s->Hkv * s->nsel_max * W.tw * 4, &p));

@@ -23,6 +23,24 @@ typedef struct {
     int64_t sb, st, sh, sd;
 } nsa_cu_view;
 
+/* The view of a 4-d caller tensor (all zero for an absent one). */
+static inline nsa_cu_view nsa_cu_view4(const nsa_tensor *x) {
+    nsa_cu_view v = {x ? x->data : NULL, 0, 0, 0, 0};
+    if (x && x->data) {
+        v.sb = x->stride[0];
+        v.st = x->stride[1];
+        v.sh = x->stride[2];
+        v.sd = x->stride[3];
+    }
+    return v;
+}
+
+/* The view of a contiguous (B, Tn, H, D) workspace buffer. */
+static inline nsa_cu_view nsa_cu_contig(void *p, int64_t Tn, int H, int D) {
+    nsa_cu_view v = {p, Tn * H * D, (int64_t)H * D, D, 1};
+    return v;
+}
+
 /* Everything one forward's kernels read. Passed by value (well under the 4 KB limit). */
 typedef struct {
     int B, T, Tc, Hq, Hkv, G, Dk, Dv;

@@ -140,17 +140,6 @@ __global__ void set_len_kernel(int64_t *len, int b0, int64_t Bp, int64_t value) 
     if (i < Bp) len[b0 + i] = value;
 }
 
-static nsa_cu_view view4(const nsa_tensor *x) {
-    nsa_cu_view v = {x ? x->data : NULL, 0, 0, 0, 0};
-    if (x && x->data) {
-        v.sb = x->stride[0];
-        v.st = x->stride[1];
-        v.sh = x->stride[2];
-        v.sd = x->stride[3];
-    }
-    return v;
-}
-
 template <typename T>
 static void fill_t(cudaStream_t st, nsa_kv_cache *c, const nsa_kv_src *src, int b0, int64_t Bp,
                    int64_t T_, int64_t S0) {
@@ -165,7 +154,7 @@ static void fill_t(cudaStream_t st, nsa_kv_cache *c, const nsa_kv_src *src, int 
             const int64_t n = Bp * nC * H * D;
             const nsa_tensor *ext = kv ? src->vc : src->kc;
             fill_cmp_kernel<T><<<nsa_cu_blocks(n, 256), 256, 0, st>>>(
-                view4(raw), ring, view4(ext), c->desc.cmp_external, kv ? c->vc : c->kc,
+                nsa_cu_view4(raw), ring, nsa_cu_view4(ext), c->desc.cmp_external, kv ? c->vc : c->kc,
                 (T *)(kv ? kv_of(c)->vcT : kv_of(c)->kcT), b0, S0,
                 c0, nC, H, D, g->l, g->d, c->nraw, c->ncmp, n);
         }
@@ -179,7 +168,7 @@ static void fill_t(cudaStream_t st, nsa_kv_cache *c, const nsa_kv_src *src, int 
             const int64_t t_from = part[q].slots && T_ > part[q].slots ? T_ - part[q].slots : 0;
             const int64_t nt = T_ - t_from, n = Bp * nt * H * D;
             fill_tokens_kernel<T><<<nsa_cu_blocks(n, 256), 256, 0, st>>>(
-                view4(part[q].t), (T *)part[q].dst, part[q].slots, part[q].rows, b0, S0, t_from,
+                nsa_cu_view4(part[q].t), (T *)part[q].dst, part[q].slots, part[q].rows, b0, S0, t_from,
                 nt, H, D, n);
         }
     }
@@ -278,10 +267,14 @@ extern "C" nsa_status nsa_device_cuda_decode(nsa_context *ctx, nsa_kv_cache *c,
     D.ks = c->ks; D.vs = c->vs; D.kw = c->kw; D.vw = c->vw; D.kr = c->kr; D.vr = c->vr;
     D.kc = c->kc; D.vc = c->vc;
     D.st = *kv_of(c);
-    D.q = view4(&a->q); D.kcmp = view4(&a->k_cmp); D.vcmp = view4(&a->v_cmp);
-    D.ksel = view4(&a->k_sel); D.vsel = view4(&a->v_sel); D.kwin = view4(&a->k_win);
-    D.vwin = view4(&a->v_win); D.kcn = view4(&a->kc_new); D.vcn = view4(&a->vc_new);
-    D.gates = view4(&a->gates); D.out = view4(&a->out);
+    D.q = nsa_cu_view4(&a->q); D.kcmp = nsa_cu_view4(&a->k_cmp); D.vcmp = nsa_cu_view4(&a->v_cmp);
+    D.ksel = nsa_cu_view4(&a->k_sel);
+    D.vsel = nsa_cu_view4(&a->v_sel);
+    D.kwin = nsa_cu_view4(&a->k_win);
+    D.vwin = nsa_cu_view4(&a->v_win);
+    D.kcn = nsa_cu_view4(&a->kc_new);
+    D.vcn = nsa_cu_view4(&a->vc_new);
+    D.gates = nsa_cu_view4(&a->gates); D.out = nsa_cu_view4(&a->out);
     D.all_active = a->active == NULL;
     for (int b = 0; b < c->desc.B && b < 1024; b++)
         if (!a->active || a->active[b]) D.active[b / 32] |= 1u << (b % 32);

@@ -12,22 +12,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static nsa_cu_view view4(const nsa_tensor *x) {
-    nsa_cu_view v = {x->data, 0, 0, 0, 0};
-    if (x->data) {
-        v.sb = x->stride[0];
-        v.st = x->stride[1];
-        v.sh = x->stride[2];
-        v.sd = x->stride[3];
-    }
-    return v;
-}
-
-static nsa_cu_view contig(void *p, int64_t Tn, int H, int D) {
-    nsa_cu_view v = {p, Tn * H * D, (int64_t)H * D, D, 1};
-    return v;
-}
-
 static size_t up256(size_t x) { return (x + 255) & ~(size_t)255; }
 
 /* Carves the workspace for rows R and fills st; compresses cmp K/V. */
@@ -49,8 +33,10 @@ static nsa_status begin_rows(nsa_context *ctx, nsa_fwd_work *w, const int32_t *r
     P->scale = (float)s->scale;
     P->rows = rows;
     P->R = R;
-    P->q = view4(&a->q); P->ks = view4(&a->k_sel); P->vs = view4(&a->v_sel);
-    P->kw = view4(&a->k_win); P->vw = view4(&a->v_win); P->gates = view4(&a->gates);
+    P->q = nsa_cu_view4(&a->q); P->ks = nsa_cu_view4(&a->k_sel); P->vs = nsa_cu_view4(&a->v_sel);
+    P->kw = nsa_cu_view4(&a->k_win);
+    P->vw = nsa_cu_view4(&a->v_win);
+    P->gates = nsa_cu_view4(&a->gates);
     st->dt = s->dt;
 
     const size_t esz = nsa_dtype_size(s->dt);
@@ -74,17 +60,17 @@ static nsa_status begin_rows(nsa_context *ctx, nsa_fwd_work *w, const int32_t *r
     NSA_TRY(nsa_cu_workspace(ctx, total, (void **)&ws));
     cudaStream_t cs = (cudaStream_t)ctx->stream;
     if (own_kc) {
-        P->kc = contig(ws + off[0], s->Tc, s->Hkv, s->Dk);
-        P->vc = contig(ws + off[1], s->Tc, s->Hkv, s->Dv);
+        P->kc = nsa_cu_contig(ws + off[0], s->Tc, s->Hkv, s->Dk);
+        P->vc = nsa_cu_contig(ws + off[1], s->Tc, s->Hkv, s->Dv);
         st->kc_dt = NSA_DTYPE_F32;
-        nsa_cu_view rk = view4(&a->k_cmp), rv = view4(&a->v_cmp);
+        nsa_cu_view rk = nsa_cu_view4(&a->k_cmp), rv = nsa_cu_view4(&a->v_cmp);
         NSA_TRY(nsa_cu_compress(ctx, cs, s->dt, NSA_DTYPE_F32, &rk, P->B, P->T, P->Tc, P->Hkv,
                                 P->Dk, P->l, P->d, ws + off[0]));
         NSA_TRY(nsa_cu_compress(ctx, cs, s->dt, NSA_DTYPE_F32, &rv, P->B, P->T, P->Tc, P->Hkv,
                                 P->Dv, P->l, P->d, ws + off[1]));
         if (s->dt != NSA_DTYPE_F32) {
-            st->kcT = contig(ws + off[2], s->Tc, s->Hkv, s->Dk);
-            st->vcT = contig(ws + off[3], s->Tc, s->Hkv, s->Dv);
+            st->kcT = nsa_cu_contig(ws + off[2], s->Tc, s->Hkv, s->Dk);
+            st->vcT = nsa_cu_contig(ws + off[3], s->Tc, s->Hkv, s->Dv);
             NSA_TRY(nsa_cu_compress(ctx, cs, s->dt, s->dt, &rk, P->B, P->T, P->Tc, P->Hkv, P->Dk,
                                     P->l, P->d, ws + off[2]));
             NSA_TRY(nsa_cu_compress(ctx, cs, s->dt, s->dt, &rv, P->B, P->T, P->Tc, P->Hkv, P->Dv,
@@ -94,8 +80,8 @@ static nsa_status begin_rows(nsa_context *ctx, nsa_fwd_work *w, const int32_t *r
             st->vcT = P->vc;
         }
     } else {
-        P->kc = view4(&a->k_cmp);
-        P->vc = view4(&a->v_cmp);
+        P->kc = nsa_cu_view4(&a->k_cmp);
+        P->vc = nsa_cu_view4(&a->v_cmp);
         st->kc_dt = s->dt;
         st->kcT = P->kc;
         st->vcT = P->vc;
