@@ -5,34 +5,13 @@
  * of --reps; peak device memory from cudaMemGetInfo around the calls. Prints CSV:
  * kind,S,fwd_ms,bwd_ms,fwd_bwd_ms,peak_MB. Not a test: it checks only the statuses.
  */
+#include "bench_util.h"
 #include "cuda/cuda_api.h"
 
 #include <cuda_runtime.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-#define CK(x)                                                                                      \
-    do {                                                                                           \
-        cudaError_t e_ = (x);                                                                      \
-        if (e_ != cudaSuccess) {                                                                   \
-            fprintf(stderr, "bench: %s: %s\n", #x, cudaGetErrorString(e_));                        \
-            exit(1);                                                                               \
-        }                                                                                          \
-    } while (0)
-#define NK(ctx, x)                                                                                 \
-    do {                                                                                           \
-        nsa_status s_ = (x);                                                                       \
-        if (s_ != NSA_OK) {                                                                        \
-            fprintf(stderr, "bench: %s: %s\n", #x, nsa_context_message(ctx));                      \
-            exit(1);                                                                               \
-        }                                                                                          \
-    } while (0)
-
-static int cmp_f(const void *a, const void *b) {
-    float x = *(const float *)a, y = *(const float *)b;
-    return x < y ? -1 : x > y;
-}
 
 static nsa_tensor dt4(nsa_context *ctx, int64_t a, int64_t b, int64_t c, int64_t d, uint64_t seed,
                       nsa_dtype dt) {
@@ -104,8 +83,8 @@ static void run(int64_t S, int reps, void *flush) {
             CK(cudaEventElapsedTime(&bw[i - 1], e[1], e[2]));
         }
     }
-    qsort(f, (size_t)reps, sizeof *f, cmp_f);
-    qsort(bw, (size_t)reps, sizeof *bw, cmp_f);
+    qsort(f, (size_t)reps, sizeof *f, bench_cmp_f);
+    qsort(bw, (size_t)reps, sizeof *bw, bench_cmp_f);
     const float fm = f[reps / 2], bm = bw[reps / 2];
     printf("nsa_routed,%lld,%.2f,%.2f,%.2f,%.0f\n", (long long)S, fm, bm, fm + bm,
            (double)(peak - base) / 1e6);

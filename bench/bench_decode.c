@@ -10,6 +10,7 @@
  * the step's counters report.
  * Not a test: it only checks the status and the counters against the budget.
  */
+#include "bench_util.h"
 #include "cuda/cuda_api.h"
 
 #include <cuda_runtime.h>
@@ -17,28 +18,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-
-#define CK(x)                                                                                      \
-    do {                                                                                           \
-        cudaError_t e_ = (x);                                                                      \
-        if (e_ != cudaSuccess) {                                                                   \
-            fprintf(stderr, "bench: %s: %s\n", #x, cudaGetErrorString(e_));                        \
-            exit(1);                                                                               \
-        }                                                                                          \
-    } while (0)
-#define NK(ctx, x)                                                                                 \
-    do {                                                                                           \
-        nsa_status s_ = (x);                                                                       \
-        if (s_ != NSA_OK) {                                                                        \
-            fprintf(stderr, "bench: %s: %s\n", #x, nsa_context_message(ctx));                      \
-            exit(1);                                                                               \
-        }                                                                                          \
-    } while (0)
-
-static int cmp_f(const void *a, const void *b) {
-    float x = *(const float *)a, y = *(const float *)b;
-    return x < y ? -1 : x > y;
-}
 
 static nsa_tensor dev4(void *p, int64_t a, int64_t b, int64_t c, int64_t d) {
     nsa_tensor t = nsa_tensor_4d(p, NSA_DTYPE_BF16, a, b, c, d);
@@ -109,8 +88,8 @@ static void run(int B, int64_t S, int reps, void *flush) {
             hs[i - 3] = (float)((h1.tv_sec - h0.tv_sec) * 1e6 + (h1.tv_nsec - h0.tv_nsec) / 1e3);
         }
     }
-    qsort(ms, (size_t)reps, sizeof *ms, cmp_f);
-    qsort(hs, (size_t)reps, sizeof *hs, cmp_f);
+    qsort(ms, (size_t)reps, sizeof *ms, bench_cmp_f);
+    qsort(hs, (size_t)reps, sizeof *hs, bench_cmp_f);
     const double us = ms[reps / 2] * 1e3, host_us = hs[reps / 2];
     nsa_decode_reads r;
     NK(ctx, nsa_kv_cache_last_reads(ctx, kv, 0, &r));

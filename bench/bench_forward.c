@@ -5,6 +5,7 @@
  * of --reps runs. Prints CSV rows: kind,shape,S,roles,step,ms,tflop,tflops,pct_peak.
  * Not a test: it checks only that the forward ran (status, finite output sample).
  */
+#include "bench_util.h"
 #include "cuda/cuda_api.h"
 
 #include <cublas_v2.h>
@@ -13,24 +14,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-#define CK(x)                                                                                      \
-    do {                                                                                           \
-        cudaError_t e_ = (x);                                                                      \
-        if (e_ != cudaSuccess) {                                                                   \
-            fprintf(stderr, "bench: %s: %s\n", #x, cudaGetErrorString(e_));                        \
-            exit(1);                                                                               \
-        }                                                                                          \
-    } while (0)
-
-static int cmp_f(const void *a, const void *b) {
-    float x = *(const float *)a, y = *(const float *)b;
-    return x < y ? -1 : x > y;
-}
-static float median(float *v, int n) {
-    qsort(v, (size_t)n, sizeof *v, cmp_f);
-    return n % 2 ? v[n / 2] : 0.5f * (v[n / 2 - 1] + v[n / 2]);
-}
 
 static void *flush_buf;
 static void l2_flush(void) { CK(cudaMemset(flush_buf, 0x5a, 256u << 20)); }
@@ -65,7 +48,7 @@ static double gemm_peak(void) {
         }
         if (i >= 3) cudaEventElapsedTime(&ms[i - 3], e0, e1);
     }
-    float m = median(ms, 10);
+    float m = bench_median(ms, 10);
     cublasDestroy(h);
     cudaFree(A);
     cudaFree(B);
@@ -166,7 +149,7 @@ static void run_shape(char shape, int64_t S, const nsa_role roles[3], const char
     for (int j = 0; j < 6; j++) ftot += f[j];
     for (int j = 0; j < 7; j++) {
         for (int i = 0; i < reps; i++) col[i] = ms[i * 7 + j];
-        float m = median(col, reps);
+        float m = bench_median(col, reps);
         double fl = j < 6 ? f[j] : ftot, tf = fl > 0 ? fl / (m * 1e-3) : 0;
         printf("nsa,%c,%lld,%s,%s,%.3f,%.3f,%.1f,%.1f\n", shape, (long long)S, rname, step_name[j], m, fl,
                tf, peak > 0 ? 100.0 * tf / peak : 0);
