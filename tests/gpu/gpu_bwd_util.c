@@ -1,0 +1,202 @@
+/* gpu_bwd_util.c — see gpu_bwd_util.h. */
+#include "gpu_bwd_util.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define NG 9 /* dout, dq, dk_cmp, dv_cmp, dk_sel, dv_sel, dk_win, dv_win, dgates */
+static const char *gname[NG] = {"dout",   "dq",     "dk_cmp", "dv_cmp", "dk_sel",
+                                "dv_sel", "dk_win", "dv_win", "dgates"};
+
+typedef struct {
+    dbuf d[NG]; /* device gradients (d[0]: dout, the input) */
+    tbuf r[NG]; /* reference gradients on the host (r[0] unused) */
+    int alias;  /* shared K/V: one dK and one dV for every branch */
+} gset;
+
+static int dmake(nsa_context *ctx, dbuf *b, nsa_dtype dt, const int64_t s[4], double scale) {
+    memset(b, 0, sizeof *b);
+    b->h = tb_new(dt, 4, s, scale);
+    if (nsa_cuda_malloc(ctx, &b->d, b->h.bytes + NSA_GUARD_BYTES) != NSA_OK) return 0;
+    if (nsa_cuda_memcpy_h2d(ctx, b->d, b->h.base, b->h.bytes + NSA_GUARD_BYTES) != NSA_OK)
+        return 0;
+    b->t = b->h.t;
+    b->t.data = b->d;
+    b->t.device.kind = NSA_DEVICE_CUDA;
+    return 1;
+}
+
+static int gs_make(nsa_context *ctx, gset *G, const gprob *p, int alias) {
+    memset(G, 0, sizeof *G);
+    G->alias = alias;
+    const nsa_config *c = &p->c;
+    const int64_t B = p->B, T = p->T;
+    const int64_t sh[NG][4] = {{B, T, c->Hq, c->Dv},  {B, T, c->Hq, c->Dk},  {B, T, c->Hkv, c->Dk},
+                               {B, T, c->Hkv, c->Dv}, {B, T, c->Hkv, c->Dk}, {B, T, c->Hkv, c->Dv},
+                               {B, T, c->Hkv, c->Dk}, {B, T, c->Hkv, c->Dv}, {B, T, c->Hq, 3}};
+    for (int i = 0; i < NG; i++) {
+        if (alias && (i == 4 || i == 5 || i == 6 || i == 7)) continue;
+        if (!dmake(ctx, &G->d[i], p->dt, sh[i], i == 0 ? 1.0 : 0.0)) return 0;
+        if (i) G->r[i] = tb_new(p->dt, 4, sh[i], 0.0);
+    }
+    return 1;
+}
+
+static void gs_free(gset *G) {
+    for (int i = 0; i < NG; i++) {
+        if (G->d[i].d) nsa_cuda_free(G->d[i].d);
+        tb_free(&G->d[i].h);
+        tb_free(&G->r[i]);
+    }
+}
+
+/* Gradient args over the device (dev = 1) or reference (dev = 0) buffers. */
+static nsa_bwd_args gs_args(gset *G, int dev) {
+    nsa_bwd_args g;
+    memset(&g, 0, sizeof g);
+    nsa_tensor t[NG];
+    for (int i = 0; i < NG; i++) {
+        const int j = G->alias && i >= 4 && i <= 7 ? 2 + (i % 2) : i;
+        t[i] = dev || i == 0 ? (dev ? G->d[j].t : G->d[0].h.t) : G->r[j].t;
+    }
+    g.dout = t[0]; g.dq = t[1]; g.dk_cmp = t[2]; g.dv_cmp = t[3]; g.dk_sel = t[4];
+    g.dv_sel = t[5]; g.dk_win = t[6]; g.dv_win = t[7]; g.dgates = t[8];
+    return g;
+}
+
+static int gs_poison(nsa_context *ctx, gset *G) {
+    for (int i = 1; i < NG; i++) {
+        if (!G->d[i].d) continue;
+        if (nsa_cuda_memset(ctx, G->d[i].d, 0xff, G->d[i].h.bytes) != NSA_OK ||
+            nsa_cuda_memset(ctx, (char *)G->d[i].d + G->d[i].h.bytes, 0xA5, NSA_GUARD_BYTES) !=
+                NSA_OK)
+            return 0;
+    }
+    return 1;
+}
+
+/* Copies device gradients to their host mirrors; 0 if a guard was overwritten. */
+static int gs_fetch(nsa_context *ctx, gset *G) {
+    for (int i = 1; i < NG; i++) {
+        dbuf *b = &G->d[i];
+        if (!b->d) continue;
+        unsigned char guard[NSA_GUARD_BYTES];
+        if (nsa_cuda_memcpy_d2h(ctx, b->h.base, b->d, b->h.bytes) != NSA_OK ||
+            nsa_cuda_memcpy_d2h(ctx, guard, (char *)b->d + b->h.bytes, NSA_GUARD_BYTES) != NSA_OK)
+            return 0;
+        for (int k = 0; k < NSA_GUARD_BYTES; k++)
+            if (guard[k] != 0xA5) return 0;
+    }
+    return 1;
+}
+
+static double unit(nsa_dtype dt) {
+    return dt == NSA_DTYPE_BF16 ? 1.0 / 256 : dt == NSA_DTYPE_F16 ? 1.0 / 2048 : 1.0 / 16777216;
+}
+
+/* Compares every fetched gradient with the reference; worst |err|/tol into *worst; returns the
+ * number of failing elements (NaN counts) and names the first in msg. */
+static int64_t gs_compare(const gset *G, nsa_dtype dt, double rms_floor, double *worst, char *msg,
+                          size_t len) {
+    int64_t bad = 0;
+    *worst = 0.0;
+    msg[0] = 0;
+    for (int i = 1; i < NG; i++) {
+        if (!G->d[i].d) continue;
+        const tbuf *x = &G->d[i].h, *r = &G->r[i];
+        const int64_t n = tb_numel(r);
+        double ss = 0.0;
+        for (int64_t k = 0; k < n; k++) ss += tb_get(r, k) * tb_get(r, k);
+        const double rms = n ? sqrt(ss / (double)n) : 0.0;
+        for (int64_t k = 0; k < n; k++) {
+            const double a = tb_get(x, k), b = tb_get(r, k);
+            const double tol = 2.0 * unit(dt) * fabs(b) + rms_floor * rms + 1e-7;
+            const double e = fabs(a - b);
+            if (!(e <= tol)) {
+                if (!bad)
+                    snprintf(msg, len, "%s[%lld] = %.9g, reference %.9g (tol %.3g)", gname[i],
+                             (long long)k, a, b, tol);
+                bad++;
+            } else if (e / tol > *worst) {
+                *worst = e / tol;
+            }
+        }
+    }
+    return bad;
+}
+
+nsa_config gb_cfg(int Hq, int Hkv, int Dk, int Dv, int l, int d, int lp, int n, int w) {
+    nsa_config c = nsa_config_default(Hq, Hkv, Dk, Dv);
+    c.l = l; c.d = d; c.lp = lp; c.n = n; c.w = w;
+    return c;
+}
+
+int gb_run_one(nsa_context *ctx, nsa_config c, int B, int T, nsa_dtype dt, int shared, int mode,
+               double rms_floor, const char *label) {
+    gprob p;
+    gset G;
+    int ok = gp_make(ctx, &p, c, B, T, dt, shared) && gs_make(ctx, &G, &p, shared);
+    nsa_status st = ok ? gp_reference(ctx, &p) : NSA_ERR_NOMEM; /* fills p.rranges */
+    nsa_fwd_args ah = gp_args(&p, 0), ad = gp_args(&p, 1);
+    if (!(mode & RANGES_GIVEN)) {
+        memset(&ah.sel_ranges, 0, sizeof ah.sel_ranges);
+        memset(&ad.sel_ranges, 0, sizeof ad.sel_ranges);
+    } else if (ok) {
+        if (mode & BAD_RANGES) { /* a range reaching past t+1 at the last row */
+            int32_t *r = (int32_t *)p.rranges.base + ((int64_t)B * T * c.Hkv - 1) * c.n * 2;
+            r[1] = T + 1;
+        }
+        ok = nsa_cuda_memcpy_h2d(ctx, p.ranges.d, p.rranges.base, p.rranges.bytes) == NSA_OK;
+    }
+    nsa_bwd_args gh = gs_args(&G, 0), gd = gs_args(&G, 1);
+    const char *why = "";
+    if (ok && st == NSA_OK && !(mode & BAD_RANGES)) st = nsa_backward(ctx, &ah, &gh);
+    if (ok && st == NSA_OK) ok = gs_poison(ctx, &G);
+    if (ok && st == NSA_OK) st = nsa_backward(ctx, &ad, &gd);
+    if (mode & BAD_RANGES) {
+        int pass = ok && st == NSA_ERR_INVALID_ARG && gs_fetch(ctx, &G);
+        for (int i = 1; i < NG && pass; i++) /* nothing written: still the poison */
+            for (int64_t k = 0; G.d[i].d && k < tb_numel(&G.d[i].h) && pass; k++)
+                pass = isnan(tb_get(&G.d[i].h, k));
+        printf("  bad ranges: %s (%s)\n", nsa_status_name(st), nsa_context_message(ctx));
+        gs_free(&G);
+        gp_free(&p);
+        return pass;
+    }
+    if (ok && st == NSA_OK) st = nsa_cuda_sync(ctx);
+    int fetched = ok && st == NSA_OK && gs_fetch(ctx, &G);
+    double worst = 0.0;
+    char msg[256] = "";
+    int64_t bad = fetched ? gs_compare(&G, dt, rms_floor, &worst, msg, sizeof msg) : -1;
+    int same = 1;
+    if (fetched && (mode & TWICE)) { /* bitwise repeatability: run again, compare bytes */
+        tbuf keep[NG];
+        for (int i = 1; i < NG; i++)
+            if (G.d[i].d) {
+                keep[i] = tb_new(dt, 4, G.d[i].h.t.shape, 0.0);
+                memcpy(keep[i].base, G.d[i].h.base, G.d[i].h.bytes);
+            }
+        ok = gs_poison(ctx, &G) && nsa_backward(ctx, &ad, &gd) == NSA_OK &&
+             nsa_cuda_sync(ctx) == NSA_OK && gs_fetch(ctx, &G);
+        for (int i = 1; i < NG; i++)
+            if (G.d[i].d) {
+                same &= ok && memcmp(keep[i].base, G.d[i].h.base, G.d[i].h.bytes) == 0;
+                tb_free(&keep[i]);
+            }
+        if (!same) why = "second run differs bitwise";
+    }
+    if (st != NSA_OK) why = nsa_context_message(ctx);
+    else if (!fetched) why = "guard overwritten or fetch failed";
+    else if (bad) why = msg;
+    const int pass = fetched && bad == 0 && same;
+    printf("  %s%-5s G=%-2d Dk=%-3d Dv=%-3d l=%d d=%d lp=%d n=%d w=%-3d B=%d T=%-4d %s %s%s: "
+           "worst %.3f of tol%s%s\n",
+           label, nsa_dtype_name(dt), c.Hq / c.Hkv, c.Dk, c.Dv, c.l, c.d, c.lp, c.n, c.w, B, T,
+           shared ? "shared" : "separate", mode & RANGES_GIVEN ? "ranges given" : "recomputed",
+           mode & TWICE ? ", twice" : "", worst, pass ? "" : "  FAIL: ", pass ? "" : why);
+    gs_free(&G);
+    gp_free(&p);
+    return pass;
+}

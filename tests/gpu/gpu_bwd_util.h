@@ -1,0 +1,21 @@
+/* gpu_bwd_util.h — one CUDA backward problem against the CPU reference backward, shared by
+ * tests/gpu/test_gpu_bwd.c (reference role) and test_gpu_bwd_fast.c (tiled roles): random inputs,
+ * gradients poisoned and guarded, nsa_backward on host and device, the element-wise tolerance
+ * |gpu − ref| ≤ 2·u·|ref| + rms_floor·rms(ref) + 1e-7 (u: 2^-8 bf16, 2^-11 f16, 2^-24 f32),
+ * optional bitwise repeatability and malformed ranges.
+ */
+#ifndef NSA_GPU_BWD_UTIL_H
+#define NSA_GPU_BWD_UTIL_H
+
+#include "gpu_util.h"
+
+/* mode bits of gb_run_one */
+enum { RANGES_GIVEN = 1, TWICE = 2, BAD_RANGES = 4 };
+
+/* A config with the given heads, dims and blocks (n_init = 1, n_local = 2, scale default). */
+nsa_config gb_cfg(int Hq, int Hkv, int Dk, int Dv, int l, int d, int lp, int n, int w);
+/* One problem; prints a line starting with label; 1 when it passed. */
+int gb_run_one(nsa_context *ctx, nsa_config c, int B, int T, nsa_dtype dt, int shared, int mode,
+               double rms_floor, const char *label);
+
+#endif
