@@ -184,12 +184,15 @@ int main(int argc, char **argv) {
     void *buf = be->alloc(e * (size_t)N * (size_t)(Hq * D * 4 + Hkv * D * 12 + Hq * 6));
     if (!buf) die("alloc", "attention buffers");
     char *p = buf;
-#define T4(field, h, dd)                                                                           \
+/* Carves the next (B, T, h, dd) device tensor of buf into x. */
+#define DEV4(x, h, dd)                                                                             \
     do {                                                                                           \
-        fa.field = nsa_tensor_4d(p, dt, B, T, h, dd);                                              \
-        fa.field.device.kind = NSA_DEVICE_CUDA;                                                    \
+        (x) = nsa_tensor_4d(p, dt, B, T, h, dd);                                                   \
+        (x).device.kind = NSA_DEVICE_CUDA;                                                         \
         p += e * (size_t)N * (size_t)(h) * (size_t)(dd);                                          \
     } while (0)
+#define T4(field, h, dd) DEV4(fa.field, h, dd)
+#define G4(field, h, dd) DEV4(ga.field, h, dd)
     T4(q, Hq, D);
     T4(k_cmp, Hkv, D);
     T4(v_cmp, Hkv, D);
@@ -206,12 +209,6 @@ int main(int argc, char **argv) {
     fa.sel_ranges.device.kind = NSA_DEVICE_CUDA;
     nsa_bwd_args ga;
     memset(&ga, 0, sizeof ga);
-#define G4(field, h, dd)                                                                           \
-    do {                                                                                           \
-        ga.field = nsa_tensor_4d(p, dt, B, T, h, dd);                                              \
-        ga.field.device.kind = NSA_DEVICE_CUDA;                                                    \
-        p += e * (size_t)N * (size_t)(h) * (size_t)(dd);                                          \
-    } while (0)
     G4(dout, Hq, D);
     G4(dq, Hq, D);
     G4(dk_cmp, Hkv, D);
