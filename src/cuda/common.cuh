@@ -115,6 +115,8 @@ static inline unsigned nsa_cu_blocks(int64_t n, int per) { return (unsigned)((n 
  * nsa_cuda_tune changes them for benchmarks). */
 typedef struct {
     int sel_stages;           /* fused selection K/V stages: 1, 2; 0 = by Dk */
+    int sel_union;            /* fused selection for G <= 16: 0 = the split-key kernel
+                                 (sel_fused.cu), 1 = fa2.cu's union walk (64 rows)       */
 } nsa_cu_tuning_t;
 extern nsa_cu_tuning_t nsa_cu_tuning;
 
@@ -165,7 +167,7 @@ nsa_status nsa_cu_fa2_attend(nsa_context *ctx, nsa_cu_stream st, nsa_dtype dt,
 int nsa_cu_fused_supported(const nsa_shape *s, const char **why);
 nsa_status nsa_cu_fused_sel(nsa_context *ctx, nsa_cu_stream st, nsa_dtype dt,
                             const nsa_cu_params *P);
-/* sel_fused.cu: the split-key kernel for G | 16 (called by nsa_cu_fused_sel). */
+/* sel_fused.cu: the split-key kernel for G <= 16 (called by nsa_cu_fused_sel). */
 nsa_status nsa_cu_sel16(nsa_context *ctx, nsa_cu_stream st, nsa_dtype dt, const nsa_cu_params *P);
 
 #endif /* NSA_CUDA_COMMON_CUH */

@@ -7,13 +7,15 @@
  *        O = Σ p·V and, summed over the group's heads in a fixed order, the selection scores'
  *        input P[t, g, i] — scoring costs no extra QK pass.
  *   win  tiles over [t_first - w + 1, t_last]; row t sees [t - w + 1, t]. One pass.
- *   sel  (G = 32, 64; G | 16 runs sel_fused.cu) tiles over the union of the selected blocks
+ *   sel  (16 < G <= 64; G <= 16 runs sel_fused.cu) tiles over the union of the selected blocks
  *        of the CTA's queries (ascending), each block loaded once and used by every head of
  *        the group and every neighbouring query that selected it; row t sees keys of its own
  *        blocks, ≤ t.
  * Not the reference: P is rounded to the input dtype for the P·V product, like FlashAttention.
- * Invariant: rows of a CTA are (query, head) pairs of one KV group, BM/G queries × G heads, so
- * every K/V tile in shared memory serves all G heads (GQA packing); needs G | 64.
+ * Invariant: rows of a CTA are (query, head) pairs of one KV group, QPB = floor(BM/G) queries
+ * × G heads, so every K/V tile in shared memory serves all G heads (GQA packing); G <= 64. Rows
+ * m >= QPB·G (only when G does not divide BM) are padding: Q zero-filled, no key visible, never
+ * written; they cost only the idle share of the tile (G = 6: 4 of 64 rows).
  */
 #include "common.cuh"
 
@@ -33,8 +35,9 @@ template <int DK, int DV, int BM> struct fa_smem {
     static constexpr int bytes = k_bytes + v_bytes + q_bytes; /* + sel lists (dynamic) */
 };
 
-/* Grid: x = ceil(T / (BM/G)) query tiles, heaviest (latest) first; y = Hkv; z = B. Block: 2·BM
- * threads (BM = 64 or 128 rows), warp w owns rows 16w..16w+15, row m = (query m/G, head m%G).
+/* Grid: x = ceil(T / QPB) query tiles, heaviest (latest) first; y = Hkv; z = B. Block: 2·BM
+ * threads (BM = 64 or 128 rows), warp w owns rows 16w..16w+15, row m = (query m/G, head m%G)
+ * for m < QPB·G, padding above.
  * Shared memory: fa_smem<DK, DV, BM>::bytes (cmp 192/128, BM 64: 112 KB) plus, for sel,
  * (BM/G)·n + nsel_max + 32 ints. Registers: Q fragments (DK/4), O (DV/2), S (32) per thread. */
 template <typename T, int DK, int DV, int BR, int BM>
@@ -49,18 +52,18 @@ __global__ void __launch_bounds__(BM * 2) fa_kernel(nsa_cu_params P, nsa_cu_view
     float *Pr = (float *)Qs;
     int *blk = (int *)(smraw + SM::bytes); /* sel: QPB·n block lists, then the union */
 
-    const int G = P.G, QPB = FA_BM / G;
+    const int G = P.G, QPB = FA_BM / G, MV = QPB * G; /* rows m < MV are real */
     const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
     const int g = blockIdx.y, b = blockIdx.z;
     const int t0 = (gridDim.x - 1 - blockIdx.x) * QPB;
     const int tlast = min(t0 + QPB, P.T) - 1;
     const float sl2 = P.scale * 1.4426950408889634f;
 
-    /* this thread's two rows */
+    /* this thread's two rows; a padding row gets t = P.T (past the end: sees nothing, unwritten) */
     int trow[2], hrow[2];
     for (int i = 0; i < 2; i++) {
         int m = warp * 16 + lane / 4 + 8 * i;
-        trow[i] = t0 + m / G;
+        trow[i] = m < MV ? t0 + m / G : P.T;
         hrow[i] = g * G + m % G;
     }
 
@@ -130,9 +133,9 @@ __global__ void __launch_bounds__(BM * 2) fa_kernel(nsa_cu_params P, nsa_cu_view
     /* Q -> shared -> fragments */
     for (int c = tid; c < FA_BM * (DK / 8); c += FA_THREADS) {
         int m = c / (DK / 8), ch = c % (DK / 8), t = t0 + m / G;
-        bool ok = t < P.T;
+        bool ok = m < MV && t < P.T;
         const T *src = (const T *)P.q.p + (int64_t)b * P.q.sb + (int64_t)(ok ? t : 0) * P.q.st +
-                       (int64_t)(g * G + m % G) * P.q.sh + ch * 8;
+                       (int64_t)(ok ? g * G + m % G : 0) * P.q.sh + ch * 8;
         cp_async16(Qs + m * SM::KS + ch * 8, src, ok);
     }
     cp_commit();
@@ -384,7 +387,7 @@ static int dims_ok(int Dk, int Dv) {
 static int tc_common(const nsa_shape *s, const char **why) {
     if (s->dt != NSA_DTYPE_BF16 && s->dt != NSA_DTYPE_F16) { *why = "dtype not bf16/f16"; return 0; }
     if (!dims_ok(s->Dk, s->Dv)) { *why = "(Dk, Dv) not in {(64,64), (128,128), (192,128)}"; return 0; }
-    if (s->G > 64 || 64 % s->G) { *why = "G does not divide 64"; return 0; }
+    if (s->G < 1 || s->G > 64) { *why = "G > 64 (a CTA of 64 rows holds all heads of a query)"; return 0; }
     if (s->T > INT32_MAX / 2) { *why = "T too large"; return 0; }
     return 1;
 }
@@ -438,7 +441,7 @@ static nsa_status launch_bm(nsa_context *ctx, nsa_cu_stream st, const nsa_cu_par
 template <typename T, int BR>
 static nsa_status launch_dims(nsa_context *ctx, nsa_cu_stream st, const nsa_cu_params *P,
                               const nsa_cu_view *K, const nsa_cu_view *V) {
-    if (BR == NSA_BRANCH_SEL) { /* G = 32, 64 only (G | 16 runs sel_fused.cu) */
+    if (BR == NSA_BRANCH_SEL) { /* 16 < G <= 64 (G <= 16: sel_fused.cu unless tuned) */
         if (P->Dk == 64) return launch<T, 64, 64, BR, 64>(ctx, st, P, K, V);
         if (P->Dk == 128) return launch<T, 128, 128, BR, 64>(ctx, st, P, K, V);
         return launch<T, 192, 128, BR, 64>(ctx, st, P, K, V);
@@ -481,6 +484,6 @@ nsa_status nsa_cu_fused_sel(nsa_context *ctx, nsa_cu_stream st, nsa_dtype dt,
                             const nsa_cu_params *P) {
     if (P->R == 0) return NSA_OK;
     NSA_TRY(check_views(ctx, P, &P->ks, &P->vs, "k_sel"));
-    if (16 % P->G == 0) return nsa_cu_sel16(ctx, st, dt, P); /* sel_fused.cu */
+    if (P->G <= 16 && !nsa_cu_tuning.sel_union) return nsa_cu_sel16(ctx, st, dt, P); /* sel_fused.cu */
     return launch_br<NSA_BRANCH_SEL>(ctx, st, dt, P, &P->ks, &P->vs);
 }

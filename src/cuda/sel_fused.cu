@@ -1,5 +1,6 @@
-/* sel_fused.cu — the fused group-centric selection kernel for G | 16 (paper: G = 16): one CTA
- * holds 16 rows, the G heads of 16/G neighbouring queries of one KV group, and walks the union
+/* sel_fused.cu — the fused group-centric selection kernel for G <= 16 (paper: G = 16): one CTA
+ * holds 16 rows, the G heads of QPB = floor(16/G) neighbouring queries of one KV group (rows
+ * past QPB·G are padding: no key visible, never written), and walks the union
  * of their selected blocks once; every 64-key tile is split across the 4 warps (16 keys each),
  * each warp keeps its own online softmax, and the four partials merge at the end.
  * Why split keys and not queries: with G = 16 a 16-row tile is one query, so the K/V bytes a
@@ -7,7 +8,7 @@
  * warp stays busy; packing several queries per CTA only pays when their selections overlap
  * (measured on random inputs at 64k, 2026-11-26 H100: 4 queries per CTA, union walk, 72 ms vs
  * this kernel's time in bench/RESULTS.md).
- * Not the union kernel for G = 32, 64 (fa2.cu, BR = sel).
+ * Not the union kernel for 16 < G <= 64 (fa2.cu, BR = sel).
  * Invariant: row r of the CTA sees a key only if its query selected the key's block and the key
  * is ≤ t (clipped current block).
  */
@@ -27,8 +28,9 @@ template <int DK, int DV, int ST> struct s16_smem {
     static constexpr int bytes = q_bytes + kv_bytes; /* + block lists (dynamic) */
 };
 
-/* Grid: x = ceil(T / (16/G)) query tiles, y = Hkv, z = B. Block: 128 threads; warp w takes keys
- * 16w..16w+15 of each 64-key tile for all 16 rows (row m: query m/G, head m%G). Shared memory:
+/* Grid: x = ceil(T / QPB) query tiles, y = Hkv, z = B. Block: 128 threads; warp w takes keys
+ * 16w..16w+15 of each 64-key tile for all 16 rows (row m < QPB·G: query m/G, head m%G; padding
+ * above, e.g. G = 6: 12 rows of 2 queries and 4 padding rows). Shared memory:
  * Q (16 × (DK+8) × 2 B), ST K/V stages (64 × (DK+DV+16) × 2 B each; the merge buffer of
  * 4 × 16 × (DV+4) f32 reuses them), then the queries' block lists and the union:
  * 192/128, ST = 2: 6.4 KB + 86 KB + lists, two CTAs per SM; ST = 1: 6.4 + 43 KB, three. */
@@ -39,7 +41,7 @@ __global__ void __launch_bounds__(S16_THREADS, ST == 1 ? 3 : 2) sel16_kernel(nsa
     T *Qs = (T *)smraw;
     unsigned char *kv = smraw + SM::q_bytes;
     int *blk = (int *)(smraw + SM::bytes);
-    const int G = P.G, QPB = 16 / G;
+    const int G = P.G, QPB = 16 / G, MV = QPB * G; /* rows m < MV are real */
     const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
     const int g = blockIdx.y, b = blockIdx.z, t0 = blockIdx.x * QPB;
     const int tlast = min(t0 + QPB, P.T) - 1;
@@ -67,9 +69,9 @@ __global__ void __launch_bounds__(S16_THREADS, ST == 1 ? 3 : 2) sel16_kernel(nsa
     /* Q (16 rows) */
     for (int c = tid; c < 16 * (DK / 8); c += S16_THREADS) {
         int m = c / (DK / 8), ch = c % (DK / 8), t = t0 + m / G;
-        bool ok = t < P.T;
+        bool ok = m < MV && t < P.T;
         const T *src = (const T *)P.q.p + (int64_t)b * P.q.sb + (int64_t)(ok ? t : 0) * P.q.st +
-                       (int64_t)(g * G + m % G) * P.q.sh + ch * 8;
+                       (int64_t)(ok ? g * G + m % G : 0) * P.q.sh + ch * 8;
         cp_async16(Qs + m * SM::KS + ch * 8, src, ok);
     }
     cp_commit();
@@ -83,8 +85,8 @@ __global__ void __launch_bounds__(S16_THREADS, ST == 1 ? 3 : 2) sel16_kernel(nsa
         ldsm_x4(qf[kk], Qs + ((mi % 2) * 8 + lane % 8) * SM::KS + kk * 16 + (mi / 2) * 8);
     }
 
-    int trow[2];
-    for (int i = 0; i < 2; i++) trow[i] = t0 + (lane / 4 + 8 * i) / G;
+    int trow[2]; /* a padding row gets t = P.T: past the end, sees no key */
+    for (int i = 0; i < 2; i++) trow[i] = lane / 4 + 8 * i < MV ? t0 + (lane / 4 + 8 * i) / G : P.T;
     const T *Kg = (const T *)P.ks.p + (int64_t)b * P.ks.sb + (int64_t)g * P.ks.sh;
     const T *Vg = (const T *)P.vs.p + (int64_t)b * P.vs.sb + (int64_t)g * P.vs.sh;
     /* tile it = chunk it % cpb of union block it / cpb: keys [base, end) exist */
@@ -228,14 +230,14 @@ __global__ void __launch_bounds__(S16_THREADS, ST == 1 ? 3 : 2) sel16_kernel(nsa
             L += f * ml[(w * 16 + r) * 2 + 1];
         }
         for (int w = 0; w < 4; w++) wts[r * 4 + w] = L > 0.f ? wts[r * 4 + w] / L : 0.f;
-        if (t < P.T)
+        if (r < MV && t < P.T)
             P.lse[NSA_BRANCH_SEL][((int64_t)b * P.T + t) * P.Hq + g * G + r % G] =
                 L > 0.f ? (M + log2f(L)) * 0.6931471805599453f : -INFINITY;
     }
     __syncthreads();
     for (int c = tid; c < 16 * DV; c += S16_THREADS) {
         int r = c / DV, e = c % DV, t = t0 + r / G;
-        if (t >= P.T) continue;
+        if (r >= MV || t >= P.T) continue;
         float acc = 0.f;
         for (int w = 0; w < 4; w++) acc += wts[r * 4 + w] * Om[(w * 16 + r) * (DV + 4) + e];
         P.o[NSA_BRANCH_SEL][(((int64_t)b * P.T + t) * P.Hq + g * G + r % G) * P.Dv + e] = acc;
@@ -276,7 +278,7 @@ static nsa_status launch16_t(nsa_context *ctx, nsa_cu_stream st, const nsa_cu_pa
     return launch16_st<T, 2>(ctx, st, P);
 }
 
-/* Called by nsa_cu_fused_sel (fa2.cu) for G | 16 after the support and view checks. */
+/* Called by nsa_cu_fused_sel (fa2.cu) for G <= 16 after the support and view checks. */
 nsa_status nsa_cu_sel16(nsa_context *ctx, nsa_cu_stream st, nsa_dtype dt, const nsa_cu_params *P) {
     if (dt == NSA_DTYPE_BF16) return launch16_t<__nv_bfloat16>(ctx, st, P);
     return launch16_t<__half>(ctx, st, P);
