@@ -2,8 +2,9 @@
  * (DESIGN.md §5): GQA 1/4/16, Dk = Dv and 192/128, T below l, below lp, not a multiple of any
  * block and up to thousands, several configs incl. paper defaults, f32/bf16/f16; outputs
  * poisoned before each run and checked fully written; guards after every output; selected
- * blocks identical except near-ties. Long T: fast roles vs the on-device reference on sampled
- * rows. Skips (77) without a GPU.
+ * blocks identical except near-ties. GQA ratios that do not divide the tensor-core tiles (3, 6,
+ * 12, 24, 40: padding rows). Long T: fast roles vs the on-device reference on sampled rows.
+ * Skips (77) without a GPU (route_any_g runs anyway: it only asks the router).
  */
 #include "gpu_util.h"
 
@@ -120,6 +121,76 @@ static void fused_sel(void) {
     CHECK(run_one(ctx, cfg(2, 2, 64, 64, 8, 4, 16, 5, 40), 2, 301, NSA_DTYPE_BF16, 0, R_FUSED, 0.001));
     CHECK(run_one(ctx, nsa_config_default(4, 4, 64, 64), 1, 45, NSA_DTYPE_BF16, 0, R_FUSED, 0.001));
     CHECK(run_one(ctx, cfg(16, 1, 64, 64, 32, 16, 128, 4, 64), 1, 900, NSA_DTYPE_BF16, 0, R_FUSED, 0.001));
+    nsa_context_destroy(ctx);
+}
+
+/* Tensor-core roles for G not dividing 64 (FA-2) or 16 (fused selection): the CTA's last rows
+ * are padding. G = 6 (issue 8's short config: Hq 12, Hkv 2, hd 64, NSA l32 d16 lp64 n16 w512),
+ * 3 and 12; head dims 64/64 and 192/128; bf16 and f16; ragged T. */
+static void fast_any_g(void) {
+    nsa_context *ctx = gpu_ctx();
+    if (!ctx) return;
+    const nsa_config shortc = nsa_config_default(12, 2, 64, 64);
+    CHECK(run_one(ctx, shortc, 2, 777, NSA_DTYPE_BF16, 0, R_FAST, 0.002));
+    CHECK(run_one(ctx, shortc, 1, 1100, NSA_DTYPE_F16, 0, R_FAST, 0.002));
+    CHECK(run_one(ctx, cfg(12, 2, 192, 128, 16, 8, 32, 6, 100), 1, 333, NSA_DTYPE_BF16, 0, R_FAST, 0.002));
+    CHECK(run_one(ctx, cfg(12, 2, 192, 128, 32, 16, 64, 16, 512), 1, 613, NSA_DTYPE_F16, 1, R_FAST, 0.002));
+    CHECK(run_one(ctx, cfg(6, 2, 64, 64, 16, 8, 32, 6, 100), 2, 501, NSA_DTYPE_F16, 0, R_FAST, 0.002));
+    CHECK(run_one(ctx, cfg(6, 2, 192, 128, 32, 16, 64, 16, 512), 1, 203, NSA_DTYPE_BF16, 0, R_FAST, 0.002));
+    CHECK(run_one(ctx, nsa_config_default(12, 1, 64, 64), 1, 1000, NSA_DTYPE_BF16, 1, R_FAST, 0.002));
+    CHECK(run_one(ctx, cfg(12, 1, 192, 128, 16, 8, 32, 6, 100), 1, 450, NSA_DTYPE_F16, 0, R_FAST, 0.002));
+    nsa_context_destroy(ctx);
+}
+
+/* The union-walk selection with padding rows: G = 24 and 40 (fa2.cu's 64-row CTA holds 2 and 1
+ * queries), and G = 6 forced onto it (tuning sel_union = 1). */
+static void fast_union_pad(void) {
+    nsa_context *ctx = gpu_ctx();
+    if (!ctx) return;
+    CHECK(run_one(ctx, cfg(24, 1, 64, 64, 16, 8, 32, 6, 100), 1, 300, NSA_DTYPE_BF16, 0, R_FAST, 0.002));
+    CHECK(run_one(ctx, cfg(40, 1, 128, 128, 16, 8, 32, 4, 64), 1, 150, NSA_DTYPE_F16, 1, R_FAST, 0.002));
+    CHECK_OK(ctx, nsa_cuda_tune("sel_union", 1));
+    CHECK(run_one(ctx, nsa_config_default(12, 2, 64, 64), 2, 700, NSA_DTYPE_BF16, 0, R_FUSED, 0.002));
+    CHECK(run_one(ctx, cfg(6, 2, 192, 128, 16, 8, 32, 6, 100), 1, 257, NSA_DTYPE_F16, 0, R_FUSED, 0.002));
+    CHECK_OK(ctx, nsa_cuda_tune("sel_union", 0));
+    nsa_context_destroy(ctx);
+}
+
+/* The router on sm90 takes the tensor-core roles for the short config (G = 6) and declines
+ * them, saying why, for G > 64. No GPU needed. */
+static void route_any_g(void) {
+    nsa_context *ctx = NULL;
+    CHECK(nsa_context_create(&ctx, NULL, 0) == NSA_OK);
+    nsa_device_caps dev;
+    CHECK_OK(ctx, nsa_device_caps_named("sm90", &dev));
+    if (!dev.compiled) {
+        nsa_context_destroy(ctx);
+        nsa_test_skip("no sm90 code in this build");
+        return;
+    }
+    nsa_route_problem p = {nsa_config_default(12, 2, 64, 64), 8, 2048, NSA_DTYPE_BF16, NSA_PASS_FORWARD};
+    nsa_route_decision d;
+    CHECK_OK(ctx, nsa_route_explain(ctx, &p, &dev, &d));
+    CHECK(!strcmp(d.backend[NSA_BRANCH_CMP], "cuda.fa2") && !strcmp(d.backend[NSA_BRANCH_WIN], "cuda.fa2") &&
+              !strcmp(d.backend[NSA_BRANCH_SEL], "cuda.triton"),
+          "G = 6: %s / %s / %s (%s)", d.backend[0], d.backend[1], d.backend[2], d.reason[0]);
+    p.cfg = nsa_config_default(128, 1, 64, 64);
+    CHECK_OK(ctx, nsa_route_explain(ctx, &p, &dev, &d));
+    CHECK(strcmp(d.backend[NSA_BRANCH_CMP], "cuda.fa2") && strstr(d.reason[NSA_BRANCH_CMP], "G > 64"),
+          "G = 128: %s (%s)", d.backend[0], d.reason[0]);
+    nsa_context_destroy(ctx);
+}
+
+/* A small G = 6 problem for compute-sanitizer: FA-2 and the split-key selection with padding
+ * rows, then the union walk (sel_union = 1). */
+static void sanitize_g6(void) {
+    nsa_context *ctx = gpu_ctx();
+    if (!ctx) return;
+    nsa_config c = cfg(12, 2, 64, 64, 16, 8, 32, 4, 48);
+    CHECK(run_one(ctx, c, 2, 97, NSA_DTYPE_BF16, 0, R_FAST, 0.01));
+    CHECK_OK(ctx, nsa_cuda_tune("sel_union", 1));
+    CHECK(run_one(ctx, c, 1, 83, NSA_DTYPE_F16, 0, R_FUSED, 0.01));
+    CHECK_OK(ctx, nsa_cuda_tune("sel_union", 0));
     nsa_context_destroy(ctx);
 }
 
@@ -300,6 +371,8 @@ int main(int argc, char **argv) {
         {"all_fast_paper", all_fast_paper}, {"ties_exact", ties_exact},
         {"long_sampled", long_sampled}, {"public_forward", public_forward},
         {"sanitize_small", sanitize_small}, {"tiled_roles", tiled_roles},
+        {"fast_any_g", fast_any_g},     {"fast_union_pad", fast_union_pad},
+        {"route_any_g", route_any_g},   {"sanitize_g6", sanitize_g6},
     };
     return nsa_test_main(argc, argv, cases, (int)(sizeof cases / sizeof cases[0]));
 }
