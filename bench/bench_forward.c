@@ -1,6 +1,7 @@
 /* bench_forward.c — times our CUDA forward per step and end to end on the shapes of
  * ../shared/PERF.md (A: Hq=64 Hkv=4 Dk=192 Dv=128, separate K/V per branch; B: Dk=Dv=128, one
- * K/V shared by all branches; paper config), B=1, bf16, plus a cuBLAS bf16 GEMM peak measured in
+ * K/V shared by all branches; paper config), B=1, and S = issue 8's short training config (Hq=12
+ * Hkv=2 Dk=Dv=64, separate K/V, B=8), bf16, plus a cuBLAS bf16 GEMM peak measured in
  * the same process. CUDA events, warm-up, L2 flushed (256 MB memset) before every run, median
  * of --reps runs. Prints CSV rows: kind,shape,S,roles,step,ms,tflop,tflops,pct_peak.
  * Not a test: it checks only that the forward ran (status, finite output sample).
@@ -58,7 +59,7 @@ static double gemm_peak(void) {
 }
 
 /* FLOPs (TFLOP) per step, forward, from DESIGN.md §1 key counts (PERF.md formulas). */
-static void flops(const nsa_config *c, int64_t S, double f[6]) {
+static void flops(const nsa_config *c, int64_t S, int B, double f[6]) {
     double cmp_pairs = 0, sel_keys = 0, win_keys = 0;
     for (int64_t t = 0; t < S; t++) {
         cmp_pairs += (double)nsa_num_cmp(c, t + 1);
@@ -66,6 +67,9 @@ static void flops(const nsa_config *c, int64_t S, double f[6]) {
         sel_keys += (double)(t + 1 < nl ? t + 1 : nl);
         win_keys += (double)(t + 1 < c->w ? t + 1 : c->w);
     }
+    cmp_pairs *= B;
+    sel_keys *= B;
+    win_keys *= B;
     const double hd = (double)c->Hq * (c->Dk + c->Dv) * 2.0;
     f[0] = 0;                                              /* compression: memory only    */
     f[1] = (cmp_pairs * hd + cmp_pairs * c->Hq * c->Dk * 2.0) / 1e12; /* cmp + scoring QK */
@@ -79,14 +83,16 @@ static const char *step_name[7] = {"compress", "cmp+score", "topn", "sel", "win"
 
 static void run_shape(char shape, int64_t S, const nsa_role roles[3], const char *rname, int reps,
                       double peak) {
-    nsa_config c = nsa_config_default(64, 4, 192, shape == 'A' ? 128 : 128);
+    nsa_config c = nsa_config_default(64, 4, 192, 128);
     if (shape == 'B') c.Dk = 128;
+    if (shape == 'S') c = nsa_config_default(12, 2, 64, 64);
+    const int B = shape == 'S' ? 8 : 1;
     nsa_context *ctx;
     if (nsa_context_create(&ctx, NULL, 0) != NSA_OK) exit(1);
     const int shared = shape == 'B';
     const int nkv = shared ? 1 : 3;
     void *q, *k[3], *v[3], *g, *o;
-    const int64_t nq = S * c.Hq * c.Dk, nk = S * c.Hkv * c.Dk, nv = S * c.Hkv * c.Dv;
+    const int64_t nq = B * S * c.Hq * c.Dk, nk = B * S * c.Hkv * c.Dk, nv = B * S * c.Hkv * c.Dv;
     CK(cudaMalloc(&q, (size_t)nq * 2));
     for (int i = 0; i < nkv; i++) {
         CK(cudaMalloc(&k[i], (size_t)nk * 2));
@@ -94,15 +100,15 @@ static void run_shape(char shape, int64_t S, const nsa_role roles[3], const char
         nsa_cuda_fill_normal(ctx, k[i], NSA_DTYPE_BF16, nk, 10 + (uint64_t)i, 1.0f);
         nsa_cuda_fill_normal(ctx, v[i], NSA_DTYPE_BF16, nv, 20 + (uint64_t)i, 1.0f);
     }
-    CK(cudaMalloc(&g, (size_t)S * c.Hq * 3 * 2));
-    CK(cudaMalloc(&o, (size_t)S * c.Hq * c.Dv * 2));
+    CK(cudaMalloc(&g, (size_t)B * S * c.Hq * 3 * 2));
+    CK(cudaMalloc(&o, (size_t)B * S * c.Hq * c.Dv * 2));
     nsa_cuda_fill_normal(ctx, q, NSA_DTYPE_BF16, nq, 1, 1.0f);
-    nsa_cuda_fill_normal(ctx, g, NSA_DTYPE_BF16, S * c.Hq * 3, 2, 1.0f);
+    nsa_cuda_fill_normal(ctx, g, NSA_DTYPE_BF16, B * S * c.Hq * 3, 2, 1.0f);
     nsa_fwd_args a;
     memset(&a, 0, sizeof a);
     a.cfg = c;
-    int64_t qs[4] = {1, S, c.Hq, c.Dk}, ks[4] = {1, S, c.Hkv, c.Dk}, vs[4] = {1, S, c.Hkv, c.Dv};
-    int64_t gs[4] = {1, S, c.Hq, 3}, os[4] = {1, S, c.Hq, c.Dv};
+    int64_t qs[4] = {B, S, c.Hq, c.Dk}, ks[4] = {B, S, c.Hkv, c.Dk}, vs[4] = {B, S, c.Hkv, c.Dv};
+    int64_t gs[4] = {B, S, c.Hq, 3}, os[4] = {B, S, c.Hq, c.Dv};
     a.q = nsa_tensor_make(q, NSA_DTYPE_BF16, 4, qs);
     nsa_tensor *kt[3] = {&a.k_cmp, &a.k_sel, &a.k_win}, *vt[3] = {&a.v_cmp, &a.v_sel, &a.v_win};
     for (int i = 0; i < 3; i++) {
@@ -137,7 +143,7 @@ static void run_shape(char shape, int64_t S, const nsa_role roles[3], const char
         ms[(i - 3) * 7 + 6] = tot;
     }
     uint16_t sample[64];
-    CK(cudaMemcpy(sample, (char *)o + (size_t)(S - 1) * c.Hq * c.Dv * 2, sizeof sample,
+    CK(cudaMemcpy(sample, (char *)o + (size_t)(B * S - 1) * c.Hq * c.Dv * 2, sizeof sample,
                   cudaMemcpyDeviceToHost));
     for (int i = 0; i < 64; i++)
         if (!isfinite(nsa_bf16_to_f32(sample[i]))) {
@@ -145,7 +151,7 @@ static void run_shape(char shape, int64_t S, const nsa_role roles[3], const char
             exit(1);
         }
     double f[6], ftot = 0;
-    flops(&c, S, f);
+    flops(&c, S, B, f);
     for (int j = 0; j < 6; j++) ftot += f[j];
     for (int j = 0; j < 7; j++) {
         for (int i = 0; i < reps; i++) col[i] = ms[i * 7 + j];
@@ -184,7 +190,7 @@ int main(int argc, char **argv) {
             tuned = argv[i + 1];
         }
         else {
-            fprintf(stderr, "usage: bench_forward [--shapes AB] [--S 8192,...] [--reps 20] "
+            fprintf(stderr, "usage: bench_forward [--shapes ABS] [--S 8192,...] [--reps 20] "
                             "[--roles fast|fa2ref|tiled|ref] [--tune key=value ...]\n");
             return 2;
         }
