@@ -141,8 +141,9 @@ static double now_ms(void) {
     return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
 }
 
-/* Backward ms (median of 3 after one warm-up; sel fused or the default role) of one shape. */
-static void time_one(const char *name, nsa_config c, int B, int T) {
+/* Backward ms (median of 3 after one warm-up) of one shape, sel fused, then (base) the default
+ * role. */
+static void time_one(const char *name, nsa_config c, int B, int T, int base) {
     nsa_context *ctx = NULL;
     nsa_context_create(&ctx, NULL, 0);
     nsa_fwd_args a;
@@ -165,7 +166,7 @@ static void time_one(const char *name, nsa_config c, int B, int T) {
         a.sel_ranges.device.kind = NSA_DEVICE_CUDA;
     }
     ok = ok && nsa_forward(ctx, &a) == NSA_OK && nsa_cuda_sync(ctx) == NSA_OK;
-    for (int fused = 1; ok && fused >= 0; fused--) {
+    for (int fused = 1; ok && fused >= !base; fused--) {
         ok = nsa_context_set_flag(ctx, "NSA_TRITON_SEL_FORCE", fused ? "1" : "0") == NSA_OK;
         double ms[4];
         const int reps = fused || T <= 8192 ? 4 : 1; /* the SIMT role takes seconds at 64k */
@@ -191,19 +192,26 @@ static void time_one(const char *name, nsa_config c, int B, int T) {
     nsa_context_destroy(ctx);
 }
 
-/* Shape A (B = 1, T = 8k and 64k; NSA_SELTC_TIME_T replaces the lengths by one) and the
- * training configs long (16/1 heads, hd 64, T = 32k) and short (12/2, B = 8, T = 2k). */
+/* NSA_SELTC_SHAPES (default "A8192,A65536,long,short"): shape A (B = 1) at T, the training
+ * configs long (16/1 heads, hd 64, B = 1, T = 32k) and short (12/2, B = 8, T = 2k).
+ * NSA_SELTC_BASE=0 skips the default-role comparison. */
 static void seltc_time(void) {
     if (!gp_have_gpu()) {
         nsa_test_skip("no CUDA device");
         return;
     }
-    const char *env = getenv("NSA_SELTC_TIME_T");
-    const int Ts[2] = {env ? atoi(env) : 8192, env ? 0 : 65536};
-    for (int i = 0; i < 2; i++)
-        if (Ts[i] > 0) time_one("shapeA", nsa_config_default(64, 4, 192, 128), 1, Ts[i]);
-    time_one("long", gb_cfg(16, 1, 64, 64, 32, 16, 64, 16, 512), 1, env ? atoi(env) : 32768);
-    time_one("short", gb_cfg(12, 2, 64, 64, 32, 16, 64, 16, 512), 8, 2048);
+    const char *env = getenv("NSA_SELTC_SHAPES"), *bs = getenv("NSA_SELTC_BASE");
+    const int base = !bs || atoi(bs) != 0;
+    for (const char *sp = env ? env : "A8192,A65536,long,short"; *sp;) {
+        if (*sp == 'A')
+            time_one("shapeA", nsa_config_default(64, 4, 192, 128), 1, atoi(sp + 1), base);
+        else if (!strncmp(sp, "long", 4))
+            time_one("long", gb_cfg(16, 1, 64, 64, 32, 16, 64, 16, 512), 1, 32768, base);
+        else if (!strncmp(sp, "short", 5))
+            time_one("short", gb_cfg(12, 2, 64, 64, 32, 16, 64, 16, 512), 8, 2048, base);
+        while (*sp && *sp != ',') sp++;
+        if (*sp) sp++;
+    }
 }
 
 int main(int argc, char **argv) {
