@@ -14,7 +14,7 @@
 
 static nsa_cu_kv *kv_of(const nsa_kv_cache *c) { return (nsa_cu_kv *)c->dev; }
 
-#define NBUF 19 /* device buffers of a cache: 8 of the CPU layout, 11 of state and scratch */
+#define NBUF 20 /* device buffers of a cache: 8 of the CPU layout, 12 of state and scratch */
 
 extern "C" nsa_status nsa_device_cuda_kv_alloc(nsa_context *ctx, nsa_kv_cache *c) {
     const int ndev = nsa_device_cuda_count();
@@ -40,12 +40,13 @@ extern "C" nsa_status nsa_device_cuda_kv_alloc(nsa_context *ctx, nsa_kv_cache *c
                            B * (size_t)c->desc.cfg.Hkv * (size_t)c->ncmp * 8,
                            B * (size_t)(c->ncmp * c->rk) * e, B * (size_t)(c->ncmp * c->rv) * e,
                            B * (size_t)g->Hq * (size_t)c->ncmp * 4, part1 * (size_t)k->nsplit,
-                           part1 * (size_t)k->nsplit2, B * (size_t)g->Hkv * (size_t)g->n * 8};
+                           part1 * (size_t)k->nsplit2, B * (size_t)g->Hkv * (size_t)g->n * 8,
+                           B * (size_t)g->Hkv * 16};
     void **dst[NBUF] = {(void **)&c->ks, (void **)&c->vs, (void **)&c->kw, (void **)&c->vw,
                         (void **)&c->kr, (void **)&c->vr, (void **)&c->kc, (void **)&c->vc,
                         (void **)&k->len, (void **)&k->reads, (void **)&k->selr, (void **)&k->sc,
                         (void **)&k->pg, &k->kcT, &k->vcT, (void **)&k->scf, (void **)&k->part,
-                        (void **)&k->part2, (void **)&k->rng};
+                        (void **)&k->part2, (void **)&k->rng, (void **)&k->sync};
     for (int i = 0; i < NBUF; i++) {
         cudaError_t er = cudaMalloc(dst[i], sz[i] ? sz[i] : 1);
         if (er != cudaSuccess) {
@@ -57,6 +58,7 @@ extern "C" nsa_status nsa_device_cuda_kv_alloc(nsa_context *ctx, nsa_kv_cache *c
     }
     cudaError_t er = cudaMemset(k->len, 0, sz[8]);
     if (er == cudaSuccess) er = cudaMemset(k->reads, 0, sz[9]);
+    if (er == cudaSuccess) er = cudaMemset(k->sync, 0, sz[19]);
     return nsa_cu_check(ctx, er, "cache: clear");
 }
 
@@ -68,9 +70,9 @@ extern "C" void nsa_device_cuda_kv_free(nsa_kv_cache *c) {
     c->ks = c->vs = c->kw = c->vw = c->kr = c->vr = NULL;
     c->kc = c->vc = NULL;
     if (k) {
-        void *q[11] = {k->len, k->reads, k->selr, k->sc, k->pg, k->kcT, k->vcT,
-                       k->scf, k->part, k->part2, k->rng};
-        for (int i = 0; i < 11; i++)
+        void *q[12] = {k->len, k->reads, k->selr, k->sc, k->pg, k->kcT, k->vcT,
+                       k->scf, k->part, k->part2, k->rng, k->sync};
+        for (int i = 0; i < 12; i++)
             if (q[i]) cudaFree(q[i]);
         free(k);
     }
@@ -280,10 +282,14 @@ extern "C" nsa_status nsa_device_cuda_decode(nsa_context *ctx, nsa_kv_cache *c,
         if (!a->active || a->active[b]) D.active[b / 32] |= 1u << (b % 32);
     /* the reference step (double, one block per row and KV head) unless the router allows the
        split-key step on this device (NSA_FORCE_PARITY=1 or an unaccepted profile) */
+    int64_t S_max = 0;
+    for (int b = 0; b < c->desc.B; b++)
+        if ((!a->active || a->active[b]) && c->row[b].len + 1 > S_max) S_max = c->row[b].len + 1;
     if (!fast)
         NSA_TRY(nsa_cu_decode_launch(ctx, (cudaStream_t)ctx->stream, c->desc.dtype, &D));
     else
-        NSA_TRY(nsa_cu_decode_fast(ctx, (cudaStream_t)ctx->stream, c->desc.dtype, &D));
+        NSA_TRY(nsa_cu_decode_fast(ctx, (cudaStream_t)ctx->stream, c->desc.dtype, &D, kv_of(c),
+                                   S_max));
     for (int b = 0; b < c->desc.B; b++)
         if (!a->active || a->active[b]) c->row[b].len++;
     return NSA_OK;

@@ -1,8 +1,9 @@
 /* decode_common.cuh — the device side of a CUDA KV cache (DESIGN.md §1.6) shared by
- * decode_cache.cu (allocation, fill, counters) and decode_step.cu (the fused step kernel).
+ * decode_cache.cu (allocation, fill, counters), decode_step.cu (the reference step) and
+ * decode_fast.cu (the split-key step).
  * Layout: exactly the CPU cache's (src/ref/kv_cache.h) — sel history (B, max_len, Hkv, D),
  * window ring (B, nwin, ...), raw cmp ring (B, nraw, ...) in the cache dtype, compressed tokens
- * (B, ncmp, Hkv, D) in double — plus per-row lengths and read counters on the device.
+ * (B, ncmp, Hkv, D) in double — plus per-row lengths, read counters and step scratch on the device.
  * Invariant: the device lengths are the truth a step reads; the host mirror row[].len follows
  * them by construction (every enqueued push also advances the mirror), so no step waits.
  */
@@ -24,12 +25,17 @@ typedef struct {
     double *pg;      /* (B, Hkv, ncmp) scratch: group-summed cmp probabilities              */
     void *kcT, *vcT; /* (B, ncmp, Hkv, D) compressed tokens rounded to the cache dtype      */
     float *scf;      /* (B, Hq, ncmp) scratch: raw cmp scores (split-key step)              */
-    float *part;     /* (B, Hkv, nsplit, G, Dv+2) cmp partials: m, l, o                     */
+    float *part;     /* (B, Hkv, nsplit, G, Dv+2) cmp partials: m, l, o (one per split)     */
     float *part2;    /* (B, Hkv, nsplit2, G, Dv+2) sel then win partials                    */
     int32_t *rng;    /* (B, Hkv, n, 2) selected ranges of the last step                     */
-    int nsplit;      /* cmp chunks: ceil(ncmp / 64)                                         */
-    int nsel_split;  /* sel chunks: ceil(n·lp / 64)                                         */
+    int32_t *sync;   /* (B, Hkv, 4) split-key step: counters A, C, flags S, M (epochs)      */
+    int nsplit;      /* cmp slots: ceil(ncmp / 64)                                          */
+    int nsel_split;  /* sel slots: ceil(n·lp / 64)                                          */
     int nsplit2;     /* nsel_split + ceil(nwin / 64)                                        */
+    /* host only */
+    unsigned epoch;   /* split-key steps enqueued (the flags' value for the newest)          */
+    int nsm, occ[2];  /* SMs; blocks per SM of the step kernel (CUDA cores, tensor cores)    */
+    size_t occ_smem[2]; /* the dynamic shared memory occ[] was computed for                 */
 } nsa_cu_kv;
 
 /* Everything the step kernel reads (by value; well under 4 KB). */
@@ -43,6 +49,11 @@ typedef struct {
     double *kc, *vc;
     nsa_cu_kv st;
     nsa_cu_view q, kcmp, vcmp, ksel, vsel, kwin, vwin, kcn, vcn, gates, out;
+    int pc, pw, ps;        /* split-key step: splits per (row, KV head) of cmp, win, sel   */
+    int c1, c3;            /* chunks of 64 keys per split: cmp and win, sel                */
+    int hm;                /* heads per merge item                                          */
+    int rng_off;           /* bytes: the ranges' copy in a block's shared memory           */
+    unsigned epoch;        /* this step's number (decode_fast_sync.cuh)                    */
     int all_active;        /* 1: every row steps (no mask)                                 */
     uint32_t active[32];   /* else bit b: row b steps (B ≤ 1024 when a mask is given)     */
 } nsa_cu_dec;
@@ -50,12 +61,9 @@ typedef struct {
 /* decode_step.cu: the reference step (one block per row and KV head, double) on stream st. */
 nsa_status nsa_cu_decode_launch(nsa_context *ctx, cudaStream_t st, nsa_dtype dt,
                                 const nsa_cu_dec *D);
-/* decode_step.cu: the push of the step's token alone, and the lengths/counters after a step. */
-nsa_status nsa_cu_decode_push(nsa_context *ctx, cudaStream_t st, nsa_dtype dt,
-                              const nsa_cu_dec *D);
-nsa_status nsa_cu_decode_finish(nsa_context *ctx, cudaStream_t st, const nsa_cu_dec *D);
-/* decode_fast.cu: the split-key step (push, cmp, select, sel/win, final, finish). */
+/* decode_fast.cu: the split-key step, one cooperative kernel; kv: the cache's state (its host
+ * fields are updated), S_max: the largest t+1 of the active rows (from the host mirror). */
 nsa_status nsa_cu_decode_fast(nsa_context *ctx, cudaStream_t st, nsa_dtype dt,
-                              const nsa_cu_dec *D);
+                              const nsa_cu_dec *D, nsa_cu_kv *kv, int64_t S_max);
 
 #endif /* NSA_CUDA_DECODE_COMMON_CUH */

@@ -6,7 +6,7 @@
  * kernel advances the lengths and the read counters. Positions come from the device, so the
  * host never waits. Arithmetic in double like the reference (src/ref/row.c), which makes the
  * selected blocks the reference's.
- * Not fast yet: one block per (row, KV head) walks its keys alone (docs/cuda_backward.md).
+ * Not the fast step: one block per (row, KV head) walks its keys alone (decode_fast.cu is).
  * Invariant: a row reads only positions ≤ t and writes only its own slots.
  */
 #include "decode_common.cuh"
@@ -245,7 +245,7 @@ __device__ void dec_select(const nsa_cu_dec &D, dec_sm &s, const double *pg, int
 
 /* Block (b, g) pushes KV head g's token of the step into history, window ring and raw ring,
  * then, when the step completes a block, its compressed token (double, and rounded to the
- * dtype for the split-key step). Ends with a barrier. */
+ * dtype copy the split-key step reads). Ends with a barrier. */
 template <typename T>
 __device__ void dec_push(const nsa_cu_dec &D, int64_t b, int g) {
     const int tid = threadIdx.x;
@@ -353,26 +353,7 @@ __global__ void decode_finish_kernel(nsa_cu_dec D) {
     D.st.len[b] += 1;
 }
 
-/* Grid: B·Hkv blocks of 256 threads: the push alone (the split-key step's first kernel). */
-template <typename T> __global__ void __launch_bounds__(DEC_THREADS) decode_push_kernel(nsa_cu_dec D) {
-    const int64_t b = blockIdx.x / D.Hkv;
-    if (!D.all_active && !((D.active[b / 32] >> (b % 32)) & 1u)) return;
-    dec_push<T>(D, b, (int)(blockIdx.x % D.Hkv));
-}
-
-nsa_status nsa_cu_decode_push(nsa_context *ctx, cudaStream_t st, nsa_dtype dt,
-                              const nsa_cu_dec *D) {
-    const unsigned grid = (unsigned)((int64_t)D->B * D->Hkv);
-    switch (dt) {
-    case NSA_DTYPE_BF16: decode_push_kernel<__nv_bfloat16><<<grid, DEC_THREADS, 0, st>>>(*D); break;
-    case NSA_DTYPE_F16: decode_push_kernel<__half><<<grid, DEC_THREADS, 0, st>>>(*D); break;
-    default: decode_push_kernel<float><<<grid, DEC_THREADS, 0, st>>>(*D); break;
-    }
-    NSA_CU_LAUNCHED(ctx, "decode step: push");
-    return NSA_OK;
-}
-
-nsa_status nsa_cu_decode_finish(nsa_context *ctx, cudaStream_t st, const nsa_cu_dec *D) {
+static nsa_status decode_finish(nsa_context *ctx, cudaStream_t st, const nsa_cu_dec *D) {
     decode_finish_kernel<<<nsa_cu_blocks(D->B, 128), 128, 0, st>>>(*D);
     NSA_CU_LAUNCHED(ctx, "decode step: lengths");
     return NSA_OK;
@@ -400,5 +381,5 @@ nsa_status nsa_cu_decode_launch(nsa_context *ctx, cudaStream_t st, nsa_dtype dt,
         break;
     }
     NSA_CU_LAUNCHED(ctx, "decode step");
-    return nsa_cu_decode_finish(ctx, st, D);
+    return decode_finish(ctx, st, D);
 }

@@ -8,7 +8,8 @@
  * split-key step (f32 arithmetic, probabilities rounded to the dtype on tensor cores:
  * 4·u·(|cpu| + rms) + 2^-15·(|cpu| + rms) + 1e-7, as FA-2's bound), the latter on f32
  * caches (compressed tokens rounded to f32) or cmp_external ones (the caller's compressed tokens,
- * identical on both sides) so that it selects the reference's blocks.
+ * identical on both sides) so that it selects the reference's blocks; decode_fast_splits
+ * makes the split-key step cut its keys into splits of several chunks.
  * Skips (77) without a GPU.
  */
 #include "gpu_util.h"
@@ -292,6 +293,20 @@ static void decode_fast(void) {
     nsa_context_destroy(ctx);
 }
 
+/* The split-key step with splits of several chunks (online softmax across chunks, double-
+ * buffered copies) and blocks that run several items: with 132 SMs (H100) the plan takes 2
+ * chunks of 64 keys per cmp split here (8 rows x 4 KV heads x ~11 chunks > one per block). CUDA
+ * cores (f32, G 4) and tensor cores (bf16, G 16, cmp_external). */
+static void decode_fast_splits(void) {
+    nsa_context *ctx = gpu_ctx();
+    if (!ctx) return;
+    g_fast = 1;
+    CHECK(run_case(ctx, cfg(16, 4, 16, 16, 4, 2, 8, 4, 40), NSA_DTYPE_F32, 8, 1200, 12, 0, 0));
+    CHECK(run_case(ctx, cfg(64, 4, 32, 16, 8, 4, 16, 4, 64), NSA_DTYPE_BF16, 8, 2400, 12, 0, 1));
+    CHECK(run_case(ctx, cfg(16, 4, 16, 16, 4, 2, 8, 4, 40), NSA_DTYPE_F32, 9, 1200, 12, 4, 0));
+    nsa_context_destroy(ctx);
+}
+
 /* Prefill of two rows (the CUDA forward fills the device cache), then steps. */
 static void decode_prefill(void) {
     nsa_context *ctx = gpu_ctx();
@@ -322,6 +337,7 @@ int main(int argc, char **argv) {
         {"decode_f32", decode_f32},         {"decode_bf16_f16", decode_bf16_f16},
         {"decode_masked", decode_masked},   {"decode_external", decode_external},
         {"decode_prefill", decode_prefill}, {"decode_fast", decode_fast},
+        {"decode_fast_splits", decode_fast_splits},
     };
     return nsa_test_main(argc, argv, cases, (int)(sizeof cases / sizeof cases[0]));
 }

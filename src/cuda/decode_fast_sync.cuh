@@ -1,0 +1,262 @@
+/* decode_fast_sync.cuh — the parts of the split-key decode step (decode_fast.cu) that are not
+ * attention over keys: the counters and flags that order its items across blocks, the
+ * selection of one (row, KV head), and the merge of one head's partials into the gated output.
+ * Data another block wrote during the step is read through L2 (__ldcg) after an acquire.
+ * Invariant: a counter is back at 0 when its last arrival has been counted, and a flag holds the
+ * epoch of the step that last set it, so neither needs a reset between steps.
+ */
+#ifndef NSA_CUDA_DECODE_FAST_SYNC_CUH
+#define NSA_CUDA_DECODE_FAST_SYNC_CUH
+
+#include "decode_common.cuh"
+
+#define FD_T 256 /* threads of a block */
+
+template <typename T>
+__device__ __forceinline__ float fd_gate(const nsa_cu_dec &D, int64_t b, int h, int br) {
+    if (D.force_branch >= 0) return D.force_branch == br ? 1.f : 0.f;
+    return nsa_cu_ld<T>(D.gates, b, 0, h, br);
+}
+
+__device__ __forceinline__ float fd_wmax(float x) {
+    for (int o = 16; o > 0; o >>= 1) x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, o));
+    return x;
+}
+__device__ __forceinline__ float fd_wsum(float x) {
+    for (int o = 16; o > 0; o >>= 1) x += __shfl_xor_sync(0xffffffffu, x, o);
+    return x;
+}
+
+/* Counters and flags of (row, KV head) bg: D.st.sync[4·bg + x]. */
+enum { FD_CNT_A, FD_CNT_C, FD_FLAG_S, FD_FLAG_M };
+
+/* Block-wide: counts one arrival of this block at counter cnt (total arrivals per step) after
+ * making its global writes visible; 1 in every thread of the block that arrived last (which also
+ * resets the counter). */
+__device__ __forceinline__ int fd_arrive(int32_t *cnt, int total, int *flag_sm) {
+    __threadfence();
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        const int last = atomicAdd(cnt, 1) == total - 1;
+        if (last) {
+            atomicExch(cnt, 0);
+            __threadfence();
+        }
+        *flag_sm = last;
+    }
+    __syncthreads();
+    return *flag_sm;
+}
+
+/* Thread 0: publishes flag = epoch after the block's writes (call after fd_arrive's fence or a
+ * __threadfence + __syncthreads). */
+__device__ __forceinline__ void fd_signal(int32_t *flag, unsigned epoch) {
+    if (threadIdx.x == 0) {
+        __threadfence();
+        atomicExch((unsigned *)flag, epoch);
+    }
+}
+
+/* Thread 0 spins until flag holds epoch; block-wide. */
+__device__ __forceinline__ void fd_wait(const int32_t *flag, unsigned epoch) {
+    if (threadIdx.x == 0) {
+        unsigned v;
+        for (;;) {
+            asm volatile("ld.acquire.gpu.global.u32 %0, [%1];\n" : "=r"(v) : "l"(flag) : "memory");
+            if (v == epoch) break;
+            __nanosleep(32);
+        }
+    }
+    __syncthreads();
+}
+
+__device__ __forceinline__ int fd_overlap(const nsa_cu_dec &D, int64_t i, int64_t j) {
+    int64_t a0 = i * D.d, a1 = a0 + D.l, b0 = j * D.lp, b1 = b0 + D.lp;
+    int64_t lo = a0 > b0 ? a0 : b0, hi = a1 < b1 ? a1 : b1;
+    return hi > lo ? (int)((hi - lo) / D.d) : 0;
+}
+
+/* The selection of (row b, KV head g) at position t, block-wide: lse per head from the cmp
+ * partials' headers (D.pc slots), group-summed probabilities pg (double, global scratch), Eq. 9
+ * block scores rounded to f32, forced blocks, top-n with ties to the lower index, ranges clipped
+ * to t+1 into D.st.rng, their key count into D.st.selr; row counters cmp/win/S from g = 0.
+ * Shared memory: lse (G), block scores (nsel_cap) floats, blocks (n) ints. */
+__device__ void fd_select(const nsa_cu_dec &D, float *fsm, int64_t b, int g, int64_t t) {
+    const int64_t bg = b * D.Hkv + g;
+    const int tid = threadIdx.x, lane = tid % 32, wid = tid / 32, G = D.G, P = D.Dv + 2;
+    float *lse = fsm, *sc = lse + G;
+    int32_t *blk = (int32_t *)(sc + D.nsel_cap);
+    const int64_t S = t + 1, nc = S < D.l ? 0 : (S - D.l) / D.d + 1;
+    const float *part = D.st.part + bg * D.st.nsplit * G * P;
+    for (int u = wid; u < G; u += FD_T / 32) {
+        float M = -INFINITY, L = 0.f;
+        for (int x = lane; x < D.pc; x += 32) M = fmaxf(M, __ldcg(part + ((int64_t)x * G + u) * P));
+        M = fd_wmax(M);
+        if (M > -INFINITY)
+            for (int x = lane; x < D.pc; x += 32) {
+                const float *h = part + ((int64_t)x * G + u) * P;
+                const float l = __ldcg(h + 1);
+                if (l > 0.f) L += l * __expf(__ldcg(h) - M);
+            }
+        L = fd_wsum(L);
+        if (lane == 0) lse[u] = L > 0.f ? M + __logf(L) : -INFINITY;
+    }
+    __syncthreads();
+    double *pg = D.st.pg + bg * D.ncmp;
+    const float *scr = D.st.scf + (b * D.Hq + (int64_t)g * G) * D.ncmp;
+    for (int64_t i = tid; i < nc; i += FD_T) {
+        double sum = 0.0;
+        for (int u = 0; u < G; u++) sum += (double)__expf(__ldcg(scr + (int64_t)u * D.ncmp + i) - lse[u]);
+        pg[i] = sum;
+    }
+    __syncthreads();
+    const int64_t cur = t / D.lp, ncomplete = S / D.lp;
+    for (int64_t j = tid; j <= cur; j += FD_T) {
+        int64_t i_lo = j * D.lp < D.l ? 0 : (j * D.lp - D.l) / D.d + 1;
+        int64_t i_hi = ((j + 1) * D.lp - 1) / D.d;
+        if (i_hi > nc - 1) i_hi = nc - 1;
+        double sum = 0.0;
+        for (int64_t i = i_lo; i <= i_hi; i++) sum += pg[i] * (double)fd_overlap(D, i, j);
+        sc[j] = (float)sum;
+    }
+    __syncthreads();
+    if (tid < 32) {
+        int nf = 0;
+        if (lane == 0) {
+            for (int64_t j = 0; j < D.n_init && j <= cur; j++) blk[nf++] = (int32_t)j;
+            for (int64_t k = 0; k < D.n_local && cur - k >= 0; k++) {
+                int dup = 0;
+                for (int f = 0; f < nf; f++) dup |= blk[f] == cur - k;
+                if (!dup) blk[nf++] = (int32_t)(cur - k);
+            }
+            for (int f = 0; f < nf; f++) sc[blk[f]] = -1.0f; /* out of the pool */
+        }
+        nf = __shfl_sync(0xffffffffu, nf, 0);
+        __syncwarp();
+        int nfc = 0;
+        for (int f = 0; f < nf; f++) nfc += blk[f] < ncomplete;
+        const int64_t ncand = ncomplete - nfc;
+        int k = (int64_t)(D.n - nf) < ncand ? D.n - nf : (int)ncand;
+        for (int a = 0; a < k; a++) {
+            float bs = -1.0f;
+            int bj = -1;
+            for (int64_t j = lane; j < ncomplete; j += 32)
+                if (sc[j] > bs) { bs = sc[j]; bj = (int)j; }
+            for (int o = 16; o > 0; o >>= 1) {
+                const float os = __shfl_xor_sync(0xffffffffu, bs, o);
+                const int oj = __shfl_xor_sync(0xffffffffu, bj, o);
+                if (os > bs || (os == bs && oj >= 0 && (bj < 0 || oj < bj))) { bs = os; bj = oj; }
+            }
+            if (bj < 0) { k = a; break; }
+            if (lane == 0) {
+                blk[nf + a] = bj;
+                sc[bj] = -1.0f;
+            }
+            __syncwarp();
+        }
+        if (lane == 0) {
+            const int nsel = nf + k;
+            for (int a = 1; a < nsel; a++) {
+                const int32_t v = blk[a];
+                int c = a - 1;
+                while (c >= 0 && blk[c] > v) { blk[c + 1] = blk[c]; c--; }
+                blk[c + 1] = v;
+            }
+            int32_t *rng = D.st.rng + bg * D.n * 2;
+            int nr = 0, keys = 0;
+            for (int a = 0; a < nsel;) {
+                int c = a;
+                while (c + 1 < nsel && blk[c + 1] == blk[c] + 1) c++;
+                const int64_t e0 = ((int64_t)blk[c] + 1) * D.lp;
+                rng[2 * nr] = blk[a] * D.lp;
+                rng[2 * nr + 1] = (int32_t)(e0 > S ? S : e0);
+                keys += rng[2 * nr + 1] - rng[2 * nr];
+                nr++;
+                a = c + 1;
+            }
+            for (int q = nr; q < D.n; q++) rng[2 * q] = rng[2 * q + 1] = 0;
+            D.st.selr[bg] = keys;
+            if (g == 0) {
+                const int64_t lo = t - D.w + 1 > 0 ? t - D.w + 1 : 0;
+                D.st.reads[b * 4 + 0] = nc;
+                D.st.reads[b * 4 + 2] = D.w > 0 ? S - lo : 0;
+                D.st.reads[b * 4 + 3] = S;
+            }
+        }
+    }
+    __syncthreads();
+}
+
+static size_t fd_select_smem(const nsa_cu_dec *D) {
+    return (size_t)(D->G + D->nsel_cap + D->n) * 4;
+}
+
+/* Header (x = 0: m, 1: l; o from x = 2) of slot j of head u of (b, g): slots 0..pc-1 cmp,
+ * then ps sel, then pw win. */
+__device__ __forceinline__ const float *fd_slot(const nsa_cu_dec &D, int64_t bg, int u, int j) {
+    const int64_t sz = (int64_t)D.G * (D.Dv + 2);
+    if (j < D.pc) return D.st.part + (bg * D.st.nsplit + j) * sz + u * (D.Dv + 2);
+    j -= D.pc;
+    if (j >= D.ps) j += D.st.nsel_split - D.ps; /* win slots follow every sel slot */
+    return D.st.part2 + (bg * D.st.nsplit2 + j) * sz + u * (D.Dv + 2);
+}
+
+/* Heads u0 .. u0+hm-1 of (row b, KV head g): merge weights of every slot (w = exp(m − M)/L per
+ * branch, 0 for a slot without keys, whose o is never read), then the gated sum of the three
+ * branches into out. Shared memory: w, l (2·hm·nsl) and M, L per head and branch (6·hm)
+ * floats, nsl = pc + ps + pw. */
+template <typename T>
+__device__ void fd_merge(const nsa_cu_dec &D, float *fsm, int64_t b, int g, int u0, int hm) {
+    const int64_t bg = b * D.Hkv + g;
+    const int nsl = D.pc + D.ps + D.pw, tid = threadIdx.x, lane = tid % 32;
+    const int first[4] = {0, D.pc, D.pc + D.ps, nsl};
+    float *w = fsm, *lv = w + hm * nsl, *ml = lv + hm * nsl;
+    for (int i = tid; i < hm * nsl; i += FD_T) {
+        const float *h = fd_slot(D, bg, u0 + i / nsl, i % nsl);
+        w[i] = __ldcg(h);
+        lv[i] = __ldcg(h + 1);
+    }
+    __syncthreads();
+    for (int task = tid / 32; task < 3 * hm; task += FD_T / 32) { /* a warp per (head, branch) */
+        const int u = task / 3, br = task % 3;
+        const float *wu = w + u * nsl, *lu = lv + u * nsl;
+        float M = -INFINITY, L = 0.f;
+        for (int x = first[br] + lane; x < first[br + 1]; x += 32) M = fmaxf(M, wu[x]);
+        M = fd_wmax(M);
+        if (M > -INFINITY)
+            for (int x = first[br] + lane; x < first[br + 1]; x += 32)
+                if (lu[x] > 0.f) L += lu[x] * __expf(wu[x] - M);
+        L = fd_wsum(L);
+        if (lane == 0) {
+            ml[task * 2] = M;
+            ml[task * 2 + 1] = L;
+        }
+    }
+    __syncthreads();
+    for (int i = tid; i < hm * nsl; i += FD_T) {
+        const int x = i % nsl, br = x < first[1] ? 0 : x < first[2] ? 1 : 2;
+        const float *m = ml + ((i / nsl) * 3 + br) * 2;
+        w[i] = m[1] > 0.f && lv[i] > 0.f ? __expf(w[i] - m[0]) / m[1] : 0.f;
+    }
+    __syncthreads();
+    for (int i = tid; i < hm * D.Dv; i += FD_T) {
+        const int u = i / D.Dv, e = i % D.Dv, h = g * D.G + u0 + u;
+        float o[3] = {0.f, 0.f, 0.f};
+        for (int x = 0; x < nsl; x++) {
+            const float wx = w[u * nsl + x];
+            if (wx != 0.f) o[x < first[1] ? 0 : x < first[2] ? 1 : 2] += __ldcg(fd_slot(D, bg, u0 + u, x) + 2 + e) * wx;
+        }
+        const float out = fd_gate<T>(D, b, h, NSA_BRANCH_CMP) * o[0] +
+                          fd_gate<T>(D, b, h, NSA_BRANCH_SEL) * o[1] +
+                          fd_gate<T>(D, b, h, NSA_BRANCH_WIN) * o[2];
+        ((T *)D.out.p)[b * D.out.sb + h * D.out.sh + e * D.out.sd] = nsa_cu_to<T>(out);
+    }
+    __syncthreads();
+}
+
+/* fd_merge's shared memory for hm heads. */
+static size_t fd_merge_smem(const nsa_cu_dec *D, int hm) {
+    return (size_t)hm * (2 * (D->pc + D->ps + D->pw) + 6) * 4;
+}
+
+#endif /* NSA_CUDA_DECODE_FAST_SYNC_CUH */
