@@ -115,8 +115,9 @@ static inline unsigned nsa_cu_blocks(int64_t n, int per) { return (unsigned)((n 
  * nsa_cuda_tune changes them for benchmarks). */
 typedef struct {
     int sel_stages;           /* fused selection K/V stages: 1, 2; 0 = by Dk */
-    int sel_union;            /* fused selection for G <= 16: 0 = the split-key kernel
-                                 (sel_fused.cu), 1 = fa2.cu's union walk (64 rows)       */
+    int sel_union;            /* fused selection: 0 = by G (split-key kernel of sel_fused.cu
+                                 for G | 16, fa2.cu's union walk otherwise), 1 = union walk,
+                                 2 = split-key kernel for every G <= 16                  */
 } nsa_cu_tuning_t;
 extern nsa_cu_tuning_t nsa_cu_tuning;
 

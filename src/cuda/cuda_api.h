@@ -47,7 +47,8 @@ nsa_status nsa_cuda_fill_normal(nsa_context *ctx, void *p, nsa_dtype dt, int64_t
                                 float scale);
 
 /* Sets one kernel tile choice for this process ("sel_stages": 1 or 2, 0 = by head dim;
- * "sel_union": 1 = the union-walk selection kernel also for G <= 16, 0 = by G), for
+ * "sel_union": 1 = the union-walk selection kernel for every G, 2 = the split-key one for every
+ * G <= 16, 0 = by G), for
  * benchmarks that measure the alternatives. NSA_ERR_INVALID_ARG
  * for an unknown key or value. Not thread-safe; call between forwards. */
 nsa_status nsa_cuda_tune(const char *key, int value);

@@ -7,7 +7,7 @@
  *        O = Σ p·V and, summed over the group's heads in a fixed order, the selection scores'
  *        input P[t, g, i] — scoring costs no extra QK pass.
  *   win  tiles over [t_first - w + 1, t_last]; row t sees [t - w + 1, t]. One pass.
- *   sel  (16 < G <= 64; G <= 16 runs sel_fused.cu) tiles over the union of the selected blocks
+ *   sel  (G not dividing 16; G | 16 runs sel_fused.cu) tiles over the union of the selected blocks
  *        of the CTA's queries (ascending), each block loaded once and used by every head of
  *        the group and every neighbouring query that selected it; row t sees keys of its own
  *        blocks, ≤ t.
@@ -441,7 +441,7 @@ static nsa_status launch_bm(nsa_context *ctx, nsa_cu_stream st, const nsa_cu_par
 template <typename T, int BR>
 static nsa_status launch_dims(nsa_context *ctx, nsa_cu_stream st, const nsa_cu_params *P,
                               const nsa_cu_view *K, const nsa_cu_view *V) {
-    if (BR == NSA_BRANCH_SEL) { /* 16 < G <= 64 (G <= 16: sel_fused.cu unless tuned) */
+    if (BR == NSA_BRANCH_SEL) { /* G not dividing 16 (G | 16: sel_fused.cu unless tuned) */
         if (P->Dk == 64) return launch<T, 64, 64, BR, 64>(ctx, st, P, K, V);
         if (P->Dk == 128) return launch<T, 128, 128, BR, 64>(ctx, st, P, K, V);
         return launch<T, 192, 128, BR, 64>(ctx, st, P, K, V);
@@ -484,6 +484,10 @@ nsa_status nsa_cu_fused_sel(nsa_context *ctx, nsa_cu_stream st, nsa_dtype dt,
                             const nsa_cu_params *P) {
     if (P->R == 0) return NSA_OK;
     NSA_TRY(check_views(ctx, P, &P->ks, &P->vs, "k_sel"));
-    if (P->G <= 16 && !nsa_cu_tuning.sel_union) return nsa_cu_sel16(ctx, st, dt, P); /* sel_fused.cu */
+    /* the split-key kernel (sel_fused.cu) where G | 16; the union walk where the split-key tile
+     * would pad: measured 2026-11-26 H100, issue 8's short config (G = 6, T 2048, B 8): sel
+     * 0.57 ms on the union walk vs 1.18 on the split-key kernel (bench/RESULTS.md) */
+    const int tune = nsa_cu_tuning.sel_union;
+    if (P->G <= 16 && (tune == 2 || (tune == 0 && 16 % P->G == 0))) return nsa_cu_sel16(ctx, st, dt, P);
     return launch_br<NSA_BRANCH_SEL>(ctx, st, dt, P, &P->ks, &P->vs);
 }
