@@ -81,12 +81,18 @@ static void flops(const nsa_config *c, int64_t S, int B, double f[6]) {
 
 static const char *step_name[7] = {"compress", "cmp+score", "topn", "sel", "win", "combine", "total"};
 
+static int opt_hq, opt_hkv, opt_b; /* --heads Hq,Hkv and --batch B override the shape's */
+
 static void run_shape(char shape, int64_t S, const nsa_role roles[3], const char *rname, int reps,
                       double peak) {
     nsa_config c = nsa_config_default(64, 4, 192, 128);
     if (shape == 'B') c.Dk = 128;
     if (shape == 'S') c = nsa_config_default(12, 2, 64, 64);
-    const int B = shape == 'S' ? 8 : 1;
+    if (opt_hq > 0) {
+        c.Hq = opt_hq;
+        c.Hkv = opt_hkv;
+    }
+    const int B = opt_b > 0 ? opt_b : shape == 'S' ? 8 : 1;
     nsa_context *ctx;
     if (nsa_context_create(&ctx, NULL, 0) != NSA_OK) exit(1);
     const int shared = shape == 'B';
@@ -180,6 +186,13 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--S")) sizes = argv[i + 1];
         else if (!strcmp(argv[i], "--reps")) reps = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--roles")) roles = argv[i + 1];
+        else if (!strcmp(argv[i], "--heads")) {
+            if (sscanf(argv[i + 1], "%d,%d", &opt_hq, &opt_hkv) != 2 || opt_hkv < 1 || opt_hq % opt_hkv) {
+                fprintf(stderr, "bench: bad --heads %s (Hq,Hkv)\n", argv[i + 1]);
+                return 2;
+            }
+        }
+        else if (!strcmp(argv[i], "--batch")) opt_b = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--tune")) { /* key=value, a tile choice (nsa_cuda_tune) */
             char key[64];
             int val;
@@ -191,6 +204,7 @@ int main(int argc, char **argv) {
         }
         else {
             fprintf(stderr, "usage: bench_forward [--shapes ABS] [--S 8192,...] [--reps 20] "
+                            "[--heads Hq,Hkv] [--batch B] "
                             "[--roles fast|fa2ref|tiled|ref] [--tune key=value ...]\n");
             return 2;
         }

@@ -6,7 +6,7 @@ if(NSA_HAVE_CUDA)
   target_link_libraries(nsa_gpu_util PUBLIC nsa_harness)
   nsa_test(test_gpu_parity SOURCES gpu/test_gpu_parity.c LIBS nsa_gpu_util LABELS gpu
     CASES ref_f32 ref_bf16_f16 fa2_cmp_win fused_sel all_fast_paper ties_exact public_forward
-          sanitize_small tiled_roles fast_any_g fast_union_pad route_any_g sanitize_g6)
+          sanitize_small tiled_roles fast_any_g fast_sel_pad route_any_g sanitize_g6)
   add_test(NAME test_gpu_parity.long_sampled COMMAND test_gpu_parity long_sampled)
   set_tests_properties(test_gpu_parity.long_sampled PROPERTIES SKIP_RETURN_CODE 77 TIMEOUT 900
                        LABELS "gpu;slow")

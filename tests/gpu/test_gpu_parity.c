@@ -142,16 +142,20 @@ static void fast_any_g(void) {
     nsa_context_destroy(ctx);
 }
 
-/* The union-walk selection with padding rows: G = 24 and 40 (fa2.cu's 64-row CTA holds 2 and 1
- * queries), and G = 6 forced onto it (tuning sel_union = 1). */
-static void fast_union_pad(void) {
+/* Selection with padding rows on both kernels: the union walk at G = 24 and 40 (fa2.cu's 64-row
+ * CTA holds 2 and 1 queries); the split-key kernel forced (sel_union = 2) at G = 6, 3, 12
+ * (2, 5, 1 queries of its 16 rows); the union walk forced (sel_union = 1) at G = 16. */
+static void fast_sel_pad(void) {
     nsa_context *ctx = gpu_ctx();
     if (!ctx) return;
     CHECK(run_one(ctx, cfg(24, 1, 64, 64, 16, 8, 32, 6, 100), 1, 300, NSA_DTYPE_BF16, 0, R_FAST, 0.002));
     CHECK(run_one(ctx, cfg(40, 1, 128, 128, 16, 8, 32, 4, 64), 1, 150, NSA_DTYPE_F16, 1, R_FAST, 0.002));
-    CHECK_OK(ctx, nsa_cuda_tune("sel_union", 1));
+    CHECK_OK(ctx, nsa_cuda_tune("sel_union", 2));
     CHECK(run_one(ctx, nsa_config_default(12, 2, 64, 64), 2, 700, NSA_DTYPE_BF16, 0, R_FUSED, 0.002));
     CHECK(run_one(ctx, cfg(6, 2, 192, 128, 16, 8, 32, 6, 100), 1, 257, NSA_DTYPE_F16, 0, R_FUSED, 0.002));
+    CHECK(run_one(ctx, cfg(12, 1, 192, 128, 32, 16, 64, 16, 512), 1, 389, NSA_DTYPE_BF16, 0, R_FUSED, 0.002));
+    CHECK_OK(ctx, nsa_cuda_tune("sel_union", 1));
+    CHECK(run_one(ctx, cfg(16, 1, 64, 64, 16, 8, 32, 6, 100), 1, 311, NSA_DTYPE_F16, 0, R_FUSED, 0.002));
     CHECK_OK(ctx, nsa_cuda_tune("sel_union", 0));
     nsa_context_destroy(ctx);
 }
@@ -181,14 +185,14 @@ static void route_any_g(void) {
     nsa_context_destroy(ctx);
 }
 
-/* A small G = 6 problem for compute-sanitizer: FA-2 and the split-key selection with padding
- * rows, then the union walk (sel_union = 1). */
+/* A small G = 6 problem for compute-sanitizer: FA-2 and the union-walk selection with padding
+ * rows, then the split-key selection with padding rows (sel_union = 2). */
 static void sanitize_g6(void) {
     nsa_context *ctx = gpu_ctx();
     if (!ctx) return;
     nsa_config c = cfg(12, 2, 64, 64, 16, 8, 32, 4, 48);
     CHECK(run_one(ctx, c, 2, 97, NSA_DTYPE_BF16, 0, R_FAST, 0.01));
-    CHECK_OK(ctx, nsa_cuda_tune("sel_union", 1));
+    CHECK_OK(ctx, nsa_cuda_tune("sel_union", 2));
     CHECK(run_one(ctx, c, 1, 83, NSA_DTYPE_F16, 0, R_FUSED, 0.01));
     CHECK_OK(ctx, nsa_cuda_tune("sel_union", 0));
     nsa_context_destroy(ctx);
@@ -371,7 +375,7 @@ int main(int argc, char **argv) {
         {"all_fast_paper", all_fast_paper}, {"ties_exact", ties_exact},
         {"long_sampled", long_sampled}, {"public_forward", public_forward},
         {"sanitize_small", sanitize_small}, {"tiled_roles", tiled_roles},
-        {"fast_any_g", fast_any_g},     {"fast_union_pad", fast_union_pad},
+        {"fast_any_g", fast_any_g},     {"fast_sel_pad", fast_sel_pad},
         {"route_any_g", route_any_g},   {"sanitize_g6", sanitize_g6},
     };
     return nsa_test_main(argc, argv, cases, (int)(sizeof cases / sizeof cases[0]));
