@@ -2,7 +2,8 @@
  * three branches + gated output for every row) on PERF.md's decode shape A (Hq=64 Hkv=4 Dk=192
  * Dv=128, paper config, bf16) for batch sizes and cache lengths given on the command line.
  * Rows are filled by nsa_kv_cache_append with random tokens made on the device, then each timed
- * step runs after an L2 flush (256 MB memset); CUDA events around the step; median of --reps.
+ * step runs after an L2 flush (256 MB memset; --flush 0 leaves the cache warm, instructions and
+ * all: a diagnosis, not a result); CUDA events around the step; median of --reps.
  * Prints CSV: kind,B,S,us,host_us (the call's own host time),budget_MB,read_MB,budget_TBps,
  * read_TBps and the measured reads. The stream is idle when each timed step starts.
  * budget bytes = B·Hkv·(Dk+Dv)·2·(num_cmp(S) + n·lp + min(w,S)) (PERF.md); read bytes count the
@@ -32,7 +33,7 @@ static void *dalloc(nsa_context *ctx, int64_t n, uint64_t seed) {
     return p;
 }
 
-static void run(int B, int64_t S, int reps, void *flush) {
+static void run(int B, int64_t S, int reps, void *flush, int do_flush) {
     const nsa_config c = nsa_config_default(64, 4, 192, 128);
     nsa_context *ctx;
     if (nsa_context_create(&ctx, NULL, 0) != NSA_OK) exit(1);
@@ -74,7 +75,7 @@ static void run(int B, int64_t S, int reps, void *flush) {
     CK(cudaEventCreate(&e1));
     float *ms = malloc(sizeof(float) * (size_t)reps * 2), *hs = ms + reps;
     for (int i = 0; i < 3 + reps; i++) {
-        CK(cudaMemset(flush, 0x5a, 256u << 20));
+        if (do_flush) CK(cudaMemset(flush, 0x5a, 256u << 20));
         CK(cudaDeviceSynchronize());
         CK(cudaEventRecord(e0, 0));
         struct timespec h0, h1;
@@ -113,11 +114,12 @@ static void run(int B, int64_t S, int reps, void *flush) {
 
 int main(int argc, char **argv) {
     const char *Bs = "1,16,64", *Ss = "8192,16384,32768,65536";
-    int reps = 20;
+    int reps = 20, do_flush = 1;
     for (int i = 1; i + 1 < argc; i += 2) {
         if (!strcmp(argv[i], "--B")) Bs = argv[i + 1];
         else if (!strcmp(argv[i], "--S")) Ss = argv[i + 1];
         else if (!strcmp(argv[i], "--reps")) reps = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--flush")) do_flush = atoi(argv[i + 1]);
     }
     void *flush;
     CK(cudaMalloc(&flush, 256u << 20));
@@ -128,7 +130,7 @@ int main(int argc, char **argv) {
         const int B = atoi(bp);
         const char *sp = Ss;
         while (*sp) {
-            run(B, atoll(sp), reps, flush);
+            run(B, atoll(sp), reps, flush, do_flush);
             while (*sp && *sp != ',') sp++;
             if (*sp) sp++;
         }

@@ -27,6 +27,7 @@ extern "C" nsa_status nsa_device_cuda_kv_alloc(nsa_context *ctx, nsa_kv_cache *c
     const nsa_config *g = &c->desc.cfg;
     const size_t B = (size_t)c->desc.B, e = c->e, G = (size_t)(g->Hq / g->Hkv);
     k->nsplit = (int)((c->ncmp + 63) / 64);
+    k->ncmp4 = (c->ncmp + 3) / 4 * 4;
     k->nsel_split = (int)(((int64_t)g->n * g->lp + 63) / 64);
     k->nsplit2 = k->nsel_split + (int)((c->nwin + 63) / 64);
     const size_t part1 = B * (size_t)g->Hkv * G * (size_t)(g->Dv + 2) * 4;
@@ -37,9 +38,9 @@ extern "C" nsa_status nsa_device_cuda_kv_alloc(nsa_context *ctx, nsa_kv_cache *c
                            B * (size_t)(c->ncmp * c->rk) * 8, B * (size_t)(c->ncmp * c->rv) * 8,
                            B * 8, B * 4 * 8, B * (size_t)c->desc.cfg.Hkv * 4,
                            B * (size_t)c->desc.cfg.Hq * (size_t)c->ncmp * 8,
-                           B * (size_t)c->desc.cfg.Hkv * (size_t)c->ncmp * 8,
+                           B * (size_t)c->desc.cfg.Hkv * (size_t)k->ncmp4 * 8,
                            B * (size_t)(c->ncmp * c->rk) * e, B * (size_t)(c->ncmp * c->rv) * e,
-                           B * (size_t)g->Hq * (size_t)c->ncmp * 4, part1 * (size_t)k->nsplit,
+                           B * (size_t)g->Hq * (size_t)k->ncmp4 * 4, part1 * (size_t)k->nsplit,
                            part1 * (size_t)k->nsplit2, B * (size_t)g->Hkv * (size_t)g->n * 8,
                            B * (size_t)g->Hkv * 16};
     void **dst[NBUF] = {(void **)&c->ks, (void **)&c->vs, (void **)&c->kw, (void **)&c->vw,

@@ -22,13 +22,14 @@ typedef struct {
     int64_t *reads;  /* (B, 4) last step's measured reads: cmp, sel (per KV head), win, S   */
     int32_t *selr;   /* (B, Hkv) keys read by selection per KV head in the last step        */
     double *sc;      /* (B, Hq, ncmp) scratch: raw cmp scores (reference step)              */
-    double *pg;      /* (B, Hkv, ncmp) scratch: group-summed cmp probabilities              */
+    double *pg;      /* (B, Hkv, ncmp4) scratch: group-summed cmp probabilities             */
     void *kcT, *vcT; /* (B, ncmp, Hkv, D) compressed tokens rounded to the cache dtype      */
-    float *scf;      /* (B, Hq, ncmp) scratch: raw cmp scores (split-key step)              */
+    float *scf;      /* (B, Hq, ncmp4) scratch: raw cmp scores (split-key step)             */
     float *part;     /* (B, Hkv, nsplit, G, Dv+2) cmp partials: m, l, o (one per split)     */
     float *part2;    /* (B, Hkv, nsplit2, G, Dv+2) sel then win partials                    */
     int32_t *rng;    /* (B, Hkv, n, 2) selected ranges of the last step                     */
     int32_t *sync;   /* (B, Hkv, 4) split-key step: counters A, C, flags S, M (epochs)      */
+    int64_t ncmp4;   /* ncmp rounded up to a multiple of 4 (16-byte score rows)             */
     int nsplit;      /* cmp slots: ceil(ncmp / 64)                                          */
     int nsel_split;  /* sel slots: ceil(n·lp / 64)                                          */
     int nsplit2;     /* nsel_split + ceil(nwin / 64)                                        */
@@ -53,6 +54,7 @@ typedef struct {
     int c1, c3;            /* chunks of 64 keys per split: cmp and win, sel                */
     int hm;                /* heads per merge item                                          */
     int rng_off;           /* bytes: the ranges' copy in a block's shared memory           */
+    int pg_smem;           /* 1: the selection keeps pg in shared memory                    */
     unsigned epoch;        /* this step's number (decode_fast_sync.cuh)                    */
     int all_active;        /* 1: every row steps (no mask)                                 */
     uint32_t active[32];   /* else bit b: row b steps (B ≤ 1024 when a mask is given)     */

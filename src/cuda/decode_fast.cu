@@ -26,19 +26,21 @@
 #define FT FD_T
 #define FCH 64 /* keys per chunk */
 
-/* Offsets (elements) of key k's row in the branch's buffer (decode_step.cu's layout). */
-template <int BR>
-__device__ __forceinline__ int64_t fd_row(const nsa_cu_dec &D, int64_t b, int g, int64_t k,
-                                          int64_t k0, const int32_t *rng, int Dx) {
-    if (BR == NSA_BRANCH_CMP) return ((b * D.ncmp + k) * D.Hkv + g) * Dx;
-    if (BR == NSA_BRANCH_WIN) return ((b * D.nwin + (k0 + k) % D.nwin) * D.Hkv + g) * Dx;
+/* Row of key k of branch br in its buffer (decode_step.cu's layout; times Dk or Dv: the
+ * element offset): cmp slot k, window-ring slot of position k0 + k, sel the k-th position of
+ * the ranges. The branch is a runtime value: one copy of the split code for the three keeps
+ * the kernel's instructions few (they come from HBM after each step's L2 traffic). */
+__device__ __forceinline__ int64_t fd_pos(const nsa_cu_dec &D, int br, int64_t b, int g,
+                                          int64_t k, int64_t k0, const int32_t *rng) {
+    if (br == NSA_BRANCH_CMP) return (b * D.ncmp + k) * D.Hkv + g;
+    if (br == NSA_BRANCH_WIN) return (b * D.nwin + (k0 + k) % D.nwin) * D.Hkv + g;
     int64_t p = 0;
     for (int q = 0; q < D.n; q++) {
         const int64_t len = rng[2 * q + 1] - rng[2 * q];
         if (k < len) { p = rng[2 * q] + k; break; }
         k -= len;
     }
-    return ((b * D.max_len + p) * D.Hkv + g) * Dx;
+    return (b * D.max_len + p) * D.Hkv + g;
 }
 
 /* ---- one chunk on CUDA cores (any dtype and G) ---- */
@@ -74,12 +76,12 @@ __device__ void fd_load_rows(const T *base, const int64_t *off, int nrows, int D
     }
 }
 
-/* One chunk of keys [c0, c0 + nk) of branch BR for the group's G heads: scores, chunk max and
+/* One chunk of keys [c0, c0 + nk) of branch br for the group's G heads: scores, chunk max and
  * sum, unnormalised o, written as a partial (m, l, o[Dv]) per head at part (shared memory).
  * Shared memory: row offsets (2·FCH + G int64), then q (G·Dk), K (FCH·(Dk+1)), V (FCH·(Dv+1)),
  * s (G·FCH) floats. */
-template <typename T, int BR>
-__device__ void fd_chunk(const nsa_cu_dec &D, float *sm, int64_t b, int g, int64_t c0, int nk,
+template <typename T>
+__device__ void fd_chunk(const nsa_cu_dec &D, int br, float *sm, int64_t b, int g, int64_t c0, int nk,
                          int64_t k0, const int32_t *rng, const void *Kb, const void *Vb,
                          float *part, float *scores) {
     const int tid = threadIdx.x, lane = tid % 32, wid = tid / 32, G = D.G;
@@ -90,8 +92,9 @@ __device__ void fd_chunk(const nsa_cu_dec &D, float *sm, int64_t b, int g, int64
     const bool qvec = D.q.sd == 1 && D.q.sb % VE == 0 && D.q.sh % VE == 0 &&
                       (uintptr_t)D.q.p % 16 == 0;
     for (int kk = tid; kk < nk; kk += FT) {
-        ko[kk] = fd_row<BR>(D, b, g, c0 + kk, k0, rng, Dk);
-        vo[kk] = fd_row<BR>(D, b, g, c0 + kk, k0, rng, Dv);
+        const int64_t r = fd_pos(D, br, b, g, c0 + kk, k0, rng);
+        ko[kk] = r * Dk;
+        vo[kk] = r * Dv;
     }
     if (qvec)
         for (int u = tid; u < G; u += FT) qo[u] = b * D.q.sb + (int64_t)(g * G + u) * D.q.sh;
@@ -110,7 +113,7 @@ __device__ void fd_chunk(const nsa_cu_dec &D, float *sm, int64_t b, int g, int64
             a = 0.f;
             for (int e = 0; e < Dk; e++) a += q[u * Dk + e] * K[kk * (Dk + 1) + e];
             a *= scale;
-            if (scores) scores[(int64_t)u * D.ncmp + c0 + kk] = a;
+            if (scores) scores[(int64_t)u * D.st.ncmp4 + c0 + kk] = a;
         }
         s[i] = a;
     }
@@ -150,8 +153,8 @@ static __host__ __device__ size_t fd_chunk_smem(const nsa_cu_dec *D) {
 /* A split of nkeys keys from c0 on CUDA cores: fd_chunk per chunk into a shared partial, merged
  * into a shared running one (both after fd_chunk's area, G·(Dv+2) floats each, then 2·G
  * factors), stored at part (global). */
-template <typename T, int BR>
-__device__ void fd_split_core(const nsa_cu_dec &D, unsigned char *sm, int64_t b, int g,
+template <typename T>
+__device__ void fd_split_core(const nsa_cu_dec &D, int br, unsigned char *sm, int64_t b, int g,
                               int64_t c0, int64_t nkeys, int64_t k0, const int32_t *rng,
                               const void *Kb, const void *Vb, float *part, float *scores) {
     const int G = D.G, P = D.Dv + 2;
@@ -159,7 +162,7 @@ __device__ void fd_split_core(const nsa_cu_dec &D, unsigned char *sm, int64_t b,
     for (int i = threadIdx.x; i < G * P; i += FT) ap[i] = i % P == 0 ? -INFINITY : 0.f;
     for (int64_t c = 0; c < nkeys; c += FCH) {
         const int nk = nkeys - c < FCH ? (int)(nkeys - c) : FCH;
-        fd_chunk<T, BR>(D, (float *)sm, b, g, c0 + c, nk, k0, rng, Kb, Vb, tp, scores);
+        fd_chunk<T>(D, br, (float *)sm, b, g, c0 + c, nk, k0, rng, Kb, Vb, tp, scores);
         for (int u = threadIdx.x; u < G; u += FT) {
             const float ma = ap[u * P], mt = tp[u * P], M = fmaxf(ma, mt);
             fa[u] = ma == -INFINITY ? 0.f : __expf(ma - M);
@@ -183,22 +186,19 @@ static size_t fd_core_smem(const nsa_cu_dec *D) {
 
 /* Issues the cp.async copies of the K/V rows of keys [c0, c0 + nk) (rows ≥ nk zero-filled) into
  * one stage and commits them (with whatever was issued before: Q for the first chunk). */
-template <typename T, int BR>
-__device__ __forceinline__ void fd_issue(const nsa_cu_dec &D, T *Ks, T *Vs, int64_t b, int g,
-                                         int64_t c0, int nk, int64_t k0, const int32_t *rng,
-                                         const T *Kb, const T *Vb) {
-    const int ck = D.Dk / 8, cv = D.Dv / 8, sk = D.Dk + 8, sv = D.Dv + 8;
-    for (int i = threadIdx.x; i < FCH * ck; i += FT) {
-        const int r = i / ck;
-        const bool ok = r < nk;
-        const T *src = Kb + (ok ? fd_row<BR>(D, b, g, c0 + r, k0, rng, D.Dk) + (i % ck) * 8 : 0);
-        cp_async16(Ks + r * sk + (i % ck) * 8, src, ok);
-    }
-    for (int i = threadIdx.x; i < FCH * cv; i += FT) {
-        const int r = i / cv;
-        const bool ok = r < nk;
-        const T *src = Vb + (ok ? fd_row<BR>(D, b, g, c0 + r, k0, rng, D.Dv) + (i % cv) * 8 : 0);
-        cp_async16(Vs + r * sv + (i % cv) * 8, src, ok);
+template <typename T>
+__device__ __forceinline__ void fd_issue(const nsa_cu_dec &D, int br, T *Ks, T *Vs, int64_t b,
+                                         int g, int64_t c0, int nk, int64_t k0,
+                                         const int32_t *rng, const T *Kb, const T *Vb) {
+    /* FT / FCH = 4 threads per key row (one fd_pos each), pieces x0, x0 + 4, ...: ck of K,
+       then those of V */
+    const int ck = D.Dk / 8, cr = ck + D.Dv / 8, sk = D.Dk + 8, sv = D.Dv + 8;
+    const int r = threadIdx.x / (FT / FCH), x0 = threadIdx.x % (FT / FCH);
+    const bool ok = r < nk;
+    const int64_t pos = ok ? fd_pos(D, br, b, g, c0 + r, k0, rng) : 0;
+    for (int x = x0; x < cr; x += FT / FCH) {
+        if (x < ck) cp_async16(Ks + r * sk + x * 8, Kb + (ok ? pos * D.Dk + x * 8 : 0), ok);
+        else cp_async16(Vs + r * sv + (x - ck) * 8, Vb + (ok ? pos * D.Dv + (x - ck) * 8 : 0), ok);
     }
     cp_commit();
 }
@@ -208,8 +208,8 @@ __device__ __forceinline__ void fd_issue(const nsa_cu_dec &D, T *Ks, T *Vs, int6
  * dtype; O += P·V in registers, warp w owning columns 16w + 128j (Dv ≤ 256). Chunk c+1 is
  * copied while chunk c is computed. Shared memory (bytes): Q 16·(Dk+8)·2, K 2·FCH·(Dk+8)·2,
  * V 2·FCH·(Dv+8)·2, P 16·(FCH+8)·2, S 16·FCH·4, m/l/α 48·4. */
-template <typename T, int BR>
-__device__ void fd_split_mma(const nsa_cu_dec &D, unsigned char *sm, int64_t b, int g,
+template <typename T>
+__device__ void fd_split_mma(const nsa_cu_dec &D, int br, unsigned char *sm, int64_t b, int g,
                              int64_t c0, int64_t nkeys, int64_t k0, const int32_t *rng,
                              const T *Kb, const T *Vb, float *part, float *scores) {
     const int tid = threadIdx.x, lane = tid % 32, w = tid / 32, Dk = D.Dk, Dv = D.Dv;
@@ -221,7 +221,7 @@ __device__ void fd_split_mma(const nsa_cu_dec &D, unsigned char *sm, int64_t b, 
         cp_async16(Qs + (i / ck) * sk + (i % ck) * 8,
                    (const T *)D.q.p + b * D.q.sb + (int64_t)(g * 16 + i / ck) * D.q.sh + (i % ck) * 8,
                    true);
-    fd_issue<T, BR>(D, Ks, Vs, b, g, c0, nkeys < FCH ? (int)nkeys : FCH, k0, rng, Kb, Vb);
+    fd_issue<T>(D, br, Ks, Vs, b, g, c0, nkeys < FCH ? (int)nkeys : FCH, k0, rng, Kb, Vb);
     if (tid < 16) {
         mrow[tid] = -INFINITY;
         lrow[tid] = 0.f;
@@ -238,7 +238,7 @@ __device__ void fd_split_mma(const nsa_cu_dec &D, unsigned char *sm, int64_t b, 
         const int nk = nkeys - (int64_t)c * FCH < FCH ? (int)(nkeys - (int64_t)c * FCH) : FCH;
         if (c + 1 < nch) {
             const int64_t rem = nkeys - (int64_t)(c + 1) * FCH;
-            fd_issue<T, BR>(D, Ks + (st ^ 1) * FCH * sk, Vs + (st ^ 1) * FCH * sv, b, g, cc + FCH,
+            fd_issue<T>(D, br, Ks + (st ^ 1) * FCH * sk, Vs + (st ^ 1) * FCH * sv, b, g, cc + FCH,
                             rem < FCH ? (int)rem : FCH, k0, rng, Kb, Vb);
             cp_wait<1>();
         } else {
@@ -259,7 +259,7 @@ __device__ void fd_split_mma(const nsa_cu_dec &D, unsigned char *sm, int64_t b, 
             const int h = lane / 4 + (r / 2) * 8, kk = 8 * w + (lane % 4) * 2 + r % 2;
             const float x = kk < nk ? a[r] * scale : -INFINITY;
             S[h * FCH + kk] = x;
-            if (scores && kk < nk) scores[(int64_t)h * D.ncmp + cc + kk] = x;
+            if (scores && kk < nk) scores[(int64_t)h * D.st.ncmp4 + cc + kk] = x;
         }
         __syncthreads();
         for (int h = w; h < 16; h += FT / 32) {
@@ -270,6 +270,7 @@ __device__ void fd_split_mma(const nsa_cu_dec &D, unsigned char *sm, int64_t b, 
             Ps[h * sp + lane] = nsa_cu_to<T>(p0);
             Ps[h * sp + lane + 32] = nsa_cu_to<T>(p1);
             const float sum = fd_wsum(p0 + p1);
+            __syncwarp(); /* every lane has read mrow[h] */
             if (lane == 0) {
                 const float al = mo == -INFINITY ? 0.f : __expf(mo - mn);
                 arow[h] = al;
@@ -329,8 +330,8 @@ static int fd_mma_ok(const nsa_cu_dec *D, nsa_dtype dt) {
 
 /* One split through the tensor-core or the CUDA-core path; nkeys ≤ 0 stores an empty partial
  * (m = −inf, l = 0: merged with weight 0, its o never read). */
-template <typename T, int BR, bool MMA>
-__device__ void fd_split(const nsa_cu_dec &D, unsigned char *sm, int64_t b, int g, int64_t c0,
+template <typename T, bool MMA>
+__device__ void fd_split(const nsa_cu_dec &D, int br, unsigned char *sm, int64_t b, int g, int64_t c0,
                          int64_t nkeys, int64_t k0, const int32_t *rng, const void *Kb,
                          const void *Vb, float *part, float *scores) {
     if (nkeys <= 0) {
@@ -341,10 +342,10 @@ __device__ void fd_split(const nsa_cu_dec &D, unsigned char *sm, int64_t b, int 
         return;
     }
     if constexpr (MMA)
-        fd_split_mma<T, BR>(D, sm, b, g, c0, nkeys, k0, rng, (const T *)Kb, (const T *)Vb, part,
+        fd_split_mma<T>(D, br, sm, b, g, c0, nkeys, k0, rng, (const T *)Kb, (const T *)Vb, part,
                             scores);
     else
-        fd_split_core<T, BR>(D, sm, b, g, c0, nkeys, k0, rng, Kb, Vb, part, scores);
+        fd_split_core<T>(D, br, sm, b, g, c0, nkeys, k0, rng, Kb, Vb, part, scores);
 }
 
 /* ---- the items ---- */
@@ -433,9 +434,9 @@ __device__ void fd_item1(const nsa_cu_dec &D, unsigned char *sm, int *last, int6
             const int64_t nc = S < D.l ? 0 : (S - D.l) / D.d + 1, c0 = (k - 1) * span;
             const int64_t nk = nc - c0 < span ? nc - c0 : span;
             if (nk > 0 && c0 + nk == nc && (S - D.l) % D.d == 0) fd_emit<T>(D, b, g, t, nc - 1);
-            fd_split<T, NSA_BRANCH_CMP, MMA>(D, sm, b, g, c0, nk, 0, NULL, D.st.kcT, D.st.vcT,
+            fd_split<T, MMA>(D, NSA_BRANCH_CMP, sm, b, g, c0, nk, 0, NULL, D.st.kcT, D.st.vcT,
                                              D.st.part + (bg * D.st.nsplit + k - 1) * sz,
-                                             D.st.scf + (b * D.Hq + (int64_t)g * D.G) * D.ncmp);
+                                             D.st.scf + (b * D.Hq + (int64_t)g * D.G) * D.st.ncmp4);
         }
         if (fd_arrive(sy + FD_CNT_A, 1 + D.pc, last)) {
             fd_select(D, (float *)sm, b, g, t);
@@ -447,7 +448,7 @@ __device__ void fd_item1(const nsa_cu_dec &D, unsigned char *sm, int *last, int6
         const int64_t lo = t - D.w + 1 > 0 ? t - D.w + 1 : 0, nw = D.w > 0 ? S - lo : 0;
         const int64_t c0 = s * span, nk = nw - c0 < span ? nw - c0 : span;
         if (nk > 0 && c0 + nk == nw) fd_push_win<T>(D, b, g, t);
-        fd_split<T, NSA_BRANCH_WIN, MMA>(D, sm, b, g, c0, nk, lo, NULL, D.kw, D.vw,
+        fd_split<T, MMA>(D, NSA_BRANCH_WIN, sm, b, g, c0, nk, lo, NULL, D.kw, D.vw,
                                          D.st.part2 + (bg * D.st.nsplit2 + D.st.nsel_split + s) * sz,
                                          NULL);
         fd_done_c(D, sy, last);
@@ -465,7 +466,7 @@ __device__ void fd_item3(const nsa_cu_dec &D, unsigned char *sm, int *last, int6
     for (int i = threadIdx.x; i < 2 * D.n; i += FT) rs[i] = __ldcg(D.st.rng + bg * D.n * 2 + i);
     const int64_t keys = __ldcg(D.st.selr + bg), c0 = s * span;
     __syncthreads();
-    fd_split<T, NSA_BRANCH_SEL, MMA>(D, sm, b, g, c0, keys - c0 < span ? keys - c0 : span, 0, rs,
+    fd_split<T, MMA>(D, NSA_BRANCH_SEL, sm, b, g, c0, keys - c0 < span ? keys - c0 : span, 0, rs,
                                      D.ks, D.vs,
                                      D.st.part2 + (bg * D.st.nsplit2 + s) * (int64_t)D.G * (D.Dv + 2),
                                      NULL);
@@ -577,6 +578,8 @@ nsa_status nsa_cu_decode_fast(nsa_context *ctx, cudaStream_t st, nsa_dtype dt,
     const size_t split = mma ? fd_mma_smem(&D) : fd_core_smem(&D);
     D.rng_off = (int)((split + 15) / 16 * 16);
     size_t smem = (size_t)D.rng_off + (size_t)D.n * 8;
+    D.pg_smem = 1; /* the selection's pg in shared memory when that costs no occupancy */
+    if (fd_select_smem(&D) > smem) D.pg_smem = 0;
     if (fd_select_smem(&D) > smem) smem = fd_select_smem(&D);
     if (smem > 220 * 1024)
         return nsa_fail(ctx, NSA_ERR_UNSUPPORTED, "cfg: too large for the split-key decode's "

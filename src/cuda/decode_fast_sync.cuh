@@ -70,21 +70,26 @@ __device__ __forceinline__ void fd_wait(const int32_t *flag, unsigned epoch) {
     __syncthreads();
 }
 
-__device__ __forceinline__ int fd_overlap(const nsa_cu_dec &D, int64_t i, int64_t j) {
-    int64_t a0 = i * D.d, a1 = a0 + D.l, b0 = j * D.lp, b1 = b0 + D.lp;
-    int64_t lo = a0 > b0 ? a0 : b0, hi = a1 < b1 ? a1 : b1;
-    return hi > lo ? (int)((hi - lo) / D.d) : 0;
+/* m(i, j) of DESIGN.md §1.2 in 32-bit arithmetic (positions < max_len < 2^31). */
+__device__ __forceinline__ int fd_overlap(const nsa_cu_dec &D, int i, int j) {
+    const int a0 = i * D.d, a1 = a0 + D.l, b0 = j * D.lp, b1 = b0 + D.lp;
+    const int lo = a0 > b0 ? a0 : b0, hi = a1 < b1 ? a1 : b1;
+    return hi > lo ? (hi - lo) / D.d : 0;
 }
 
 /* The selection of (row b, KV head g) at position t, block-wide: lse per head from the cmp
- * partials' headers (D.pc slots), group-summed probabilities pg (double, global scratch), Eq. 9
- * block scores rounded to f32, forced blocks, top-n with ties to the lower index, ranges clipped
- * to t+1 into D.st.rng, their key count into D.st.selr; row counters cmp/win/S from g = 0.
- * Shared memory: lse (G), block scores (nsel_cap) floats, blocks (n) ints. */
+ * partials' headers (D.pc slots), group-summed probabilities pg (double; in shared memory when
+ * D.pg_smem, else the global scratch), Eq. 9 block scores rounded to f32, forced blocks, top-n
+ * with ties to the lower index, ranges clipped to t+1 into D.st.rng, their key count into
+ * D.st.selr; row counters cmp/win/S from g = 0. The scores (rows of ncmp4 floats) come in
+ * 16-byte loads, 8 heads in flight: a serial walk over 16 heads × 4095 tokens cost tens of µs.
+ * Shared memory: pg (8·ncmp4 bytes when D.pg_smem), lse (G), block scores (nsel_cap) floats,
+ * blocks (n) ints. */
 __device__ void fd_select(const nsa_cu_dec &D, float *fsm, int64_t b, int g, int64_t t) {
     const int64_t bg = b * D.Hkv + g;
     const int tid = threadIdx.x, lane = tid % 32, wid = tid / 32, G = D.G, P = D.Dv + 2;
-    float *lse = fsm, *sc = lse + G;
+    double *pg = D.pg_smem ? (double *)fsm : D.st.pg + bg * D.st.ncmp4;
+    float *lse = D.pg_smem ? (float *)(pg + D.st.ncmp4) : fsm, *sc = lse + G;
     int32_t *blk = (int32_t *)(sc + D.nsel_cap);
     const int64_t S = t + 1, nc = S < D.l ? 0 : (S - D.l) / D.d + 1;
     const float *part = D.st.part + bg * D.st.nsplit * G * P;
@@ -102,12 +107,25 @@ __device__ void fd_select(const nsa_cu_dec &D, float *fsm, int64_t b, int g, int
         if (lane == 0) lse[u] = L > 0.f ? M + __logf(L) : -INFINITY;
     }
     __syncthreads();
-    double *pg = D.st.pg + bg * D.ncmp;
-    const float *scr = D.st.scf + (b * D.Hq + (int64_t)g * G) * D.ncmp;
-    for (int64_t i = tid; i < nc; i += FD_T) {
-        double sum = 0.0;
-        for (int u = 0; u < G; u++) sum += (double)__expf(__ldcg(scr + (int64_t)u * D.ncmp + i) - lse[u]);
-        pg[i] = sum;
+    const float *scr = D.st.scf + (b * D.Hq + (int64_t)g * G) * D.st.ncmp4;
+    for (int64_t i0 = 4 * (int64_t)tid; i0 < nc; i0 += 4 * FD_T) { /* tokens i0 .. i0+3 */
+        double s4[4] = {0.0, 0.0, 0.0, 0.0};
+        for (int u0 = 0; u0 < G; u0 += 8) {
+            float4 v[8];
+#pragma unroll
+            for (int k = 0; k < 8; k++)
+                if (u0 + k < G) v[k] = __ldcg((const float4 *)(scr + (int64_t)(u0 + k) * D.st.ncmp4 + i0));
+#pragma unroll
+            for (int k = 0; k < 8; k++)
+                if (u0 + k < G) { /* heads in ascending order, as the reference */
+                    const float m = lse[u0 + k];
+                    s4[0] += (double)__expf(v[k].x - m);
+                    s4[1] += (double)__expf(v[k].y - m);
+                    s4[2] += (double)__expf(v[k].z - m);
+                    s4[3] += (double)__expf(v[k].w - m);
+                }
+        }
+        for (int q = 0; q < 4 && i0 + q < nc; q++) pg[i0 + q] = s4[q];
     }
     __syncthreads();
     const int64_t cur = t / D.lp, ncomplete = S / D.lp;
@@ -116,7 +134,7 @@ __device__ void fd_select(const nsa_cu_dec &D, float *fsm, int64_t b, int g, int
         int64_t i_hi = ((j + 1) * D.lp - 1) / D.d;
         if (i_hi > nc - 1) i_hi = nc - 1;
         double sum = 0.0;
-        for (int64_t i = i_lo; i <= i_hi; i++) sum += pg[i] * (double)fd_overlap(D, i, j);
+        for (int64_t i = i_lo; i <= i_hi; i++) sum += pg[i] * (double)fd_overlap(D, (int)i, (int)j);
         sc[j] = (float)sum;
     }
     __syncthreads();
@@ -137,23 +155,31 @@ __device__ void fd_select(const nsa_cu_dec &D, float *fsm, int64_t b, int g, int
         for (int f = 0; f < nf; f++) nfc += blk[f] < ncomplete;
         const int64_t ncand = ncomplete - nfc;
         int k = (int64_t)(D.n - nf) < ncand ? D.n - nf : (int)ncand;
-        for (int a = 0; a < k; a++) {
-            float bs = -1.0f;
-            int bj = -1;
-            for (int64_t j = lane; j < ncomplete; j += 32)
-                if (sc[j] > bs) { bs = sc[j]; bj = (int)j; }
-            for (int o = 16; o > 0; o >>= 1) {
-                const float os = __shfl_xor_sync(0xffffffffu, bs, o);
-                const int oj = __shfl_xor_sync(0xffffffffu, bj, o);
-                if (os > bs || (os == bs && oj >= 0 && (bj < 0 || oj < bj))) { bs = os; bj = oj; }
-            }
-            if (bj < 0) { k = a; break; }
-            if (lane == 0) {
-                blk[nf + a] = bj;
-                sc[bj] = -1.0f;
-            }
-            __syncwarp();
+        /* top-k: each lane keeps the best of its blocks j ≡ lane (mod 32) as a key (score bits
+           + 1, scores ≥ 0; 0: none left), the warp takes the largest key and, among equal
+           keys, the lowest j; only the winning lane rescans */
+        unsigned bk = 0u;
+        int bjl = -1;
+        for (int64_t j = lane; j < ncomplete; j += 32) {
+            const unsigned key = sc[j] >= 0.f ? __float_as_uint(sc[j]) + 1u : 0u;
+            if (key > bk) { bk = key; bjl = (int)j; }
         }
+        for (int a = 0; a < k; a++) {
+            const unsigned mx = __reduce_max_sync(0xffffffffu, bk);
+            if (mx == 0u) { k = a; break; }
+            const int bj = (int)__reduce_min_sync(0xffffffffu, bk == mx ? (unsigned)bjl : 0xffffffffu);
+            if (lane == 0) blk[nf + a] = bj;
+            if (bj == bjl) {
+                sc[bj] = -1.0f;
+                bk = 0u;
+                bjl = -1;
+                for (int64_t j = lane; j < ncomplete; j += 32) {
+                    const unsigned key = sc[j] >= 0.f ? __float_as_uint(sc[j]) + 1u : 0u;
+                    if (key > bk) { bk = key; bjl = (int)j; }
+                }
+            }
+        }
+        __syncwarp();
         if (lane == 0) {
             const int nsel = nf + k;
             for (int a = 1; a < nsel; a++) {
@@ -188,7 +214,7 @@ __device__ void fd_select(const nsa_cu_dec &D, float *fsm, int64_t b, int g, int
 }
 
 static size_t fd_select_smem(const nsa_cu_dec *D) {
-    return (size_t)(D->G + D->nsel_cap + D->n) * 4;
+    return (D->pg_smem ? (size_t)D->st.ncmp4 * 8 : 0) + (size_t)(D->G + D->nsel_cap + D->n) * 4;
 }
 
 /* Header (x = 0: m, 1: l; o from x = 2) of slot j of head u of (b, g): slots 0..pc-1 cmp,
@@ -203,8 +229,8 @@ __device__ __forceinline__ const float *fd_slot(const nsa_cu_dec &D, int64_t bg,
 
 /* Heads u0 .. u0+hm-1 of (row b, KV head g): merge weights of every slot (w = exp(m − M)/L per
  * branch, 0 for a slot without keys, whose o is never read), then the gated sum of the three
- * branches into out. Shared memory: w, l (2·hm·nsl) and M, L per head and branch (6·hm)
- * floats, nsl = pc + ps + pw. */
+ * branches into out. Shared memory: w, l (2·hm·nsl), M, L per head and branch (6·hm) and the
+ * parts' sums (3·max(hm·Dv, FD_T)) floats, nsl = pc + ps + pw. */
 template <typename T>
 __device__ void fd_merge(const nsa_cu_dec &D, float *fsm, int64_t b, int g, int u0, int hm) {
     const int64_t bg = b * D.Hkv + g;
@@ -239,16 +265,47 @@ __device__ void fd_merge(const nsa_cu_dec &D, float *fsm, int64_t b, int g, int 
         w[i] = m[1] > 0.f && lv[i] > 0.f ? __expf(w[i] - m[0]) / m[1] : 0.f;
     }
     __syncthreads();
-    for (int i = tid; i < hm * D.Dv; i += FD_T) {
-        const int u = i / D.Dv, e = i % D.Dv, h = g * D.G + u0 + u;
-        float o[3] = {0.f, 0.f, 0.f};
-        for (int x = 0; x < nsl; x++) {
-            const float wx = w[u * nsl + x];
-            if (wx != 0.f) o[x < first[1] ? 0 : x < first[2] ? 1 : 2] += __ldcg(fd_slot(D, bg, u0 + u, x) + 2 + e) * wx;
+    /* np parts of the block sum slots [x0, x1) each (8 loads in flight), part 0 adds them */
+    const int ne = hm * D.Dv, np = ne >= FD_T ? 1 : FD_T / ne > 8 ? 8 : FD_T / ne;
+    float *red = ml + 6 * hm; /* (np, ne, 3) */
+    for (int i = tid; i < (np > 1 ? np * ne : ne); i += FD_T) {
+        const int part = i / ne, el = i % ne, u = el / D.Dv, e = el % D.Dv;
+        const int x0 = nsl * part / np, x1 = nsl * (part + 1) / np;
+        const float *wu = w + u * nsl;
+        float oc = 0.f, os = 0.f, ow = 0.f;
+        for (int xb = x0; xb < x1; xb += 8) {
+            float v[8];
+#pragma unroll
+            for (int k = 0; k < 8; k++) {
+                const int x = xb + k;
+                v[k] = x < x1 && wu[x] != 0.f ? __ldcg(fd_slot(D, bg, u0 + u, x) + 2 + e) : 0.f;
+            }
+#pragma unroll
+            for (int k = 0; k < 8; k++) {
+                const int x = xb + k;
+                if (x >= x1) break;
+                const float c = v[k] * wu[x];
+                if (x < first[1]) oc += c;
+                else if (x < first[2]) os += c;
+                else ow += c;
+            }
         }
-        const float out = fd_gate<T>(D, b, h, NSA_BRANCH_CMP) * o[0] +
-                          fd_gate<T>(D, b, h, NSA_BRANCH_SEL) * o[1] +
-                          fd_gate<T>(D, b, h, NSA_BRANCH_WIN) * o[2];
+        red[i * 3] = oc;
+        red[i * 3 + 1] = os;
+        red[i * 3 + 2] = ow;
+    }
+    __syncthreads();
+    for (int el = tid; el < ne; el += FD_T) {
+        const int u = el / D.Dv, e = el % D.Dv, h = g * D.G + u0 + u;
+        float oc = 0.f, os = 0.f, ow = 0.f;
+        for (int part = 0; part < np; part++) {
+            oc += red[(part * ne + el) * 3];
+            os += red[(part * ne + el) * 3 + 1];
+            ow += red[(part * ne + el) * 3 + 2];
+        }
+        const float out = fd_gate<T>(D, b, h, NSA_BRANCH_CMP) * oc +
+                          fd_gate<T>(D, b, h, NSA_BRANCH_SEL) * os +
+                          fd_gate<T>(D, b, h, NSA_BRANCH_WIN) * ow;
         ((T *)D.out.p)[b * D.out.sb + h * D.out.sh + e * D.out.sd] = nsa_cu_to<T>(out);
     }
     __syncthreads();
@@ -256,7 +313,8 @@ __device__ void fd_merge(const nsa_cu_dec &D, float *fsm, int64_t b, int g, int 
 
 /* fd_merge's shared memory for hm heads. */
 static size_t fd_merge_smem(const nsa_cu_dec *D, int hm) {
-    return (size_t)hm * (2 * (D->pc + D->ps + D->pw) + 6) * 4;
+    const size_t ne = (size_t)hm * D->Dv;
+    return (size_t)hm * (2 * (D->pc + D->ps + D->pw) + 6) * 4 + (ne > FD_T ? ne : FD_T) * 12;
 }
 
 #endif /* NSA_CUDA_DECODE_FAST_SYNC_CUH */
