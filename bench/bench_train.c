@@ -5,7 +5,8 @@
  * median over --steps after --warmup steps; tokens/s, MFU (6·matmul params per token over the
  * card's 989 TFLOP/s bf16 peak; attention FLOPs not counted), peak device memory; then where the
  * time goes: one layer's NSA forward and backward through the library alone, and the model's
- * GEMMs alone, on random data of the same shapes.
+ * GEMMs of one layer alone (the fused q/k/v/gate projection as the model runs it, and for
+ * comparison the same projection as eight GEMMs) on the layer's activations.
  * Not a test: it checks only that the loss is finite.
  */
 #include "gpu.h"
@@ -55,30 +56,37 @@ static void sample_mem(void) {
         (out) = median(v_, (reps));                                                                \
     } while (0)
 
-/* The GEMMs of one layer (forward, then backward) on the layer's saved activations. */
+/* The GEMMs of one layer (forward, then backward) on the layer's saved activations, as lm/pass.c
+ * runs them on CUDA: x in the backend's activation dtype; dy in scratch, f32 for the residual
+ * gradients and att_dtype (act_lowp) for da, db and the fused projection's dy (values are
+ * whatever the scratch holds: only the time is wanted). */
 typedef struct {
     const lm_backend *be;
     const lm_layer_act *A;
     const lm_layer_w *W;
     lm_layer_w *dW;
-    float *s1, *s2, *s3;
+    float *s1, *s2, *s3, *s4, *s5; /* (N, P), (N, C), (N, F), (N, F), (N, Hq·D) */
     int N, C, Hq, D, Hkv, F;
 } gemm_set;
+
+static int cols(const gemm_set *g) { return g->Hq * g->D + 6 * g->Hkv * g->D + 3 * g->Hq; }
+
+/* matmul_backward of a dy that act_lowp keeps in att_dtype (as lm/pass.c's mmb_lo) */
+static void mmb_lo(const gemm_set *g, float *dx, float *dW, const float *dy, const float *x,
+                   const float *W, int M, int K, int O, int acc) {
+    if (g->be->act_lowp) g->be->matmul_backward_lo(dx, dW, dy, x, W, M, K, O, acc);
+    else g->be->matmul_backward(dx, dW, dy, x, W, M, K, O, acc);
+}
 
 static void gemms_fwd(const gemm_set *g) {
     const lm_backend *be = g->be;
     const lm_layer_act *A = g->A;
     const lm_layer_w *W = g->W;
-    const int N = g->N, C = g->C, HD = g->Hq * g->D, KD = g->Hkv * g->D, F = g->F;
-    be->matmul(g->s1, A->ln1, W->wq, N, C, HD, 0);
-    for (int b = 0; b < 3; b++) {
-        be->matmul(g->s2, A->ln1, W->wk[b], N, C, KD, 0);
-        be->matmul(g->s2, A->ln1, W->wv[b], N, C, KD, 0);
-    }
-    be->matmul(g->s2, A->ln1, W->wg, N, C, g->Hq * 3, 0);
+    const int N = g->N, C = g->C, HD = g->Hq * g->D, F = g->F;
+    be->matmul(g->s1, A->ln1, W->wq, N, C, cols(g), 0);
     be->matmul(g->s2, A->att, W->wo, N, HD, C, 0);
     be->matmul(g->s3, A->ln2, W->w1, N, C, F, 0);
-    be->matmul(g->s3, A->ln2, W->w3, N, C, F, 0);
+    be->matmul(g->s4, A->ln2, W->w3, N, C, F, 0);
     be->matmul(g->s2, A->h, W->w2, N, F, C, 0);
 }
 
@@ -87,16 +95,39 @@ static void gemms_bwd(const gemm_set *g) {
     const lm_layer_act *A = g->A;
     const lm_layer_w *W = g->W;
     lm_layer_w *dW = g->dW;
-    const int N = g->N, C = g->C, HD = g->Hq * g->D, KD = g->Hkv * g->D, F = g->F;
-    be->matmul_backward(g->s3, dW->w2, A->xm, A->h, W->w2, N, F, C, 0);
-    be->matmul_backward(g->s2, dW->w1, A->a, A->ln2, W->w1, N, C, F, 0);
-    be->matmul_backward(g->s2, dW->w3, A->b, A->ln2, W->w3, N, C, F, 1);
-    be->matmul_backward(g->s1, dW->wo, A->xm, A->att, W->wo, N, HD, C, 0);
-    be->matmul_backward(g->s2, dW->wg, A->z, A->ln1, W->wg, N, C, g->Hq * 3, 0);
-    be->matmul_backward(g->s2, dW->wq, A->q, A->ln1, W->wq, N, C, HD, 1);
+    const int N = g->N, C = g->C, HD = g->Hq * g->D, F = g->F;
+    be->matmul_backward(g->s3, dW->w2, g->s2, A->h, W->w2, N, F, C, 0);
+    mmb_lo(g, g->s2, dW->w1, g->s3, A->ln2, W->w1, N, C, F, 0);
+    mmb_lo(g, g->s2, dW->w3, g->s4, A->ln2, W->w3, N, C, F, 1);
+    be->matmul_backward(g->s5, dW->wo, g->s2, A->att, W->wo, N, HD, C, 0);
+    mmb_lo(g, g->s2, dW->wq, g->s1, A->ln1, W->wq, N, C, cols(g), 0);
+}
+
+/* The fused q/k/v/gate projection alone, fwd + bwd. */
+static void gemms_qkv_fused(const gemm_set *g) {
+    const lm_layer_act *A = g->A;
+    g->be->matmul(g->s1, A->ln1, g->W->wq, g->N, g->C, cols(g), 0);
+    mmb_lo(g, g->s2, g->dW->wq, g->s1, A->ln1, g->W->wq, g->N, g->C, cols(g), 0);
+}
+
+/* The q/k/v/gate projection as eight GEMMs (the path before the fused split), fwd + bwd. */
+static void gemms_qkv_unfused(const gemm_set *g) {
+    const lm_backend *be = g->be;
+    const lm_layer_act *A = g->A;
+    const lm_layer_w *W = g->W;
+    lm_layer_w *dW = g->dW;
+    const int N = g->N, C = g->C, HD = g->Hq * g->D, KD = g->Hkv * g->D;
+    be->matmul(g->s1, A->ln1, W->wq, N, C, HD, 0);
     for (int b = 0; b < 3; b++) {
-        be->matmul_backward(g->s2, dW->wk[b], A->k[b], A->ln1, W->wk[b], N, C, KD, 1);
-        be->matmul_backward(g->s2, dW->wv[b], A->v[b], A->ln1, W->wv[b], N, C, KD, 1);
+        be->matmul(g->s1, A->ln1, W->wk[b], N, C, KD, 0);
+        be->matmul(g->s1, A->ln1, W->wv[b], N, C, KD, 0);
+    }
+    be->matmul(g->s1, A->ln1, W->wg, N, C, g->Hq * 3, 0);
+    be->matmul_backward(g->s2, dW->wg, g->s1, A->ln1, W->wg, N, C, g->Hq * 3, 0);
+    be->matmul_backward(g->s2, dW->wq, g->s1, A->ln1, W->wq, N, C, HD, 1);
+    for (int b = 0; b < 3; b++) {
+        be->matmul_backward(g->s2, dW->wk[b], g->s1, A->ln1, W->wk[b], N, C, KD, 1);
+        be->matmul_backward(g->s2, dW->wv[b], g->s1, A->ln1, W->wv[b], N, C, KD, 1);
     }
 }
 
@@ -222,30 +253,30 @@ int main(int argc, char **argv) {
     float *srcs[9] = {A->q, A->k[0], A->v[0], A->k[1], A->v[1], A->k[2], A->v[2], A->g, A->att};
     const nsa_tensor *dsts[9] = {&fa.q, &fa.k_cmp, &fa.v_cmp, &fa.k_sel, &fa.v_sel,
                                  &fa.k_win, &fa.v_win, &fa.gates, &ga.dout};
-    for (int i = 0; i < 9; i++) {
+    for (int i = 0; i < 9; i++) { /* act_lowp: all but the gates hold bf16 already (n even) */
         const size_t n = (size_t)nsa_tensor_numel(dsts[i]);
         if (dt == NSA_DTYPE_F32) be->copy(dsts[i]->data, srcs[i], n);
+        else if (be->act_lowp && i != 7) be->copy(dsts[i]->data, srcs[i], n / 2);
         else be->to_att(dsts[i]->data, srcs[i], n);
     }
     double af, ab;
     TIME_MS(af, reps, if (nsa_forward(ctx, &fa) != NSA_OK) die("nsa_forward", nsa_context_message(ctx)));
     TIME_MS(ab, reps,
             if (nsa_backward(ctx, &fa, &ga) != NSA_OK) die("nsa_backward", nsa_context_message(ctx)));
-    double gf, gb;
-    float *s1 = m.scratch; /* backward scratch (N·C·2 + N·F·3 + ... floats): free between steps */
-    float *s2 = s1 + (size_t)N * C, *s3 = s2 + (size_t)N * C;
+    double gf, gb, gq;
+    /* the backward scratch (N·(2C + 3F + 2·Hq·D + ... + P) floats) is free between steps */
+    const size_t Pc = (size_t)(Hq * D + 6 * Hkv * D + 3 * Hq);
+    float *s1 = m.scratch, *s2 = s1 + (size_t)N * Pc, *s3 = s2 + (size_t)N * C;
+    float *s4 = s3 + (size_t)N * F, *s5 = s4 + (size_t)N * F;
     const lm_layer_w *W = &m.w.layer[0];
     lm_layer_w *dW = &m.dw.layer[0];
-    const gemm_set gs = {be, A, W, dW, s1, s2, s3, N, (int)C, (int)Hq, (int)D, (int)Hkv, (int)F};
+    const gemm_set gs = {be, A, W, dW, s1, s2, s3, s4, s5,
+                         N, (int)C, (int)Hq, (int)D, (int)Hkv, (int)F};
     TIME_MS(gf, reps, gemms_fwd(&gs));
     TIME_MS(gb, reps, gemms_bwd(&gs));
-    double gf16 = 0, gb16 = 0; /* the same GEMMs through CUBLAS_COMPUTE_32F_FAST_16BF */
-    if (be->att_dtype != NSA_DTYPE_F32) {
-        lm_cuda_gemm_fast16bf(1);
-        TIME_MS(gf16, reps, gemms_fwd(&gs));
-        TIME_MS(gb16, reps, gemms_bwd(&gs));
-        lm_cuda_gemm_fast16bf(0);
-    }
+    TIME_MS(gq, reps, gemms_qkv_unfused(&gs));
+    double gqf; /* the fused projection alone, fwd + bwd, for the comparison */
+    TIME_MS(gqf, reps, gemms_qkv_fused(&gs));
     const double L = c->n_layer;
     printf("part,ms_per_layer,ms_per_step,share_of_step\n");
     printf("nsa_forward,%.2f,%.1f,%.3f\n", af, af * L, af * L / ms);
@@ -254,10 +285,8 @@ int main(int argc, char **argv) {
     printf("gemm_backward,%.2f,%.1f,%.3f\n", gb, gb * L, gb * L / ms);
     const double gemm_tflops = 2.0 * 3.0 * (double)per_layer * N / ((gf + gb) * 1e-3) / 1e12;
     printf("# layer GEMMs at %.0f TFLOP/s (fwd+bwd, %s)\n", gemm_tflops, be->name);
-    if (gf16 > 0)
-        printf("gemm_fast16bf,%.2f,%.1f,%.0f TFLOP/s (fwd %.2f + bwd %.2f ms per layer)\n",
-               gf16 + gb16, (gf16 + gb16) * L,
-               2.0 * 3.0 * (double)per_layer * N / ((gf16 + gb16) * 1e-3) / 1e12, gf16, gb16);
+    printf("# q/k/v/gate projection fwd+bwd: fused %.2f ms, as eight GEMMs %.2f ms per layer\n",
+           gqf, gq);
     printf("rest,%.2f,%.1f,%.3f\n", (ms - (af + ab + gf + gb) * L) / L, ms - (af + ab + gf + gb) * L,
            1.0 - (af + ab + gf + gb) * L / ms);
     be->release(buf);

@@ -4,14 +4,17 @@
 # `nsa train --device cuda` on the built-in corpus (stopped by SIGINT after TRAIN_S seconds, which
 # saves a checkpoint) followed by `nsa sample --device cuda`. Logs and CSVs go to $OUT.
 # Usage: bench/bench_train.sh [phases]   phases: any of build,test,sanitize,breaks,short,train,long
-#        (default all). breaks plants a bug in this machine's copy of lm/cuda_ops.cu (SwiGLU
-#        backward), checks that the parity cases fail, and restores the file.
+#        (default all but sanitize). breaks plants bugs, one at a time, in this machine's copy of
+#        lm/cuda_ops.cu / lm/cuda_blas.cu (the SwiGLU backward; the fused split's RoPE; the upload
+#        that marks the bf16 weight mirror stale), checks that the cases meant to catch each fail,
+#        and restores the files. B: build dir; STEPS / LONG_STEPS: timed steps; SAN_TOOLS:
+#        compute-sanitizer tools (default memcheck racecheck).
 set -u
 OUT=${OUT:-/tmp/out}
 mkdir -p "$OUT"
 PH=${1:-build,test,breaks,short,train,long}
 has() { [[ ",$PH," == *",$1,"* ]]; }
-B=build-gt
+B=${B:-build-gt}
 log() { echo "== $(date -u +%H:%M:%S) $*" | tee -a "$OUT/summary.txt"; }
 
 log "card"
@@ -19,36 +22,51 @@ nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,memory.total 
   tee -a "$OUT/summary.txt"
 if has build; then
   log "build"
-  cmake -S . -B $B -G Ninja -DCMAKE_CUDA_ARCHITECTURES=90a-real -DNSA_CUDA=ON >"$OUT/build.log" 2>&1 &&
+  cmake -S . -B $B -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90a-real \
+    -DNSA_CUDA=ON >"$OUT/build.log" 2>&1 &&
     cmake --build $B -j16 --target test_gpu_train bench_train nsa_cli >>"$OUT/build.log" 2>&1 ||
     { log "BUILD FAILED"; grep -E "error|FAILED" "$OUT/build.log" | head -30; exit 1; }
   log "built"
 fi
 if has test; then
   for c in f32_step_matches_cpu bf16_step_matches_cpu f32_steps_match_cpu bf16_deterministic \
-           ckpt_interchange train_cuda greedy_sample_gpu resume_bitwise_gpu; do
+           ckpt_interchange train_cuda greedy_sample_gpu resume_bitwise_gpu \
+           bf16_mirror_follows_updates; do
     timeout 120 $B/tests/test_gpu_train $c >>"$OUT/test.log" 2>&1; log "test $c rc=$?"
   done
-  grep -E "FAIL|loss cpu|params after" "$OUT/test.log" | cut -c1-300 | tee -a "$OUT/summary.txt"
+  grep -E "FAIL|loss cpu|params after|loss before" "$OUT/test.log" | cut -c1-300 |
+    tee -a "$OUT/summary.txt"
 fi
 if has sanitize; then  # not in the default phases: compute-sanitizer on one tiny f32 step
-  for tool in memcheck racecheck; do
-    timeout ${SAN_S:-60} compute-sanitizer --tool $tool --error-exitcode 9 \
-      $B/tests/test_gpu_train f32_step_matches_cpu >"$OUT/san_$tool.log" 2>&1
-    log "compute-sanitizer $tool rc=$?"; tail -3 "$OUT/san_$tool.log"
+  for tool in ${SAN_TOOLS:-memcheck racecheck}; do
+    for c in f32_step_matches_cpu bf16_step_matches_cpu; do
+      timeout ${SAN_S:-60} compute-sanitizer --tool $tool --error-exitcode 9 \
+        $B/tests/test_gpu_train $c >"$OUT/san_$tool.log" 2>&1
+      log "compute-sanitizer $tool $c rc=$?"; tail -2 "$OUT/san_$tool.log"
+    done
   done
 fi
 if has breaks; then
-  cp lm/cuda_ops.cu /tmp/cuda_ops.cu.orig
-  sed -i 's/(1.0f + a\[i\] \* (1.0f - s))/(1.0f + a[i] * (1.0f + s))/' lm/cuda_ops.cu
-  if cmp -s lm/cuda_ops.cu /tmp/cuda_ops.cu.orig; then log "breaks: pattern not found"; else
-    cmake --build $B -j16 --target test_gpu_train >>"$OUT/build.log" 2>&1
-    for c in f32_step_matches_cpu bf16_step_matches_cpu; do
-      timeout 60 $B/tests/test_gpu_train $c >>"$OUT/test.log" 2>&1; log "planted bug: $c rc=$? (want 1)"
-    done
-    grep -E "^FAIL" "$OUT/test.log" | tail -2 | cut -c1-250
-  fi
-  cp /tmp/cuda_ops.cu.orig lm/cuda_ops.cu
+  # plant FILE SED CASES: the bug, then the cases that must fail (rc 1); the file is restored.
+  plant() {
+    cp "$1" /tmp/planted.orig
+    sed -i "$2" "$1"
+    if cmp -s "$1" /tmp/planted.orig; then log "breaks: pattern not found in $1"; else
+      cmake --build $B -j16 --target test_gpu_train >>"$OUT/build.log" 2>&1
+      for c in $3; do
+        timeout 60 $B/tests/test_gpu_train $c >>"$OUT/test.log" 2>&1
+        log "planted bug in $1: $c rc=$? (want 1)"
+      done
+      grep -E "^FAIL" "$OUT/test.log" | tail -1 | cut -c1-250
+    fi
+    cp /tmp/planted.orig "$1"
+  }
+  plant lm/cuda_ops.cu 's/(1.0f + a\[i\] \* (1.0f - s))/(1.0f + a[i] * (1.0f + s))/' \
+    "f32_step_matches_cpu bf16_step_matches_cpu"
+  plant lm/cuda_ops.cu 's/put(&d\[1\], x0 \* sv + x1 \* c);/put(\&d[1], x0 * sv - x1 * c);/' \
+    "f32_step_matches_cpu"
+  plant lm/cuda_blas.cu '/cudaMemcpyHostToDevice));$/{n;s/    touch(dst);//}' \
+    "bf16_mirror_follows_updates"
   cmake --build $B -j16 --target test_gpu_train bench_train nsa_cli >>"$OUT/build.log" 2>&1
 fi
 if has short; then
@@ -68,7 +86,7 @@ if has train; then
   cp /tmp/gt_run/heartbeat.jsonl "$OUT/heartbeat.jsonl"
 fi
 if has long; then
-  timeout ${LONG_S:-150} $B/bench/bench_train --config long --steps ${STEPS:-3} --warmup 1 \
+  timeout ${LONG_S:-150} $B/bench/bench_train --config long --steps ${LONG_STEPS:-${STEPS:-3}} --warmup 1 \
     >"$OUT/bench_long.csv" 2>/tmp/bl.err; log "bench long rc=$?"
   cat /tmp/bl.err >>"$OUT/err.log"; tail -4 /tmp/bl.err; cat "$OUT/bench_long.csv" | tee -a "$OUT/summary.txt"
 fi

@@ -1,13 +1,13 @@
 /* cuda_blas.cu — the model's CUDA backend, part 1 (lm/gpu_cuda.h): the process state, device
- * memory (zeroed allocations with records for the heartbeat's figures), the f32<->bf16 casts, the
- * GEMMs through cuBLAS (bf16 operands with fp32 accumulation and output, or fp32), the sync that
- * reports the first error, and the memory figures of lm/gpu.h.
+ * memory (zeroed allocations with records for the heartbeat's figures, and the bf16 mirrors the
+ * GEMMs read weights from), the f32<->bf16 casts, the GEMMs through cuBLAS (bf16 operands with
+ * fp32 accumulation and output, or fp32), the sync that reports the first error, and the memory
+ * figures of lm/gpu.h.
  * Not the layer kernels (lm/cuda_ops.cu). All work on device 0 and the default stream.
  * Invariant: every cuBLAS or runtime failure is kept (note) and reported by the next sync.
  */
 #include "gpu_cuda.h"
 
-#include <cuda_bf16.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -37,6 +37,8 @@ void *g_alloc(size_t bytes) {
     }
     note(cudaMemset(p, 0, bytes));
     S.recs[S.nrecs].p = p;
+    S.recs[S.nrecs].lo = NULL;
+    S.recs[S.nrecs].stale = 0;
     S.recs[S.nrecs++].bytes = bytes;
     S.alloc_now += bytes;
     if (S.alloc_now > S.alloc_peak) S.alloc_peak = S.alloc_now;
@@ -48,21 +50,52 @@ void g_release(void *p) {
     for (int i = 0; i < S.nrecs; i++)
         if (S.recs[i].p == p) {
             S.alloc_now -= S.recs[i].bytes;
+            if (S.recs[i].lo) {
+                S.alloc_now -= S.recs[i].bytes / 2;
+                note(cudaFree(S.recs[i].lo));
+            }
             S.recs[i] = S.recs[--S.nrecs];
             break;
         }
     note(cudaFree(p));
 }
 
+alloc_rec *rec_of(const void *p) {
+    static int hint;
+    const char *c = (const char *)p;
+    if (hint < S.nrecs) {
+        const alloc_rec *r = &S.recs[hint];
+        if (c >= (const char *)r->p && c < (const char *)r->p + r->bytes) return &S.recs[hint];
+    }
+    for (int i = 0; i < S.nrecs; i++) {
+        const char *b = (const char *)S.recs[i].p;
+        if (c >= b && c < b + S.recs[i].bytes) {
+            hint = i;
+            return &S.recs[i];
+        }
+    }
+    return NULL;
+}
+
+void touch(const void *p) {
+    alloc_rec *r = rec_of(p);
+    if (r && r->lo) r->stale = 1;
+}
+
 void g_upload(void *dst, const void *src, size_t bytes) {
     if (bytes) note(cudaMemcpy(dst, src, bytes, cudaMemcpyHostToDevice));
+    touch(dst);
 }
 void g_download(void *dst, const void *src, size_t bytes) {
     if (bytes) note(cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToHost));
 }
-void g_zero(float *p, size_t n) { note(cudaMemsetAsync(p, 0, n * sizeof(float), 0)); }
+void g_zero(float *p, size_t n) {
+    note(cudaMemsetAsync(p, 0, n * sizeof(float), 0));
+    touch(p);
+}
 void g_copy(float *dst, const float *src, size_t n) {
     note(cudaMemcpyAsync(dst, src, n * sizeof(float), cudaMemcpyDeviceToDevice, 0));
+    touch(dst);
 }
 
 /* Grows a device byte buffer (synchronous; only when a larger batch comes). */
@@ -116,15 +149,13 @@ void g_from_att(float *dst, const void *src, size_t n) {
 
 /* ------------------------------------------------------------------ GEMMs (row-major views) */
 
-/* bf16 mode: operands are rounded to bf16 into these buffers (grown on first use), then one
- * cuBLAS GEMM with bf16 inputs, fp32 accumulation and fp32 output. lm_cuda_gemm_fast16bf(1)
- * keeps the operands fp32 and lets cuBLAS down-convert (CUBLAS_COMPUTE_32F_FAST_16BF) instead:
- * the alternative bench_train measures. */
-static __nv_bfloat16 *cbuf[3];
-static size_t ccap[3];
-static int fast16bf;
-
-extern "C" void lm_cuda_gemm_fast16bf(int on) { fast16bf = on != 0; }
+/* bf16 mode: weights come from their allocation's bf16 mirror (made on first use, recast
+ * only when stale, written by AdamW with the weights: once per optimizer step); x is already
+ * bf16 (act_lowp); dy is rounded into cbuf[1] once per matmul_backward, and a weight outside
+ * every record (none in the model) into cbuf[0]. One cuBLAS GEMM each, bf16 inputs, fp32
+ * accumulation and output. */
+static __nv_bfloat16 *cbuf[2];
+static size_t ccap[2];
 
 static const __nv_bfloat16 *cast(int slot, const float *x, size_t n) {
     if (n > ccap[slot]) {
@@ -142,61 +173,80 @@ static const __nv_bfloat16 *cast(int slot, const float *x, size_t n) {
     return cbuf[slot];
 }
 
-/* C (m×n, col-major) = op(A) op(B) + beta·C; na, nb: element counts of A and B. */
-static void gemm(int f32, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
-                 const float *A, size_t na, int lda, const float *B, size_t nb, int ldb,
-                 float beta, float *C, int ldc, int slot_a, int slot_b) {
-    const float alpha = 1.0f;
-    cublasStatus_t st;
-    if (f32 || fast16bf) {
-        st = cublasGemmEx(S.h, ta, tb, m, n, k, &alpha, A, CUDA_R_32F, lda, B, CUDA_R_32F, ldb,
-                          &beta, C, CUDA_R_32F, ldc,
-                          f32 ? CUBLAS_COMPUTE_32F : CUBLAS_COMPUTE_32F_FAST_16BF,
-                          CUBLAS_GEMM_DEFAULT);
-    } else {
-        const __nv_bfloat16 *a = slot_a >= 0 ? cast(slot_a, A, na) : NULL;
-        const __nv_bfloat16 *b = slot_b >= 0 ? cast(slot_b, B, nb) : NULL;
-        if (slot_a < 0) a = cbuf[-slot_a - 1]; /* already cast for the previous GEMM */
-        if (slot_b < 0) b = cbuf[-slot_b - 1];
-        if (!a || !b) return;
-        st = cublasGemmEx(S.h, ta, tb, m, n, k, &alpha, a, CUDA_R_16BF, lda, b, CUDA_R_16BF, ldb,
-                          &beta, C, CUDA_R_32F, ldc, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+/* The bf16 view of weights W (O·K floats) for a GEMM. */
+static const __nv_bfloat16 *weights(const float *W, size_t n) {
+    alloc_rec *r = rec_of(W);
+    if (!r) return cast(0, W, n);
+    const size_t floats = r->bytes / sizeof(float);
+    if (!r->lo) {
+        if (cudaMalloc((void **)&r->lo, floats * sizeof(__nv_bfloat16)) != cudaSuccess) {
+            cudaGetLastError();
+            r->lo = NULL;
+            return cast(0, W, n);
+        }
+        S.alloc_now += r->bytes / 2;
+        if (S.alloc_now > S.alloc_peak) S.alloc_peak = S.alloc_now;
+        r->stale = 1;
     }
+    if (r->stale) {
+        k_to_bf16<<<blocks_for((int64_t)floats), TPB>>>(r->lo, (const float *)r->p,
+                                                         (int64_t)floats);
+        r->stale = 0;
+    }
+    return r->lo + (W - (const float *)r->p);
+}
+
+__nv_bfloat16 *mirror_of(const float *p) {
+    alloc_rec *r = rec_of(p);
+    return r && r->lo ? r->lo + (p - (const float *)r->p) : NULL;
+}
+
+/* C (m×n, col-major, fp32) = op(A) op(B) + beta·C, A and B of type t. */
+static void gemm(cudaDataType t, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
+                 const void *A, int lda, const void *B, int ldb, float beta, float *C, int ldc) {
+    if (!A || !B) return; /* a cast that failed: noted */
+    const float alpha = 1.0f;
+    const cublasStatus_t st = cublasGemmEx(S.h, ta, tb, m, n, k, &alpha, A, t, lda, B, t, ldb,
+                                           &beta, C, CUDA_R_32F, ldc, CUBLAS_COMPUTE_32F,
+                                           CUBLAS_GEMM_DEFAULT);
     if (st != CUBLAS_STATUS_SUCCESS) note(cudaErrorLaunchFailure);
 }
 
 /* y (M, O) = x (M, K) · W (O, K)^T: column-major y^T = W^T^T · x^T */
-static void matmul_p(int f32, float *y, const float *x, const float *W, int M, int K, int O,
-                     int acc) {
-    if (M == 0 || O == 0) return;
-    gemm(f32, CUBLAS_OP_T, CUBLAS_OP_N, O, M, K, W, (size_t)O * K, K, x, (size_t)M * K, K,
-         acc ? 1.0f : 0.0f, y, O, 0, 1);
-}
-/* dx (M, K) (+)= dy · W;  dW (O, K) += dy^T · x  (dy is cast once, into slot 2) */
-static void matmul_backward_p(int f32, float *dx, float *dW, const float *dy, const float *x,
-                              const float *W, int M, int K, int O, int acc_dx) {
-    if (M == 0) return;
-    const size_t ny = (size_t)M * O;
-    if (dx)
-        gemm(f32, CUBLAS_OP_N, CUBLAS_OP_N, K, M, O, W, (size_t)O * K, K, dy, ny, O,
-             acc_dx ? 1.0f : 0.0f, dx, K, 0, 2);
-    if (dW)
-        gemm(f32, CUBLAS_OP_N, CUBLAS_OP_T, K, O, M, x, (size_t)M * K, K, dy, ny, O, 1.0f, dW, K,
-             1, dx ? -3 : 2);
-}
 void mm_bf16(float *y, const float *x, const float *W, int M, int K, int O, int acc) {
-    matmul_p(0, y, x, W, M, K, O, acc);
+    if (M == 0 || O == 0) return;
+    gemm(CUDA_R_16BF, CUBLAS_OP_T, CUBLAS_OP_N, O, M, K, weights(W, (size_t)O * K), K, x, K,
+         acc ? 1.0f : 0.0f, y, O);
 }
 void mm_f32(float *y, const float *x, const float *W, int M, int K, int O, int acc) {
-    matmul_p(1, y, x, W, M, K, O, acc);
+    if (M == 0 || O == 0) return;
+    gemm(CUDA_R_32F, CUBLAS_OP_T, CUBLAS_OP_N, O, M, K, W, K, x, K, acc ? 1.0f : 0.0f, y, O);
 }
+/* dx (M, K) (+)= dy · W;  dW (O, K) += dy^T · x */
 void mmb_bf16(float *dx, float *dW, const float *dy, const float *x, const float *W, int M,
-                     int K, int O, int acc) {
-    matmul_backward_p(0, dx, dW, dy, x, W, M, K, O, acc);
+              int K, int O, int acc) {
+    if (M == 0) return;
+    const __nv_bfloat16 *d = cast(1, dy, (size_t)M * O);
+    if (dx)
+        gemm(CUDA_R_16BF, CUBLAS_OP_N, CUBLAS_OP_N, K, M, O, weights(W, (size_t)O * K), K, d, O,
+             acc ? 1.0f : 0.0f, dx, K);
+    if (dW) gemm(CUDA_R_16BF, CUBLAS_OP_N, CUBLAS_OP_T, K, O, M, x, K, d, O, 1.0f, dW, K);
 }
-void mmb_f32(float *dx, float *dW, const float *dy, const float *x, const float *W, int M,
-                    int K, int O, int acc) {
-    matmul_backward_p(1, dx, dW, dy, x, W, M, K, O, acc);
+void mmb_lo_bf16(float *dx, float *dW, const void *dy, const float *x, const float *W, int M,
+                 int K, int O, int acc) {
+    if (M == 0) return;
+    if (dx)
+        gemm(CUDA_R_16BF, CUBLAS_OP_N, CUBLAS_OP_N, K, M, O, weights(W, (size_t)O * K), K, dy, O,
+             acc ? 1.0f : 0.0f, dx, K);
+    if (dW) gemm(CUDA_R_16BF, CUBLAS_OP_N, CUBLAS_OP_T, K, O, M, x, K, dy, O, 1.0f, dW, K);
+}
+void mmb_f32(float *dx, float *dW, const float *dy, const float *x, const float *W, int M, int K,
+             int O, int acc) {
+    if (M == 0) return;
+    if (dx)
+        gemm(CUDA_R_32F, CUBLAS_OP_N, CUBLAS_OP_N, K, M, O, W, K, dy, O, acc ? 1.0f : 0.0f, dx,
+             K);
+    if (dW) gemm(CUDA_R_32F, CUBLAS_OP_N, CUBLAS_OP_T, K, O, M, x, K, dy, O, 1.0f, dW, K);
 }
 int g_sync(char *err, size_t n) {
     cudaError_t e = cudaStreamSynchronize(0);

@@ -1,6 +1,9 @@
 /* cuda_ops.cu — the model's CUDA backend, part 2 (lm/gpu.h): CUDA C kernels for RMSNorm, RoPE,
- * SwiGLU, gates, softmax/cross-entropy, embedding, bias, gate statistics, clipping and AdamW over
- * fp32 arrays, and the backend tables (cuda-bf16, cuda-f32) with lm_cuda_backend.
+ * SwiGLU, the fused q/k/v/gate split and its gather, gates, softmax/cross-entropy, embedding,
+ * bias, gate statistics, clipping and AdamW, and the backend tables (cuda-bf16, cuda-f32) with
+ * lm_cuda_backend. In bf16 mode (act_lowp) RMSNorm, SwiGLU and the split write bf16, so do the
+ * SwiGLU backward, the gather and the cross-entropy backward (gradients that only feed GEMMs),
+ * and AdamW refreshes the weights' bf16 mirror in the same pass.
  * Not the GEMMs, memory or casts (lm/cuda_blas.cu) nor the attention: the model calls
  * nsa_forward / nsa_backward on device tensors.
  * Invariants: no float atomics anywhere (column sums go through fixed per-chunk partials, then
@@ -13,6 +16,13 @@
 #include <string.h>
 
 using namespace lmcu;
+
+/* ------------------------------------------------------------------ element types */
+
+__device__ __forceinline__ void put(float *p, float v) { *p = v; }
+__device__ __forceinline__ void put(__nv_bfloat16 *p, float v) { *p = __float2bfloat16(v); }
+__device__ __forceinline__ float get(const float *p) { return *p; }
+__device__ __forceinline__ float get(const __nv_bfloat16 *p) { return __bfloat162float(*p); }
 
 /* ------------------------------------------------------------------ block reduction */
 
@@ -61,7 +71,8 @@ static void col_sum(float *out, const float *a, const float *b, const float *r, 
 
 #define RMS_EPS 1e-5f
 
-__global__ void k_rmsnorm(float *y, float *rstd, const float *x, const float *w, int C) {
+template <typename Y>
+__global__ void k_rmsnorm(Y *y, float *rstd, const float *x, const float *w, int C) {
     __shared__ float sh[32];
     const int64_t o = (int64_t)blockIdx.x * C;
     float s = 0.0f;
@@ -69,10 +80,13 @@ __global__ void k_rmsnorm(float *y, float *rstd, const float *x, const float *w,
     s = block_sum(s, sh);
     const float r = rsqrtf(s / C + RMS_EPS);
     if (threadIdx.x == 0) rstd[blockIdx.x] = r;
-    for (int c = threadIdx.x; c < C; c += blockDim.x) y[o + c] = x[o + c] * r * w[c];
+    for (int c = threadIdx.x; c < C; c += blockDim.x) put(&y[o + c], x[o + c] * r * w[c]);
 }
 static void g_rmsnorm(float *y, float *rstd, const float *x, const float *w, int M, int C) {
     if (M) k_rmsnorm<<<M, TPB>>>(y, rstd, x, w, C);
+}
+static void g_rmsnorm_lo(float *y, float *rstd, const float *x, const float *w, int M, int C) {
+    if (M) k_rmsnorm<<<M, TPB>>>((__nv_bfloat16 *)y, rstd, x, w, C);
 }
 
 __global__ void k_rmsnorm_bwd(float *dx, const float *dy, const float *x, const float *w,
@@ -116,31 +130,38 @@ static void g_rope(float *x, const float *cos_t, const float *sin_t, int B, int 
 
 __device__ __forceinline__ float sigm(float z) { return 1.0f / (1.0f + expf(-z)); }
 
-__global__ void k_swiglu(float *h, const float *a, const float *b, int64_t n) {
+template <typename H>
+__global__ void k_swiglu(H *h, const float *a, const float *b, int64_t n) {
     const int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
-    if (i < n) h[i] = a[i] * sigm(a[i]) * b[i];
+    if (i < n) put(&h[i], a[i] * sigm(a[i]) * b[i]);
 }
-__global__ void k_swiglu_bwd(float *da, float *db, const float *dh, const float *a,
-                             const float *b, int64_t n) {
+template <typename G>
+__global__ void k_swiglu_bwd(G *da, G *db, const float *dh, const float *a, const float *b,
+                             int64_t n) {
     const int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
     if (i >= n) return;
     const float s = sigm(a[i]), silu = a[i] * s;
-    db[i] = dh[i] * silu;
-    da[i] = dh[i] * b[i] * (s * (1.0f + a[i] * (1.0f - s)));
+    put(&db[i], dh[i] * silu);
+    put(&da[i], dh[i] * b[i] * (s * (1.0f + a[i] * (1.0f - s))));
 }
 static void g_swiglu(float *h, const float *a, const float *b, int64_t n) {
     if (n) k_swiglu<<<blocks_for(n), TPB>>>(h, a, b, n);
+}
+static void g_swiglu_lo(float *h, const float *a, const float *b, int64_t n) {
+    if (n) k_swiglu<<<blocks_for(n), TPB>>>((__nv_bfloat16 *)h, a, b, n);
 }
 static void g_swiglu_backward(float *da, float *db, const float *dh, const float *a,
                               const float *b, int64_t n) {
     if (n) k_swiglu_bwd<<<blocks_for(n), TPB>>>(da, db, dh, a, b, n);
 }
+static void g_swiglu_backward_lo(float *da, float *db, const float *dh, const float *a,
+                                 const float *b, int64_t n) {
+    if (n)
+        k_swiglu_bwd<<<blocks_for(n), TPB>>>((__nv_bfloat16 *)da, (__nv_bfloat16 *)db, dh, a, b,
+                                             n);
+}
 
-__global__ void k_gates(float *g, const float *z, int64_t MH, int kind, float temp) {
-    const int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
-    if (i >= MH) return;
-    const float *zi = z + 3 * i;
-    float *gi = g + 3 * i;
+__device__ void gate3(float *gi, const float *zi, int kind, float temp) {
     if (kind == LM_GATE_SIGMOID) {
         for (int b = 0; b < 3; b++) gi[b] = sigm(zi[b]);
     } else {
@@ -149,6 +170,10 @@ __global__ void k_gates(float *g, const float *z, int64_t MH, int kind, float te
         for (int b = 0; b < 3; b++) s += (e[b] = expf((zi[b] - mx) / temp));
         for (int b = 0; b < 3; b++) gi[b] = e[b] / s;
     }
+}
+__global__ void k_gates(float *g, const float *z, int64_t MH, int kind, float temp) {
+    const int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
+    if (i < MH) gate3(g + 3 * i, z + 3 * i, kind, temp);
 }
 __global__ void k_gates_bwd(float *dz, const float *dg, const float *g, int64_t MH, int kind,
                             float temp) {
@@ -169,6 +194,126 @@ static void g_gates(float *g, const float *z, int64_t MH, int kind, float temp) 
 static void g_gates_backward(float *dz, const float *dg, const float *g, int64_t MH, int kind,
                              float temp) {
     if (MH) k_gates_bwd<<<blocks_for(MH), TPB>>>(dz, dg, g, MH, kind, temp);
+}
+
+/* ------------------------------------------------------------------ fused q/k/v/gate split */
+
+/* Row layout of the fused projection y (N, P): q (2·pq), then k, v of cmp, sel, win (2·pk
+ * each), then the gate logits (3·Hq). One thread per (row, column pair) of the q/k/v part. */
+template <typename Q> struct qkv_ptrs {
+    Q *p[7]; /* q, k_cmp, v_cmp, k_sel, v_sel, k_win, v_win */
+};
+
+/* (row, pair j) -> segment s (0 = q, 1 + 2b = k[b], 2 + 2b = v[b]) and pair jj inside it. */
+__device__ __forceinline__ int seg_of(int j, int pq, int pk, int *jj) {
+    if (j < pq) {
+        *jj = j;
+        return 0;
+    }
+    *jj = (j - pq) % pk;
+    return 1 + (j - pq) / pk;
+}
+
+template <typename Q>
+__global__ void k_qkv_split(qkv_ptrs<Q> o, const float *y, const float *cs, const float *sn,
+                            int T, int P, int pq, int pk, int half, int64_t pos0, int64_t n) {
+    const int64_t idx = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
+    if (idx >= n) return;
+    const int per = pq + 6 * pk;
+    const int64_t row = idx / per;
+    int jj;
+    const int s = seg_of((int)(idx % per), pq, pk, &jj);
+    const int off = s == 0 ? 2 * jj : 2 * pq + 2 * pk * (s - 1) + 2 * jj;
+    const float x0 = y[row * P + off], x1 = y[row * P + off + 1];
+    Q *d = o.p[s] + row * 2 * (s == 0 ? pq : pk) + 2 * jj;
+    if (s % 2 == 0 && s > 0) { /* v: as is */
+        put(&d[0], x0);
+        put(&d[1], x1);
+        return;
+    }
+    const int64_t p = (pos0 + row % T) * half + jj % half;
+    const float c = cs[p], sv = sn[p];
+    put(&d[0], x0 * c - x1 * sv);
+    put(&d[1], x0 * sv + x1 * c);
+}
+/* z = y_g + bg and g = gates(z), one thread per (row, head). */
+__global__ void k_qkv_gates(float *z, float *g, const float *y, const float *bg, int P, int off,
+                            int Hq, int kind, float temp, int64_t n) {
+    const int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    const int64_t row = i / Hq;
+    const int h = (int)(i % Hq);
+    float *zi = z + 3 * i;
+    for (int b = 0; b < 3; b++) zi[b] = y[row * P + off + 3 * h + b] + bg[3 * h + b];
+    gate3(g + 3 * i, zi, kind, temp);
+}
+template <typename Q>
+static void qkv_split(lm_layer_act *A, const float *y, const float *bg, const float *cos_t,
+                      const float *sin_t, int B, int T, int Hq, int Hkv, int D, int64_t pos0,
+                      int gate, float temp) {
+    const int64_t N = (int64_t)B * T;
+    const int pq = Hq * D / 2, pk = Hkv * D / 2, P = Hq * D + 6 * Hkv * D + 3 * Hq;
+    qkv_ptrs<Q> o = {{(Q *)A->q, (Q *)A->k[0], (Q *)A->v[0], (Q *)A->k[1], (Q *)A->v[1],
+                      (Q *)A->k[2], (Q *)A->v[2]}};
+    const int64_t n = N * (pq + 6 * pk);
+    if (n) k_qkv_split<<<blocks_for(n), TPB>>>(o, y, cos_t, sin_t, T, P, pq, pk, D / 2, pos0, n);
+    if (N * Hq > 0)
+        k_qkv_gates<<<blocks_for(N * Hq), TPB>>>(A->z, A->g, y, bg, P, 2 * pq + 12 * pk, Hq, gate,
+                                                 temp, N * Hq);
+}
+
+/* The backward's gather: dy (N, P) from dq, dk[b] (rotated back), dv[b] (NULL: zero), dz. */
+template <typename Q> struct qkv_cptrs {
+    const Q *p[7];
+};
+template <typename Q>
+__global__ void k_qkv_gather(Q *dy, qkv_cptrs<Q> g, const float *cs, const float *sn, int T,
+                             int P, int pq, int pk, int half, int64_t n) {
+    const int64_t idx = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
+    if (idx >= n) return;
+    const int per = pq + 6 * pk;
+    const int64_t row = idx / per;
+    int jj;
+    const int s = seg_of((int)(idx % per), pq, pk, &jj);
+    const int off = s == 0 ? 2 * jj : 2 * pq + 2 * pk * (s - 1) + 2 * jj;
+    Q *d = dy + row * P + off;
+    const Q *src = g.p[s];
+    if (!src) {
+        put(&d[0], 0.0f);
+        put(&d[1], 0.0f);
+        return;
+    }
+    src += row * 2 * (s == 0 ? pq : pk) + 2 * jj;
+    const float x0 = get(&src[0]), x1 = get(&src[1]);
+    if (s % 2 == 0 && s > 0) { /* dv: a copy (exact in either dtype) */
+        d[0] = src[0];
+        d[1] = src[1];
+        return;
+    }
+    const int64_t p = row % T * half + jj % half; /* training: positions from 0 */
+    const float c = cs[p], sv = -sn[p];
+    put(&d[0], x0 * c - x1 * sv);
+    put(&d[1], x0 * sv + x1 * c);
+}
+template <typename Q>
+__global__ void k_qkv_dz(Q *dy, const float *dz, int P, int off, int W, int64_t n) {
+    const int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
+    if (i < n) put(&dy[i / W * P + off + i % W], dz[i]);
+}
+template <typename Q>
+static void qkv_gather(float *dy, const void *dq, const void *const dk[3],
+                       const void *const dv[3], const float *dz, const float *cos_t,
+                       const float *sin_t, int B, int T, int Hq, int Hkv, int D) {
+    const int64_t N = (int64_t)B * T;
+    const int pq = Hq * D / 2, pk = Hkv * D / 2, P = Hq * D + 6 * Hkv * D + 3 * Hq;
+    qkv_cptrs<Q> g = {{(const Q *)dq, (const Q *)dk[0], (const Q *)dv[0], (const Q *)dk[1],
+                       (const Q *)dv[1], (const Q *)dk[2], (const Q *)dv[2]}};
+    const int64_t n = N * (pq + 6 * pk);
+    if (n)
+        k_qkv_gather<<<blocks_for(n), TPB>>>((Q *)dy, g, cos_t, sin_t, T, P, pq, pk, D / 2, n);
+    if (N * Hq > 0)
+        k_qkv_dz<<<blocks_for(N * Hq * 3), TPB>>>((Q *)dy, dz, P, 2 * pq + 12 * pk, 3 * Hq,
+                                                  N * Hq * 3);
 }
 
 /* ------------------------------------------------------------------ cross-entropy */
@@ -225,7 +370,8 @@ static float g_cross_entropy(float *probs, const float *logits, const uint8_t *t
     return (float)loss;
 }
 
-__global__ void k_ce_bwd(float *dl, const float *p, const uint8_t *targ, int V, float inv,
+template <typename G>
+__global__ void k_ce_bwd(G *dl, const float *p, const uint8_t *targ, int V, float inv,
                          int64_t n) {
     const int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
     if (i >= n) return;
@@ -233,15 +379,16 @@ __global__ void k_ce_bwd(float *dl, const float *p, const uint8_t *targ, int V, 
     const int v = (int)(i % V);
     float d = p[i] * inv;
     if (v == targ[row]) d -= inv;
-    dl[i] = d;
+    put(&dl[i], d);
 }
-static void g_cross_entropy_backward(float *dlogits, const float *probs, const uint8_t *targets,
-                                     int M, int V) {
+template <typename G>
+static void ce_backward(float *dlogits, const float *probs, const uint8_t *targets, int M,
+                        int V) {
     if (!M) return;
     const uint8_t *t = bytes_buf(&S.targ, &S.targ_cap, targets, (size_t)M);
     if (!t) return;
     const int64_t n = (int64_t)M * V;
-    k_ce_bwd<<<blocks_for(n), TPB>>>(dlogits, probs, t, V, 1.0f / (float)M, n);
+    k_ce_bwd<<<blocks_for(n), TPB>>>((G *)dlogits, probs, t, V, 1.0f / (float)M, n);
 }
 
 /* ------------------------------------------------------------------ embedding, bias */
@@ -362,9 +509,10 @@ static float g_clip_grads(float *g, size_t n, float clip) {
     return norm;
 }
 
-__global__ void k_adamw(float *p, const float *g, float *mo, float *ve, const uint8_t *decay,
-                        int64_t n, float lr, float b1, float b2, float bc1, float bc2, float eps,
-                        float wd) {
+/* lo: the bf16 mirror of p (NULL: none), written with the new weights. */
+__global__ void k_adamw(float *p, __nv_bfloat16 *lo, const float *g, float *mo, float *ve,
+                        const uint8_t *decay, int64_t n, float lr, float b1, float b2, float bc1,
+                        float bc2, float eps, float wd) {
     const int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
     if (i >= n) return;
     const float w = decay[i] ? wd : 0.0f, gi = g[i];
@@ -372,14 +520,16 @@ __global__ void k_adamw(float *p, const float *g, float *mo, float *ve, const ui
     mo[i] = m;
     ve[i] = v;
     const float mh = m / bc1, vh = v / bc2;
-    p[i] -= lr * (mh / (sqrtf(vh) + eps) + w * p[i]);
+    const float np = p[i] - lr * (mh / (sqrtf(vh) + eps) + w * p[i]);
+    p[i] = np;
+    if (lo) lo[i] = __float2bfloat16(np);
 }
 static void g_adamw(float *p, const float *g, float *mo, float *ve, const uint8_t *decay,
                     size_t n, int t, float lr, float b1, float b2, float eps, float wd) {
     const float bc1 = 1.0f - powf(b1, (float)t), bc2 = 1.0f - powf(b2, (float)t);
     if (n)
-        k_adamw<<<blocks_for((int64_t)n), TPB>>>(p, g, mo, ve, decay, (int64_t)n, lr, b1, b2, bc1,
-                                                 bc2, eps, wd);
+        k_adamw<<<blocks_for((int64_t)n), TPB>>>(p, mirror_of(p), g, mo, ve, decay, (int64_t)n,
+                                                 lr, b1, b2, bc1, bc2, eps, wd);
 }
 
 /* ------------------------------------------------------------------ tables */
@@ -391,6 +541,7 @@ static void fill(lm_backend *b, int f32) {
     b->name = f32 ? "cuda-f32" : "cuda-bf16";
     b->device = NSA_DEVICE_CUDA;
     b->att_dtype = f32 ? NSA_DTYPE_F32 : NSA_DTYPE_BF16;
+    b->act_lowp = !f32;
     b->alloc = g_alloc;
     b->release = g_release;
     b->upload = g_upload;
@@ -401,15 +552,18 @@ static void fill(lm_backend *b, int f32) {
     b->from_att = g_from_att;
     b->matmul = f32 ? mm_f32 : mm_bf16;
     b->matmul_backward = f32 ? mmb_f32 : mmb_bf16;
-    b->rmsnorm = g_rmsnorm;
+    b->matmul_backward_lo = f32 ? NULL : mmb_lo_bf16;
+    b->qkv_split = f32 ? qkv_split<float> : qkv_split<__nv_bfloat16>;
+    b->qkv_gather = f32 ? qkv_gather<float> : qkv_gather<__nv_bfloat16>;
+    b->rmsnorm = f32 ? g_rmsnorm : g_rmsnorm_lo;
     b->rmsnorm_backward = g_rmsnorm_backward;
     b->rope = g_rope;
-    b->swiglu = g_swiglu;
-    b->swiglu_backward = g_swiglu_backward;
+    b->swiglu = f32 ? g_swiglu : g_swiglu_lo;
+    b->swiglu_backward = f32 ? g_swiglu_backward : g_swiglu_backward_lo;
     b->gates = g_gates;
     b->gates_backward = g_gates_backward;
     b->cross_entropy = g_cross_entropy;
-    b->cross_entropy_backward = g_cross_entropy_backward;
+    b->cross_entropy_backward = f32 ? ce_backward<float> : ce_backward<__nv_bfloat16>;
     b->embed = g_embed;
     b->embed_backward = g_embed_backward;
     b->bias_add = g_bias_add;

@@ -3,8 +3,9 @@
  * heartbeat. Not the NSA kernels: the attention goes through the library (nsa_forward /
  * nsa_backward on device tensors). In a build without CUDA (lm/gpu_none.c) every call fails
  * with a message and nothing else changes.
- * Invariant: one CUDA backend per process, on device 0 and the default stream; params, grads,
- * activations and moments stay fp32 (master weights); bf16 is the GEMMs' and attention's math.
+ * Invariant: one CUDA backend per process, on device 0 and the default stream; params (master
+ * weights), grads, moments, the residual stream and the loss stay fp32; in bf16 mode the GEMMs'
+ * and attention's inputs are bf16 (act_lowp activations, bf16 mirrors of the weights).
  */
 #ifndef NSA_LM_GPU_H
 #define NSA_LM_GPU_H
@@ -16,13 +17,9 @@ extern "C" {
 #endif
 
 /* The CUDA backend: f32 = 0 for bf16 compute (GEMMs on bf16 tensor cores with fp32
- * accumulation, NSA layer in bf16), 1 for fp32 everywhere. NULL with err when this build or
+ * accumulation, NSA layer in bf16, act_lowp), 1 for fp32 everywhere. NULL with err when this build or
  * machine has no usable CUDA device. */
 const lm_backend *lm_cuda_backend(int f32, char *err, size_t n);
-
-/* Benchmarks: 1 = bf16 GEMMs through CUBLAS_COMPUTE_32F_FAST_16BF on the fp32 operands; 0 (the
- * default) = operands rounded to bf16 by a cast kernel, then a bf16 x bf16 -> fp32 GEMM. */
-void lm_cuda_gemm_fast16bf(int on);
 
 /* Device memory in MiB: allocated through the backend now, its peak, and the device's used
  * memory (cudaMemGetInfo total - free: the library's workspace, stream-ordered pools, cuBLAS

@@ -12,8 +12,6 @@ const lm_backend *lm_cuda_backend(int f32, char *err, size_t n) {
     return NULL;
 }
 
-void lm_cuda_gemm_fast16bf(int on) { (void)on; }
-
 int lm_cuda_mem_mib(double *alloc, double *alloc_peak, double *reserved) {
     *alloc = *alloc_peak = *reserved = 0.0;
     return -1;

@@ -126,25 +126,72 @@ static void free_act(lm_model *m) {
     m->B = m->T = m->cap_N = 0;
 }
 
-int lm_model_ensure_act(lm_model *m, int B, int T, char *err, size_t n) {
-    if (m->act_mem && m->B == B && m->T == T) return 0;
-    free_act(m);
+/* Carves the activations of (B, T) out of base (NULL: only counts) and returns the floats they
+ * take, the backward scratch last. With act_lowp, the buffers that hold att_dtype (2 bytes) take
+ * half the floats, rounded up to 16 bytes. */
+static size_t carve(lm_model *m, float *base, int B, int T) {
     const lm_model_config *c = &m->cfg;
     const int64_t N = (int64_t)B * T, C = c->dim, D = m->D, Hq = c->n_head, Hkv = c->n_kv_head;
     const int64_t F = c->ffn, L = c->n_layer;
     int64_t Tc = nsa_num_cmp(&m->nsa, T);
     const int64_t Mc = (int64_t)B * (Tc > 0 ? Tc : 1) * Hkv; /* φ rows (≥ 1 block for decode) */
-    const int learned = c->phi == LM_PHI_LEARNED;
-    const int64_t per_layer = N * C * 4 + N * 2 + N * Hq * D * 2 + N * Hkv * D * 6 + N * Hq * 6 +
-                              N * F * 3 + (learned ? Mc * D * 2 + Mc * (c->l * D + 2 * D) * 2 : 0);
-    const int64_t head = N * C * 2 + N + N * LM_VOCAB * 2;
-    const int64_t scratch = N * C * 2 + N * F * 3 + N * Hq * D * 2 + N * Hkv * D * 6 + N * Hq * 6 +
-                            N * LM_VOCAB + (learned ? Mc * D * 2 + Mc * (c->l * D + 2 * D) : 0);
-    const int64_t total = per_layer * L + head + scratch;
-    m->act_mem = m->be->alloc(sizeof(float) * (size_t)total);
+    const int learned = c->phi == LM_PHI_LEARNED, lowp = m->be->act_lowp;
+    size_t off = 0;
+#define TAKE(ptr, cnt) ((ptr) = base ? base + off : NULL, off += (size_t)(cnt))
+#define TAKE_LO(ptr, cnt) TAKE(ptr, lowp ? ((size_t)(cnt) + 7) / 8 * 4 : (size_t)(cnt))
+    for (int l = 0; l < L; l++) {
+        lm_layer_act *A = &m->act[l];
+        if (base) memset(A, 0, sizeof *A);
+        TAKE(A->x, N * C);
+        TAKE_LO(A->ln1, N * C);
+        TAKE(A->rstd1, N);
+        TAKE_LO(A->q, N * Hq * D);
+        for (int b = 0; b < 3; b++) {
+            TAKE_LO(A->k[b], N * Hkv * D);
+            TAKE_LO(A->v[b], N * Hkv * D);
+        }
+        TAKE(A->z, N * Hq * 3);
+        TAKE(A->g, N * Hq * 3);
+        TAKE_LO(A->att, N * Hq * D);
+        TAKE(A->xm, N * C);
+        TAKE_LO(A->ln2, N * C);
+        TAKE(A->rstd2, N);
+        TAKE(A->a, N * F);
+        TAKE(A->b, N * F);
+        TAKE_LO(A->h, N * F);
+        if (learned) {
+            TAKE(A->kc, Mc * D);
+            TAKE(A->vc, Mc * D);
+            for (int j = 0; j < 2; j++) {
+                TAKE(A->phi_u[j], Mc * c->l * D);
+                TAKE(A->phi_h[j], Mc * 2 * D);
+            }
+        }
+    }
+    TAKE(m->xL, N * C);
+    TAKE_LO(m->xf, N * C);
+    TAKE(m->rstdf, N);
+    TAKE(m->logits, N * LM_VOCAB);
+    TAKE(m->probs, N * LM_VOCAB);
+    /* backward scratch (lm/pass.c carves it), then the fused projection's (N, P) rows */
+    TAKE(m->scratch, N * C * 2 + N * F * 3 + N * Hq * D * 2 + N * Hkv * D * 6 + N * Hq * 6 +
+                         N * LM_VOCAB + (learned ? Mc * D * 2 + Mc * (c->l * D + 2 * D) : 0) +
+                         (m->be->qkv_split ? N * (Hq * D + 6 * Hkv * D + 3 * Hq) : 0));
+#undef TAKE_LO
+#undef TAKE
+    return off;
+}
+
+int lm_model_ensure_act(lm_model *m, int B, int T, char *err, size_t n) {
+    if (m->act_mem && m->B == B && m->T == T) return 0;
+    free_act(m);
+    const lm_model_config *c = &m->cfg;
+    const int64_t N = (int64_t)B * T, D = m->D, Hq = c->n_head, Hkv = c->n_kv_head;
+    const int64_t L = c->n_layer;
+    const size_t total = carve(m, NULL, B, T);
+    m->act_mem = m->be->alloc(sizeof(float) * total);
     if (!m->act_mem)
-        return fail(err, n, "out of %s memory for activations (%lld floats)", m->be->name,
-                    (long long)total);
+        return fail(err, n, "out of %s memory for activations (%zu floats)", m->be->name, total);
     m->ranges_mem = m->be->alloc(sizeof(int32_t) * (size_t)(L * N * Hkv * c->n * 2));
     if (!m->ranges_mem) {
         free_act(m);
@@ -158,45 +205,8 @@ int lm_model_ensure_act(lm_model *m, int B, int T, char *err, size_t n) {
             return fail(err, n, "out of %s memory for the attention tensors", m->be->name);
         }
     }
-    m->act_floats = (size_t)total;
-    float *p = m->act_mem;
-#define TAKE(ptr, cnt) (ptr = p, p += (cnt))
-    for (int l = 0; l < L; l++) {
-        lm_layer_act *A = &m->act[l];
-        memset(A, 0, sizeof *A);
-        TAKE(A->x, N * C);
-        TAKE(A->ln1, N * C);
-        TAKE(A->rstd1, N);
-        TAKE(A->q, N * Hq * D);
-        for (int b = 0; b < 3; b++) {
-            TAKE(A->k[b], N * Hkv * D);
-            TAKE(A->v[b], N * Hkv * D);
-        }
-        TAKE(A->z, N * Hq * 3);
-        TAKE(A->g, N * Hq * 3);
-        TAKE(A->att, N * Hq * D);
-        TAKE(A->xm, N * C);
-        TAKE(A->ln2, N * C);
-        TAKE(A->rstd2, N);
-        TAKE(A->a, N * F);
-        TAKE(A->b, N * F);
-        TAKE(A->h, N * F);
-        if (learned) {
-            TAKE(A->kc, Mc * D);
-            TAKE(A->vc, Mc * D);
-            for (int j = 0; j < 2; j++) {
-                TAKE(A->phi_u[j], Mc * c->l * D);
-                TAKE(A->phi_h[j], Mc * 2 * D);
-            }
-        }
-    }
-    TAKE(m->xL, N * C);
-    TAKE(m->xf, N * C);
-    TAKE(m->rstdf, N);
-    TAKE(m->logits, N * LM_VOCAB);
-    TAKE(m->probs, N * LM_VOCAB);
-    m->scratch = p;
-#undef TAKE
+    m->act_floats = total;
+    carve(m, m->act_mem, B, T);
     m->B = B;
     m->T = T;
     m->cap_N = (int)N;

@@ -70,12 +70,17 @@ static void fwd_args(const lm_model *m, int layer, const lm_layer_act *A, int B,
     const nsa_dtype dt = m->be->att_dtype;
     att_set s = {A->q, {A->k[0], A->k[1], A->k[2]}, {A->v[0], A->v[1], A->v[2]}, A->g, A->att};
     if (att_cast(m)) {
-        att_layout(m, N, 0, &s);
-        m->be->to_att(s.q, A->q, (size_t)N * Hq * D);
-        for (int b = 0; b < 3; b++) {
-            m->be->to_att(s.k[b], A->k[b], (size_t)N * Hkv * D);
-            m->be->to_att(s.v[b], A->v[b], (size_t)N * Hkv * D);
+        att_set c;
+        att_layout(m, N, 0, &c);
+        if (!m->be->act_lowp) { /* else q, k, v and att already hold att_dtype */
+            s = c;
+            m->be->to_att(s.q, A->q, (size_t)N * Hq * D);
+            for (int b = 0; b < 3; b++) {
+                m->be->to_att(s.k[b], A->k[b], (size_t)N * Hkv * D);
+                m->be->to_att(s.v[b], A->v[b], (size_t)N * Hkv * D);
+            }
         }
+        s.g = c.g;
         m->be->to_att(s.g, A->g, (size_t)N * Hq * 3);
     }
     memset(a, 0, sizeof *a);
@@ -106,7 +111,7 @@ static void fwd_args(const lm_model *m, int layer, const lm_layer_act *A, int B,
 
 /* After the attention call: the output back into A->att (f32) when it was cast. */
 static void att_out(const lm_model *m, lm_layer_act *A, const nsa_fwd_args *a) {
-    if (att_cast(m))
+    if (att_cast(m) && !m->be->act_lowp)
         m->be->from_att(A->att, a->out.data, (size_t)nsa_tensor_numel(&a->out));
 }
 
@@ -137,6 +142,34 @@ static int decode_phi(lm_model *m, int layer, nsa_kv_cache *cache, char *err, si
     return 0;
 }
 
+/* matmul_backward for a dy that swiglu_backward, qkv_gather or cross_entropy_backward wrote:
+ * att_dtype under act_lowp. */
+static void mmb_lo(const lm_model *m, float *dx, float *dW, const float *dy, const float *x,
+                   const float *W, int M, int K, int O, int acc) {
+    if (m->be->act_lowp) m->be->matmul_backward_lo(dx, dW, dy, x, W, M, K, O, acc);
+    else m->be->matmul_backward(dx, dW, dy, x, W, M, K, O, acc);
+}
+
+/* Columns of the fused q/k/v/gate projection (lm_backend.qkv_split). */
+static int qkv_cols(const lm_model *m) {
+    const int Hq = m->cfg.n_head, Hkv = m->cfg.n_kv_head, D = m->D;
+    return Hq * D + 6 * Hkv * D + 3 * Hq;
+}
+
+/* The fused projection applies when the backend has it and the eight weights of W are adjacent
+ * in its parameter table (they are, by lm/model.c's layout: the check keeps it honest). */
+static int qkv_fused(const lm_model *m, const lm_layer_w *W) {
+    const int64_t C = m->cfg.dim, HD = (int64_t)m->cfg.n_head * m->D;
+    const int64_t KD = (int64_t)m->cfg.n_kv_head * m->D;
+    if (!m->be->qkv_split) return 0;
+    const float *p = W->wq + HD * C;
+    for (int b = 0; b < 3; b++) {
+        if (W->wk[b] != p || W->wv[b] != p + KD * C) return 0;
+        p += 2 * KD * C;
+    }
+    return W->wg == p;
+}
+
 /* Layer `layer` over A->x (B, T) at positions pos0.., output into xout (N, C). */
 static int layer_forward(lm_model *m, int layer, int B, int T, int64_t pos0, pass_mode mode,
                          nsa_kv_cache *cache, float *xout, char *err, size_t n) {
@@ -146,16 +179,25 @@ static int layer_forward(lm_model *m, int layer, int B, int T, int64_t pos0, pas
     const lm_layer_w *W = &m->w.layer[layer];
 
     m->be->rmsnorm(A->ln1, A->rstd1, A->x, W->ln1, N, C);
-    m->be->matmul(A->q, A->ln1, W->wq, N, C, Hq * D, 0);
-    m->be->rope(A->q, m->rope_cos, m->rope_sin, B, T, Hq, D, pos0, 0);
-    for (int b = 0; b < 3; b++) {
-        m->be->matmul(A->k[b], A->ln1, W->wk[b], N, C, Hkv * D, 0);
-        m->be->rope(A->k[b], m->rope_cos, m->rope_sin, B, T, Hkv, D, pos0, 0);
-        m->be->matmul(A->v[b], A->ln1, W->wv[b], N, C, Hkv * D, 0);
+    if (qkv_fused(m, W)) { /* one GEMM into the scratch (free during a forward), then split */
+        m->be->matmul(m->scratch, A->ln1, W->wq, N, C, qkv_cols(m), 0);
+        m->be->qkv_split(A, m->scratch, W->bg, m->rope_cos, m->rope_sin, B, T, Hq, Hkv, D, pos0,
+                         c->gate, c->gate_temp);
+    } else if (m->be->act_lowp) {
+        return fail(err, n, "layer %d: %s: the q/k/v/gate weights are not adjacent", layer,
+                    m->be->name);
+    } else {
+        m->be->matmul(A->q, A->ln1, W->wq, N, C, Hq * D, 0);
+        m->be->rope(A->q, m->rope_cos, m->rope_sin, B, T, Hq, D, pos0, 0);
+        for (int b = 0; b < 3; b++) {
+            m->be->matmul(A->k[b], A->ln1, W->wk[b], N, C, Hkv * D, 0);
+            m->be->rope(A->k[b], m->rope_cos, m->rope_sin, B, T, Hkv, D, pos0, 0);
+            m->be->matmul(A->v[b], A->ln1, W->wv[b], N, C, Hkv * D, 0);
+        }
+        m->be->matmul(A->z, A->ln1, W->wg, N, C, Hq * 3, 0);
+        m->be->bias_add(A->z, W->bg, N, Hq * 3);
+        m->be->gates(A->g, A->z, (int64_t)N * Hq, c->gate, c->gate_temp);
     }
-    m->be->matmul(A->z, A->ln1, W->wg, N, C, Hq * 3, 0);
-    m->be->bias_add(A->z, W->bg, N, Hq * 3);
-    m->be->gates(A->g, A->z, (int64_t)N * Hq, c->gate, c->gate_temp);
 
     nsa_status st;
     if (mode == PASS_DECODE) {
@@ -289,6 +331,7 @@ int lm_backward(lm_model *m, const uint8_t *tokens, char *err, size_t n) {
     float *dg = p;                   p += (int64_t)N * Hq * 3;   /* (N, Hq·3)    */
     float *dz = p;                   p += (int64_t)N * Hq * 3;   /* (N, Hq·3)    */
     float *dlogits = p;              p += (int64_t)N * LM_VOCAB; /* (N, 256)     */
+    float *dqkv = p;                 p += m->be->qkv_split ? (int64_t)N * qkv_cols(m) : 0;
     float *dkc = NULL, *dvc = NULL, *work = NULL;
     if (learned) {
         dkc = p;                     p += Mc * D;                /* (B, Tc, Hkv, D) */
@@ -298,7 +341,7 @@ int lm_backward(lm_model *m, const uint8_t *tokens, char *err, size_t n) {
     m->be->zero(m->grads, m->nparams);
 
     m->be->cross_entropy_backward(dlogits, m->probs, m->targets, N, LM_VOCAB);
-    m->be->matmul_backward(dbuf, m->dw.head, dlogits, m->xf, m->w.head, N, C, LM_VOCAB, 0);
+    mmb_lo(m, dbuf, m->dw.head, dlogits, m->xf, m->w.head, N, C, LM_VOCAB, 0);
     m->be->zero(dres, (size_t)N * C);
     m->be->rmsnorm_backward(dres, m->dw.lnf, dbuf, m->xL, m->w.lnf, m->rstdf, N, C);
 
@@ -309,8 +352,8 @@ int lm_backward(lm_model *m, const uint8_t *tokens, char *err, size_t n) {
         /* MLP: dres is d(layer output) */
         m->be->matmul_backward(dh, dW->w2, dres, A->h, W->w2, N, F, C, 0);
         m->be->swiglu_backward(da, db, dh, A->a, A->b, (int64_t)N * F);
-        m->be->matmul_backward(dbuf, dW->w1, da, A->ln2, W->w1, N, C, F, 0);
-        m->be->matmul_backward(dbuf, dW->w3, db, A->ln2, W->w3, N, C, F, 1);
+        mmb_lo(m, dbuf, dW->w1, da, A->ln2, W->w1, N, C, F, 0);
+        mmb_lo(m, dbuf, dW->w3, db, A->ln2, W->w3, N, C, F, 1);
         m->be->rmsnorm_backward(dres, dW->ln2, dbuf, A->xm, W->ln2, A->rstd2, N, C);
         /* attention: dres is now d(xm) */
         m->be->matmul_backward(datt, dW->wo, dres, A->att, W->wo, N, Hq * D, C, 0);
@@ -347,10 +390,12 @@ int lm_backward(lm_model *m, const uint8_t *tokens, char *err, size_t n) {
         nsa_status st = nsa_backward(m->ctx, &fa, &ga);
         if (st != NSA_OK) return lib_fail(m, l, "nsa_backward", st, err, n);
         if (att_cast(m)) {
-            m->be->from_att(dq, gs.q, (size_t)N * Hq * D);
-            for (int b = 0; b < nb; b++) {
-                m->be->from_att(dk[b], gs.k[b], (size_t)N * Hkv * D);
-                m->be->from_att(dv[b], gs.v[b], (size_t)N * Hkv * D);
+            if (!m->be->act_lowp) { /* else qkv_gather reads dq, dk, dv in att_dtype */
+                m->be->from_att(dq, gs.q, (size_t)N * Hq * D);
+                for (int b = 0; b < nb; b++) {
+                    m->be->from_att(dk[b], gs.k[b], (size_t)N * Hkv * D);
+                    m->be->from_att(dv[b], gs.v[b], (size_t)N * Hkv * D);
+                }
             }
             m->be->from_att(dg, gs.g, (size_t)N * Hq * 3);
         }
@@ -366,13 +411,27 @@ int lm_backward(lm_model *m, const uint8_t *tokens, char *err, size_t n) {
         }
         m->be->gates_backward(dz, dg, A->g, (int64_t)N * Hq, c->gate, c->gate_temp);
         m->be->bias_backward(dW->bg, dz, N, Hq * 3);
-        m->be->matmul_backward(dbuf, dW->wg, dz, A->ln1, W->wg, N, C, Hq * 3, 0);
-        m->be->rope(dq, m->rope_cos, m->rope_sin, B, T, Hq, D, 0, 1);
-        m->be->matmul_backward(dbuf, dW->wq, dq, A->ln1, W->wq, N, C, Hq * D, 1);
-        for (int b = 0; b < 3; b++) {
-            m->be->rope(dk[b], m->rope_cos, m->rope_sin, B, T, Hkv, D, 0, 1);
-            m->be->matmul_backward(dbuf, dW->wk[b], dk[b], A->ln1, W->wk[b], N, C, Hkv * D, 1);
-            m->be->matmul_backward(dbuf, dW->wv[b], dv[b], A->ln1, W->wv[b], N, C, Hkv * D, 1);
+        if (qkv_fused(m, W)) { /* dy (N, P) of the fused projection, one GEMM pair */
+            const int lp = m->be->act_lowp;
+            const void *gk[3], *gv[3];
+            for (int b = 0; b < 3; b++) {
+                gk[b] = b < nb ? (lp ? gs.k[b] : (void *)dk[b]) : NULL;
+                gv[b] = b < nb ? (lp ? gs.v[b] : (void *)dv[b]) : NULL;
+            }
+            m->be->qkv_gather(dqkv, lp ? gs.q : (void *)dq, gk, gv, dz, m->rope_cos, m->rope_sin,
+                              B, T, Hq, Hkv, D);
+            mmb_lo(m, dbuf, dW->wq, dqkv, A->ln1, W->wq, N, C, qkv_cols(m), 0);
+        } else {
+            m->be->matmul_backward(dbuf, dW->wg, dz, A->ln1, W->wg, N, C, Hq * 3, 0);
+            m->be->rope(dq, m->rope_cos, m->rope_sin, B, T, Hq, D, 0, 1);
+            m->be->matmul_backward(dbuf, dW->wq, dq, A->ln1, W->wq, N, C, Hq * D, 1);
+            for (int b = 0; b < 3; b++) {
+                m->be->rope(dk[b], m->rope_cos, m->rope_sin, B, T, Hkv, D, 0, 1);
+                m->be->matmul_backward(dbuf, dW->wk[b], dk[b], A->ln1, W->wk[b], N, C, Hkv * D,
+                                       1);
+                m->be->matmul_backward(dbuf, dW->wv[b], dv[b], A->ln1, W->wv[b], N, C, Hkv * D,
+                                       1);
+            }
         }
         m->be->rmsnorm_backward(dres, dW->ln1, dbuf, A->x, W->ln1, A->rstd1, N, C);
     }

@@ -4,5 +4,5 @@ if(NSA_HAVE_CUDA)
   nsa_test(test_gpu_train SOURCES gpu/test_gpu_train.c LIBS nsa_lm LABELS gpu
     CASES f32_step_matches_cpu bf16_step_matches_cpu f32_steps_match_cpu bf16_deterministic
           ckpt_interchange train_cuda greedy_sample_gpu
-          resume_bitwise_gpu)
+          resume_bitwise_gpu bf16_mirror_follows_updates)
 endif()
