@@ -1,7 +1,7 @@
 # GPU parity tests (issue 6: CUDA forward). Built only with the CUDA backend; each case exits 77
 # (skipped) where no GPU exists. long_sampled is slow (T = 8192 by default, NSA_GPU_LONG_T).
 if(NSA_HAVE_CUDA)
-  add_library(nsa_gpu_util STATIC gpu/gpu_util.c gpu/gpu_bwd_util.c)
+  add_library(nsa_gpu_util STATIC gpu/gpu_util.c gpu/gpu_bwd_util.c gpu/gpu_bwd_lowp.c)
   target_compile_options(nsa_gpu_util PRIVATE ${NSA_WARN})
   target_link_libraries(nsa_gpu_util PUBLIC nsa_harness)
   nsa_test(test_gpu_parity SOURCES gpu/test_gpu_parity.c LIBS nsa_gpu_util LABELS gpu

@@ -27,12 +27,15 @@ typedef struct {
     uint32_t *selbits;    /* (B, Hkv, nsel_max, tw): bit t of block j set when a range of (t, g)
                              touches selection block j                                         */
     int tw;               /* 32-bit words per bitmap row: ceil(T / 32)                          */
-    int *flag;            /* one device int: 0 after a malformed caller sel_ranges              */
+    int *flag;            /* two device ints: [0] 0 after a malformed caller sel_ranges; [1] 1
+                             when a row's ranges touch more than n blocks (F.blocks, when not
+                             NULL, then holds only the first n)                             */
 } nsa_cu_bwd;
 
 /* bwd_ref.cu: the reference role's steps (each enqueued on st). */
-/* Copies the caller's sel_ranges (strided, B·T·Hkv·n·2) into W->F.ranges and clears *W->flag
- * when a slot is not an ascending range within [0, t+1). */
+/* Copies the caller's sel_ranges (strided, B·T·Hkv·n·2) into W->F.ranges (packed) and clears
+ * W->flag[0] when a slot is not an ascending range within [0, t+1); with W->F.blocks, also the
+ * blocks the ranges touch (ascending, -1 padded; W->flag[1] set past n). */
 nsa_status nsa_cu_bwd_load_ranges(nsa_context *ctx, nsa_cu_stream st, const nsa_cu_bwd *W,
                                   const nsa_tensor *sel_ranges);
 /* Builds W->selbits from W->F.ranges (bitmap zeroed first). */

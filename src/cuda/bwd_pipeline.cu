@@ -6,6 +6,7 @@
  * gradients are deterministic (bwd_common.cuh) and written only after every argument passed.
  */
 #include "bwd_common.cuh"
+#include "bwd_tc.cuh"
 #include "bwd_tiled.cuh"
 
 extern "C" {
@@ -24,6 +25,20 @@ extern "C" int nsa_cuda_bwd_role_supported(const nsa_route_problem *p, nsa_branc
         return 0;
     }
     if (role == NSA_ROLE_REF) return 1;
+    if (role == NSA_ROLE_FA2 || role == NSA_ROLE_FUSED_SEL) {
+        nsa_shape s;
+        memset(&s, 0, sizeof s);
+        s.B = p->B; s.T = p->T; s.Tc = nsa_num_cmp(&p->cfg, p->T);
+        s.Hq = p->cfg.Hq; s.Hkv = p->cfg.Hkv; s.G = p->cfg.Hkv > 0 ? p->cfg.Hq / p->cfg.Hkv : 0;
+        s.Dk = p->cfg.Dk; s.Dv = p->cfg.Dv; s.dt = p->dtype; s.dev = NSA_DEVICE_CUDA;
+        s.nsel_max = p->cfg.lp > 0 ? (int)((p->T + p->cfg.lp - 1) / p->cfg.lp) : 0;
+        if (role == NSA_ROLE_FA2) {
+            if (br == NSA_BRANCH_SEL) { *why = "FA-2 serves cmp and win"; return 0; }
+            return nsa_cu_bwd_fa2_supported(&s, br, why);
+        }
+        if (br != NSA_BRANCH_SEL) { *why = "the fused kernel serves sel"; return 0; }
+        return nsa_cu_bwd_selfused_supported(&s, why);
+    }
     if ((role == NSA_ROLE_MASKED && br != NSA_BRANCH_SEL) ||
         (role == NSA_ROLE_PACKED && br == NSA_BRANCH_SEL)) {
         if (nsa_cu_bwd_tiled_smem(p->cfg.Dk, p->cfg.Dv) > 200 * 1024) {
@@ -32,7 +47,7 @@ extern "C" int nsa_cuda_bwd_role_supported(const nsa_route_problem *p, nsa_branc
         }
         return 1;
     }
-    *why = "backward: the reference and tiled (masked/packed) roles are built";
+    *why = "role does not serve this branch";
     return 0;
 }
 
@@ -118,8 +133,95 @@ static nsa_status ranges_step(nsa_context *ctx, bwd_mem *m, const nsa_fwd_args *
     return nsa_cuda_forward(ctx, &a, s, roles);
 }
 
+static int is_tc(nsa_role r) { return r == NSA_ROLE_FA2 || r == NSA_ROLE_FUSED_SEL; }
+
+/* 16-byte loads need D-contiguous rows on 16-byte boundaries (the tensor-core roles). */
+static int tc_aligned(const nsa_tensor *x) {
+    return x->data && x->stride[3] == 1 && (uintptr_t)x->data % 16 == 0 && x->stride[0] % 8 == 0 &&
+           x->stride[1] % 8 == 0 && x->stride[2] % 8 == 0 && x->shape[3] % 8 == 0;
+}
+
+/* The operands branch br's tensor-core role reads are aligned for it. */
+static int tc_views_ok(const nsa_fwd_args *f, const nsa_bwd_args *g, nsa_branch br) {
+    if (!tc_aligned(&f->q) || !tc_aligned(&g->dout)) return 0;
+    if (br == NSA_BRANCH_CMP) return f->cmp_compressed ? tc_aligned(&f->k_cmp) && tc_aligned(&f->v_cmp) : 1;
+    if (br == NSA_BRANCH_SEL) return tc_aligned(&f->k_sel) && tc_aligned(&f->v_sel);
+    return f->cfg.w == 0 || (tc_aligned(&f->k_win) && tc_aligned(&f->v_win));
+}
+
+/* What the forward hook hands the tensor-core roles. */
+typedef struct {
+    const nsa_cu_bwd *W;
+    nsa_dtype dt;
+    int tcmask;                   /* bit b: branch b runs a tensor-core role            */
+    float *lse, *delta, *gate;    /* (3, R, Hq) each                                    */
+} tc_stats;
+
+/* Grid: one warp per (row, head), 8 per block. For each tensor-core branch b: lse, gate and
+ * delta = gate·dout·o_b of the recomputed forward, and dgates[.., b] += dout·o_b. */
+template <typename T>
+__global__ void __launch_bounds__(256) tc_stats_kernel(nsa_cu_params F, nsa_cu_bwd W,
+                                                       tc_stats S) {
+    const int64_t x = (int64_t)blockIdx.x * 8 + threadIdx.x / 32;
+    const int lane = threadIdx.x % 32;
+    if (x >= F.R * F.Hq) return;
+    const int h = (int)(x % F.Hq);
+    const int64_t r = x / F.Hq, b = r / F.T, t = r % F.T;
+    for (int br = 0; br < 3; br++) {
+        if (!(S.tcmask >> br & 1)) continue;
+        const float *o = F.o[br] + x * F.Dv;
+        float dot = 0.f;
+        for (int e = lane; e < F.Dv; e += 32) dot += nsa_cu_ld<T>(W.dout, b, t, h, e) * o[e];
+        for (int k = 16; k; k >>= 1) dot += __shfl_xor_sync(0xffffffffu, dot, k);
+        if (lane) continue;
+        const float gt = W.force_branch >= 0 ? (W.force_branch == br ? 1.f : 0.f)
+                                             : nsa_cu_ld<T>(F.gates, b, t, h, br);
+        const int64_t y = br * F.R * F.Hq + x;
+        S.lse[y] = F.lse[br][x];
+        S.gate[y] = gt;
+        S.delta[y] = gt * dot;
+        if (W.acc[NSA_GG]) W.acc[NSA_GG][x * 3 + br] += (double)dot;
+    }
+}
+
+static nsa_status tc_stats_hook(nsa_context *ctx, const nsa_cu_params *P, void *arg) {
+    const tc_stats *S = (const tc_stats *)arg;
+    cudaStream_t cs = (cudaStream_t)ctx->stream;
+    const unsigned nb = nsa_cu_blocks(P->R * P->Hq, 8);
+    if (S->dt == NSA_DTYPE_BF16) tc_stats_kernel<__nv_bfloat16><<<nb, 256, 0, cs>>>(*P, *S->W, *S);
+    else tc_stats_kernel<__half><<<nb, 256, 0, cs>>>(*P, *S->W, *S);
+    NSA_CU_LAUNCHED(ctx, "backward: row statistics");
+    return NSA_OK;
+}
+
+/* The tensor-core roles' step 1: a routed forward (selection recomputed into W->F.ranges, or
+ * the caller's validated ranges and blocks) whose hook keeps lse, gate and delta. */
+static nsa_status tc_forward(nsa_context *ctx, bwd_mem *m, const nsa_fwd_args *fwd,
+                             const nsa_shape *s, nsa_cu_bwd *W, int given, tc_stats *S) {
+    nsa_role roles[3];
+    NSA_TRY(forward_roles(ctx, fwd, s, roles));
+    nsa_fwd_args a = *fwd;
+    nsa_tensor none;
+    memset(&none, 0, sizeof none);
+    a.out = a.out_cmp = a.out_sel = a.out_win = none;
+    a.lse_cmp = a.lse_sel = a.lse_win = a.sel_blocks = a.sel_ranges = none;
+    if (!given) {
+        int64_t shape[5] = {s->B, s->T, s->Hkv, fwd->cfg.n, 2};
+        a.sel_ranges = nsa_tensor_make(W->F.ranges, NSA_DTYPE_I32, 5, shape);
+        a.sel_ranges.device = fwd->q.device;
+    }
+    void *p;
+    const size_t n = (size_t)3 * s->B * s->T * s->Hq;
+    NSA_TRY(mem_get(ctx, m, n * 12, &p));
+    S->lse = (float *)p;
+    S->delta = S->lse + n;
+    S->gate = S->delta + n;
+    return nsa_cu_forward_hook(ctx, &a, s, roles, given ? W->F.ranges : NULL,
+                               given ? W->F.blocks : NULL, tc_stats_hook, S);
+}
+
 static nsa_status run(nsa_context *ctx, bwd_mem *m, const nsa_fwd_args *fwd,
-                      const nsa_bwd_args *g, const nsa_shape *s, const nsa_role role[3],
+                      const nsa_bwd_args *g, const nsa_shape *s, const nsa_role role_in[3],
                       int force_branch) {
     const nsa_config *c = &fwd->cfg;
     cudaStream_t cs = m->st;
@@ -150,7 +252,7 @@ static nsa_status run(nsa_context *ctx, bwd_mem *m, const nsa_fwd_args *fwd,
     void *p;
     NSA_TRY(mem_get(ctx, m, (size_t)R * s->Hkv * c->n * 2 * 4, &p));
     P->ranges = (int32_t *)p;
-    NSA_TRY(mem_get(ctx, m, sizeof(int), &p));
+    NSA_TRY(mem_get(ctx, m, 2 * sizeof(int), &p));
     W.flag = (int *)p;
     NSA_TRY(mem_get(ctx, m, (size_t)R * s->Hq * 6 * 8, &p));
     W.lse = (double *)p;
@@ -162,6 +264,21 @@ static nsa_status run(nsa_context *ctx, bwd_mem *m, const nsa_fwd_args *fwd,
         W.acc[i] = (double *)p;
         NSA_TRY(nsa_cu_check(ctx, cudaMemsetAsync(p, 0, bytes, cs), "backward: zero"));
     }
+    /* tensor-core roles need aligned operands; otherwise this call runs the tiled role */
+    nsa_role role[3];
+    int tcmask = 0;
+    for (int b = 0; b < 3; b++) {
+        role[b] = role_in[b];
+        if (!is_tc(role[b])) continue;
+        if (!tc_views_ok(fwd, g, (nsa_branch)b)) {
+            role[b] = b == NSA_BRANCH_SEL ? NSA_ROLE_PACKED : NSA_ROLE_MASKED;
+            nsa_log_once(ctx, "bwd.tc.unaligned", "%s backward: operands not 16-byte aligned "
+                         "with contiguous rows; running the tiled role", 
+                         nsa_branch_name((nsa_branch)b));
+            continue;
+        }
+        tcmask |= 1 << b;
+    }
     nsa_dtype kc_dt = s->dt;
     if (fwd->cmp_compressed) {
         W.dkc = W.acc[NSA_GKC];
@@ -172,22 +289,54 @@ static nsa_status run(nsa_context *ctx, bwd_mem *m, const nsa_fwd_args *fwd,
         const size_t nk = (size_t)(s->B * Tc) * s->Hkv * s->Dk, nv = (size_t)(s->B * Tc) * s->Hkv * s->Dv;
         if (W.acc[NSA_GKC]) NSA_TRY(mem_get(ctx, m, nk * 8, (void **)&W.dkc));
         if (W.acc[NSA_GVC]) NSA_TRY(mem_get(ctx, m, nv * 8, (void **)&W.dvc));
+        /* φ = avg as the forward computes it: f32, or the dtype for tensor cores */
+        kc_dt = tcmask & 1 ? s->dt : NSA_DTYPE_F32;
+        const size_t es = nsa_dtype_size(kc_dt);
         void *kc, *vc;
-        NSA_TRY(mem_get(ctx, m, nk * 4, &kc));
-        NSA_TRY(mem_get(ctx, m, nv * 4, &vc));
+        NSA_TRY(mem_get(ctx, m, nk * es, &kc));
+        NSA_TRY(mem_get(ctx, m, nv * es, &vc));
         nsa_cu_view rk = nsa_cu_view4(&fwd->k_cmp), rv = nsa_cu_view4(&fwd->v_cmp);
-        NSA_TRY(nsa_cu_compress(ctx, cs, s->dt, NSA_DTYPE_F32, &rk, P->B, P->T, P->Tc, P->Hkv,
-                                P->Dk, P->l, P->d, kc));
-        NSA_TRY(nsa_cu_compress(ctx, cs, s->dt, NSA_DTYPE_F32, &rv, P->B, P->T, P->Tc, P->Hkv,
-                                P->Dv, P->l, P->d, vc));
+        NSA_TRY(nsa_cu_compress(ctx, cs, s->dt, kc_dt, &rk, P->B, P->T, P->Tc, P->Hkv, P->Dk,
+                                P->l, P->d, kc));
+        NSA_TRY(nsa_cu_compress(ctx, cs, s->dt, kc_dt, &rv, P->B, P->T, P->Tc, P->Hkv, P->Dv,
+                                P->l, P->d, vc));
         P->kc = nsa_cu_contig(kc, Tc, s->Hkv, s->Dk);
         P->vc = nsa_cu_contig(vc, Tc, s->Hkv, s->Dv);
-        kc_dt = NSA_DTYPE_F32;
     }
     NSA_TRY(mem_get(ctx, m, (size_t)s->B * s->Hkv * s->nsel_max * W.tw * 4, &p));
     W.selbits = (uint32_t *)p;
 
-    NSA_TRY(ranges_step(ctx, m, fwd, s, &W));
+    tc_stats S;
+    memset(&S, 0, sizeof S);
+    if (!tcmask) {
+        NSA_TRY(ranges_step(ctx, m, fwd, s, &W));
+    } else {
+        const int given = nsa_present(&fwd->sel_ranges);
+        if (given) {
+            NSA_TRY(mem_get(ctx, m, (size_t)R * s->Hkv * c->n * 4, &p));
+            P->blocks = (int32_t *)p;
+            int fl[2] = {1, 0};
+            NSA_TRY(nsa_cu_check(ctx, cudaMemcpyAsync(W.flag, fl, sizeof fl,
+                                                      cudaMemcpyHostToDevice, cs), "flag"));
+            NSA_TRY(nsa_cu_bwd_load_ranges(ctx, cs, &W, &fwd->sel_ranges));
+            NSA_TRY(nsa_cu_check(ctx, cudaMemcpyAsync(fl, W.flag, sizeof fl,
+                                                      cudaMemcpyDeviceToHost, cs), "flag"));
+            NSA_TRY(nsa_cu_check(ctx, cudaStreamSynchronize(cs), "backward: sel_ranges"));
+            if (!fl[0])
+                return nsa_fail(ctx, NSA_ERR_INVALID_ARG, "sel_ranges: a slot is not an "
+                                "ascending range within [0, t+1)");
+            if (fl[1] && (tcmask & 2)) { /* more keys than the fused kernel's n blocks */
+                role[NSA_BRANCH_SEL] = NSA_ROLE_PACKED;
+                tcmask &= ~2;
+                nsa_log_once(ctx, "bwd.tc.ranges", "sel backward: sel_ranges touch more than "
+                             "n blocks; running the packed role");
+            }
+        }
+        S.W = &W;
+        S.dt = s->dt;
+        S.tcmask = tcmask;
+        NSA_TRY(tc_forward(ctx, m, fwd, s, &W, given, &S));
+    }
     NSA_TRY(nsa_cu_bwd_selbits(ctx, cs, &W));
     const int kgrad[3][2] = {{NSA_GKC, NSA_GVC}, {NSA_GKS, NSA_GVS}, {NSA_GKW, NSA_GVW}};
     /* the tiled roles' key side: the inverse selection index and the split offsets, sized
@@ -200,12 +349,15 @@ static nsa_status run(nsa_context *ctx, bwd_mem *m, const nsa_fwd_args *fwd,
     const int64_t nrows = s->B * s->Hkv * s->nsel_max;
     for (int b = 0; b < 3; b++) {
         if (role[b] == NSA_ROLE_REF || (!W.acc[kgrad[b][0]] && !W.acc[kgrad[b][1]])) continue;
+        if (b != NSA_BRANCH_SEL && is_tc(role[b])) continue;
         if (b == NSA_BRANCH_SEL) {
             NSA_TRY(mem_get(ctx, m, (size_t)(nrows + 1) * 4, &p));
             off = (int *)p;
             NSA_TRY(nsa_cu_bwd_sel_count(ctx, cs, &W, off));
             NSA_TRY(nsa_cu_check(ctx, cudaMemcpyAsync(&tot[3], off + nrows, sizeof(int),
                                                       cudaMemcpyDeviceToHost, cs), "index"));
+            need = 1;
+            if (is_tc(role[b])) continue; /* the index only: no split walks */
         }
         nt[b] = nsa_cu_bwd_tiled_ntiles(&W, (nsa_branch)b);
         NSA_TRY(mem_get(ctx, m, (size_t)(nt[b] + 1) * 4, &p));
@@ -233,6 +385,14 @@ static nsa_status run(nsa_context *ctx, bwd_mem *m, const nsa_fwd_args *fwd,
     }
     for (int b = 0; b < 3; b++) {
         const nsa_branch br = (nsa_branch)b;
+        if (tcmask >> b & 1) {
+            const int64_t y = (int64_t)b * R * s->Hq;
+            const nsa_cu_tc_rows rw = {S.lse + y, S.delta + y, S.gate + y};
+            if (b == NSA_BRANCH_SEL)
+                NSA_TRY(nsa_cu_bwd_selfused(ctx, cs, s->dt, &W, &rw, ka[b].off, ka[b].list));
+            else NSA_TRY(nsa_cu_bwd_fa2(ctx, cs, s->dt, &W, br, &rw));
+            continue;
+        }
         const int fast = role[b] != NSA_ROLE_REF;
         if (fast) NSA_TRY(nsa_cu_bwd_tiled_query(ctx, cs, s->dt, kc_dt, &W, br));
         else NSA_TRY(nsa_cu_bwd_query(ctx, cs, s->dt, kc_dt, &W, br));

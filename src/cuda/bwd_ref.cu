@@ -271,8 +271,9 @@ __global__ void bwd_ranges_kernel(nsa_cu_bwd W, nsa_cu_view R, int64_t pair_stri
     const int64_t bt = it / P.Hkv, b = bt / P.T, t = bt % P.T;
     const int32_t *src = (const int32_t *)R.p + b * R.sb + t * R.st + g * R.sh;
     int32_t *dst = P.ranges + it * P.n * 2;
+    int32_t *blk = P.blocks ? P.blocks + it * P.n : NULL;
     int64_t prev = 0;
-    int bad = 0, k = 0;
+    int bad = 0, k = 0, nb = 0, last = -1;
     for (int q = 0; q < P.n; q++) {
         const int32_t r0 = src[q * R.sd], r1 = src[q * R.sd + pair_stride];
         if (r0 == r1) continue;
@@ -281,9 +282,19 @@ __global__ void bwd_ranges_kernel(nsa_cu_bwd W, nsa_cu_view R, int64_t pair_stri
         dst[2 * k] = r0; /* packed: the kernels read ranges until the first empty slot */
         dst[2 * k + 1] = r1;
         k++;
+        if (!blk || bad) continue;
+        for (int j = r0 / P.lp; j <= (r1 - 1) / P.lp; j++) { /* ascending: distinct blocks */
+            if (j == last) continue;
+            if (nb < P.n) blk[nb] = j;
+            nb++;
+            last = j;
+        }
     }
     for (; k < P.n; k++) dst[2 * k] = dst[2 * k + 1] = 0;
-    if (bad) *W.flag = 0;
+    if (blk)
+        for (int q = nb; q < P.n; q++) blk[q] = -1;
+    if (bad) W.flag[0] = 0;
+    if (nb > P.n) W.flag[1] = 1;
 }
 
 /* Grid: one thread per (b, t, g), 128 per block; integer atomicOr into the bitmap (the result

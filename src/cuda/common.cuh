@@ -152,6 +152,15 @@ nsa_status nsa_cu_ref_score(nsa_context *ctx, nsa_cu_stream st, nsa_dtype dt, ns
  * when present, the caller's sel_blocks / sel_ranges. */
 nsa_status nsa_cu_select(nsa_context *ctx, nsa_cu_stream st, const nsa_cu_params *P,
                          const nsa_fwd_args *a);
+/* pipeline.cu: the forward a backward needs — nsa_cuda_forward's steps on roles role[] without
+ * the gated sum; the selection recomputed (written to a->sel_ranges / sel_blocks when present),
+ * or the caller's: ranges (R, Hkv, n, 2) and the blocks they touch (R, Hkv, n), device, packed
+ * and validated. hook(ctx, P, arg) runs on ctx's stream with P->o[] and P->lse[] filled, before
+ * the workspace is released. */
+typedef nsa_status (*nsa_cu_fwd_hook)(nsa_context *ctx, const nsa_cu_params *P, void *arg);
+nsa_status nsa_cu_forward_hook(nsa_context *ctx, const nsa_fwd_args *a, const nsa_shape *s,
+                               const nsa_role role[3], const int32_t *ranges,
+                               const int32_t *blocks, nsa_cu_fwd_hook hook, void *arg);
 /* combine.cu: gated sum into a->out and the optional outputs; force_branch >= 0 replaces the
  * gates by one-hot (NSA_FORCE_BRANCH). */
 nsa_status nsa_cu_combine(nsa_context *ctx, nsa_cu_stream st, nsa_dtype dt,

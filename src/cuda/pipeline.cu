@@ -249,6 +249,47 @@ extern "C" nsa_status nsa_cuda_forward_timed(nsa_context *ctx, const nsa_fwd_arg
     return st;
 }
 
+nsa_status nsa_cu_forward_hook(nsa_context *ctx, const nsa_fwd_args *a, const nsa_shape *s,
+                               const nsa_role role[3], const int32_t *ranges,
+                               const int32_t *blocks, nsa_cu_fwd_hook hook, void *arg) {
+    if (s->B * s->T == 0) return NSA_OK;
+    nsa_route_problem p = problem_of(a, s);
+    const nsa_backend *be[3];
+    for (int br = 0; br < 3; br++) {
+        const char *why = "no CUDA backend of this role";
+        be[br] = backend_of(role[br], (nsa_branch)br);
+        if (!be[br] || !nsa_cuda_role_supported(&p, (nsa_branch)br, role[br], &why))
+            return nsa_fail(ctx, NSA_ERR_UNSUPPORTED, "%s: role %s: %s",
+                            nsa_branch_name((nsa_branch)br), nsa_role_name(role[br]), why);
+    }
+    nsa_fwd_work w;
+    memset(&w, 0, sizeof w);
+    w.a = a;
+    w.s = s;
+    w.p = &p;
+    w.force_branch = -1;
+    cudaStream_t cs = (cudaStream_t)ctx->stream;
+    nsa_status st = cu_begin(ctx, &w);
+    if (st == NSA_OK) st = be[NSA_BRANCH_CMP]->fwd(ctx, be[NSA_BRANCH_CMP], NSA_BRANCH_CMP, &w);
+    if (st == NSA_OK && ranges) { /* the caller's selection: ranges and the blocks they touch */
+        const nsa_cu_params *P = &nsa_cu_state(&w)->P;
+        const size_t nr = (size_t)P->R * P->Hkv * P->n;
+        st = nsa_cu_check(ctx, cudaMemcpyAsync(P->ranges, ranges, nr * 8,
+                                               cudaMemcpyDeviceToDevice, cs), "ranges");
+        if (st == NSA_OK)
+            st = nsa_cu_check(ctx, cudaMemcpyAsync(P->blocks, blocks, nr * 4,
+                                                   cudaMemcpyDeviceToDevice, cs), "blocks");
+    } else if (st == NSA_OK) {
+        st = be[NSA_BRANCH_SEL]->select ? be[NSA_BRANCH_SEL]->select(ctx, be[NSA_BRANCH_SEL], &w)
+                                        : cu_select(ctx, &w);
+    }
+    if (st == NSA_OK) st = be[NSA_BRANCH_SEL]->fwd(ctx, be[NSA_BRANCH_SEL], NSA_BRANCH_SEL, &w);
+    if (st == NSA_OK) st = be[NSA_BRANCH_WIN]->fwd(ctx, be[NSA_BRANCH_WIN], NSA_BRANCH_WIN, &w);
+    if (st == NSA_OK) st = hook(ctx, &nsa_cu_state(&w)->P, arg);
+    cu_end(&w);
+    return st;
+}
+
 extern "C" nsa_status nsa_cuda_forward_rows(nsa_context *ctx, const nsa_fwd_args *a,
                                             const nsa_shape *s, const int32_t *rows,
                                             int64_t nrows) {

@@ -97,9 +97,13 @@ static double unit(nsa_dtype dt) {
 }
 
 /* Compares every fetched gradient with the reference; worst |err|/tol into *worst; returns the
- * number of failing elements (NaN counts) and names the first in msg. */
-static int64_t gs_compare(const gset *G, nsa_dtype dt, double rms_floor, double *worst, char *msg,
-                          size_t len) {
+ * number of failing elements (NaN counts) and names the first in msg. Without lp: element-wise,
+ * |gpu − ref| ≤ 2·u·|ref| + rms_floor·rms(ref) + 1e-7. With lp (the low-precision run, field
+ * order): per gradient, max |gpu − ref| ≤ 2·max |lp − ref| + u·max |ref| (one ulp of the
+ * largest element: the stored gradient's own rounding) and rms |gpu − ref| ≤ 2·rms |lp − ref|,
+ * each + 1e-7. */
+static int64_t gs_compare(const gset *G, nsa_dtype dt, double rms_floor, double *const *lp,
+                          double *worst, char *msg, size_t len) {
     int64_t bad = 0;
     *worst = 0.0;
     msg[0] = 0;
@@ -110,10 +114,28 @@ static int64_t gs_compare(const gset *G, nsa_dtype dt, double rms_floor, double 
         double ss = 0.0;
         for (int64_t k = 0; k < n; k++) ss += tb_get(r, k) * tb_get(r, k);
         const double rms = n ? sqrt(ss / (double)n) : 0.0;
+        double emax = 0.0, ess = 0.0, lmax = 0.0, lss = 0.0, rmax = 0.0;
         for (int64_t k = 0; k < n; k++) {
             const double a = tb_get(x, k), b = tb_get(r, k);
-            const double tol = 2.0 * unit(dt) * fabs(b) + rms_floor * rms + 1e-7;
             const double e = fabs(a - b);
+            rmax = fabs(b) > rmax ? fabs(b) : rmax;
+            if (lp) {
+                const double el = fabs(lp[i - 1][k] - b);
+                lmax = el > lmax ? el : lmax;
+                lss += el * el;
+                if (e != e) { /* NaN; the norms are decided on the whole tensor below */
+                    if (!bad)
+                        snprintf(msg, len, "%s[%lld] = %.9g, reference %.9g", gname[i],
+                                 (long long)k, a, b);
+                    bad++;
+                }
+                emax = e > emax ? e : emax;
+                ess += e * e;
+                continue;
+            }
+            const double tol = 2.0 * unit(dt) * fabs(b) + rms_floor * rms + 1e-7;
+            emax = e > emax ? e : emax;
+            ess += e * e;
             if (!(e <= tol)) {
                 if (!bad)
                     snprintf(msg, len, "%s[%lld] = %.9g, reference %.9g (tol %.3g)", gname[i],
@@ -123,6 +145,24 @@ static int64_t gs_compare(const gset *G, nsa_dtype dt, double rms_floor, double 
                 *worst = e / tol;
             }
         }
+        const double erms = n ? sqrt(ess / (double)n) : 0.0, lrms = n ? sqrt(lss / (double)n) : 0.0;
+        if (lp) {
+            /* the stored gradient may land one ulp from the correctly rounded value */
+            const double rm = emax / (2.0 * lmax + unit(dt) * rmax + 1e-7);
+            const double rr = erms / (2.0 * lrms + 1e-7);
+            if (!(rm <= 1.0) || !(rr <= 1.0)) {
+                if (!bad)
+                    snprintf(msg, len, "%s: max error %.3g, rms %.3g; low-precision run %.3g, %.3g",
+                             gname[i], emax, erms, lmax, lrms);
+                bad++;
+            }
+            *worst = rm > *worst ? rm : *worst;
+            *worst = rr > *worst ? rr : *worst;
+        }
+        if (getenv("NSA_TEST_ERRSTATS") && rms > 0.0) /* errors in units of u·rms(ref) */
+            printf("    %-6s rms %.3g: error rms %.3f, max %.3f; low-precision run %.3f, %.3f "
+                   "(u·rms)\n", gname[i], rms, erms / (unit(dt) * rms), emax / (unit(dt) * rms),
+                   lrms / (unit(dt) * rms), lmax / (unit(dt) * rms));
     }
     return bad;
 }
@@ -169,7 +209,14 @@ int gb_run_one(nsa_context *ctx, nsa_config c, int B, int T, nsa_dtype dt, int s
     int fetched = ok && st == NSA_OK && gs_fetch(ctx, &G);
     double worst = 0.0;
     char msg[256] = "";
-    int64_t bad = fetched ? gs_compare(&G, dt, rms_floor, &worst, msg, sizeof msg) : -1;
+    double *lp[8] = {NULL};
+    const int use_lp = rms_floor < 0.0; /* the tensor-core yardstick: gpu_bwd_lowp.c */
+    if (fetched && use_lp && !gb_lowp_backward(&ah, &G.d[0].h.t, &p.rranges.t, shared, lp))
+        fetched = 0;
+    int64_t bad = fetched ? gs_compare(&G, dt, rms_floor, use_lp ? lp : NULL, &worst, msg,
+                                       sizeof msg)
+                          : -1;
+    for (int i = 0; i < 8; i++) free(lp[i]);
     int same = 1;
     if (fetched && (mode & TWICE)) { /* bitwise repeatability: run again, compare bytes */
         tbuf keep[NG];

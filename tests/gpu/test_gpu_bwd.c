@@ -20,8 +20,11 @@ static int run_one(nsa_context *ctx, nsa_config c, int B, int T, nsa_dtype dt, i
     return gb_run_one(ctx, c, B, T, dt, shared, mode, 1e-5, "");
 }
 
-/* The backward on the reference role (the tiled roles have tests/gpu/test_gpu_bwd_fast.c). */
+/* The backward on the reference role (the tiled roles have tests/gpu/test_gpu_bwd_fast.c, the
+ * tensor-core roles test_gpu_bwd_tc.c). */
 static void ref_roles(nsa_context *ctx) {
+    CHECK_OK(ctx, nsa_context_set_flag(ctx, "NSA_USE_FA2", "0"));
+    CHECK_OK(ctx, nsa_context_set_flag(ctx, "NSA_USE_TRITON_SEL", "0"));
     CHECK_OK(ctx, nsa_context_set_flag(ctx, "NSA_USE_CMP_MASK", "0"));
     CHECK_OK(ctx, nsa_context_set_flag(ctx, "NSA_USE_WIN_MASK", "0"));
     CHECK_OK(ctx, nsa_context_set_flag(ctx, "NSA_USE_SEL_PACK", "0"));

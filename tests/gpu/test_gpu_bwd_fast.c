@@ -55,10 +55,17 @@ static nsa_context *gpu_ctx(void) {
     return ctx;
 }
 
+/* The tiled roles: the tensor-core roles (test_gpu_bwd_tc.c) would take bf16/f16 on sm_80+. */
+static void tiled_only(nsa_context *ctx) {
+    CHECK_OK(ctx, nsa_context_set_flag(ctx, "NSA_USE_FA2", "0"));
+    CHECK_OK(ctx, nsa_context_set_flag(ctx, "NSA_USE_TRITON_SEL", "0"));
+}
+
 /* f32, GQA 4 / 1 / 16, Dk ≠ Dv, T below l, below lp, ragged; the route is the tiled one. */
 static void fast_f32(void) {
     nsa_context *ctx = gpu_ctx();
     if (!ctx) return;
+    tiled_only(ctx);
     CHECK(routes_tiled(ctx, gb_cfg(8, 2, 32, 24, 8, 4, 16, 4, 24), 2, 203, NSA_DTYPE_F32));
     const int Ts[] = {5, 13, 203};
     for (int i = 0; i < 3; i++)
@@ -77,6 +84,7 @@ static void fast_f32(void) {
 static void fast_bf16_f16(void) {
     nsa_context *ctx = gpu_ctx();
     if (!ctx) return;
+    tiled_only(ctx);
     CHECK(run_one(ctx, gb_cfg(16, 1, 192, 128, 32, 16, 64, 4, 128), 1, 300, NSA_DTYPE_BF16, 0,
                   RANGES_GIVEN));
     CHECK(run_one(ctx, gb_cfg(8, 2, 64, 32, 32, 16, 64, 3, 100), 2, 222, NSA_DTYPE_F16, 0,
@@ -90,6 +98,7 @@ static void fast_bf16_f16(void) {
 static void fast_shared_recomputed(void) {
     nsa_context *ctx = gpu_ctx();
     if (!ctx) return;
+    tiled_only(ctx);
     CHECK(run_one(ctx, gb_cfg(8, 2, 32, 32, 8, 4, 16, 4, 24), 2, 150, NSA_DTYPE_F32, 1,
                   RANGES_GIVEN));
     CHECK(run_one(ctx, gb_cfg(8, 2, 64, 64, 16, 8, 32, 4, 64), 1, 190, NSA_DTYPE_BF16, 1,
@@ -102,6 +111,7 @@ static void fast_shared_recomputed(void) {
 static void fast_deterministic(void) {
     nsa_context *ctx = gpu_ctx();
     if (!ctx) return;
+    tiled_only(ctx);
     CHECK(run_one(ctx, gb_cfg(16, 1, 64, 64, 16, 8, 32, 4, 48), 1, 240, NSA_DTYPE_BF16, 0,
                   RANGES_GIVEN | TWICE));
     CHECK(run_one(ctx, gb_cfg(8, 2, 32, 24, 8, 4, 16, 4, 24), 2, 120, NSA_DTYPE_F32, 1,
@@ -116,6 +126,7 @@ static void fast_deterministic(void) {
 static void fast_force_branch(void) {
     nsa_context *ctx = gpu_ctx();
     if (!ctx) return;
+    tiled_only(ctx);
     CHECK_OK(ctx, nsa_context_set_flag(ctx, "NSA_FORCE_BRANCH", "win"));
     CHECK(run_one(ctx, gb_cfg(8, 2, 32, 24, 8, 4, 16, 4, 24), 1, 100, NSA_DTYPE_F32, 0,
                   RANGES_GIVEN));
@@ -126,6 +137,7 @@ static void fast_force_branch(void) {
 static void fast_sanitize_small(void) {
     nsa_context *ctx = gpu_ctx();
     if (!ctx) return;
+    tiled_only(ctx);
     CHECK(run_one(ctx, gb_cfg(8, 2, 16, 24, 8, 4, 16, 3, 12), 1, 45, NSA_DTYPE_BF16, 0,
                   RANGES_GIVEN));
     CHECK(run_one(ctx, gb_cfg(4, 1, 16, 8, 4, 4, 8, 3, 6), 1, 30, NSA_DTYPE_F32, 1, 0));
