@@ -6,6 +6,7 @@
  * kind,S,fwd_ms,bwd_ms,fwd_bwd_ms,peak_MB. Not a test: it checks only the statuses.
  */
 #include "bench_util.h"
+#include "cuda/bwd_api.h"
 #include "cuda/cuda_api.h"
 
 #include <cuda_runtime.h>
@@ -88,6 +89,34 @@ static void run(int64_t S, int reps, void *flush) {
     const float fm = f[reps / 2], bm = bw[reps / 2];
     printf("nsa_routed,%lld,%.2f,%.2f,%.2f,%.0f\n", (long long)S, fm, bm, fm + bm,
            (double)(peak - base) / 1e6);
+    /* the backward's steps on the router's roles (median of reps, L2 flushed) */
+    nsa_shape sh;
+    NK(ctx, nsa_args_check_fwd(ctx, &a, &sh));
+    nsa_route_problem p;
+    memset(&p, 0, sizeof p);
+    p.cfg = c;
+    p.B = 1;
+    p.T = S;
+    p.dtype = bf;
+    p.pass = NSA_PASS_BACKWARD;
+    nsa_device_caps caps;
+    nsa_route_decision d;
+    NK(ctx, nsa_device_caps_query(ctx, a.q.device, &caps));
+    NK(ctx, nsa_route_explain(ctx, &p, &caps, &d));
+    float *st = malloc(sizeof(float) * 6 * (size_t)reps), ms[6];
+    for (int i = 0; i < reps; i++) {
+        CK(cudaMemset(flush, 0x5a, 256u << 20));
+        CK(cudaDeviceSynchronize());
+        NK(ctx, nsa_cuda_backward_timed(ctx, &a, &g, &sh, d.role, ms));
+        for (int k = 0; k < 6; k++) st[k * reps + i] = ms[k];
+    }
+    static const char *step[6] = {"forward+stats", "index", "cmp", "sel", "win", "store"};
+    for (int k = 0; k < 6; k++) {
+        qsort(st + k * reps, (size_t)reps, sizeof *st, bench_cmp_f);
+        printf("# bwd step,%lld,%s,%s,%.2f\n", (long long)S, step[k],
+               k >= 2 && k <= 4 ? d.backend[k - 2] : "-", st[k * reps + reps / 2]);
+    }
+    free(st);
     fflush(stdout);
     free(f);
     const nsa_tensor *all[] = {&a.q, &a.k_cmp, &a.v_cmp, &a.k_sel, &a.v_sel, &a.k_win, &a.v_win,

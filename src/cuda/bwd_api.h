@@ -27,6 +27,14 @@ int nsa_cuda_bwd_role_supported(const nsa_route_problem *p, nsa_branch br, nsa_r
 nsa_status nsa_cuda_backward(nsa_context *ctx, const nsa_fwd_args *fwd, const nsa_bwd_args *g,
                              const nsa_shape *s, const nsa_role role[3], int force_branch);
 
+/* nsa_cuda_backward (no forced branch) with CUDA events between its steps: ms[0] selection
+ * ranges and, for tensor-core roles, the forward recompute with its row statistics; ms[1] the
+ * selection bitmap and index; ms[2] cmp, ms[3] sel, ms[4] win (query and key sides); ms[5] the
+ * φ backward and the stores. Waits for the stream. For benchmarks. */
+nsa_status nsa_cuda_backward_timed(nsa_context *ctx, const nsa_fwd_args *fwd,
+                                   const nsa_bwd_args *g, const nsa_shape *s,
+                                   const nsa_role role[3], float ms[6]);
+
 #ifdef __cplusplus
 }
 #endif

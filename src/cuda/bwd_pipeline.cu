@@ -56,6 +56,7 @@ typedef struct {
     void *p[40];
     int n;
     cudaStream_t st;
+    cudaEvent_t *ev; /* nsa_cuda_backward_timed: 7 events between the steps; else NULL */
 } bwd_mem;
 
 static nsa_status mem_get(nsa_context *ctx, bwd_mem *m, size_t bytes, void **out) {
@@ -306,6 +307,8 @@ static nsa_status run(nsa_context *ctx, bwd_mem *m, const nsa_fwd_args *fwd,
     NSA_TRY(mem_get(ctx, m, (size_t)s->B * s->Hkv * s->nsel_max * W.tw * 4, &p));
     W.selbits = (uint32_t *)p;
 
+#define BWD_MARK(i) if (m->ev) cudaEventRecord(m->ev[i], cs)
+    BWD_MARK(0);
     tc_stats S;
     memset(&S, 0, sizeof S);
     if (!tcmask) {
@@ -337,6 +340,7 @@ static nsa_status run(nsa_context *ctx, bwd_mem *m, const nsa_fwd_args *fwd,
         S.tcmask = tcmask;
         NSA_TRY(tc_forward(ctx, m, fwd, s, &W, given, &S));
     }
+    BWD_MARK(1);
     NSA_TRY(nsa_cu_bwd_selbits(ctx, cs, &W));
     const int kgrad[3][2] = {{NSA_GKC, NSA_GVC}, {NSA_GKS, NSA_GVS}, {NSA_GKW, NSA_GVW}};
     /* the tiled roles' key side: the inverse selection index and the split offsets, sized
@@ -383,8 +387,10 @@ static nsa_status run(nsa_context *ctx, bwd_mem *m, const nsa_fwd_args *fwd,
             NSA_TRY(mem_get(ctx, m, (size_t)tot[b] * nsa_cu_bwd_tiled_slot_bytes(s->Dv),
                             (void **)&ka[b].partV));
     }
+    BWD_MARK(2);
     for (int b = 0; b < 3; b++) {
         const nsa_branch br = (nsa_branch)b;
+        if (b) BWD_MARK(2 + b);
         if (tcmask >> b & 1) {
             const int64_t y = (int64_t)b * R * s->Hq;
             const nsa_cu_tc_rows rw = {S.lse + y, S.delta + y, S.gate + y};
@@ -400,6 +406,7 @@ static nsa_status run(nsa_context *ctx, bwd_mem *m, const nsa_fwd_args *fwd,
         if (fast) NSA_TRY(nsa_cu_bwd_tiled_keys(ctx, cs, s->dt, kc_dt, &W, br, &ka[b]));
         else NSA_TRY(nsa_cu_bwd_keys(ctx, cs, s->dt, kc_dt, &W, br));
     }
+    BWD_MARK(5);
     if (!fwd->cmp_compressed && Tc > 0) {
         if (W.acc[NSA_GKC]) NSA_TRY(nsa_cu_bwd_phi(ctx, cs, &W, W.dkc, W.acc[NSA_GKC], s->Dk));
         if (W.acc[NSA_GVC]) NSA_TRY(nsa_cu_bwd_phi(ctx, cs, &W, W.dvc, W.acc[NSA_GVC], s->Dv));
@@ -416,12 +423,14 @@ static nsa_status run(nsa_context *ctx, bwd_mem *m, const nsa_fwd_args *fwd,
         }
         if (lead) NSA_TRY(nsa_cu_bwd_store(ctx, cs, gt[i], mem, nm));
     }
+    BWD_MARK(6);
+#undef BWD_MARK
     return NSA_OK;
 }
 
-extern "C" nsa_status nsa_cuda_backward(nsa_context *ctx, const nsa_fwd_args *fwd,
-                                        const nsa_bwd_args *g, const nsa_shape *s,
-                                        const nsa_role role[3], int force_branch) {
+static nsa_status backward_impl(nsa_context *ctx, const nsa_fwd_args *fwd,
+                                const nsa_bwd_args *g, const nsa_shape *s,
+                                const nsa_role role[3], int force_branch, cudaEvent_t *ev) {
     nsa_route_problem p;
     memset(&p, 0, sizeof p);
     p.cfg = fwd->cfg;
@@ -439,8 +448,30 @@ extern "C" nsa_status nsa_cuda_backward(nsa_context *ctx, const nsa_fwd_args *fw
     bwd_mem m;
     memset(&m, 0, sizeof m);
     m.st = (cudaStream_t)ctx->stream;
+    m.ev = ev;
     nsa_status st = run(ctx, &m, fwd, g, s, role, force_branch);
     mem_free(&m);
+    return st;
+}
+
+extern "C" nsa_status nsa_cuda_backward(nsa_context *ctx, const nsa_fwd_args *fwd,
+                                        const nsa_bwd_args *g, const nsa_shape *s,
+                                        const nsa_role role[3], int force_branch) {
+    return backward_impl(ctx, fwd, g, s, role, force_branch, NULL);
+}
+
+extern "C" nsa_status nsa_cuda_backward_timed(nsa_context *ctx, const nsa_fwd_args *fwd,
+                                              const nsa_bwd_args *g, const nsa_shape *s,
+                                              const nsa_role role[3], float ms[6]) {
+    cudaEvent_t ev[7];
+    for (int i = 0; i < 7; i++) cudaEventCreate(&ev[i]);
+    nsa_status st = backward_impl(ctx, fwd, g, s, role, -1, ev);
+    if (st == NSA_OK) st = nsa_cu_check(ctx, cudaEventSynchronize(ev[6]), "timed backward");
+    for (int i = 0; i < 6; i++) {
+        ms[i] = 0.f;
+        if (st == NSA_OK) cudaEventElapsedTime(&ms[i], ev[i], ev[i + 1]);
+    }
+    for (int i = 0; i < 7; i++) cudaEventDestroy(ev[i]);
     return st;
 }
 
