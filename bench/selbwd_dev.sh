@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
 # selbwd_dev.sh — one device call for the tensor-core selection backward (bwd_sel_tc.cu, issue 7):
-# build, parity cases of test_gpu_bwd_sel_tc (and the lead's test_gpu_bwd_tc when built), a
-# planted bug (gate·P without the gate in the dK/dV kernel: must fail), compute-sanitizer
-# memcheck/racecheck on the small case, backward times (events) and the sel kernels alone (ncu).
+# build, parity cases of test_gpu_bwd_sel_tc, bench_bwd with sel forced to the fused role (the
+# backward's steps), a planted bug (gate·P without the gate in the dK/dV kernel: must fail),
+# compute-sanitizer memcheck/racecheck on the small case, backward times (events), the lead's
+# test_gpu_bwd_tc and the sel kernels alone (ncu).
 # Usage (device, repo root): bench/selbwd_dev.sh [phases]
-#   phases: build,test,lead,broken,memcheck,time,ncu   (env SHAPES for time/ncu)
+#   phases: build,test,bench,broken,memcheck,time,lead,ncu (env SHAPES for time/ncu, BENCH_S)
 set -u
 OUT=${OUT:-/tmp/out}
 mkdir -p "$OUT"
 B=${B:-build-dev-selbwd}
-PH=${1:-build,test,lead,broken,memcheck,time}
+PH=${1:-build,test,bench,broken,memcheck,time,lead}
 SHAPES=${SHAPES:-A8192,A65536,long,short}
 has() { [[ ",$PH," == *",$1,"* ]]; }
 log() { echo "== $(date -u +%H:%M:%S) $*" | tee -a "$OUT/summary.txt"; }
@@ -20,7 +21,7 @@ log "card"
 nvidia-smi --query-gpu=name,driver_version,clocks.max.sm,memory.total --format=csv |
   tee -a "$OUT/summary.txt"
 if has build; then
-  T="test_gpu_bwd_sel_tc"
+  T="test_gpu_bwd_sel_tc bench_bwd"
   grep -qs test_gpu_bwd_tc tests/*.cmake && T="$T test_gpu_bwd_tc"
   { cmake -S . -B $B -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90a-real &&
     ninja -C $B $T; } >"$OUT/build.log" 2>&1
@@ -28,13 +29,14 @@ if has build; then
 fi
 if has test; then
   for c in $CASES; do
-    timeout 90 $X $c >>"$OUT/test.log" 2>&1; log "test $c rc=$?"
+    timeout 60 $X $c >>"$OUT/test.log" 2>&1; log "test $c rc=$?"
   done
   grep -E "FAIL|worst|routed" "$OUT/test.log" | cut -c1-230 | tee -a "$OUT/summary.txt"
 fi
-if has lead && [ -x $B/tests/test_gpu_bwd_tc ]; then
-  (cd $B && timeout 200 ctest -R test_gpu_bwd_tc -LE slow --output-on-failure) >"$OUT/lead.log" 2>&1
-  log "lead test rc=$?"; grep -E "tests passed|Failed|FAIL" "$OUT/lead.log" | head -12 | tee -a "$OUT/summary.txt"
+if has bench; then
+  NSA_TRITON_SEL_FORCE=1 timeout 120 $B/bench/bench_bwd --S ${BENCH_S:-8192,65536} --reps 3 \
+    >"$OUT/bench_bwd.csv" 2>&1; log "bench_bwd (sel forced fused) rc=$?"
+  cat "$OUT/bench_bwd.csv" | tee -a "$OUT/summary.txt"
 fi
 if has broken; then
   cp src/cuda/bwd_sel_tc.cu /tmp/keep.cu
@@ -55,6 +57,10 @@ fi
 if has time; then
   NSA_SELTC_SHAPES=$SHAPES timeout 150 $X seltc_time >"$OUT/time.log" 2>&1; log "time rc=$?"
   grep -E "time|FAIL" "$OUT/time.log" | tee -a "$OUT/summary.txt"
+fi
+if has lead && [ -x $B/tests/test_gpu_bwd_tc ]; then
+  (cd $B && timeout 200 ctest -R test_gpu_bwd_tc -LE slow --output-on-failure) >"$OUT/lead.log" 2>&1
+  log "lead test rc=$?"; grep -E "tests passed|Failed|FAIL" "$OUT/lead.log" | head -12 | tee -a "$OUT/summary.txt"
 fi
 if has ncu; then
   for s in ${SHAPES//,/ }; do
