@@ -205,7 +205,7 @@ __device__ __forceinline__ void fd_issue(const nsa_cu_dec &D, int br, T *Ks, T *
 
 /* The G = 16 heads are the 16 rows of mma m16n8k16. 8 warps: S = Q·Kᵀ with warp w owning keys
  * 8w..8w+7; online softmax per head in f32 (m, l, rescale α in shared memory), P rounded to the
- * dtype; O += P·V in registers, warp w owning columns 16w + 128j (Dv ≤ 256). Chunk c+1 is
+ * dtype; O += P·V in registers, warp w owning columns 16w..16w+15 (Dv ≤ 128). Chunk c+1 is
  * copied while chunk c is computed. Shared memory (bytes): Q 16·(Dk+8)·2, K 2·FCH·(Dk+8)·2,
  * V 2·FCH·(Dv+8)·2, P 16·(FCH+8)·2, S 16·FCH·4, m/l/α 48·4. */
 template <typename T>
@@ -226,11 +226,10 @@ __device__ void fd_split_mma(const nsa_cu_dec &D, int br, unsigned char *sm, int
         mrow[tid] = -INFINITY;
         lrow[tid] = 0.f;
     }
-    float o[2][2][4];
+    float o[2][4]; /* columns n0 .. n0+7 and n0+8 .. n0+15, n0 = 16w (Dv ≤ 128) */
+    const int n0 = 16 * w;
 #pragma unroll
-    for (int j = 0; j < 2; j++)
-#pragma unroll
-        for (int r = 0; r < 4; r++) o[j][0][r] = o[j][1][r] = 0.f;
+    for (int r = 0; r < 4; r++) o[0][r] = o[1][r] = 0.f;
     const float scale = (float)D.scale;
     for (int c = 0; c < nch; c++) {
         const int st = c & 1;
@@ -280,21 +279,18 @@ __device__ void fd_split_mma(const nsa_cu_dec &D, int br, unsigned char *sm, int
         }
         __syncthreads();
         const float al0 = arow[lane / 4], al1 = arow[lane / 4 + 8];
-#pragma unroll
-        for (int j = 0; j < 2; j++) {
-            const int n0 = 16 * w + 128 * j;
-            if (n0 >= Dv) break;
+        if (n0 < Dv) {
 #pragma unroll
             for (int r = 0; r < 4; r++) {
-                o[j][0][r] *= r < 2 ? al0 : al1;
-                o[j][1][r] *= r < 2 ? al0 : al1;
+                o[0][r] *= r < 2 ? al0 : al1;
+                o[1][r] *= r < 2 ? al0 : al1;
             }
             for (int kk = 0; kk < FCH; kk += 16) {
                 uint32_t pa[4], bv[4];
                 ldsm_x4(pa, Ps + (lane % 16) * sp + kk + (lane / 16) * 8);
                 ldsm_x4_t(bv, Vc + (kk + lane % 8 + ((lane / 8) % 2) * 8) * sv + n0 + (lane / 16) * 8);
-                mma16816<T>(o[j][0], pa, bv[0], bv[1]);
-                mma16816<T>(o[j][1], pa, bv[2], bv[3]);
+                mma16816<T>(o[0], pa, bv[0], bv[1]);
+                mma16816<T>(o[1], pa, bv[2], bv[3]);
             }
         }
         __syncthreads(); /* the stage, P and S are rewritten next */
@@ -303,16 +299,12 @@ __device__ void fd_split_mma(const nsa_cu_dec &D, int br, unsigned char *sm, int
         part[tid * (Dv + 2)] = mrow[tid];
         part[tid * (Dv + 2) + 1] = lrow[tid];
     }
-#pragma unroll
-    for (int j = 0; j < 2; j++) {
-        const int n0 = 16 * w + 128 * j;
-        if (n0 >= Dv) break;
+    if (n0 < Dv)
         for (int r = 0; r < 4; r++) {
             const int h = lane / 4 + (r / 2) * 8, e = n0 + (lane % 4) * 2 + r % 2;
-            part[h * (Dv + 2) + 2 + e] = o[j][0][r];
-            part[h * (Dv + 2) + 2 + e + 8] = o[j][1][r];
+            part[h * (Dv + 2) + 2 + e] = o[0][r];
+            part[h * (Dv + 2) + 2 + e + 8] = o[1][r];
         }
-    }
 }
 
 static size_t fd_mma_smem(const nsa_cu_dec *D) {
@@ -324,7 +316,7 @@ static size_t fd_mma_smem(const nsa_cu_dec *D) {
 static int fd_mma_ok(const nsa_cu_dec *D, nsa_dtype dt) {
     const nsa_cu_view &q = D->q;
     return (dt == NSA_DTYPE_BF16 || dt == NSA_DTYPE_F16) && D->G == 16 && D->Dk % 32 == 0 &&
-           D->Dv % 16 == 0 && D->Dv <= 256 && q.sd == 1 && q.sb % 8 == 0 && q.sh % 8 == 0 &&
+           D->Dv % 16 == 0 && D->Dv <= 128 && q.sd == 1 && q.sb % 8 == 0 && q.sh % 8 == 0 &&
            (uintptr_t)q.p % 16 == 0;
 }
 
@@ -386,7 +378,7 @@ __device__ void fd_push_win(const nsa_cu_dec &D, int64_t b, int g, int64_t t) {
  * which comes from the step's k_cmp/v_cmp), as nsa_ref_compress_block; or the caller's
  * kc_new/vc_new. Also rounded to the dtype copy the split reads. */
 template <typename T>
-__device__ void fd_emit(const nsa_cu_dec &D, int64_t b, int g, int64_t t, int64_t i) {
+__device__ __noinline__ void fd_emit(const nsa_cu_dec &D, int64_t b, int g, int64_t t, int64_t i) {
     for (int kv = 0; kv < 2; kv++) {
         const int Dx = kv ? D.Dv : D.Dk;
         const nsa_cu_view &raw = kv ? D.vcmp : D.kcmp;
@@ -398,11 +390,18 @@ __device__ void fd_emit(const nsa_cu_dec &D, int64_t b, int g, int64_t t, int64_
                 v = (double)nsa_cu_ld<T>(kv ? D.vcn : D.kcn, b, 0, g, e);
             } else {
                 double sum = 0.0;
-                for (int r = 0; r < D.l; r++) {
-                    const int64_t p = i * D.d + r;
-                    const T x = p == t ? ((const T *)raw.p)[b * raw.sb + g * raw.sh + e * raw.sd]
-                                       : hr[((b * D.nraw + p % D.nraw) * D.Hkv + g) * Dx + e];
-                    sum += (double)nsa_cu_f<T>(x);
+                for (int r0 = 0; r0 < D.l; r0 += 8) { /* 8 loads in flight, summed in order */
+                    T x[8];
+#pragma unroll
+                    for (int q = 0; q < 8; q++) {
+                        const int64_t p = i * D.d + r0 + q;
+                        if (r0 + q < D.l)
+                            x[q] = p == t ? ((const T *)raw.p)[b * raw.sb + g * raw.sh + e * raw.sd]
+                                          : hr[((b * D.nraw + p % D.nraw) * D.Hkv + g) * Dx + e];
+                    }
+#pragma unroll
+                    for (int q = 0; q < 8; q++)
+                        if (r0 + q < D.l) sum += (double)nsa_cu_f<T>(x[q]);
                 }
                 v = sum / (double)D.l;
             }
@@ -496,7 +495,7 @@ __device__ void fd_item4(const nsa_cu_dec &D, unsigned char *sm, int64_t b, int 
  * (row, KV head) fastest. Shared memory: the largest of a split (+ 2n ranges), the selection,
  * a merge. */
 template <typename T, bool MMA>
-__global__ void __launch_bounds__(FT, 2) fd_step_kernel(nsa_cu_dec D) {
+__global__ void __launch_bounds__(FT, 2) fd_step_kernel(const __grid_constant__ nsa_cu_dec D) {
     extern __shared__ __align__(16) unsigned char fsm[];
     __shared__ int last;
     const int64_t BH = (int64_t)D.B * D.Hkv, n1 = BH * (1 + D.pc + D.pw), n3 = n1 + BH * D.ps;
