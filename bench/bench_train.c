@@ -71,11 +71,22 @@ typedef struct {
 
 static int cols(const gemm_set *g) { return g->Hq * g->D + 6 * g->Hkv * g->D + 3 * g->Hq; }
 
+/* The fused projection's dy row stride (lm/pass.c's qkv_ld). */
+static int cols_ld(const gemm_set *g) {
+    return g->be->act_lowp ? (cols(g) + 7) / 8 * 8 : cols(g);
+}
+
 /* matmul_backward of a dy that act_lowp keeps in att_dtype (as lm/pass.c's mmb_lo) */
-static void mmb_lo(const gemm_set *g, float *dx, float *dW, const float *dy, const float *x,
-                   const float *W, int M, int K, int O, int acc) {
-    if (g->be->act_lowp) g->be->matmul_backward_lo(dx, dW, dy, x, W, M, K, O, acc);
+static void mmb_lo(const gemm_set *g, float *dx, float *dW, const float *dy, int ldy,
+                   const float *x, const float *W, int M, int K, int O, int acc) {
+    if (g->be->act_lowp) g->be->matmul_backward_lo(dx, dW, dy, ldy, x, W, M, K, O, acc);
     else g->be->matmul_backward(dx, dW, dy, x, W, M, K, O, acc);
+}
+
+/* SwiGLU's a or b: att_dtype under act_lowp (as lm/pass.c) */
+static void mm_ab(const gemm_set *g, float *y, const float *x, const float *W) {
+    if (g->be->act_lowp) g->be->matmul_lo(y, x, W, g->N, g->C, g->F);
+    else g->be->matmul(y, x, W, g->N, g->C, g->F, 0);
 }
 
 static void gemms_fwd(const gemm_set *g) {
@@ -85,8 +96,8 @@ static void gemms_fwd(const gemm_set *g) {
     const int N = g->N, C = g->C, HD = g->Hq * g->D, F = g->F;
     be->matmul(g->s1, A->ln1, W->wq, N, C, cols(g), 0);
     be->matmul(g->s2, A->att, W->wo, N, HD, C, 0);
-    be->matmul(g->s3, A->ln2, W->w1, N, C, F, 0);
-    be->matmul(g->s4, A->ln2, W->w3, N, C, F, 0);
+    mm_ab(g, g->s3, A->ln2, W->w1);
+    mm_ab(g, g->s4, A->ln2, W->w3);
     be->matmul(g->s2, A->h, W->w2, N, F, C, 0);
 }
 
@@ -97,17 +108,17 @@ static void gemms_bwd(const gemm_set *g) {
     lm_layer_w *dW = g->dW;
     const int N = g->N, C = g->C, HD = g->Hq * g->D, F = g->F;
     be->matmul_backward(g->s3, dW->w2, g->s2, A->h, W->w2, N, F, C, 0);
-    mmb_lo(g, g->s2, dW->w1, g->s3, A->ln2, W->w1, N, C, F, 0);
-    mmb_lo(g, g->s2, dW->w3, g->s4, A->ln2, W->w3, N, C, F, 1);
+    mmb_lo(g, g->s2, dW->w1, g->s3, F, A->ln2, W->w1, N, C, F, 0);
+    mmb_lo(g, g->s2, dW->w3, g->s4, F, A->ln2, W->w3, N, C, F, 1);
     be->matmul_backward(g->s5, dW->wo, g->s2, A->att, W->wo, N, HD, C, 0);
-    mmb_lo(g, g->s2, dW->wq, g->s1, A->ln1, W->wq, N, C, cols(g), 0);
+    mmb_lo(g, g->s2, dW->wq, g->s1, cols_ld(g), A->ln1, W->wq, N, C, cols(g), 0);
 }
 
 /* The fused q/k/v/gate projection alone, fwd + bwd. */
 static void gemms_qkv_fused(const gemm_set *g) {
     const lm_layer_act *A = g->A;
     g->be->matmul(g->s1, A->ln1, g->W->wq, g->N, g->C, cols(g), 0);
-    mmb_lo(g, g->s2, g->dW->wq, g->s1, A->ln1, g->W->wq, g->N, g->C, cols(g), 0);
+    mmb_lo(g, g->s2, g->dW->wq, g->s1, cols_ld(g), A->ln1, g->W->wq, g->N, g->C, cols(g), 0);
 }
 
 /* The q/k/v/gate projection as eight GEMMs (the path before the fused split), fwd + bwd. */

@@ -61,7 +61,7 @@ if has breaks; then
     fi
     cp /tmp/planted.orig "$1"
   }
-  plant lm/cuda_ops.cu 's/(1.0f + a\[i\] \* (1.0f - s))/(1.0f + a[i] * (1.0f + s))/' \
+  plant lm/cuda_ops.cu 's/(1.0f + ai \* (1.0f - s))/(1.0f + ai * (1.0f + s))/' \
     "f32_step_matches_cpu bf16_step_matches_cpu"
   plant lm/cuda_ops.cu 's/put(&d\[1\], x0 \* sv + x1 \* c);/put(\&d[1], x0 * sv - x1 * c);/' \
     "f32_step_matches_cpu"
@@ -83,6 +83,13 @@ if has train; then
   log "train rc=$?"; tail -3 "$OUT/err.log"; tail -2 /tmp/gt_run/heartbeat.jsonl | cut -c1-400
   timeout 60 $B/nsa sample --device cuda --out /tmp/gt_run --tokens 300 --seed 1 \
     >"$OUT/sample.txt" 2>>"$OUT/err.log"; log "sample rc=$?"; cat "$OUT/sample.txt"; tail -2 "$OUT/err.log"
+  for p in f32 bf16; do  # greedy bytes from the same checkpoint, f32 and bf16 decode
+    timeout 60 $B/nsa sample --device cuda --precision $p --out /tmp/gt_run --tokens 80 \
+      --temperature 0 >/tmp/greedy_$p.txt 2>>"$OUT/err.log"; log "greedy $p rc=$?"
+  done
+  if cmp -s /tmp/greedy_f32.txt /tmp/greedy_bf16.txt; then log "greedy f32 == bf16"
+  else log "greedy f32 != bf16"; fi
+  cat /tmp/greedy_f32.txt /tmp/greedy_bf16.txt | tee -a "$OUT/summary.txt"
   cp /tmp/gt_run/heartbeat.jsonl "$OUT/heartbeat.jsonl"
 fi
 if has long; then

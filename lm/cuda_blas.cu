@@ -1,8 +1,8 @@
 /* cuda_blas.cu — the model's CUDA backend, part 1 (lm/gpu_cuda.h): the process state, device
- * memory (zeroed allocations with records for the heartbeat's figures, and the bf16 mirrors the
- * GEMMs read weights from), the f32<->bf16 casts, the GEMMs through cuBLAS (bf16 operands with
- * fp32 accumulation and output, or fp32), the sync that reports the first error, and the memory
- * figures of lm/gpu.h.
+ * memory (zeroed allocations with records for the heartbeat's figures and write generations),
+ * the bf16 mirrors the GEMMs read weights from, the f32<->bf16 casts, the GEMMs through cuBLAS
+ * (bf16 operands with fp32 accumulation, fp32 or bf16 output; or fp32), the sync that reports
+ * the first error, and the memory figures of lm/gpu.h.
  * Not the layer kernels (lm/cuda_ops.cu). All work on device 0 and the default stream.
  * Invariant: every cuBLAS or runtime failure is kept (note) and reported by the next sync.
  */
@@ -37,23 +37,37 @@ void *g_alloc(size_t bytes) {
     }
     note(cudaMemset(p, 0, bytes));
     S.recs[S.nrecs].p = p;
-    S.recs[S.nrecs].lo = NULL;
-    S.recs[S.nrecs].stale = 0;
+    S.recs[S.nrecs].gen = 0;
     S.recs[S.nrecs++].bytes = bytes;
     S.alloc_now += bytes;
     if (S.alloc_now > S.alloc_peak) S.alloc_peak = S.alloc_now;
     return p;
 }
 
+/* bf16 mirrors of the weight tensors GEMMs read: one per (W, n), in its own 256-byte aligned
+ * buffer (a mirror of the whole parameter array would put tensors after an odd-sized bias off
+ * the 16-byte alignment cuBLAS's fast kernels need), recast when its allocation's gen moved. */
+struct mirror {
+    const float *w;
+    size_t n;
+    const void *base; /* the allocation holding w */
+    unsigned gen;     /* the allocation's gen when cast */
+    __nv_bfloat16 *lo;
+};
+static mirror mir[4 * LM_MAX_TENSORS];
+static int nmir;
+
 void g_release(void *p) {
     if (!p) return;
+    for (int i = 0; i < nmir; i++)
+        if (mir[i].base == p) {
+            S.alloc_now -= mir[i].n * sizeof(__nv_bfloat16);
+            note(cudaFree(mir[i].lo));
+            mir[i--] = mir[--nmir];
+        }
     for (int i = 0; i < S.nrecs; i++)
         if (S.recs[i].p == p) {
             S.alloc_now -= S.recs[i].bytes;
-            if (S.recs[i].lo) {
-                S.alloc_now -= S.recs[i].bytes / 2;
-                note(cudaFree(S.recs[i].lo));
-            }
             S.recs[i] = S.recs[--S.nrecs];
             break;
         }
@@ -79,7 +93,7 @@ alloc_rec *rec_of(const void *p) {
 
 void touch(const void *p) {
     alloc_rec *r = rec_of(p);
-    if (r && r->lo) r->stale = 1;
+    if (r) r->gen++;
 }
 
 void g_upload(void *dst, const void *src, size_t bytes) {
@@ -149,11 +163,11 @@ void g_from_att(float *dst, const void *src, size_t n) {
 
 /* ------------------------------------------------------------------ GEMMs (row-major views) */
 
-/* bf16 mode: weights come from their allocation's bf16 mirror (made on first use, recast
- * only when stale, written by AdamW with the weights: once per optimizer step); x is already
- * bf16 (act_lowp); dy is rounded into cbuf[1] once per matmul_backward, and a weight outside
+/* bf16 mode: weights come from their bf16 mirror (made on first use, recast at the first use
+ * after a write: once per optimizer step); x is already bf16 (act_lowp); dy is rounded into
+ * cbuf[1] once per matmul_backward (matmul_backward_lo takes it bf16), and a weight outside
  * every record (none in the model) into cbuf[0]. One cuBLAS GEMM each, bf16 inputs, fp32
- * accumulation and output. */
+ * accumulation, fp32 output (bf16 for matmul_lo). */
 static __nv_bfloat16 *cbuf[2];
 static size_t ccap[2];
 
@@ -173,41 +187,40 @@ static const __nv_bfloat16 *cast(int slot, const float *x, size_t n) {
     return cbuf[slot];
 }
 
-/* The bf16 view of weights W (O·K floats) for a GEMM. */
+/* The bf16 view of weights W (n = O·K floats) for a GEMM. */
 static const __nv_bfloat16 *weights(const float *W, size_t n) {
-    alloc_rec *r = rec_of(W);
+    const alloc_rec *r = rec_of(W);
     if (!r) return cast(0, W, n);
-    const size_t floats = r->bytes / sizeof(float);
-    if (!r->lo) {
-        if (cudaMalloc((void **)&r->lo, floats * sizeof(__nv_bfloat16)) != cudaSuccess) {
+    mirror *m = NULL;
+    for (int i = 0; i < nmir && !m; i++)
+        if (mir[i].w == W && mir[i].n == n) m = &mir[i];
+    if (!m) {
+        __nv_bfloat16 *lo = NULL;
+        if (nmir == (int)(sizeof mir / sizeof mir[0]) ||
+            cudaMalloc((void **)&lo, n * sizeof(__nv_bfloat16)) != cudaSuccess) {
             cudaGetLastError();
-            r->lo = NULL;
             return cast(0, W, n);
         }
-        S.alloc_now += r->bytes / 2;
+        m = &mir[nmir++];
+        *m = mirror{W, n, r->p, r->gen - 1u, lo}; /* cast below */
+        S.alloc_now += n * sizeof(__nv_bfloat16);
         if (S.alloc_now > S.alloc_peak) S.alloc_peak = S.alloc_now;
-        r->stale = 1;
     }
-    if (r->stale) {
-        k_to_bf16<<<blocks_for((int64_t)floats), TPB>>>(r->lo, (const float *)r->p,
-                                                         (int64_t)floats);
-        r->stale = 0;
+    if (m->gen != r->gen) {
+        k_to_bf16<<<blocks_for((int64_t)n), TPB>>>(m->lo, W, (int64_t)n);
+        m->gen = r->gen;
     }
-    return r->lo + (W - (const float *)r->p);
+    return m->lo;
 }
 
-__nv_bfloat16 *mirror_of(const float *p) {
-    alloc_rec *r = rec_of(p);
-    return r && r->lo ? r->lo + (p - (const float *)r->p) : NULL;
-}
-
-/* C (m×n, col-major, fp32) = op(A) op(B) + beta·C, A and B of type t. */
+/* C (m×n, col-major, type tc: fp32 unless given) = op(A) op(B) + beta·C, A and B of type t. */
 static void gemm(cudaDataType t, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
-                 const void *A, int lda, const void *B, int ldb, float beta, float *C, int ldc) {
+                 const void *A, int lda, const void *B, int ldb, float beta, void *C, int ldc,
+                 cudaDataType tc = CUDA_R_32F) {
     if (!A || !B) return; /* a cast that failed: noted */
     const float alpha = 1.0f;
     const cublasStatus_t st = cublasGemmEx(S.h, ta, tb, m, n, k, &alpha, A, t, lda, B, t, ldb,
-                                           &beta, C, CUDA_R_32F, ldc, CUBLAS_COMPUTE_32F,
+                                           &beta, C, tc, ldc, CUBLAS_COMPUTE_32F,
                                            CUBLAS_GEMM_DEFAULT);
     if (st != CUBLAS_STATUS_SUCCESS) note(cudaErrorLaunchFailure);
 }
@@ -217,6 +230,11 @@ void mm_bf16(float *y, const float *x, const float *W, int M, int K, int O, int 
     if (M == 0 || O == 0) return;
     gemm(CUDA_R_16BF, CUBLAS_OP_T, CUBLAS_OP_N, O, M, K, weights(W, (size_t)O * K), K, x, K,
          acc ? 1.0f : 0.0f, y, O);
+}
+void mm_lo_bf16(void *y, const float *x, const float *W, int M, int K, int O) {
+    if (M == 0 || O == 0) return;
+    gemm(CUDA_R_16BF, CUBLAS_OP_T, CUBLAS_OP_N, O, M, K, weights(W, (size_t)O * K), K, x, K, 0.0f,
+         y, O, CUDA_R_16BF);
 }
 void mm_f32(float *y, const float *x, const float *W, int M, int K, int O, int acc) {
     if (M == 0 || O == 0) return;
@@ -232,13 +250,13 @@ void mmb_bf16(float *dx, float *dW, const float *dy, const float *x, const float
              acc ? 1.0f : 0.0f, dx, K);
     if (dW) gemm(CUDA_R_16BF, CUBLAS_OP_N, CUBLAS_OP_T, K, O, M, x, K, d, O, 1.0f, dW, K);
 }
-void mmb_lo_bf16(float *dx, float *dW, const void *dy, const float *x, const float *W, int M,
-                 int K, int O, int acc) {
+void mmb_lo_bf16(float *dx, float *dW, const void *dy, int ldy, const float *x, const float *W,
+                 int M, int K, int O, int acc) {
     if (M == 0) return;
     if (dx)
-        gemm(CUDA_R_16BF, CUBLAS_OP_N, CUBLAS_OP_N, K, M, O, weights(W, (size_t)O * K), K, dy, O,
-             acc ? 1.0f : 0.0f, dx, K);
-    if (dW) gemm(CUDA_R_16BF, CUBLAS_OP_N, CUBLAS_OP_T, K, O, M, x, K, dy, O, 1.0f, dW, K);
+        gemm(CUDA_R_16BF, CUBLAS_OP_N, CUBLAS_OP_N, K, M, O, weights(W, (size_t)O * K), K, dy,
+             ldy, acc ? 1.0f : 0.0f, dx, K);
+    if (dW) gemm(CUDA_R_16BF, CUBLAS_OP_N, CUBLAS_OP_T, K, O, M, x, K, dy, ldy, 1.0f, dW, K);
 }
 void mmb_f32(float *dx, float *dW, const float *dy, const float *x, const float *W, int M, int K,
              int O, int acc) {

@@ -1,9 +1,9 @@
 /* cuda_ops.cu — the model's CUDA backend, part 2 (lm/gpu.h): CUDA C kernels for RMSNorm, RoPE,
  * SwiGLU, the fused q/k/v/gate split and its gather, gates, softmax/cross-entropy, embedding,
  * bias, gate statistics, clipping and AdamW, and the backend tables (cuda-bf16, cuda-f32) with
- * lm_cuda_backend. In bf16 mode (act_lowp) RMSNorm, SwiGLU and the split write bf16, so do the
- * SwiGLU backward, the gather and the cross-entropy backward (gradients that only feed GEMMs),
- * and AdamW refreshes the weights' bf16 mirror in the same pass.
+ * lm_cuda_backend. In bf16 mode (act_lowp) RMSNorm, SwiGLU and the split write bf16, SwiGLU
+ * reads its a, b in bf16, and the SwiGLU backward, the gather and the cross-entropy backward
+ * write bf16 too (gradients that only feed GEMMs).
  * Not the GEMMs, memory or casts (lm/cuda_blas.cu) nor the attention: the model calls
  * nsa_forward / nsa_backward on device tensors.
  * Invariants: no float atomics anywhere (column sums go through fixed per-chunk partials, then
@@ -130,25 +130,27 @@ static void g_rope(float *x, const float *cos_t, const float *sin_t, int B, int 
 
 __device__ __forceinline__ float sigm(float z) { return 1.0f / (1.0f + expf(-z)); }
 
-template <typename H>
-__global__ void k_swiglu(H *h, const float *a, const float *b, int64_t n) {
-    const int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
-    if (i < n) put(&h[i], a[i] * sigm(a[i]) * b[i]);
-}
-template <typename G>
-__global__ void k_swiglu_bwd(G *da, G *db, const float *dh, const float *a, const float *b,
-                             int64_t n) {
+template <typename H, typename I>
+__global__ void k_swiglu(H *h, const I *a, const I *b, int64_t n) {
     const int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
     if (i >= n) return;
-    const float s = sigm(a[i]), silu = a[i] * s;
+    const float ai = get(&a[i]);
+    put(&h[i], ai * sigm(ai) * get(&b[i]));
+}
+template <typename G>
+__global__ void k_swiglu_bwd(G *da, G *db, const float *dh, const G *a, const G *b, int64_t n) {
+    const int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    const float ai = get(&a[i]), bi = get(&b[i]), s = sigm(ai), silu = ai * s;
     put(&db[i], dh[i] * silu);
-    put(&da[i], dh[i] * b[i] * (s * (1.0f + a[i] * (1.0f - s))));
+    put(&da[i], dh[i] * bi * (s * (1.0f + ai * (1.0f - s))));
 }
 static void g_swiglu(float *h, const float *a, const float *b, int64_t n) {
     if (n) k_swiglu<<<blocks_for(n), TPB>>>(h, a, b, n);
 }
 static void g_swiglu_lo(float *h, const float *a, const float *b, int64_t n) {
-    if (n) k_swiglu<<<blocks_for(n), TPB>>>((__nv_bfloat16 *)h, a, b, n);
+    typedef const __nv_bfloat16 *in;
+    if (n) k_swiglu<<<blocks_for(n), TPB>>>((__nv_bfloat16 *)h, (in)a, (in)b, n);
 }
 static void g_swiglu_backward(float *da, float *db, const float *dh, const float *a,
                               const float *b, int64_t n) {
@@ -156,9 +158,10 @@ static void g_swiglu_backward(float *da, float *db, const float *dh, const float
 }
 static void g_swiglu_backward_lo(float *da, float *db, const float *dh, const float *a,
                                  const float *b, int64_t n) {
+    typedef const __nv_bfloat16 *in;
     if (n)
-        k_swiglu_bwd<<<blocks_for(n), TPB>>>((__nv_bfloat16 *)da, (__nv_bfloat16 *)db, dh, a, b,
-                                             n);
+        k_swiglu_bwd<<<blocks_for(n), TPB>>>((__nv_bfloat16 *)da, (__nv_bfloat16 *)db, dh, (in)a,
+                                             (in)b, n);
 }
 
 __device__ void gate3(float *gi, const float *zi, int kind, float temp) {
@@ -267,8 +270,8 @@ template <typename Q> struct qkv_cptrs {
     const Q *p[7];
 };
 template <typename Q>
-__global__ void k_qkv_gather(Q *dy, qkv_cptrs<Q> g, const float *cs, const float *sn, int T,
-                             int P, int pq, int pk, int half, int64_t n) {
+__global__ void k_qkv_gather(Q *dy, int ldy, qkv_cptrs<Q> g, const float *cs, const float *sn,
+                             int T, int pq, int pk, int half, int64_t n) {
     const int64_t idx = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
     if (idx >= n) return;
     const int per = pq + 6 * pk;
@@ -276,7 +279,7 @@ __global__ void k_qkv_gather(Q *dy, qkv_cptrs<Q> g, const float *cs, const float
     int jj;
     const int s = seg_of((int)(idx % per), pq, pk, &jj);
     const int off = s == 0 ? 2 * jj : 2 * pq + 2 * pk * (s - 1) + 2 * jj;
-    Q *d = dy + row * P + off;
+    Q *d = dy + row * ldy + off;
     const Q *src = g.p[s];
     if (!src) {
         put(&d[0], 0.0f);
@@ -296,23 +299,23 @@ __global__ void k_qkv_gather(Q *dy, qkv_cptrs<Q> g, const float *cs, const float
     put(&d[1], x0 * sv + x1 * c);
 }
 template <typename Q>
-__global__ void k_qkv_dz(Q *dy, const float *dz, int P, int off, int W, int64_t n) {
+__global__ void k_qkv_dz(Q *dy, const float *dz, int ldy, int off, int W, int64_t n) {
     const int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
-    if (i < n) put(&dy[i / W * P + off + i % W], dz[i]);
+    if (i < n) put(&dy[i / W * ldy + off + i % W], dz[i]);
 }
 template <typename Q>
-static void qkv_gather(float *dy, const void *dq, const void *const dk[3],
+static void qkv_gather(float *dy, int ldy, const void *dq, const void *const dk[3],
                        const void *const dv[3], const float *dz, const float *cos_t,
                        const float *sin_t, int B, int T, int Hq, int Hkv, int D) {
     const int64_t N = (int64_t)B * T;
-    const int pq = Hq * D / 2, pk = Hkv * D / 2, P = Hq * D + 6 * Hkv * D + 3 * Hq;
+    const int pq = Hq * D / 2, pk = Hkv * D / 2;
     qkv_cptrs<Q> g = {{(const Q *)dq, (const Q *)dk[0], (const Q *)dv[0], (const Q *)dk[1],
                        (const Q *)dv[1], (const Q *)dk[2], (const Q *)dv[2]}};
     const int64_t n = N * (pq + 6 * pk);
     if (n)
-        k_qkv_gather<<<blocks_for(n), TPB>>>((Q *)dy, g, cos_t, sin_t, T, P, pq, pk, D / 2, n);
+        k_qkv_gather<<<blocks_for(n), TPB>>>((Q *)dy, ldy, g, cos_t, sin_t, T, pq, pk, D / 2, n);
     if (N * Hq > 0)
-        k_qkv_dz<<<blocks_for(N * Hq * 3), TPB>>>((Q *)dy, dz, P, 2 * pq + 12 * pk, 3 * Hq,
+        k_qkv_dz<<<blocks_for(N * Hq * 3), TPB>>>((Q *)dy, dz, ldy, 2 * pq + 12 * pk, 3 * Hq,
                                                   N * Hq * 3);
 }
 
@@ -509,10 +512,9 @@ static float g_clip_grads(float *g, size_t n, float clip) {
     return norm;
 }
 
-/* lo: the bf16 mirror of p (NULL: none), written with the new weights. */
-__global__ void k_adamw(float *p, __nv_bfloat16 *lo, const float *g, float *mo, float *ve,
-                        const uint8_t *decay, int64_t n, float lr, float b1, float b2, float bc1,
-                        float bc2, float eps, float wd) {
+__global__ void k_adamw(float *p, const float *g, float *mo, float *ve, const uint8_t *decay,
+                        int64_t n, float lr, float b1, float b2, float bc1, float bc2, float eps,
+                        float wd) {
     const int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
     if (i >= n) return;
     const float w = decay[i] ? wd : 0.0f, gi = g[i];
@@ -520,16 +522,15 @@ __global__ void k_adamw(float *p, __nv_bfloat16 *lo, const float *g, float *mo, 
     mo[i] = m;
     ve[i] = v;
     const float mh = m / bc1, vh = v / bc2;
-    const float np = p[i] - lr * (mh / (sqrtf(vh) + eps) + w * p[i]);
-    p[i] = np;
-    if (lo) lo[i] = __float2bfloat16(np);
+    p[i] -= lr * (mh / (sqrtf(vh) + eps) + w * p[i]);
 }
 static void g_adamw(float *p, const float *g, float *mo, float *ve, const uint8_t *decay,
                     size_t n, int t, float lr, float b1, float b2, float eps, float wd) {
     const float bc1 = 1.0f - powf(b1, (float)t), bc2 = 1.0f - powf(b2, (float)t);
     if (n)
-        k_adamw<<<blocks_for((int64_t)n), TPB>>>(p, mirror_of(p), g, mo, ve, decay, (int64_t)n,
-                                                 lr, b1, b2, bc1, bc2, eps, wd);
+        k_adamw<<<blocks_for((int64_t)n), TPB>>>(p, g, mo, ve, decay, (int64_t)n, lr, b1, b2, bc1,
+                                                 bc2, eps, wd);
+    touch(p); /* the weights' bf16 mirrors are recast at their next use */
 }
 
 /* ------------------------------------------------------------------ tables */
@@ -552,6 +553,7 @@ static void fill(lm_backend *b, int f32) {
     b->from_att = g_from_att;
     b->matmul = f32 ? mm_f32 : mm_bf16;
     b->matmul_backward = f32 ? mmb_f32 : mmb_bf16;
+    b->matmul_lo = f32 ? NULL : mm_lo_bf16;
     b->matmul_backward_lo = f32 ? NULL : mmb_lo_bf16;
     b->qkv_split = f32 ? qkv_split<float> : qkv_split<__nv_bfloat16>;
     b->qkv_gather = f32 ? qkv_gather<float> : qkv_gather<__nv_bfloat16>;

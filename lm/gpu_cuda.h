@@ -1,11 +1,11 @@
 /* gpu_cuda.h — what the two CUDA files of the model's backend share: the process state (cuBLAS
- * handle, upload buffers, reduction scratch, allocation records with their bf16 mirrors, the
+ * handle, upload buffers, reduction scratch, allocation records with write generations, the
  * first error), memory, casts and GEMMs (lm/cuda_blas.cu), used by the layer kernels and the
  * backend table (lm/cuda_ops.cu). C++ for nvcc only; not part of lm/gpu.h's API.
  * Invariant: one state per process (device 0, default stream); errors outside a launch are kept
- * in S.err until the next sync; a mirror is never read stale: mirrors exist only for the
- * allocations GEMMs read weights from (the parameters), and those are written only by upload,
- * zero and copy (which mark the mirror stale) and by AdamW (which writes the mirror too).
+ * in S.err until the next sync; a bf16 weight mirror is never read stale: the allocations GEMMs
+ * read weights from (the parameters) are written only by upload, zero, copy and AdamW, and each
+ * of them moves the allocation's generation on (touch), which recasts the mirror at its next use.
  */
 #ifndef NSA_LM_GPU_CUDA_H
 #define NSA_LM_GPU_CUDA_H
@@ -24,8 +24,7 @@ namespace lmcu {
 struct alloc_rec {
     void *p;
     size_t bytes;
-    __nv_bfloat16 *lo; /* bf16 mirror of the floats (GEMM weights), made on first use */
-    int stale;         /* lo must be recast before it is read                     */
+    unsigned gen; /* writes into it so far (touch): a mirror cast at another gen is stale */
 };
 
 struct state {
@@ -51,10 +50,8 @@ uint8_t *bytes_buf(uint8_t **buf, size_t *cap, const uint8_t *host, size_t n);
 float *part_buf(size_t floats);
 /* The record holding device address p, or NULL. */
 alloc_rec *rec_of(const void *p);
-/* Marks the mirror of the allocation holding p stale (a write other than AdamW's). */
+/* Counts a write into the allocation holding p (its weight mirrors become stale). */
 void touch(const void *p);
-/* The bf16 mirror element of fp32 device address p, or NULL when its allocation has none. */
-__nv_bfloat16 *mirror_of(const float *p);
 
 /* backend entries of lm/cuda_blas.cu */
 void *g_alloc(size_t bytes);
@@ -65,15 +62,17 @@ void g_zero(float *p, size_t n);
 void g_copy(float *dst, const float *src, size_t n);
 void g_to_att(void *dst, const float *src, size_t n);
 void g_from_att(float *dst, const void *src, size_t n);
-/* bf16 mode: x is bf16 (the act_lowp activations), W goes through its allocation's mirror,
- * dy is rounded to bf16 once per call; fp32 accumulation and output. */
+/* bf16 mode: x is bf16 (the act_lowp activations), W goes through its bf16 mirror, dy is
+ * rounded to bf16 once per call; fp32 accumulation and output. */
 void mm_bf16(float *y, const float *x, const float *W, int M, int K, int O, int acc);
 void mm_f32(float *y, const float *x, const float *W, int M, int K, int O, int acc);
 void mmb_bf16(float *dx, float *dW, const float *dy, const float *x, const float *W, int M, int K,
               int O, int acc);
-/* bf16 mode, dy already bf16 (lm_backend.matmul_backward_lo) */
-void mmb_lo_bf16(float *dx, float *dW, const void *dy, const float *x, const float *W, int M,
-                 int K, int O, int acc);
+/* bf16 mode, y written bf16 / dy already bf16 with rows ldy apart (matmul_lo,
+ * matmul_backward_lo) */
+void mm_lo_bf16(void *y, const float *x, const float *W, int M, int K, int O);
+void mmb_lo_bf16(float *dx, float *dW, const void *dy, int ldy, const float *x, const float *W,
+                 int M, int K, int O, int acc);
 void mmb_f32(float *dx, float *dW, const float *dy, const float *x, const float *W, int M, int K,
              int O, int acc);
 int g_sync(char *err, size_t n);

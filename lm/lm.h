@@ -99,7 +99,7 @@ typedef struct {
 } lm_weights;
 
 /* Activations of one layer kept for backward (under lm_backend.act_lowp, ln1, q, k, v, att,
- * ln2 and h hold att_dtype values). */
+ * ln2, a, b and h hold att_dtype values). */
 typedef struct {
     float *x;                     /* (N, C) layer input (residual)          */
     float *ln1, *rstd1;           /* (N, C), (N)                             */
@@ -127,11 +127,12 @@ typedef struct lm_backend {
     nsa_device_kind device; /* where every float* below lives                        */
     nsa_dtype att_dtype;    /* dtype of the NSA layer's tensors (f32, or bf16 on GPU) */
     /* 1: the activations that only feed GEMMs or the NSA layer hold att_dtype values: ln1,
-     * ln2, xf (rmsnorm's y), h (swiglu's h), att (written by the NSA layer itself) and q, k[b],
-     * v[b] (written by qkv_split); matmul and matmul_backward read x in att_dtype (y, dx stay
-     * f32). So do the gradients that only feed GEMMs: swiglu_backward's da, db, qkv_gather's dy
-     * and cross_entropy_backward's dlogits, read by matmul_backward_lo. 0: all f32. Set only
-     * together with qkv_split and matmul_backward_lo. */
+     * ln2, xf (rmsnorm's y), h (swiglu's h), att (written by the NSA layer itself), q, k[b],
+     * v[b] (written by qkv_split) and SwiGLU's a, b (written by matmul_lo, read by swiglu and
+     * its backward); matmul and matmul_backward read x in att_dtype (y, dx stay f32). So do
+     * the gradients that only feed GEMMs: swiglu_backward's da, db, qkv_gather's dy and
+     * cross_entropy_backward's dlogits, read by matmul_backward_lo. 0: all f32. Set only
+     * together with qkv_split, matmul_lo and matmul_backward_lo. */
     int act_lowp;
     void *(*alloc)(size_t bytes); /* zeroed; NULL when out of memory                  */
     void (*release)(void *p);
@@ -145,20 +146,22 @@ typedef struct lm_backend {
     void (*matmul)(float *y, const float *x, const float *W, int M, int K, int O, int acc);
     void (*matmul_backward)(float *dx, float *dW, const float *dy, const float *x,
                             const float *W, int M, int K, int O, int acc_dx);
-    /* act_lowp only (else NULL): matmul_backward with dy in att_dtype too. */
-    void (*matmul_backward_lo)(float *dx, float *dW, const void *dy, const float *x,
+    /* act_lowp only (else NULL): matmul with y (M, O) written in att_dtype, and matmul_backward
+     * with dy in att_dtype, its rows ldy >= O elements apart. */
+    void (*matmul_lo)(void *y, const float *x, const float *W, int M, int K, int O);
+    void (*matmul_backward_lo)(float *dx, float *dW, const void *dy, int ldy, const float *x,
                                const float *W, int M, int K, int O, int acc_dx);
     /* Optional fused q/k/v/gate projection (NULL: one matmul per weight, then rope, bias,
      * gates). y (N, P) is ln1 · [wq; wk_cmp; wv_cmp; wk_sel; wv_sel; wk_win; wv_win; wg]^T,
      * P = Hq·D + 6·Hkv·D + 3·Hq (the eight weights are adjacent in the parameter table):
      * qkv_split writes A->q and A->k[b] (RoPE at pos0 + t), A->v[b], A->z = y_g + bg and
-     * A->g = gates(z); qkv_gather is its backward before the GEMM: dy (N, P) from dq, dk[b]
-     * (rotated back), dv[b] (NULL dk/dv[b] = zero) and dz (f32); dy, dq, dk, dv are att_dtype
-     * when act_lowp, else f32. */
+     * A->g = gates(z); qkv_gather is its backward before the GEMM: dy (N, P; rows ldy >= P
+     * apart) from dq, dk[b] (rotated back), dv[b] (NULL dk/dv[b] = zero) and dz (f32); dy, dq,
+     * dk, dv are att_dtype when act_lowp, else f32. */
     void (*qkv_split)(lm_layer_act *A, const float *y, const float *bg, const float *cos_t,
                       const float *sin_t, int B, int T, int Hq, int Hkv, int D, int64_t pos0,
                       int gate, float temp);
-    void (*qkv_gather)(float *dy, const void *dq, const void *const dk[3],
+    void (*qkv_gather)(float *dy, int ldy, const void *dq, const void *const dk[3],
                        const void *const dv[3], const float *dz, const float *cos_t,
                        const float *sin_t, int B, int T, int Hq, int Hkv, int D);
     void (*rmsnorm)(float *y, float *rstd, const float *x, const float *w, int M, int C);

@@ -156,8 +156,8 @@ static size_t carve(lm_model *m, float *base, int B, int T) {
         TAKE(A->xm, N * C);
         TAKE_LO(A->ln2, N * C);
         TAKE(A->rstd2, N);
-        TAKE(A->a, N * F);
-        TAKE(A->b, N * F);
+        TAKE_LO(A->a, N * F);
+        TAKE_LO(A->b, N * F);
         TAKE_LO(A->h, N * F);
         if (learned) {
             TAKE(A->kc, Mc * D);
@@ -173,10 +173,12 @@ static size_t carve(lm_model *m, float *base, int B, int T) {
     TAKE(m->rstdf, N);
     TAKE(m->logits, N * LM_VOCAB);
     TAKE(m->probs, N * LM_VOCAB);
-    /* backward scratch (lm/pass.c carves it), then the fused projection's (N, P) rows */
+    /* backward scratch (lm/pass.c carves it), then the fused projection's (N, P) rows, P
+     * rounded up to 8 (16-byte rows in bf16) */
     TAKE(m->scratch, N * C * 2 + N * F * 3 + N * Hq * D * 2 + N * Hkv * D * 6 + N * Hq * 6 +
                          N * LM_VOCAB + (learned ? Mc * D * 2 + Mc * (c->l * D + 2 * D) : 0) +
-                         (m->be->qkv_split ? N * (Hq * D + 6 * Hkv * D + 3 * Hq) : 0));
+                         (m->be->qkv_split ? N * ((Hq * D + 6 * Hkv * D + 3 * Hq + 7) / 8 * 8)
+                                           : 0));
 #undef TAKE_LO
 #undef TAKE
     return off;

@@ -143,17 +143,21 @@ static int decode_phi(lm_model *m, int layer, nsa_kv_cache *cache, char *err, si
 }
 
 /* matmul_backward for a dy that swiglu_backward, qkv_gather or cross_entropy_backward wrote:
- * att_dtype under act_lowp. */
-static void mmb_lo(const lm_model *m, float *dx, float *dW, const float *dy, const float *x,
-                   const float *W, int M, int K, int O, int acc) {
-    if (m->be->act_lowp) m->be->matmul_backward_lo(dx, dW, dy, x, W, M, K, O, acc);
+ * att_dtype under act_lowp, rows ldy apart (else ldy = O). */
+static void mmb_lo(const lm_model *m, float *dx, float *dW, const float *dy, int ldy,
+                   const float *x, const float *W, int M, int K, int O, int acc) {
+    if (m->be->act_lowp) m->be->matmul_backward_lo(dx, dW, dy, ldy, x, W, M, K, O, acc);
     else m->be->matmul_backward(dx, dW, dy, x, W, M, K, O, acc);
 }
 
-/* Columns of the fused q/k/v/gate projection (lm_backend.qkv_split). */
+/* Columns of the fused q/k/v/gate projection (lm_backend.qkv_split), and the row stride of its
+ * dy: under act_lowp rounded up to 8 (bf16 rows on 16 bytes, as cuBLAS's fast kernels want). */
 static int qkv_cols(const lm_model *m) {
     const int Hq = m->cfg.n_head, Hkv = m->cfg.n_kv_head, D = m->D;
     return Hq * D + 6 * Hkv * D + 3 * Hq;
+}
+static int qkv_ld(const lm_model *m) {
+    return m->be->act_lowp ? (qkv_cols(m) + 7) / 8 * 8 : qkv_cols(m);
 }
 
 /* The fused projection applies when the backend has it and the eight weights of W are adjacent
@@ -256,8 +260,13 @@ static int layer_forward(lm_model *m, int layer, int B, int T, int64_t pos0, pas
     m->be->copy(A->xm, A->x, (size_t)N * C);
     m->be->matmul(A->xm, A->att, W->wo, N, Hq * D, C, 1);
     m->be->rmsnorm(A->ln2, A->rstd2, A->xm, W->ln2, N, C);
-    m->be->matmul(A->a, A->ln2, W->w1, N, C, F, 0);
-    m->be->matmul(A->b, A->ln2, W->w3, N, C, F, 0);
+    if (m->be->act_lowp) {
+        m->be->matmul_lo(A->a, A->ln2, W->w1, N, C, F);
+        m->be->matmul_lo(A->b, A->ln2, W->w3, N, C, F);
+    } else {
+        m->be->matmul(A->a, A->ln2, W->w1, N, C, F, 0);
+        m->be->matmul(A->b, A->ln2, W->w3, N, C, F, 0);
+    }
     m->be->swiglu(A->h, A->a, A->b, (int64_t)N * F);
     m->be->copy(xout, A->xm, (size_t)N * C);
     m->be->matmul(xout, A->h, W->w2, N, F, C, 1);
@@ -331,7 +340,8 @@ int lm_backward(lm_model *m, const uint8_t *tokens, char *err, size_t n) {
     float *dg = p;                   p += (int64_t)N * Hq * 3;   /* (N, Hq·3)    */
     float *dz = p;                   p += (int64_t)N * Hq * 3;   /* (N, Hq·3)    */
     float *dlogits = p;              p += (int64_t)N * LM_VOCAB; /* (N, 256)     */
-    float *dqkv = p;                 p += m->be->qkv_split ? (int64_t)N * qkv_cols(m) : 0;
+    float *dqkv = p; /* (N, P rounded up to 8) of the fused projection (lm/model.c's carve) */
+    p += m->be->qkv_split ? (int64_t)N * ((qkv_cols(m) + 7) / 8 * 8) : 0;
     float *dkc = NULL, *dvc = NULL, *work = NULL;
     if (learned) {
         dkc = p;                     p += Mc * D;                /* (B, Tc, Hkv, D) */
@@ -341,7 +351,7 @@ int lm_backward(lm_model *m, const uint8_t *tokens, char *err, size_t n) {
     m->be->zero(m->grads, m->nparams);
 
     m->be->cross_entropy_backward(dlogits, m->probs, m->targets, N, LM_VOCAB);
-    mmb_lo(m, dbuf, m->dw.head, dlogits, m->xf, m->w.head, N, C, LM_VOCAB, 0);
+    mmb_lo(m, dbuf, m->dw.head, dlogits, LM_VOCAB, m->xf, m->w.head, N, C, LM_VOCAB, 0);
     m->be->zero(dres, (size_t)N * C);
     m->be->rmsnorm_backward(dres, m->dw.lnf, dbuf, m->xL, m->w.lnf, m->rstdf, N, C);
 
@@ -352,8 +362,8 @@ int lm_backward(lm_model *m, const uint8_t *tokens, char *err, size_t n) {
         /* MLP: dres is d(layer output) */
         m->be->matmul_backward(dh, dW->w2, dres, A->h, W->w2, N, F, C, 0);
         m->be->swiglu_backward(da, db, dh, A->a, A->b, (int64_t)N * F);
-        mmb_lo(m, dbuf, dW->w1, da, A->ln2, W->w1, N, C, F, 0);
-        mmb_lo(m, dbuf, dW->w3, db, A->ln2, W->w3, N, C, F, 1);
+        mmb_lo(m, dbuf, dW->w1, da, F, A->ln2, W->w1, N, C, F, 0);
+        mmb_lo(m, dbuf, dW->w3, db, F, A->ln2, W->w3, N, C, F, 1);
         m->be->rmsnorm_backward(dres, dW->ln2, dbuf, A->xm, W->ln2, A->rstd2, N, C);
         /* attention: dres is now d(xm) */
         m->be->matmul_backward(datt, dW->wo, dres, A->att, W->wo, N, Hq * D, C, 0);
@@ -418,9 +428,9 @@ int lm_backward(lm_model *m, const uint8_t *tokens, char *err, size_t n) {
                 gk[b] = b < nb ? (lp ? gs.k[b] : (void *)dk[b]) : NULL;
                 gv[b] = b < nb ? (lp ? gs.v[b] : (void *)dv[b]) : NULL;
             }
-            m->be->qkv_gather(dqkv, lp ? gs.q : (void *)dq, gk, gv, dz, m->rope_cos, m->rope_sin,
-                              B, T, Hq, Hkv, D);
-            mmb_lo(m, dbuf, dW->wq, dqkv, A->ln1, W->wq, N, C, qkv_cols(m), 0);
+            m->be->qkv_gather(dqkv, qkv_ld(m), lp ? gs.q : (void *)dq, gk, gv, dz, m->rope_cos,
+                              m->rope_sin, B, T, Hq, Hkv, D);
+            mmb_lo(m, dbuf, dW->wq, dqkv, qkv_ld(m), A->ln1, W->wq, N, C, qkv_cols(m), 0);
         } else {
             m->be->matmul_backward(dbuf, dW->wg, dz, A->ln1, W->wg, N, C, Hq * 3, 0);
             m->be->rope(dq, m->rope_cos, m->rope_sin, B, T, Hq, D, 0, 1);

@@ -348,9 +348,9 @@ static void greedy_sample_gpu(void) {
     nsa_context_destroy(ctx);
 }
 
-/* bf16: the GEMMs read weights from a bf16 mirror that AdamW writes and an upload marks stale.
- * After two optimizer steps the trained model's loss is bitwise the loss of a second model that
- * had built its mirror from other weights and then got the trained ones by upload. */
+/* bf16: the GEMMs read weights from bf16 mirrors, recast at their first use after AdamW or an
+ * upload. After two optimizer steps the trained model's loss is bitwise the loss of a second
+ * model that had built its mirrors from other weights and then got the trained ones by upload. */
 static void bf16_mirror_follows_updates(void) {
     const lm_backend *be = gpu_or_skip(0);
     if (!be) return;
