@@ -128,7 +128,8 @@ static void free_act(lm_model *m) {
 
 /* Carves the activations of (B, T) out of base (NULL: only counts) and returns the floats they
  * take, the backward scratch last. With act_lowp, the buffers that hold att_dtype (2 bytes) take
- * half the floats, rounded up to 16 bytes. */
+ * half the floats. On a device every buffer starts on 16 bytes (the tensor-core attention roles
+ * want q/k/v rows there, also when B·T is odd, as in a prefill). */
 static size_t carve(lm_model *m, float *base, int B, int T) {
     const lm_model_config *c = &m->cfg;
     const int64_t N = (int64_t)B * T, C = c->dim, D = m->D, Hq = c->n_head, Hkv = c->n_kv_head;
@@ -136,9 +137,11 @@ static size_t carve(lm_model *m, float *base, int B, int T) {
     int64_t Tc = nsa_num_cmp(&m->nsa, T);
     const int64_t Mc = (int64_t)B * (Tc > 0 ? Tc : 1) * Hkv; /* φ rows (≥ 1 block for decode) */
     const int learned = c->phi == LM_PHI_LEARNED, lowp = m->be->act_lowp;
+    const int dev = m->be->device != NSA_DEVICE_CPU;
     size_t off = 0;
-#define TAKE(ptr, cnt) ((ptr) = base ? base + off : NULL, off += (size_t)(cnt))
-#define TAKE_LO(ptr, cnt) TAKE(ptr, lowp ? ((size_t)(cnt) + 7) / 8 * 4 : (size_t)(cnt))
+#define TAKE(ptr, cnt)                                                                             \
+    ((ptr) = base ? base + off : NULL, off += dev ? ((size_t)(cnt) + 3) / 4 * 4 : (size_t)(cnt))
+#define TAKE_LO(ptr, cnt) TAKE(ptr, lowp ? ((size_t)(cnt) + 1) / 2 : (size_t)(cnt))
     for (int l = 0; l < L; l++) {
         lm_layer_act *A = &m->act[l];
         if (base) memset(A, 0, sizeof *A);
