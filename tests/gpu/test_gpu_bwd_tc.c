@@ -30,8 +30,10 @@ static int routes_tc(nsa_context *ctx, nsa_config c, int B, int T, nsa_dtype dt,
     nsa_device_caps caps;
     nsa_route_decision d;
     if (nsa_device_caps_query(ctx, dev, &caps) != NSA_OK ||
-        nsa_route_explain(ctx, &p, &caps, &d) != NSA_OK)
+        nsa_route_explain(ctx, &p, &caps, &d) != NSA_OK) {
+        printf("  route: %s\n", nsa_context_message(ctx));
         return 0;
+    }
     const int ok = d.role[0] == NSA_ROLE_FA2 && d.role[2] == NSA_ROLE_FA2 &&
                    (!want_sel || d.role[1] == NSA_ROLE_FUSED_SEL);
     printf("  routed: cmp %s, sel %s (%s), win %s\n", d.backend[0], d.backend[1], d.reason[1],
@@ -87,7 +89,7 @@ static void tc_bf16(void) {
                   RANGES_GIVEN));
     const int Ts[] = {13, 45, 129};
     for (int i = 0; i < 3; i++)
-        CHECK(run_one(ctx, gb_cfg(8, 2, 128, 128, 32, 16, 64, 2, 48), 2, Ts[i], NSA_DTYPE_BF16,
+        CHECK(run_one(ctx, gb_cfg(8, 2, 128, 128, 32, 16, 64, 3, 48), 2, Ts[i], NSA_DTYPE_BF16,
                       0, RANGES_GIVEN));
     nsa_context_destroy(ctx);
 }
