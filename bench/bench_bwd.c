@@ -1,9 +1,11 @@
-/* bench_bwd.c — times the CUDA forward (routed by nsa_forward, selection ranges kept) and the CUDA
- * backward (nsa_backward reusing those ranges, every gradient wanted) on PERF.md's shape A
+/* bench_bwd.c — times the CUDA forward (routed by nsa_forward, selection ranges kept and, with
+ * --keep 1 (default), the per-branch outputs and lse) and the CUDA backward (nsa_backward
+ * reusing what was kept, every gradient wanted) on PERF.md's shape A
  * (Hq=64 Hkv=4 Dk=192 Dv=128, separate K/V per branch, paper config), B=1, bf16, for the
  * lengths given. CUDA events, one warm-up, L2 flushed (256 MB memset) before each run, median
  * of --reps; peak device memory from cudaMemGetInfo around the calls. Prints CSV:
- * kind,S,fwd_ms,bwd_ms,fwd_bwd_ms,peak_MB. Not a test: it checks only the statuses.
+ * kind,S,fwd_ms,bwd_ms,fwd_bwd_ms,peak_MB, then "# bwd step" rows (nsa_cuda_backward_timed).
+ * Not a test: it checks only the statuses.
  */
 #include "bench_util.h"
 #include "cuda/bwd_api.h"
@@ -30,7 +32,7 @@ static size_t used(void) {
     return tot - fr;
 }
 
-static void run(int64_t S, int reps, void *flush) {
+static void run(int64_t S, int reps, int keep, void *flush) {
     const nsa_config c = nsa_config_default(64, 4, 192, 128);
     const nsa_dtype bf = NSA_DTYPE_BF16;
     nsa_context *ctx;
@@ -53,6 +55,18 @@ static void run(int64_t S, int reps, void *flush) {
     CK(cudaMalloc(&rp, (size_t)(S * c.Hkv * c.n * 2 * 4)));
     a.sel_ranges = nsa_tensor_make(rp, NSA_DTYPE_I32, 5, rs);
     a.sel_ranges.device.kind = NSA_DEVICE_CUDA;
+    if (keep) { /* the forward keeps per-branch outputs and lse for the backward */
+        nsa_tensor *ob[3] = {&a.out_cmp, &a.out_sel, &a.out_win};
+        nsa_tensor *lb[3] = {&a.lse_cmp, &a.lse_sel, &a.lse_win};
+        int64_t ls[3] = {1, S, c.Hq};
+        for (int i = 0; i < 3; i++) {
+            *ob[i] = dt4(ctx, 1, S, c.Hq, c.Dv, 0, bf);
+            void *lp;
+            CK(cudaMalloc(&lp, (size_t)S * c.Hq * 4));
+            *lb[i] = nsa_tensor_make(lp, NSA_DTYPE_F32, 3, ls);
+            lb[i]->device.kind = NSA_DEVICE_CUDA;
+        }
+    }
     nsa_bwd_args g;
     memset(&g, 0, sizeof g);
     g.dout = dt4(ctx, 1, S, c.Hq, c.Dv, 9, bf);
@@ -87,8 +101,8 @@ static void run(int64_t S, int reps, void *flush) {
     qsort(f, (size_t)reps, sizeof *f, bench_cmp_f);
     qsort(bw, (size_t)reps, sizeof *bw, bench_cmp_f);
     const float fm = f[reps / 2], bm = bw[reps / 2];
-    printf("nsa_routed,%lld,%.2f,%.2f,%.2f,%.0f\n", (long long)S, fm, bm, fm + bm,
-           (double)(peak - base) / 1e6);
+    printf("nsa_routed%s,%lld,%.2f,%.2f,%.2f,%.0f\n", keep ? "_kept" : "", (long long)S, fm, bm,
+           fm + bm, (double)(peak - base) / 1e6);
     /* the backward's steps on the router's roles (median of reps, L2 flushed) */
     nsa_shape sh;
     NK(ctx, nsa_args_check_fwd(ctx, &a, &sh));
@@ -121,24 +135,28 @@ static void run(int64_t S, int reps, void *flush) {
     free(f);
     const nsa_tensor *all[] = {&a.q, &a.k_cmp, &a.v_cmp, &a.k_sel, &a.v_sel, &a.k_win, &a.v_win,
                                &a.gates, &a.out, &a.sel_ranges, &g.dout, &g.dq, &g.dk_cmp,
-                               &g.dv_cmp, &g.dk_sel, &g.dv_sel, &g.dk_win, &g.dv_win, &g.dgates};
-    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) CK(cudaFree(all[i]->data));
+                               &g.dv_cmp, &g.dk_sel, &g.dv_sel, &g.dk_win, &g.dv_win, &g.dgates,
+                               &a.out_cmp, &a.out_sel, &a.out_win, &a.lse_cmp, &a.lse_sel,
+                               &a.lse_win};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
+        if (all[i]->data) CK(cudaFree(all[i]->data));
     for (int i = 0; i < 3; i++) CK(cudaEventDestroy(e[i]));
     nsa_context_destroy(ctx);
 }
 
 int main(int argc, char **argv) {
     const char *Ss = "2048,8192";
-    int reps = 3;
+    int reps = 3, keep = 1;
     for (int i = 1; i + 1 < argc; i += 2) {
         if (!strcmp(argv[i], "--S")) Ss = argv[i + 1];
         else if (!strcmp(argv[i], "--reps")) reps = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--keep")) keep = atoi(argv[i + 1]);
     }
     void *flush;
     CK(cudaMalloc(&flush, 256u << 20));
     printf("kind,S,fwd_ms,bwd_ms,fwd_bwd_ms,peak_MB\n");
     for (const char *sp = Ss; *sp;) {
-        run(atoll(sp), reps, flush);
+        run(atoll(sp), reps, keep, flush);
         while (*sp && *sp != ',') sp++;
         if (*sp) sp++;
     }

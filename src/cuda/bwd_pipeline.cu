@@ -156,10 +156,13 @@ typedef struct {
     nsa_dtype dt;
     int tcmask;                   /* bit b: branch b runs a tensor-core role            */
     float *lse, *delta, *gate;    /* (3, R, Hq) each                                    */
+    int saved;                    /* 1: o_b and lse_b from the caller's forward outputs */
+    nsa_cu_view o[3], l[3];       /* saved: out_b (dtype), lse_b (f32, sd unused)       */
 } tc_stats;
 
 /* Grid: one warp per (row, head), 8 per block. For each tensor-core branch b: lse, gate and
- * delta = gate·dout·o_b of the recomputed forward, and dgates[.., b] += dout·o_b. */
+ * delta = gate·dout·o_b (o_b, lse_b from the recomputed forward F, or the caller's saved
+ * outputs), and dgates[.., b] += dout·o_b. */
 template <typename T>
 __global__ void __launch_bounds__(256) tc_stats_kernel(nsa_cu_params F, nsa_cu_bwd W,
                                                        tc_stats S) {
@@ -170,15 +173,17 @@ __global__ void __launch_bounds__(256) tc_stats_kernel(nsa_cu_params F, nsa_cu_b
     const int64_t r = x / F.Hq, b = r / F.T, t = r % F.T;
     for (int br = 0; br < 3; br++) {
         if (!(S.tcmask >> br & 1)) continue;
-        const float *o = F.o[br] + x * F.Dv;
+        const float *o = S.saved ? NULL : F.o[br] + x * F.Dv;
         float dot = 0.f;
-        for (int e = lane; e < F.Dv; e += 32) dot += nsa_cu_ld<T>(W.dout, b, t, h, e) * o[e];
+        for (int e = lane; e < F.Dv; e += 32)
+            dot += nsa_cu_ld<T>(W.dout, b, t, h, e) * (o ? o[e] : nsa_cu_ld<T>(S.o[br], b, t, h, e));
         for (int k = 16; k; k >>= 1) dot += __shfl_xor_sync(0xffffffffu, dot, k);
         if (lane) continue;
         const float gt = W.force_branch >= 0 ? (W.force_branch == br ? 1.f : 0.f)
                                              : nsa_cu_ld<T>(F.gates, b, t, h, br);
         const int64_t y = br * F.R * F.Hq + x;
-        S.lse[y] = F.lse[br][x];
+        S.lse[y] = S.saved ? ((const float *)S.l[br].p)[b * S.l[br].sb + t * S.l[br].st + h * S.l[br].sh]
+                           : F.lse[br][x];
         S.gate[y] = gt;
         S.delta[y] = gt * dot;
         if (W.acc[NSA_GG]) W.acc[NSA_GG][x * 3 + br] += (double)dot;
@@ -195,10 +200,35 @@ static nsa_status tc_stats_hook(nsa_context *ctx, const nsa_cu_params *P, void *
     return NSA_OK;
 }
 
-/* The tensor-core roles' step 1: a routed forward (selection recomputed into W->F.ranges, or
- * the caller's validated ranges and blocks) whose hook keeps lse, gate and delta. */
+/* The caller kept nsa_forward's per-branch outputs and lse (and its selection): the backward
+ * reads them instead of recomputing the forward. */
+static int have_saved(const nsa_fwd_args *f) {
+    return nsa_present(&f->out_cmp) && nsa_present(&f->out_sel) && nsa_present(&f->out_win) &&
+           nsa_present(&f->lse_cmp) && nsa_present(&f->lse_sel) && nsa_present(&f->lse_win) &&
+           nsa_present(&f->sel_ranges);
+}
+
+/* The tensor-core roles' step 1: lse, gate and delta per branch — from the caller's saved
+ * forward outputs, or from a routed forward (selection recomputed into W->F.ranges, or the
+ * caller's validated ranges and blocks) whose hook keeps them. */
 static nsa_status tc_forward(nsa_context *ctx, bwd_mem *m, const nsa_fwd_args *fwd,
                              const nsa_shape *s, nsa_cu_bwd *W, int given, tc_stats *S) {
+    void *p;
+    const size_t n = (size_t)3 * s->B * s->T * s->Hq;
+    NSA_TRY(mem_get(ctx, m, n * 12, &p));
+    S->lse = (float *)p;
+    S->delta = S->lse + n;
+    S->gate = S->delta + n;
+    if (S->saved) {
+        const nsa_tensor *o[3] = {&fwd->out_cmp, &fwd->out_sel, &fwd->out_win};
+        const nsa_tensor *l[3] = {&fwd->lse_cmp, &fwd->lse_sel, &fwd->lse_win};
+        for (int b = 0; b < 3; b++) {
+            S->o[b] = nsa_cu_view4(o[b]);
+            const nsa_cu_view v = {l[b]->data, l[b]->stride[0], l[b]->stride[1], l[b]->stride[2], 0};
+            S->l[b] = v;
+        }
+        return tc_stats_hook(ctx, &W->F, S);
+    }
     nsa_role roles[3];
     NSA_TRY(forward_roles(ctx, fwd, s, roles));
     nsa_fwd_args a = *fwd;
@@ -211,12 +241,6 @@ static nsa_status tc_forward(nsa_context *ctx, bwd_mem *m, const nsa_fwd_args *f
         a.sel_ranges = nsa_tensor_make(W->F.ranges, NSA_DTYPE_I32, 5, shape);
         a.sel_ranges.device = fwd->q.device;
     }
-    void *p;
-    const size_t n = (size_t)3 * s->B * s->T * s->Hq;
-    NSA_TRY(mem_get(ctx, m, n * 12, &p));
-    S->lse = (float *)p;
-    S->delta = S->lse + n;
-    S->gate = S->delta + n;
     return nsa_cu_forward_hook(ctx, &a, s, roles, given ? W->F.ranges : NULL,
                                given ? W->F.blocks : NULL, tc_stats_hook, S);
 }
@@ -315,9 +339,12 @@ static nsa_status run(nsa_context *ctx, bwd_mem *m, const nsa_fwd_args *fwd,
         NSA_TRY(ranges_step(ctx, m, fwd, s, &W));
     } else {
         const int given = nsa_present(&fwd->sel_ranges);
+        S.saved = have_saved(fwd);
         if (given) {
-            NSA_TRY(mem_get(ctx, m, (size_t)R * s->Hkv * c->n * 4, &p));
-            P->blocks = (int32_t *)p;
+            if (!S.saved) { /* the forward recompute's fused selection reads blocks */
+                NSA_TRY(mem_get(ctx, m, (size_t)R * s->Hkv * c->n * 4, &p));
+                P->blocks = (int32_t *)p;
+            }
             int fl[2] = {1, 0};
             NSA_TRY(nsa_cu_check(ctx, cudaMemcpyAsync(W.flag, fl, sizeof fl,
                                                       cudaMemcpyHostToDevice, cs), "flag"));

@@ -10,8 +10,9 @@
 
 #include "gpu_util.h"
 
-/* mode bits of gb_run_one */
-enum { RANGES_GIVEN = 1, TWICE = 2, BAD_RANGES = 4 };
+/* mode bits of gb_run_one; SAVED (with RANGES_GIVEN): a device nsa_forward first, whose
+ * per-branch outputs, lse and selection the backward reuses */
+enum { RANGES_GIVEN = 1, TWICE = 2, BAD_RANGES = 4, SAVED = 8 };
 
 /* A config with the given heads, dims and blocks (n_init = 1, n_local = 2, scale default). */
 nsa_config gb_cfg(int Hq, int Hkv, int Dk, int Dv, int l, int d, int lp, int n, int w);

@@ -106,6 +106,17 @@ static void tc_f16(void) {
     nsa_context_destroy(ctx);
 }
 
+/* The forward's per-branch outputs and lse kept by the caller: no forward recompute. */
+static void tc_saved_forward(void) {
+    nsa_context *ctx = gpu_ctx();
+    if (!ctx) return;
+    CHECK(run_one(ctx, gb_cfg(16, 1, 192, 128, 32, 16, 64, 4, 128), 1, 300, NSA_DTYPE_BF16, 0,
+                  RANGES_GIVEN | SAVED));
+    CHECK(run_one(ctx, gb_cfg(12, 2, 64, 64, 32, 16, 64, 8, 256), 2, 400, NSA_DTYPE_F16, 1,
+                  RANGES_GIVEN | SAVED));
+    nsa_context_destroy(ctx);
+}
+
 /* One K/V for every branch (aliased dK/dV summed); ranges recomputed on the GPU. */
 static void tc_shared_recomputed(void) {
     nsa_context *ctx = gpu_ctx();
@@ -155,6 +166,7 @@ int main(int argc, char **argv) {
         {"tc_route", tc_route},
         {"tc_bf16", tc_bf16},
         {"tc_f16", tc_f16},
+        {"tc_saved_forward", tc_saved_forward},
         {"tc_shared_recomputed", tc_shared_recomputed},
         {"tc_deterministic", tc_deterministic},
         {"tc_force_branch", tc_force_branch},
