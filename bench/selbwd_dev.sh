@@ -5,7 +5,7 @@
 # compute-sanitizer memcheck/racecheck on the small case, backward times (events), the lead's
 # test_gpu_bwd_tc and the sel kernels alone (ncu).
 # Usage (device, repo root): bench/selbwd_dev.sh [phases]
-#   phases: build,test,bench,broken,memcheck,time,lead,ncu (env SHAPES for time/ncu, BENCH_S)
+#   phases: build,test,bench,ncud,broken,memcheck,time,lead,ncu (env SHAPES for time/ncu, BENCH_S)
 set -u
 OUT=${OUT:-/tmp/out}
 mkdir -p "$OUT"
@@ -37,6 +37,13 @@ if has bench; then
   NSA_TRITON_SEL_FORCE=1 timeout 120 $B/bench/bench_bwd --S ${BENCH_S:-8192,65536} --reps 3 \
     >"$OUT/bench_bwd.csv" 2>&1; log "bench_bwd (sel forced fused) rc=$?"
   cat "$OUT/bench_bwd.csv" | tee -a "$OUT/summary.txt"
+fi
+if has ncud; then
+  NSA_TRITON_SEL_FORCE=1 timeout 150 ncu --section SpeedOfLight --section Occupancy \
+    --section WarpStateStats --section MemoryWorkloadAnalysis -k regex:'sq_kernel|sk_kernel' -c 2 \
+    $B/bench/bench_bwd --S ${NCUD_S:-8192} --reps 1 >"$OUT/ncud.log" 2>&1; log "ncu detail rc=$?"
+  grep -E "sq_kernel|sk_kernel|Duration|Throughput|Achieved Occupancy|Registers|Warp Cycles Per Issued|Hit Rate" \
+    "$OUT/ncud.log" | cut -c1-150 | tee -a "$OUT/summary.txt"
 fi
 if has broken; then
   cp src/cuda/bwd_sel_tc.cu /tmp/keep.cu

@@ -18,7 +18,7 @@ template <int DK, int DV> struct sk_smem {
     static constexpr int KS = DK + 8, VS = DV + 8;
     static constexpr int kv_bytes = SB_BN * (KS + VS) * 2;
     static constexpr int stage_bytes = SB_PC * (KS + VS) * 2;
-    /* then per stage and pair: key mask u64, lse2, gate, delta f32 */
+    /* then per stage and pair: key mask u64, lse2, gate, delta f32; the split's queries */
     static constexpr int bytes = kv_bytes + 2 * stage_bytes + 2 * SB_PC * (8 + 3 * 4);
 };
 
@@ -54,6 +54,7 @@ __global__ void __launch_bounds__(SB_TH, 2) sk_kernel(nsa_cu_bwd W, nsa_cu_tc_ro
                                                       const int *spre, int ntile, int nsub,
                                                       int pps, float *partK, float *partV) {
     typedef sk_smem<DK, DV> SM;
+    static_assert(SB_PC * 4 == SB_TH, "four threads per staged pair");
     constexpr bool KREG = DK + DV <= 128;
     extern __shared__ __align__(16) unsigned char smraw[];
     const nsa_cu_params &P = W.F;
@@ -61,6 +62,7 @@ __global__ void __launch_bounds__(SB_TH, 2) sk_kernel(nsa_cu_bwd W, nsa_cu_tc_ro
     unsigned char *stg = smraw + SM::kv_bytes;
     uint64_t *mmask = (uint64_t *)(stg + 2 * SM::stage_bytes);
     float *ml2 = (float *)(mmask + 2 * SB_PC), *mgt = ml2 + 2 * SB_PC, *mdl = mgt + 2 * SB_PC;
+    int *tls = (int *)(mdl + 2 * SB_PC); /* the split's queries */
     const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, mi = lane / 8;
     int lo = 0, hi = ntile - 1;
     while (lo < hi) {
@@ -72,7 +74,6 @@ __global__ void __launch_bounds__(SB_TH, 2) sk_kernel(nsa_cu_bwd W, nsa_cu_tc_ro
     const sk_tile_t tt = sk_tile(P, x, nsub);
     const int G = P.G, g = tt.g;
     const int64_t b = tt.b, k0 = tt.k0;
-    const int *tl = list + off[tt.bgj];
     const int64_t npair = (int64_t)(off[tt.bgj + 1] - off[tt.bgj]) * G;
     const int64_t q0 = (int64_t)s * pps, q1 = q0 + pps < npair ? q0 + pps : npair;
     if (tt.nk <= 0 || q0 >= q1) return;
@@ -91,8 +92,12 @@ __global__ void __launch_bounds__(SB_TH, 2) sk_kernel(nsa_cu_bwd W, nsa_cu_tc_ro
         else cp_async16(Vs + kr * SM::VS + ch * 8, Vg + row * P.vs.st + ch * 8, ok);
     }
     cp_commit();
+    const int64_t qa = q0 / G; /* tls[i] = query qa + i of the block's list */
+    for (int i = tid; i <= (q1 - 1) / G - qa; i += SB_TH) tls[i] = list[off[tt.bgj] + qa + i];
+    __syncthreads();
 
-    auto load_stage = [&](int c, int buf) {
+    /* stage c: cp.async of the Q and dO rows of its pairs into buffer buf */
+    auto issue_stage = [&](int c, int buf) {
         const int64_t pb = q0 + (int64_t)c * SB_PC;
         T *qs = (T *)(stg + buf * SM::stage_bytes), *ys = qs + SB_PC * SM::KS;
         for (int cx = tid; cx < SB_PC * (DK / 8 + DV / 8); cx += SB_TH) {
@@ -101,27 +106,35 @@ __global__ void __launch_bounds__(SB_TH, 2) sk_kernel(nsa_cu_bwd W, nsa_cu_tc_ro
             const int m = cc / NC, ch = cc % NC;
             const int64_t p = pb + m;
             const bool ok = p < q1;
-            const int64_t t = ok ? tl[p / G] : 0;
+            const int64_t t = ok ? tls[p / G - qa] : 0;
             const nsa_cu_view &v = isq ? P.q : W.dout;
             const T *src = (const T *)v.p + b * v.sb + t * v.st +
                            (int64_t)(g * G + (ok ? p % G : 0)) * v.sh + ch * 8;
             cp_async16((isq ? qs + m * SM::KS : ys + m * SM::VS) + ch * 8, src, ok);
         }
         cp_commit();
-        if (tid < SB_PC) {
-            const int64_t p = pb + tid;
-            float l2 = INFINITY, gt = 0.f, dl = 0.f;
-            uint64_t mk = 0;
-            if (p < q1) {
-                const int64_t t = tl[p / G];
-                sb_rowstat(rw, (b * P.T + t) * P.Hq + g * G + p % G, &l2, &gt, &dl);
-                mk = sb_mask(P.ranges + ((b * P.T + t) * P.Hkv + g) * (int64_t)P.n * 2, P.n, k0,
-                             tt.nk);
-            }
-            mmask[buf * SB_PC + tid] = mk;
-            ml2[buf * SB_PC + tid] = l2;
-            mgt[buf * SB_PC + tid] = gt;
-            mdl[buf * SB_PC + tid] = dl;
+    };
+    /* stage c's pair data (key masks, lse2, gate, delta) into buffer buf */
+    auto meta_stage = [&](int c, int buf) {
+        const int64_t pb = q0 + (int64_t)c * SB_PC;
+        /* pair tid / 4: its query's slots tid % 4, + 4, ... per thread, OR-ed over the 4 */
+        const int pi = tid >> 2, part = tid & 3;
+        const int64_t p = pb + pi;
+        float l2 = INFINITY, gt = 0.f, dl = 0.f;
+        uint64_t mk = 0;
+        if (p < q1) {
+            const int64_t t = tls[p / G - qa];
+            if (part == 0) sb_rowstat(rw, (b * P.T + t) * P.Hq + g * G + p % G, &l2, &gt, &dl);
+            mk = sb_mask(P.ranges + ((b * P.T + t) * P.Hkv + g) * (int64_t)P.n * 2, part, 4, P.n,
+                         k0, tt.nk);
+        }
+        mk |= __shfl_xor_sync(0xffffffffu, mk, 1);
+        mk |= __shfl_xor_sync(0xffffffffu, mk, 2);
+        if (part == 0) {
+            mmask[buf * SB_PC + pi] = mk;
+            ml2[buf * SB_PC + pi] = l2;
+            mgt[buf * SB_PC + pi] = gt;
+            mdl[buf * SB_PC + pi] = dl;
         }
     };
 
@@ -135,11 +148,12 @@ __global__ void __launch_bounds__(SB_TH, 2) sk_kernel(nsa_cu_bwd W, nsa_cu_tc_ro
         ldsm_x4(a, base + (warp * 16 + (mi % 2) * 8 + lane % 8) * S + kk * 16 + (mi / 2) * 8);
     };
     const int nst = (int)((q1 - q0 + SB_PC - 1) / SB_PC);
-    load_stage(0, 0);
+    issue_stage(0, 0);
+    meta_stage(0, 0);
     for (int c = 0; c < nst; c++) {
         const int buf = c & 1;
         if (c + 1 < nst) {
-            load_stage(c + 1, buf ^ 1);
+            issue_stage(c + 1, buf ^ 1);
             cp_wait<1>();
         } else {
             cp_wait<0>();
@@ -221,6 +235,7 @@ __global__ void __launch_bounds__(SB_TH, 2) sk_kernel(nsa_cu_bwd W, nsa_cu_tc_ro
                 }
             }
         }
+        if (c + 1 < nst) meta_stage(c + 1, buf ^ 1); /* its loads overlap other warps' mma */
         __syncthreads();
     }
     /* split 0 adds into the accumulator rows (dK times scale), split s > 0 writes its slot */
@@ -350,12 +365,13 @@ static nsa_status launch_dq(nsa_context *ctx, nsa_cu_stream st, const nsa_cu_bwd
     return NSA_OK;
 }
 
-/* Pairs per split of a key tile: T·G / 16 in whole stages, within [1024, 16384] (enough CTAs
- * for the init block's walk of every query; each further split costs a partial slot of
- * 64·(Dk + Dv) floats). */
+/* Pairs per split of a key tile: T·G / 16 in whole stages, within [1024, 16384] and at most
+ * 4096·G (the split's queries stay in shared memory): enough CTAs for the init block's walk of
+ * every query; each further split costs a partial slot of 64·(Dk + Dv) floats. */
 static int sb_pps(const nsa_cu_params &P) {
-    const int64_t p = ((int64_t)P.T * P.G / 16 + SB_PC - 1) / SB_PC * SB_PC;
-    return p < 1024 ? 1024 : p > 16384 ? 16384 : (int)p;
+    int64_t p = ((int64_t)P.T * P.G / 16 + SB_PC - 1) / SB_PC * SB_PC;
+    p = p < 1024 ? 1024 : p > 16384 ? 16384 : p;
+    return p > 4096 * (int64_t)P.G ? 4096 * P.G : (int)p;
 }
 
 /* Stream-ordered buffers of one dK/dV launch, freed on every path. */
@@ -398,7 +414,7 @@ static nsa_status run_dkv(nsa_context *ctx, nsa_cu_stream st, const nsa_cu_bwd *
         NSA_TRY(sb_alloc(ctx, st, m, (size_t)slots * SB_BN * DK * 4, (void **)&partK));
     if (slots > 0 && W->acc[NSA_GVS])
         NSA_TRY(sb_alloc(ctx, st, m, (size_t)slots * SB_BN * DV * 4, (void **)&partV));
-    const size_t smem = sk_smem<DK, DV>::bytes;
+    const size_t smem = sk_smem<DK, DV>::bytes + (size_t)(pps / P.G + 2) * 4;
     NSA_TRY(nsa_cu_check(ctx, cudaFuncSetAttribute(sk_kernel<T, DK, DV>,
                                                    cudaFuncAttributeMaxDynamicSharedMemorySize,
                                                    (int)smem), "sel backward dK/dV smem attribute"));

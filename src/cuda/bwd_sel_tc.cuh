@@ -19,13 +19,17 @@
 #define SB_PC 32  /* dK/dV: (query, head) pairs per shared-memory stage             */
 #define SB_LOG2E 1.4426950408889634f
 
-/* Bits of keys [k0, k0 + nk) (nk ≤ 64) held by one query's n ranges; bit i is key k0 + i. */
-__device__ __forceinline__ uint64_t sb_mask(const int32_t *rg, int n, int64_t k0, int nk) {
+/* Bits of keys [k0, k0 + nk) (nk ≤ 64) held by the slots q0, q0 + qs, ... (< n) of one query's
+ * ranges; bit i is key k0 + i. The ranges are packed and ascending, the first empty slot ending
+ * them (select.cu, bwd_ranges_kernel), so the walk stops at a slot empty or past the keys. */
+__device__ __forceinline__ uint64_t sb_mask(const int32_t *rg, int q0, int qs, int n, int64_t k0,
+                                            int nk) {
     uint64_t m = 0;
-    for (int q = 0; q < n; q++) {
-        const int64_t lo = rg[2 * q] > k0 ? rg[2 * q] : k0;
-        const int64_t hi = rg[2 * q + 1] < k0 + nk ? rg[2 * q + 1] : k0 + nk;
-        if (hi > lo) {
+    for (int q = q0; q < n; q += qs) {
+        const int64_t a = rg[2 * q], z = rg[2 * q + 1];
+        if (a == z || a >= k0 + nk) break;
+        if (z > k0) {
+            const int64_t lo = a > k0 ? a : k0, hi = z < k0 + nk ? z : k0 + nk;
             const int w = (int)(hi - lo);
             m |= (w >= 64 ? ~0ull : (1ull << w) - 1ull) << (lo - k0);
         }
@@ -66,8 +70,9 @@ template <int DK, int DV> struct sq_smem {
     static constexpr int stage_bytes = SB_BN * (KS + VS) * 2;
     static constexpr int merge_bytes = 4 * 16 * (DK + 4) * 4;
     static constexpr int kv_bytes = 2 * stage_bytes > merge_bytes ? 2 * stage_bytes : merge_bytes;
-    /* then: masks 2 × 16 u64, row stats 3 × 16 f32, ranges nqmax·n·2 i32, tile bitmap */
-    static constexpr int bytes = q_bytes + y_bytes + kv_bytes + 2 * 16 * 8 + 3 * 16 * 4;
+    /* then: masks 2 × 16 u64, row stats 3 × 16 f32, cursors 16 i32, ranges nqmax·n·2 i32,
+     * the tile bitmap */
+    static constexpr int bytes = q_bytes + y_bytes + kv_bytes + 2 * 16 * 8 + 4 * 16 * 4;
 };
 
 /* Grid: x = ⌈T·G / 16⌉ row tiles, y = Hkv, z = B; 128 threads. The rows' queries (≤ nqmax) mark
@@ -86,7 +91,8 @@ __global__ void __launch_bounds__(SB_TH, 2) sq_kernel(nsa_cu_bwd W, nsa_cu_tc_ro
     unsigned char *kv = smraw + SM::q_bytes + SM::y_bytes;
     uint64_t *qm = (uint64_t *)(kv + SM::kv_bytes); /* [stage][query] key masks */
     float *rl = (float *)(qm + 32), *rgt = rl + 16, *rdl = rgt + 16;
-    int32_t *rng = (int32_t *)(rdl + 16);
+    int *qcur = (int *)(rdl + 16); /* per query: its first range ending after the last tile */
+    int32_t *rng = qcur + 16;
     unsigned *bits = (unsigned *)(rng + nqmax * P.n * 2);
     const int G = P.G, tid = threadIdx.x, warp = tid / 32, lane = tid % 32, mi = lane / 8;
     const int g = blockIdx.y;
@@ -105,6 +111,7 @@ __global__ void __launch_bounds__(SB_TH, 2) sq_kernel(nsa_cu_bwd W, nsa_cu_tc_ro
         rl[tid] = l2;
         rgt[tid] = gt;
         rdl[tid] = dl;
+        qcur[tid] = 0;
     }
     for (int c = tid; c < 16 * (DK / 8 + DV / 8); c += SB_TH) {
         const bool isq = c < 16 * (DK / 8);
@@ -142,7 +149,13 @@ __global__ void __launch_bounds__(SB_TH, 2) sq_kernel(nsa_cu_bwd W, nsa_cu_tc_ro
             else cp_async16(vs + kr * SM::VS + ch * 8, Vg + row * P.vs.st + ch * 8, ok);
         }
         cp_commit();
-        if (tid < nq) qm[stage * 16 + tid] = sb_mask(rng + tid * n2, P.n, base, nk);
+        if (tid < nq) { /* tiles come ascending: the query's cursor only moves forward */
+            const int32_t *rg = rng + tid * n2;
+            int r = qcur[tid];
+            while (r < P.n && rg[2 * r] != rg[2 * r + 1] && rg[2 * r + 1] <= base) r++;
+            qcur[tid] = r;
+            qm[stage * 16 + tid] = sb_mask(rg, r, 1, P.n, base, nk);
+        }
     };
 
     float dq[DK / 8][4];

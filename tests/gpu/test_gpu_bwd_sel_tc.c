@@ -3,8 +3,11 @@
  * role (NSA_TRITON_SEL_FORCE=1; checked: the backward routes sel there): G = 16, 4, 1, 6, head
  * dims (64,64), (128,128), (192,128), bf16/f16, lp 32/64/96 (one and two 64-key tiles per
  * block), split walks (partial slots), shared K/V, ranges recomputed, bitwise repeatability.
- * Tolerance (lead's, docs/cuda_backward.md): P and dS rounded once to the dtype per product:
- * |gpu − ref| ≤ 2·u·|ref| + 2·u·rms(ref) + 1e-7 (u: 2^-8 bf16, 2^-11 f16).
+ * Tolerance (test_gpu_bwd_tc.c's, docs/cuda_backward.md): P and dS are rounded to the dtype
+ * once per product, so the yardstick is the same backward computed in the dtype as an eager
+ * framework does (gpu_bwd_lowp.c): per gradient, max and rms of |gpu − ref| within twice
+ * theirs. (2·u·|ref| + 2·u·rms(ref) was measured too tight for dq, 2026-11-26 H100: dS sums to
+ * zero over a row's keys, so dq cancels far below its terms.)
  * seltc_time (label slow) prints backward times, never asserts them. Skips (77) without a GPU.
  */
 #include "gpu_bwd_util.h"
@@ -16,8 +19,7 @@
 
 static int run_one(nsa_context *ctx, nsa_config c, int B, int T, nsa_dtype dt, int shared,
                    int mode) {
-    const double u = dt == NSA_DTYPE_BF16 ? 1.0 / 256 : 1.0 / 2048;
-    return gb_run_one(ctx, c, B, T, dt, shared, mode, 2.0 * u, "seltc ");
+    return gb_run_one(ctx, c, B, T, dt, shared, mode, -1.0, "seltc ");
 }
 
 /* A context with sel forced to the fused role, or NULL (skipped) without a GPU. */
