@@ -209,6 +209,11 @@ struct lm_model {
     int32_t *ranges_mem;                  /* (layers, N, Hkv, n, 2) backend: each layer's
                                              selection ranges, written by the training
                                              forward and reused by its backward          */
+    void *keep_mem;                       /* att_dtype other than f32 only: per layer the
+                                             training forward's branch outputs (3, N, Hq,
+                                             D) att_dtype, then all layers' lse (3, N,
+                                             Hq) f32; the backward reads them instead of
+                                             recomputing the forward                     */
     int D;                                /* head dim C / Hq                    */
     lm_tensor_info tensors[LM_MAX_TENSORS];
     int ntensors;

@@ -119,9 +119,11 @@ static void free_act(lm_model *m) {
     if (m->act_mem) m->be->release(m->act_mem);
     if (m->att_mem) m->be->release(m->att_mem);
     if (m->ranges_mem) m->be->release(m->ranges_mem);
+    if (m->keep_mem) m->be->release(m->keep_mem);
     m->act_mem = NULL;
     m->att_mem = NULL;
     m->ranges_mem = NULL;
+    m->keep_mem = NULL;
     m->act_floats = 0;
     m->B = m->T = m->cap_N = 0;
 }
@@ -208,6 +210,12 @@ int lm_model_ensure_act(lm_model *m, int B, int T, char *err, size_t n) {
         if (!m->att_mem) {
             free_act(m);
             return fail(err, n, "out of %s memory for the attention tensors", m->be->name);
+        }
+        const size_t kb = (size_t)(L * 3 * N * Hq) * (nsa_dtype_size(m->be->att_dtype) * D + 4);
+        m->keep_mem = m->be->alloc(kb);
+        if (!m->keep_mem) {
+            free_act(m);
+            return fail(err, n, "out of %s memory for the kept attention outputs", m->be->name);
         }
     }
     m->act_floats = total;

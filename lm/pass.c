@@ -63,7 +63,8 @@ static void att_layout(const lm_model *m, int N, int half, att_set *s) {
 
 /* The library's view of layer A's attention inputs for (B, T); in a cast backend the inputs
  * are converted into att_mem here, and a->out points there (see att_out). layer >= 0: the
- * layer's selection ranges ride along (written by the training forward, reused by backward). */
+ * layer's selection ranges ride along (written by the training forward, reused by backward),
+ * and with keep_mem the branch outputs and lse too. */
 static void fwd_args(const lm_model *m, int layer, const lm_layer_act *A, int B, int T,
                      nsa_fwd_args *a) {
     const int Hq = m->cfg.n_head, Hkv = m->cfg.n_kv_head, D = m->D, N = B * T;
@@ -106,6 +107,20 @@ static void fwd_args(const lm_model *m, int layer, const lm_layer_act *A, int B,
         const int64_t shape[5] = {B, T, Hkv, m->nsa.n, 2};
         a->sel_ranges = nsa_tensor_make(m->ranges_mem + layer * per, NSA_DTYPE_I32, 5, shape);
         a->sel_ranges.device.kind = m->be->device;
+    }
+    if (layer >= 0 && m->keep_mem) { /* kept for the backward (lm.h) */
+        const int64_t L = m->cfg.n_layer, no = (int64_t)N * Hq * D, nl = (int64_t)N * Hq;
+        char *ob = (char *)m->keep_mem + (size_t)(layer * 3 * no) * nsa_dtype_size(dt);
+        float *lb = (float *)((char *)m->keep_mem + (size_t)(L * 3 * no) * nsa_dtype_size(dt)) +
+                    layer * 3 * nl;
+        nsa_tensor *o[3] = {&a->out_cmp, &a->out_sel, &a->out_win};
+        nsa_tensor *l[3] = {&a->lse_cmp, &a->lse_sel, &a->lse_win};
+        const int64_t ls[3] = {B, T, Hq};
+        for (int b = 0; b < 3; b++) {
+            *o[b] = tens(m, ob + (size_t)(b * no) * nsa_dtype_size(dt), dt, B, T, Hq, D);
+            *l[b] = nsa_tensor_make(lb + b * nl, NSA_DTYPE_F32, 3, ls);
+            l[b]->device.kind = m->be->device;
+        }
     }
 }
 
