@@ -80,8 +80,9 @@ if has broken; then
   # splits of several chunks see it); decode_fast_splits must fail
   log "planted bug"
   mkdir -p /tmp/broken && tar --exclude='./build*' -cf - . | (cd /tmp/broken && tar xf -)
-  sed -i 's/o\[j0 + j\]\[0\] \*= al0;/o[j0 + j][0] *= 1.f;/' /tmp/broken/src/cuda/decode_fast.cu
-  grep -c "o\[j0 + j\]\[0\] \*= 1.f" /tmp/broken/src/cuda/decode_fast.cu
+  sed -i 's/o\[j\]\[0\]\[r\] \*= r < 2 ? al0 : al1;/o[j][0][r] *= 1.f;/' \
+    /tmp/broken/src/cuda/decode_fast.cu
+  grep -c "o\[j\]\[0\]\[r\] \*= 1.f" /tmp/broken/src/cuda/decode_fast.cu
   { cmake -S /tmp/broken -B /tmp/broken/$BN -G Ninja -DCMAKE_BUILD_TYPE=Release \
       -DCMAKE_CUDA_ARCHITECTURES=90a-real &&
     cmake --build /tmp/broken/$BN -j16 --target test_gpu_decode; } >/tmp/broken_build.log 2>&1

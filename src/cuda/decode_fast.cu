@@ -1,15 +1,14 @@
 /* decode_fast.cu — the split-key decode step (flash-decoding) as ONE cooperative kernel per step:
- * a persistent grid (one block of 8 warps per SM) walks a list of items in order, block x
- * taking items x, x + grid, ...:
+ * a persistent grid (2 blocks per SM) walks a list of items in order, each block taking items
+ * blockIdx.x, + grid, ...:
  *   phase 1  per (row, KV head): the push (history, raw ring); cmp splits (the one holding the
  *            step's compressed token computes it first); win splits (the one holding the new
  *            token writes it into the ring first)
  *   phase 3  per (row, KV head): sel splits over the selected ranges
  *   phase 4  per (row, KV head, group of hm heads): merge of the cmp, sel and win partials, the
  *            gated sum; for the row's first item the read counters and the new length
- * A split is c1 (c3 for sel) chunks of 64 keys (cp.async pipeline, online softmax; on tensor
- * cores each warp takes 8 keys of every chunk on its own); it writes one partial (m, l, o) per
- * head. The selection (lse of the cmp partials, group-summed
+ * A split is c1 (c3 for sel) chunks of 64 keys, double-buffered (cp.async), online softmax; it
+ * writes one partial (m, l, o) per head. The selection (lse of the cmp partials, group-summed
  * probabilities, Eq. 9 block scores, top-n with the tie rule, ranges) runs in the block that
  * finishes the last phase-1 item of its (row, KV head), found by a counter; later items wait on
  * per-(row, KV head) flags holding the step's epoch. No host wait, no grid barrier.
@@ -26,7 +25,6 @@
 
 #define FT FD_T
 #define FCH 64 /* keys per chunk */
-#define FNS 3  /* stages of a warp's copy pipeline (tensor-core split) */
 
 /* Row of key k of branch br in its buffer (decode_step.cu's layout; times Dk or Dv: the
  * element offset): cmp slot k, window-ring slot of position k0 + k, sel the k-th position of
@@ -184,95 +182,69 @@ static size_t fd_core_smem(const nsa_cu_dec *D) {
     return fd_chunk_smem(D) + (size_t)(2 * D->G * (D->Dv + 2) + 2 * D->G) * 4;
 }
 
-/* ---- a split on tensor cores (bf16/f16, G = 16): the warps split the keys ---- */
+/* ---- a split on tensor cores (bf16/f16, G = 16) ---- */
 
+/* Issues the cp.async copies of the K/V rows of keys [c0, c0 + nk) (rows ≥ nk zero-filled) into
+ * one stage and commits them (with whatever was issued before: Q for the first chunk). */
 template <typename T>
-__device__ __forceinline__ void fd_mma1688(float c[4], uint32_t a0, uint32_t a1, uint32_t b0);
-template <>
-__device__ __forceinline__ void fd_mma1688<__nv_bfloat16>(float c[4], uint32_t a0, uint32_t a1,
-                                                          uint32_t b0) {
-    asm volatile("mma.sync.aligned.m16n8k8.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5}, "
-                 "{%6}, {%0,%1,%2,%3};\n"
-                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-                 : "r"(a0), "r"(a1), "r"(b0));
-}
-template <>
-__device__ __forceinline__ void fd_mma1688<__half>(float c[4], uint32_t a0, uint32_t a1,
-                                                   uint32_t b0) {
-    asm volatile("mma.sync.aligned.m16n8k8.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5}, "
-                 "{%6}, {%0,%1,%2,%3};\n"
-                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-                 : "r"(a0), "r"(a1), "r"(b0));
-}
-
-/* Warp w copies the K/V rows of its keys 8w..8w+7 of the chunk [c0, c0 + nk) into one stage
- * (rows ≥ nk zero-filled; 4 lanes per row, one fd_pos each) and commits them with whatever the
- * thread issued before (Q for the first chunk). */
-template <typename T>
-__device__ __forceinline__ void fd_issue_warp(const nsa_cu_dec &D, int br, T *Ks, T *Vs,
-                                              int64_t b, int g, int64_t c0, int nk, int64_t k0,
-                                              const int32_t *rng, const T *Kb, const T *Vb) {
-    const int lane = threadIdx.x % 32, r = 8 * (threadIdx.x / 32) + lane / 4;
+__device__ __forceinline__ void fd_issue(const nsa_cu_dec &D, int br, T *Ks, T *Vs, int64_t b,
+                                         int g, int64_t c0, int nk, int64_t k0,
+                                         const int32_t *rng, const T *Kb, const T *Vb) {
+    /* FT / FCH = 4 threads per key row (one fd_pos each), pieces x0, x0 + 4, ...: ck of K,
+       then those of V */
     const int ck = D.Dk / 8, cr = ck + D.Dv / 8, sk = D.Dk + 8, sv = D.Dv + 8;
+    const int r = threadIdx.x / (FT / FCH), x0 = threadIdx.x % (FT / FCH);
     const bool ok = r < nk;
     const int64_t pos = ok ? fd_pos(D, br, b, g, c0 + r, k0, rng) : 0;
-    for (int x = lane % 4; x < cr; x += 4) {
+    for (int x = x0; x < cr; x += FT / FCH) {
         if (x < ck) cp_async16(Ks + r * sk + x * 8, Kb + (ok ? pos * D.Dk + x * 8 : 0), ok);
         else cp_async16(Vs + r * sv + (x - ck) * 8, Vb + (ok ? pos * D.Dv + (x - ck) * 8 : 0), ok);
     }
     cp_commit();
 }
 
-/* Warp w owns keys 8w..8w+7 of every chunk of 64: it copies their rows itself (FNS stages),
- * computes S = Q·Kᵀ for the 16 heads (mma m16n8k16, heads are the rows), keeps its own online
- * softmax (m, l of heads lane/4 and lane/4 + 8 in registers, the 4 lanes of a head reduce by
- * shuffles) and its own O (16 × Dv: P·V by mma m16n8k8, P straight from the S registers,
- * rounded to the dtype). The chunk loop has no block barrier; at the end the 8 warps' (m, l, O)
- * are merged through shared memory into the split's partial. The previous layout (softmax of
- * the block over S in shared memory, 4 barriers per chunk) issued ~1.5k instructions per warp
- * and chunk and took 289 µs for B=64, S=8k (ncu, H100, 2026-11-26). Shared memory (bytes):
- * Q 16·(Dk+8)·2, K FNS·FCH·(Dk+8)·2, V FNS·FCH·(Dv+8)·2, m/l 2·8·16·4; the merge reuses the
- * K/V stages for 8·16·Dv floats (Dv ≤ Dk + 16). O takes 64 registers a thread: one block of
- * 8 warps per SM (at 2 blocks the 128-register cap spilled 672 bytes a thread). */
+/* The G = 16 heads are the 16 rows of mma m16n8k16. 8 warps: S = Q·Kᵀ with warp w owning keys
+ * 8w..8w+7; online softmax per head in f32 (m, l, rescale α in shared memory), P rounded to the
+ * dtype; O += P·V in registers, warp w owning columns 16w + 128j (Dv ≤ 256). Chunk c+1 is
+ * copied while chunk c is computed. Shared memory (bytes): Q 16·(Dk+8)·2, K 2·FCH·(Dk+8)·2,
+ * V 2·FCH·(Dv+8)·2, P 16·(FCH+8)·2, S 16·FCH·4, m/l/α 48·4. */
 template <typename T>
 __device__ void fd_split_mma(const nsa_cu_dec &D, int br, unsigned char *sm, int64_t b, int g,
                              int64_t c0, int64_t nkeys, int64_t k0, const int32_t *rng,
                              const T *Kb, const T *Vb, float *part, float *scores) {
     const int tid = threadIdx.x, lane = tid % 32, w = tid / 32, Dk = D.Dk, Dv = D.Dv;
-    const int sk = Dk + 8, sv = Dv + 8, ck = Dk / 8, nv = Dv / 8, qr = lane / 4, qc = 2 * (lane % 4);
-    T *Qs = (T *)sm, *Ks = Qs + 16 * sk, *Vs = Ks + FNS * FCH * sk;
-    float *mw = (float *)(Vs + FNS * FCH * sv), *lw = mw + 8 * 16;
+    const int sk = Dk + 8, sv = Dv + 8, sp = FCH + 8, ck = Dk / 8;
+    T *Qs = (T *)sm, *Ks = Qs + 16 * sk, *Vs = Ks + 2 * FCH * sk, *Ps = Vs + 2 * FCH * sv;
+    float *S = (float *)(Ps + 16 * sp), *mrow = S + 16 * FCH, *lrow = mrow + 16, *arow = lrow + 16;
     const int nch = (int)((nkeys + FCH - 1) / FCH);
     for (int i = tid; i < 16 * ck; i += FT)
         cp_async16(Qs + (i / ck) * sk + (i % ck) * 8,
                    (const T *)D.q.p + b * D.q.sb + (int64_t)(g * 16 + i / ck) * D.q.sh + (i % ck) * 8,
                    true);
-    for (int c = 0; c < FNS - 1 && c < nch; c++) { /* the prologue: chunks 0 .. FNS-2 */
-        const int64_t rem = nkeys - (int64_t)c * FCH;
-        fd_issue_warp<T>(D, br, Ks + c * FCH * sk, Vs + c * FCH * sv, b, g, c0 + (int64_t)c * FCH,
-                         rem < FCH ? (int)rem : FCH, k0, rng, Kb, Vb);
+    fd_issue<T>(D, br, Ks, Vs, b, g, c0, nkeys < FCH ? (int)nkeys : FCH, k0, rng, Kb, Vb);
+    if (tid < 16) {
+        mrow[tid] = -INFINITY;
+        lrow[tid] = 0.f;
     }
-    float o[16][4]; /* n-tile j: columns 8j..8j+7 (j < nv = Dv/8 ≤ 16) */
+    float o[2][2][4];
 #pragma unroll
-    for (int j = 0; j < 16; j++) o[j][0] = o[j][1] = o[j][2] = o[j][3] = 0.f;
-    float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.f, l1 = 0.f; /* heads qr, qr + 8 */
+    for (int j = 0; j < 2; j++)
+#pragma unroll
+        for (int r = 0; r < 4; r++) o[j][0][r] = o[j][1][r] = 0.f;
     const float scale = (float)D.scale;
     for (int c = 0; c < nch; c++) {
-        const int st = c % FNS;
+        const int st = c & 1;
         const int64_t cc = c0 + (int64_t)c * FCH;
         const int nk = nkeys - (int64_t)c * FCH < FCH ? (int)(nkeys - (int64_t)c * FCH) : FCH;
-        if (c + FNS - 1 < nch) { /* into the stage chunk c-1 used */
-            const int64_t rem = nkeys - (int64_t)(c + FNS - 1) * FCH;
-            const int sn = (c + FNS - 1) % FNS;
-            fd_issue_warp<T>(D, br, Ks + sn * FCH * sk, Vs + sn * FCH * sv, b, g,
-                             cc + (FNS - 1) * FCH, rem < FCH ? (int)rem : FCH, k0, rng, Kb, Vb);
+        if (c + 1 < nch) {
+            const int64_t rem = nkeys - (int64_t)(c + 1) * FCH;
+            fd_issue<T>(D, br, Ks + (st ^ 1) * FCH * sk, Vs + (st ^ 1) * FCH * sv, b, g, cc + FCH,
+                            rem < FCH ? (int)rem : FCH, k0, rng, Kb, Vb);
+            cp_wait<1>();
+        } else {
+            cp_wait<0>();
         }
-        /* chunk c's group is done when at most (groups issued after it) remain */
-        if (c + 2 < nch) cp_wait<2>();
-        else if (c + 1 < nch) cp_wait<1>();
-        else cp_wait<0>();
-        if (c == 0) __syncthreads(); /* Q, copied by every thread */
-        else __syncwarp();
+        __syncthreads();
         const T *Kc = Ks + st * FCH * sk, *Vc = Vs + st * FCH * sv;
         float a[4] = {0.f, 0.f, 0.f, 0.f};
         for (int kk = 0; kk < Dk; kk += 32) {
@@ -283,102 +255,77 @@ __device__ void fd_split_mma(const nsa_cu_dec &D, int br, unsigned char *sm, int
             mma16816<T>(a, a0, bb[0], bb[1]);
             mma16816<T>(a, a1, bb[2], bb[3]);
         }
-        /* a[0], a[1]: head qr, keys 8w + qc, +1; a[2], a[3]: head qr + 8 */
-        float x[4];
-#pragma unroll
         for (int r = 0; r < 4; r++) {
-            const int kk = 8 * w + qc + r % 2;
-            x[r] = kk < nk ? a[r] * scale : -INFINITY;
-            if (scores && kk < nk) scores[(int64_t)(qr + (r / 2) * 8) * D.st.ncmp4 + cc + kk] = x[r];
+            const int h = lane / 4 + (r / 2) * 8, kk = 8 * w + (lane % 4) * 2 + r % 2;
+            const float x = kk < nk ? a[r] * scale : -INFINITY;
+            S[h * FCH + kk] = x;
+            if (scores && kk < nk) scores[(int64_t)h * D.st.ncmp4 + cc + kk] = x;
         }
-        float c0m = fmaxf(x[0], x[1]), c1m = fmaxf(x[2], x[3]);
-        c0m = fmaxf(c0m, __shfl_xor_sync(0xffffffffu, c0m, 1));
-        c1m = fmaxf(c1m, __shfl_xor_sync(0xffffffffu, c1m, 1));
-        c0m = fmaxf(c0m, __shfl_xor_sync(0xffffffffu, c0m, 2));
-        c1m = fmaxf(c1m, __shfl_xor_sync(0xffffffffu, c1m, 2));
-        const float n0 = fmaxf(m0, c0m), n1 = fmaxf(m1, c1m);
-        const float al0 = m0 == -INFINITY ? 0.f : __expf(m0 - n0);
-        const float al1 = m1 == -INFINITY ? 0.f : __expf(m1 - n1);
-        const float p0 = x[0] == -INFINITY ? 0.f : __expf(x[0] - n0);
-        const float p1 = x[1] == -INFINITY ? 0.f : __expf(x[1] - n0);
-        const float p2 = x[2] == -INFINITY ? 0.f : __expf(x[2] - n1);
-        const float p3 = x[3] == -INFINITY ? 0.f : __expf(x[3] - n1);
-        float s0 = p0 + p1, s1 = p2 + p3;
-        s0 += __shfl_xor_sync(0xffffffffu, s0, 1);
-        s1 += __shfl_xor_sync(0xffffffffu, s1, 1);
-        s0 += __shfl_xor_sync(0xffffffffu, s0, 2);
-        s1 += __shfl_xor_sync(0xffffffffu, s1, 2);
-        l0 = l0 * al0 + s0;
-        l1 = l1 * al1 + s1;
-        m0 = n0;
-        m1 = n1;
-        const uint32_t pa0 = pack2<T>(p0, p1), pa1 = pack2<T>(p2, p3);
-#pragma unroll
-        for (int j0 = 0; j0 < 16; j0 += 4) {
-            if (j0 >= nv) break;
-            uint32_t bv[4];
-            ldsm_x4_t(bv, Vc + (8 * w + lane % 8) * sv + 8 * j0 + (lane / 8) * 8);
-#pragma unroll
-            for (int j = 0; j < 4; j++) {
-                o[j0 + j][0] *= al0;
-                o[j0 + j][1] *= al0;
-                o[j0 + j][2] *= al1;
-                o[j0 + j][3] *= al1;
-                fd_mma1688<T>(o[j0 + j], pa0, pa1, bv[j]);
+        __syncthreads();
+        for (int h = w; h < 16; h += FT / 32) {
+            const float x0 = S[h * FCH + lane], x1 = S[h * FCH + lane + 32];
+            const float mo = mrow[h], mn = fmaxf(mo, fd_wmax(fmaxf(x0, x1)));
+            const float p0 = lane < nk ? __expf(x0 - mn) : 0.f;
+            const float p1 = lane + 32 < nk ? __expf(x1 - mn) : 0.f;
+            Ps[h * sp + lane] = nsa_cu_to<T>(p0);
+            Ps[h * sp + lane + 32] = nsa_cu_to<T>(p1);
+            const float sum = fd_wsum(p0 + p1);
+            __syncwarp(); /* every lane has read mrow[h] */
+            if (lane == 0) {
+                const float al = mo == -INFINITY ? 0.f : __expf(mo - mn);
+                arow[h] = al;
+                lrow[h] = lrow[h] * al + sum;
+                mrow[h] = mn;
             }
         }
-        __syncwarp(); /* this stage is copied into again at the next chunk */
-    }
-    __syncthreads(); /* every warp is done with the stages, which the merge reuses */
-    if (lane % 4 == 0) {
-        mw[w * 16 + qr] = m0;
-        mw[w * 16 + qr + 8] = m1;
-        lw[w * 16 + qr] = l0;
-        lw[w * 16 + qr + 8] = l1;
-    }
-    __syncthreads();
-    float M0 = -INFINITY, M1 = -INFINITY;
-    for (int x = 0; x < 8; x++) {
-        M0 = fmaxf(M0, mw[x * 16 + qr]);
-        M1 = fmaxf(M1, mw[x * 16 + qr + 8]);
-    }
-    const float f0 = m0 == -INFINITY ? 0.f : __expf(m0 - M0), f1 = m1 == -INFINITY ? 0.f : __expf(m1 - M1);
-    float *red = (float *)Ks; /* (8 warps, 16 heads, Dv) */
+        __syncthreads();
+        const float al0 = arow[lane / 4], al1 = arow[lane / 4 + 8];
 #pragma unroll
-    for (int j = 0; j < 16; j++) {
-        if (j >= nv) break;
+        for (int j = 0; j < 2; j++) {
+            const int n0 = 16 * w + 128 * j;
+            if (n0 >= Dv) break;
 #pragma unroll
-        for (int r = 0; r < 4; r++)
-            red[(w * 16 + qr + (r / 2) * 8) * Dv + 8 * j + qc + r % 2] = o[j][r] * (r < 2 ? f0 : f1);
-    }
-    __syncthreads();
-    for (int i = tid; i < 16 * Dv; i += FT) {
-        const int h = i / Dv, e = i % Dv;
-        float acc = 0.f;
-        for (int x = 0; x < 8; x++) acc += red[(x * 16 + h) * Dv + e];
-        part[h * (Dv + 2) + 2 + e] = acc;
+            for (int r = 0; r < 4; r++) {
+                o[j][0][r] *= r < 2 ? al0 : al1;
+                o[j][1][r] *= r < 2 ? al0 : al1;
+            }
+            for (int kk = 0; kk < FCH; kk += 16) {
+                uint32_t pa[4], bv[4];
+                ldsm_x4(pa, Ps + (lane % 16) * sp + kk + (lane / 16) * 8);
+                ldsm_x4_t(bv, Vc + (kk + lane % 8 + ((lane / 8) % 2) * 8) * sv + n0 + (lane / 16) * 8);
+                mma16816<T>(o[j][0], pa, bv[0], bv[1]);
+                mma16816<T>(o[j][1], pa, bv[2], bv[3]);
+            }
+        }
+        __syncthreads(); /* the stage, P and S are rewritten next */
     }
     if (tid < 16) {
-        float M = -INFINITY, L = 0.f;
-        for (int x = 0; x < 8; x++) M = fmaxf(M, mw[x * 16 + tid]);
-        for (int x = 0; x < 8; x++)
-            if (mw[x * 16 + tid] > -INFINITY) L += lw[x * 16 + tid] * __expf(mw[x * 16 + tid] - M);
-        part[tid * (Dv + 2)] = M;
-        part[tid * (Dv + 2) + 1] = L;
+        part[tid * (Dv + 2)] = mrow[tid];
+        part[tid * (Dv + 2) + 1] = lrow[tid];
+    }
+#pragma unroll
+    for (int j = 0; j < 2; j++) {
+        const int n0 = 16 * w + 128 * j;
+        if (n0 >= Dv) break;
+        for (int r = 0; r < 4; r++) {
+            const int h = lane / 4 + (r / 2) * 8, e = n0 + (lane % 4) * 2 + r % 2;
+            part[h * (Dv + 2) + 2 + e] = o[j][0][r];
+            part[h * (Dv + 2) + 2 + e + 8] = o[j][1][r];
+        }
     }
 }
 
 static size_t fd_mma_smem(const nsa_cu_dec *D) {
-    return (size_t)(16 + FNS * FCH) * (D->Dk + 8) * 2 + (size_t)FNS * FCH * (D->Dv + 8) * 2 +
-           2 * 8 * 16 * 4;
+    return (size_t)(16 + 2 * FCH) * (D->Dk + 8) * 2 + (size_t)2 * FCH * (D->Dv + 8) * 2 +
+           16 * (FCH + 8) * 2 + 16 * FCH * 4 + 48 * 4;
 }
 
 /* The tensor-core split applies (see fd_split_mma). */
 static int fd_mma_ok(const nsa_cu_dec *D, nsa_dtype dt) {
     const nsa_cu_view &q = D->q;
     return (dt == NSA_DTYPE_BF16 || dt == NSA_DTYPE_F16) && D->G == 16 && D->Dk % 32 == 0 &&
-           D->Dv % 32 == 0 && D->Dv <= 128 && D->Dv <= D->Dk + 16 && q.sd == 1 &&
-           q.sb % 8 == 0 && q.sh % 8 == 0 && (uintptr_t)q.p % 16 == 0;
+           D->Dv % 16 == 0 && D->Dv <= 256 && q.sd == 1 && q.sb % 8 == 0 && q.sh % 8 == 0 &&
+           (uintptr_t)q.p % 16 == 0;
 }
 
 /* One split through the tensor-core or the CUDA-core path; nkeys ≤ 0 stores an empty partial
@@ -439,7 +386,7 @@ __device__ void fd_push_win(const nsa_cu_dec &D, int64_t b, int g, int64_t t) {
  * which comes from the step's k_cmp/v_cmp), as nsa_ref_compress_block; or the caller's
  * kc_new/vc_new. Also rounded to the dtype copy the split reads. */
 template <typename T>
-__device__ __noinline__ void fd_emit(const nsa_cu_dec &D, int64_t b, int g, int64_t t, int64_t i) {
+__device__ void fd_emit(const nsa_cu_dec &D, int64_t b, int g, int64_t t, int64_t i) {
     for (int kv = 0; kv < 2; kv++) {
         const int Dx = kv ? D.Dv : D.Dk;
         const nsa_cu_view &raw = kv ? D.vcmp : D.kcmp;
@@ -556,7 +503,7 @@ __device__ void fd_item4(const nsa_cu_dec &D, unsigned char *sm, int64_t b, int 
  * (row, KV head) fastest. Shared memory: the largest of a split (+ 2n ranges), the selection,
  * a merge. */
 template <typename T, bool MMA>
-__global__ void __launch_bounds__(FT, 1) fd_step_kernel(const __grid_constant__ nsa_cu_dec D) {
+__global__ void __launch_bounds__(FT, 2) fd_step_kernel(nsa_cu_dec D) {
     extern __shared__ __align__(16) unsigned char fsm[];
     __shared__ int last;
     const int64_t BH = (int64_t)D.B * D.Hkv, n1 = BH * (1 + D.pc + D.pw), n3 = n1 + BH * D.ps;
@@ -572,10 +519,10 @@ __global__ void __launch_bounds__(FT, 1) fd_step_kernel(const __grid_constant__ 
 }
 
 /* Splits of the step: a phase with u chunks of work over a grid of cap blocks takes one round
- * when u ≤ 4·cap (chunks per split ⌈u/cap⌉: latency, small B; a block's warps keep FNS-1
- * chunks in flight), else about four rounds (fewer, longer splits: fewer partials). */
+ * when u ≤ 2·cap (chunks per split ⌈u/cap⌉: latency, small B), else about four rounds (fewer,
+ * longer splits: fewer partials, more chunks in flight per block). */
 static int fd_chunks_per_split(int64_t u, int cap) {
-    const int64_t c = u <= 4 * (int64_t)cap ? (u + cap - 1) / cap : (u + 4 * (int64_t)cap - 1) / (4 * (int64_t)cap);
+    const int64_t c = u <= 2 * (int64_t)cap ? (u + cap - 1) / cap : (u + 4 * (int64_t)cap - 1) / (4 * (int64_t)cap);
     return c < 1 ? 1 : (int)c;
 }
 
@@ -615,7 +562,7 @@ static nsa_status fd_launch_t(nsa_context *ctx, cudaStream_t st, nsa_cu_dec *D, 
         if (nb < 1)
             return nsa_fail(ctx, NSA_ERR_UNSUPPORTED, "cfg: the split-key decode step does not fit "
                             "one block per SM (%zu bytes of shared memory)", smem);
-        kv->occ[MMA] = nb < 2 ? nb : 2; /* at most 2 per SM (1 with the launch bound of 1) */
+        kv->occ[MMA] = nb < 2 ? nb : 2; /* 2 per SM: each keeps two chunks in flight */
         kv->occ_smem[MMA] = smem;
     }
     const int cap = kv->occ[MMA] * kv->nsm;

@@ -85,7 +85,7 @@ __device__ __forceinline__ int fd_overlap(const nsa_cu_dec &D, int i, int j) {
  * 16-byte loads, 8 heads in flight: a serial walk over 16 heads × 4095 tokens cost tens of µs.
  * Shared memory: pg (8·ncmp4 bytes when D.pg_smem), lse (G), block scores (nsel_cap) floats,
  * blocks (n) ints. */
-__device__ __noinline__ void fd_select(const nsa_cu_dec &D, float *fsm, int64_t b, int g, int64_t t) {
+__device__ void fd_select(const nsa_cu_dec &D, float *fsm, int64_t b, int g, int64_t t) {
     const int64_t bg = b * D.Hkv + g;
     const int tid = threadIdx.x, lane = tid % 32, wid = tid / 32, G = D.G, P = D.Dv + 2;
     double *pg = D.pg_smem ? (double *)fsm : D.st.pg + bg * D.st.ncmp4;
@@ -232,7 +232,7 @@ __device__ __forceinline__ const float *fd_slot(const nsa_cu_dec &D, int64_t bg,
  * branches into out. Shared memory: w, l (2·hm·nsl), M, L per head and branch (6·hm) and the
  * parts' sums (3·max(hm·Dv, FD_T)) floats, nsl = pc + ps + pw. */
 template <typename T>
-__device__ __noinline__ void fd_merge(const nsa_cu_dec &D, float *fsm, int64_t b, int g, int u0, int hm) {
+__device__ void fd_merge(const nsa_cu_dec &D, float *fsm, int64_t b, int g, int u0, int hm) {
     const int64_t bg = b * D.Hkv + g;
     const int nsl = D.pc + D.ps + D.pw, tid = threadIdx.x, lane = tid % 32;
     const int first[4] = {0, D.pc, D.pc + D.ps, nsl};
