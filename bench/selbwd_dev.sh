@@ -5,7 +5,7 @@
 # compute-sanitizer memcheck/racecheck on the small case, backward times (events), the lead's
 # test_gpu_bwd_tc and the sel kernels alone (ncu).
 # Usage (device, repo root): bench/selbwd_dev.sh [phases]
-#   phases: build,test,bench,ncud,broken,memcheck,time,lead,ncu (env SHAPES for time/ncu, BENCH_S)
+#   phases: build,test,bench,ncud,broken,memcheck,time,lead,ncu (env SHAPES for time, NCU_SHAPES (space-separated) for ncu, BENCH_S)
 set -u
 OUT=${OUT:-/tmp/out}
 mkdir -p "$OUT"
@@ -70,7 +70,7 @@ if has lead && [ -x $B/tests/test_gpu_bwd_tc ]; then
   log "lead test rc=$?"; grep -E "tests passed|Failed|FAIL" "$OUT/lead.log" | head -12 | tee -a "$OUT/summary.txt"
 fi
 if has ncu; then
-  for s in ${SHAPES//,/ }; do
+  for s in ${NCU_SHAPES:-$SHAPES}; do
     NSA_SELTC_SHAPES=$s NSA_SELTC_BASE=0 timeout 120 ncu --clock-control none \
       -k regex:'sq_kernel|sk_kernel|sk_reduce|sk_plan' --metrics gpu__time_duration.sum \
       --print-summary per-kernel $X seltc_time >"$OUT/ncu_$s.log" 2>&1

@@ -49,7 +49,7 @@ __device__ __forceinline__ sk_tile_t sk_tile(const nsa_cu_params &P, int x, int 
  * dS on the keys the pair's query holds, rounded to T, and dV += (gate·P)ᵀ·dO, dK += dSᵀ·Q.
  * K/V fragments stay in registers for Dk = Dv = 64, else are reread per 16 pairs. */
 template <typename T, int DK, int DV>
-__global__ void __launch_bounds__(SB_TH, 2) sk_kernel(nsa_cu_bwd W, nsa_cu_tc_rows rw,
+__global__ void __launch_bounds__(SB_TH, DK + DV <= 128 ? 3 : 2) sk_kernel(nsa_cu_bwd W, nsa_cu_tc_rows rw,
                                                       const int *off, const int *list,
                                                       const int *spre, int ntile, int nsub,
                                                       int pps, float *partK, float *partV) {
@@ -166,35 +166,36 @@ __global__ void __launch_bounds__(SB_TH, 2) sk_kernel(nsa_cu_bwd W, nsa_cu_tc_ro
             for (int kk = 0; kk < (KREG ? DV / 16 : 0); kk++) kfrag(vf[kk], Vs, SM::VS, kk);
         }
         const T *qs = (const T *)(stg + buf * SM::stage_bytes), *ys = qs + SB_PC * SM::KS;
-#pragma unroll 1
+#pragma unroll(KREG ? 2 : 1)
         for (int sb = 0; sb < SB_PC / 16; sb++) {
             float st[2][4] = {{0.f, 0.f, 0.f, 0.f}, {0.f, 0.f, 0.f, 0.f}};
             float dp[2][4] = {{0.f, 0.f, 0.f, 0.f}, {0.f, 0.f, 0.f, 0.f}};
+            /* Sᵀ and dP'ᵀ interleaved: four independent mma chains instead of two */
 #pragma unroll
-            for (int kk = 0; kk < DK / 16; kk++) {
+            for (int kk = 0; kk < (DK > DV ? DK : DV) / 16; kk++) {
                 uint32_t a[4], r[4];
-                if (KREG) {
+                if (kk < DK / 16) {
+                    if (KREG) {
 #pragma unroll
-                    for (int u = 0; u < 4; u++) a[u] = kf[KREG ? kk : 0][u];
-                } else {
-                    kfrag(a, Ks, SM::KS, kk);
+                        for (int u = 0; u < 4; u++) a[u] = kf[KREG ? kk : 0][u];
+                    } else {
+                        kfrag(a, Ks, SM::KS, kk);
+                    }
+                    ldsm_x4(r, qs + (sb * 16 + (mi / 2) * 8 + lane % 8) * SM::KS + kk * 16 + (mi % 2) * 8);
+                    mma16816<T>(st[0], a, r[0], r[1]);
+                    mma16816<T>(st[1], a, r[2], r[3]);
                 }
-                ldsm_x4(r, qs + (sb * 16 + (mi / 2) * 8 + lane % 8) * SM::KS + kk * 16 + (mi % 2) * 8);
-                mma16816<T>(st[0], a, r[0], r[1]);
-                mma16816<T>(st[1], a, r[2], r[3]);
-            }
+                if (kk < DV / 16) {
+                    if (KREG) {
 #pragma unroll
-            for (int kk = 0; kk < DV / 16; kk++) {
-                uint32_t a[4], r[4];
-                if (KREG) {
-#pragma unroll
-                    for (int u = 0; u < 4; u++) a[u] = vf[KREG ? kk : 0][u];
-                } else {
-                    kfrag(a, Vs, SM::VS, kk);
+                        for (int u = 0; u < 4; u++) a[u] = vf[KREG ? kk : 0][u];
+                    } else {
+                        kfrag(a, Vs, SM::VS, kk);
+                    }
+                    ldsm_x4(r, ys + (sb * 16 + (mi / 2) * 8 + lane % 8) * SM::VS + kk * 16 + (mi % 2) * 8);
+                    mma16816<T>(dp[0], a, r[0], r[1]);
+                    mma16816<T>(dp[1], a, r[2], r[3]);
                 }
-                ldsm_x4(r, ys + (sb * 16 + (mi / 2) * 8 + lane % 8) * SM::VS + kk * 16 + (mi % 2) * 8);
-                mma16816<T>(dp[0], a, r[0], r[1]);
-                mma16816<T>(dp[1], a, r[2], r[3]);
             }
             /* rows: keys kl = 16w + lane/4 + 8i; columns: pairs pl = 16sb + 8nt + 2(lane%4) + e */
 #pragma unroll

@@ -188,21 +188,22 @@ __global__ void __launch_bounds__(SB_TH, 2) sq_kernel(nsa_cu_bwd W, nsa_cu_tc_ro
         const T *ks = (const T *)(kv + st * SM::stage_bytes), *vs = ks + SB_BN * SM::KS;
         float s[2][4] = {{0.f, 0.f, 0.f, 0.f}, {0.f, 0.f, 0.f, 0.f}};
         float dp[2][4] = {{0.f, 0.f, 0.f, 0.f}, {0.f, 0.f, 0.f, 0.f}};
+        /* S and dP' interleaved: four independent mma chains instead of two */
 #pragma unroll
-        for (int kk = 0; kk < DK / 16; kk++) {
+        for (int kk = 0; kk < (DK > DV ? DK : DV) / 16; kk++) {
             uint32_t a[4], r[4];
-            ldsm_x4(a, Qs + ((mi % 2) * 8 + lane % 8) * SM::KS + kk * 16 + (mi / 2) * 8);
-            ldsm_x4(r, ks + (warp * 16 + (mi / 2) * 8 + lane % 8) * SM::KS + kk * 16 + (mi % 2) * 8);
-            mma16816<T>(s[0], a, r[0], r[1]);
-            mma16816<T>(s[1], a, r[2], r[3]);
-        }
-#pragma unroll
-        for (int kk = 0; kk < DV / 16; kk++) {
-            uint32_t a[4], r[4];
-            ldsm_x4(a, Ys + ((mi % 2) * 8 + lane % 8) * SM::VS + kk * 16 + (mi / 2) * 8);
-            ldsm_x4(r, vs + (warp * 16 + (mi / 2) * 8 + lane % 8) * SM::VS + kk * 16 + (mi % 2) * 8);
-            mma16816<T>(dp[0], a, r[0], r[1]);
-            mma16816<T>(dp[1], a, r[2], r[3]);
+            if (kk < DK / 16) {
+                ldsm_x4(a, Qs + ((mi % 2) * 8 + lane % 8) * SM::KS + kk * 16 + (mi / 2) * 8);
+                ldsm_x4(r, ks + (warp * 16 + (mi / 2) * 8 + lane % 8) * SM::KS + kk * 16 + (mi % 2) * 8);
+                mma16816<T>(s[0], a, r[0], r[1]);
+                mma16816<T>(s[1], a, r[2], r[3]);
+            }
+            if (kk < DV / 16) {
+                ldsm_x4(a, Ys + ((mi % 2) * 8 + lane % 8) * SM::VS + kk * 16 + (mi / 2) * 8);
+                ldsm_x4(r, vs + (warp * 16 + (mi / 2) * 8 + lane % 8) * SM::VS + kk * 16 + (mi % 2) * 8);
+                mma16816<T>(dp[0], a, r[0], r[1]);
+                mma16816<T>(dp[1], a, r[2], r[3]);
+            }
         }
 #pragma unroll
         for (int i = 0; i < 2; i++) {
