@@ -69,6 +69,19 @@ __device__ __forceinline__ void mm_ab(float c[NT][4], const T *a, int lda, const
     }
 }
 
+/* The score and dP blocks of a 16 × 32 tile: sc = Xk·Ykᵀ over DK, dp = Xv·Yvᵀ over DV (rows
+ * padded to DK + 8 / DV + 8 elements). */
+template <typename T, int DK, int DV>
+__device__ __forceinline__ void fb_sdp(float sc[4][4], float dp[4][4], const T *xk, const T *yk,
+                                       const T *xv, const T *yv) {
+#pragma unroll
+    for (int i = 0; i < 4; i++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) sc[i][e] = dp[i][e] = 0.f;
+    mm_abt<T, DK, 4>(sc, xk, DK + 8, yk, DK + 8);
+    mm_abt<T, DV, 4>(dp, xv, DV + 8, yv, DV + 8);
+}
+
 /* Whether query t sees key j of branch BR. */
 template <int BR> __device__ __forceinline__ bool fb_sees(const nsa_cu_params &P, int t, int j) {
     if (BR == NSA_BRANCH_CMP) return (int64_t)j * P.d + P.l - 1 <= t;
@@ -194,20 +207,13 @@ __global__ void __launch_bounds__(FB_THREADS) fb_dkdv_kernel(fb_args A) {
     const int QPB = FB_N / P.G;
     const int nqt = (qz - qa + QPB - 1) / QPB, k0 = c * A.cht, k1 = min(nqt, k0 + A.cht);
     const float sl2 = P.scale * 1.4426950408889634f;
-    auto stage = [&](int s, T **Qs, T **Ys, fb_rows **rs) {
-        unsigned char *p = st0 + s * stage_bytes;
-        *Qs = (T *)p;
-        *Ys = (T *)(p + SM::k_bytes);
-        *rs = (fb_rows *)(p + SM::k_bytes + SM::v_bytes);
-    };
+    /* stage s: Q rows, dO rows, their stats */
+    auto Qst = [&](int s) { return (T *)(st0 + s * stage_bytes); };
+    auto Yst = [&](int s) { return (T *)(st0 + s * stage_bytes + SM::k_bytes); };
+    auto Rst = [&](int s) { return (fb_rows *)(st0 + s * stage_bytes + SM::k_bytes + SM::v_bytes); };
 
     fb_load_keys<T, DK, DV>(A, b, g, j0, jend, Ks, Vs);
-    if (k0 < k1) {
-        T *Qs, *Ys;
-        fb_rows *rs;
-        stage(0, &Qs, &Ys, &rs);
-        fb_load_rows<T, DK, DV>(A, b, g, qa + k0 * QPB, qz, Qs, Ys, rs);
-    }
+    if (k0 < k1) fb_load_rows<T, DK, DV>(A, b, g, qa + k0 * QPB, qz, Qst(0), Yst(0), Rst(0));
     cp_commit();
 
     const int kr0 = 16 * (warp % 4), rc0 = 32 * (warp / 4), half = warp / 4;
@@ -220,27 +226,20 @@ __global__ void __launch_bounds__(FB_THREADS) fb_dkdv_kernel(fb_args A) {
     for (int k = k0; k < k1; k++) {
         const int s = (k - k0) & 1;
         if (k + 1 < k1) {
-            T *Qn, *Yn;
-            fb_rows *rn;
-            stage(s ^ 1, &Qn, &Yn, &rn);
-            fb_load_rows<T, DK, DV>(A, b, g, qa + (k + 1) * QPB, qz, Qn, Yn, rn);
+            fb_load_rows<T, DK, DV>(A, b, g, qa + (k + 1) * QPB, qz, Qst(s ^ 1), Yst(s ^ 1),
+                                    Rst(s ^ 1));
             cp_commit();
             cp_wait<1>();
         } else {
             cp_wait<0>();
         }
         __syncthreads();
-        T *Qs, *Ys;
-        fb_rows *rs;
-        stage(s, &Qs, &Ys, &rs);
+        T *Qs = Qst(s), *Ys = Yst(s);
+        const fb_rows *rs = Rst(s);
         {
             float sc[4][4], dp[4][4];
-#pragma unroll
-            for (int i = 0; i < 4; i++)
-#pragma unroll
-                for (int e = 0; e < 4; e++) sc[i][e] = dp[i][e] = 0.f;
-            mm_abt<T, DK, 4>(sc, Ks + kr0 * SM::KS, SM::KS, Qs + rc0 * SM::KS, SM::KS);
-            mm_abt<T, DV, 4>(dp, Vs + kr0 * SM::VS, SM::VS, Ys + rc0 * SM::VS, SM::VS);
+            fb_sdp<T, DK, DV>(sc, dp, Ks + kr0 * SM::KS, Qs + rc0 * SM::KS, Vs + kr0 * SM::VS,
+                              Ys + rc0 * SM::VS);
 #pragma unroll
             for (int nt = 0; nt < 4; nt++)
 #pragma unroll
@@ -352,16 +351,11 @@ __global__ void __launch_bounds__(FB_THREADS) fb_dq_kernel(fb_args A) {
         kend = tlast + 1;
     }
     const int ntiles = kend > kb0 ? (kend - kb0 + FB_N - 1) / FB_N : 0;
-    auto kv = [&](int s, T **Ks, T **Vs) {
-        *Ks = (T *)(kv0 + s * (SM::k_bytes + SM::v_bytes));
-        *Vs = (T *)(kv0 + s * (SM::k_bytes + SM::v_bytes) + SM::k_bytes);
-    };
+    /* stage s: K rows, V rows */
+    auto Kst = [&](int s) { return (T *)(kv0 + s * (SM::k_bytes + SM::v_bytes)); };
+    auto Vst = [&](int s) { return (T *)(kv0 + s * (SM::k_bytes + SM::v_bytes) + SM::k_bytes); };
     fb_load_rows<T, DK, DV>(A, b, g, t0, P.T, Qs, Ys, rs);
-    if (ntiles > 0) {
-        T *Ks, *Vs;
-        kv(0, &Ks, &Vs);
-        fb_load_keys<T, DK, DV>(A, b, g, kb0, min(kb0 + FB_N, kend), Ks, Vs);
-    }
+    if (ntiles > 0) fb_load_keys<T, DK, DV>(A, b, g, kb0, min(kb0 + FB_N, kend), Kst(0), Vst(0));
     cp_commit();
 
     const int r0 = 16 * (warp % 4), kc0 = 32 * (warp / 4), half = warp / 4;
@@ -372,25 +366,19 @@ __global__ void __launch_bounds__(FB_THREADS) fb_dq_kernel(fb_args A) {
     for (int it = 0; it < ntiles; it++) {
         const int s = it & 1, base = kb0 + it * FB_N;
         if (it + 1 < ntiles) {
-            T *Kn, *Vn;
-            kv(s ^ 1, &Kn, &Vn);
-            fb_load_keys<T, DK, DV>(A, b, g, base + FB_N, min(base + 2 * FB_N, kend), Kn, Vn);
+            fb_load_keys<T, DK, DV>(A, b, g, base + FB_N, min(base + 2 * FB_N, kend), Kst(s ^ 1),
+                                    Vst(s ^ 1));
             cp_commit();
             cp_wait<1>();
         } else {
             cp_wait<0>();
         }
         __syncthreads();
-        T *Ks, *Vs;
-        kv(s, &Ks, &Vs);
+        T *Ks = Kst(s), *Vs = Vst(s);
         {
             float sc[4][4], dp[4][4];
-#pragma unroll
-            for (int i = 0; i < 4; i++)
-#pragma unroll
-                for (int e = 0; e < 4; e++) sc[i][e] = dp[i][e] = 0.f;
-            mm_abt<T, DK, 4>(sc, Qs + r0 * SM::KS, SM::KS, Ks + kc0 * SM::KS, SM::KS);
-            mm_abt<T, DV, 4>(dp, Ys + r0 * SM::VS, SM::VS, Vs + kc0 * SM::VS, SM::VS);
+            fb_sdp<T, DK, DV>(sc, dp, Qs + r0 * SM::KS, Ks + kc0 * SM::KS, Ys + r0 * SM::VS,
+                              Vs + kc0 * SM::VS);
 #pragma unroll
             for (int nt = 0; nt < 4; nt++)
 #pragma unroll

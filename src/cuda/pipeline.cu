@@ -204,17 +204,24 @@ static nsa_status run_steps(nsa_context *ctx, nsa_fwd_work *w, const nsa_backend
     return NSA_OK;
 }
 
+/* be[br] = the CUDA backend of role[br] for each branch, when it can run problem p. */
+static nsa_status bind_roles(nsa_context *ctx, const nsa_route_problem *p, const nsa_role role[3],
+                             const nsa_backend *be[3]) {
+    for (int br = 0; br < 3; br++) {
+        const char *why = "no CUDA backend of this role";
+        be[br] = backend_of(role[br], (nsa_branch)br);
+        if (!be[br] || !nsa_cuda_role_supported(p, (nsa_branch)br, role[br], &why))
+            return nsa_fail(ctx, NSA_ERR_UNSUPPORTED, "%s: role %s: %s",
+                            nsa_branch_name((nsa_branch)br), nsa_role_name(role[br]), why);
+    }
+    return NSA_OK;
+}
+
 static nsa_status forward_impl(nsa_context *ctx, const nsa_fwd_args *a, const nsa_shape *s,
                                const nsa_role role[3], cudaEvent_t *ev) {
     nsa_route_problem p = problem_of(a, s);
     const nsa_backend *be[3];
-    for (int br = 0; br < 3; br++) {
-        const char *why = "no CUDA backend of this role";
-        be[br] = backend_of(role[br], (nsa_branch)br);
-        if (!be[br] || !nsa_cuda_role_supported(&p, (nsa_branch)br, role[br], &why))
-            return nsa_fail(ctx, NSA_ERR_UNSUPPORTED, "%s: role %s: %s",
-                            nsa_branch_name((nsa_branch)br), nsa_role_name(role[br]), why);
-    }
+    NSA_TRY(bind_roles(ctx, &p, role, be));
     nsa_fwd_work w;
     memset(&w, 0, sizeof w);
     w.a = a;
@@ -255,13 +262,7 @@ nsa_status nsa_cu_forward_hook(nsa_context *ctx, const nsa_fwd_args *a, const ns
     if (s->B * s->T == 0) return NSA_OK;
     nsa_route_problem p = problem_of(a, s);
     const nsa_backend *be[3];
-    for (int br = 0; br < 3; br++) {
-        const char *why = "no CUDA backend of this role";
-        be[br] = backend_of(role[br], (nsa_branch)br);
-        if (!be[br] || !nsa_cuda_role_supported(&p, (nsa_branch)br, role[br], &why))
-            return nsa_fail(ctx, NSA_ERR_UNSUPPORTED, "%s: role %s: %s",
-                            nsa_branch_name((nsa_branch)br), nsa_role_name(role[br]), why);
-    }
+    NSA_TRY(bind_roles(ctx, &p, role, be));
     nsa_fwd_work w;
     memset(&w, 0, sizeof w);
     w.a = a;
