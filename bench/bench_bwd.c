@@ -1,10 +1,11 @@
 /* bench_bwd.c — times the CUDA forward (routed by nsa_forward, selection ranges kept and, with
  * --keep 1 (default), the per-branch outputs and lse) and the CUDA backward (nsa_backward
  * reusing what was kept, every gradient wanted) on PERF.md's shape A
- * (Hq=64 Hkv=4 Dk=192 Dv=128, separate K/V per branch, paper config), B=1, bf16, for the
+ * (Hq=64 Hkv=4 Dk=192 Dv=128, separate K/V per branch, paper config) or, with --shape B, shape B
+ * (Dk=Dv=128, one K/V for every branch, gradients summed), B=1, bf16, for the
  * lengths given. CUDA events, one warm-up, L2 flushed (256 MB memset) before each run, median
  * of --reps; peak device memory from cudaMemGetInfo around the calls. Prints CSV:
- * kind,S,fwd_ms,bwd_ms,fwd_bwd_ms,peak_MB, then "# bwd step" rows (nsa_cuda_backward_timed).
+ * kind,shape,S,fwd_ms,bwd_ms,fwd_bwd_ms,peak_MB, then "# bwd step" rows (nsa_cuda_backward_timed).
  * Not a test: it checks only the statuses.
  */
 #include "bench_util.h"
@@ -32,8 +33,9 @@ static size_t used(void) {
     return tot - fr;
 }
 
-static void run(int64_t S, int reps, int keep, void *flush) {
-    const nsa_config c = nsa_config_default(64, 4, 192, 128);
+static void run(char shape, int64_t S, int reps, int keep, void *flush) {
+    const int shared = shape == 'B'; /* B: Dk = Dv = 128, one K/V for every branch */
+    const nsa_config c = nsa_config_default(64, 4, shared ? 128 : 192, 128);
     const nsa_dtype bf = NSA_DTYPE_BF16;
     nsa_context *ctx;
     if (nsa_context_create(&ctx, NULL, 0) != NSA_OK) exit(1);
@@ -44,10 +46,10 @@ static void run(int64_t S, int reps, int keep, void *flush) {
     a.q = dt4(ctx, 1, S, c.Hq, c.Dk, 1, bf);
     a.k_cmp = dt4(ctx, 1, S, c.Hkv, c.Dk, 2, bf);
     a.v_cmp = dt4(ctx, 1, S, c.Hkv, c.Dv, 3, bf);
-    a.k_sel = dt4(ctx, 1, S, c.Hkv, c.Dk, 4, bf);
-    a.v_sel = dt4(ctx, 1, S, c.Hkv, c.Dv, 5, bf);
-    a.k_win = dt4(ctx, 1, S, c.Hkv, c.Dk, 6, bf);
-    a.v_win = dt4(ctx, 1, S, c.Hkv, c.Dv, 7, bf);
+    a.k_sel = shared ? a.k_cmp : dt4(ctx, 1, S, c.Hkv, c.Dk, 4, bf);
+    a.v_sel = shared ? a.v_cmp : dt4(ctx, 1, S, c.Hkv, c.Dv, 5, bf);
+    a.k_win = shared ? a.k_cmp : dt4(ctx, 1, S, c.Hkv, c.Dk, 6, bf);
+    a.v_win = shared ? a.v_cmp : dt4(ctx, 1, S, c.Hkv, c.Dv, 7, bf);
     a.gates = dt4(ctx, 1, S, c.Hq, 3, 8, bf);
     a.out = dt4(ctx, 1, S, c.Hq, c.Dv, 0, bf);
     int64_t rs[5] = {1, S, c.Hkv, c.n, 2};
@@ -73,10 +75,10 @@ static void run(int64_t S, int reps, int keep, void *flush) {
     g.dq = dt4(ctx, 1, S, c.Hq, c.Dk, 0, bf);
     g.dk_cmp = dt4(ctx, 1, S, c.Hkv, c.Dk, 0, bf);
     g.dv_cmp = dt4(ctx, 1, S, c.Hkv, c.Dv, 0, bf);
-    g.dk_sel = dt4(ctx, 1, S, c.Hkv, c.Dk, 0, bf);
-    g.dv_sel = dt4(ctx, 1, S, c.Hkv, c.Dv, 0, bf);
-    g.dk_win = dt4(ctx, 1, S, c.Hkv, c.Dk, 0, bf);
-    g.dv_win = dt4(ctx, 1, S, c.Hkv, c.Dv, 0, bf);
+    g.dk_sel = shared ? g.dk_cmp : dt4(ctx, 1, S, c.Hkv, c.Dk, 0, bf); /* aliased: summed */
+    g.dv_sel = shared ? g.dv_cmp : dt4(ctx, 1, S, c.Hkv, c.Dv, 0, bf);
+    g.dk_win = shared ? g.dk_cmp : dt4(ctx, 1, S, c.Hkv, c.Dk, 0, bf);
+    g.dv_win = shared ? g.dv_cmp : dt4(ctx, 1, S, c.Hkv, c.Dv, 0, bf);
     g.dgates = dt4(ctx, 1, S, c.Hq, 3, 0, bf);
     cudaEvent_t e[3];
     for (int i = 0; i < 3; i++) CK(cudaEventCreate(&e[i]));
@@ -101,8 +103,8 @@ static void run(int64_t S, int reps, int keep, void *flush) {
     qsort(f, (size_t)reps, sizeof *f, bench_cmp_f);
     qsort(bw, (size_t)reps, sizeof *bw, bench_cmp_f);
     const float fm = f[reps / 2], bm = bw[reps / 2];
-    printf("nsa_routed%s,%lld,%.2f,%.2f,%.2f,%.0f\n", keep ? "_kept" : "", (long long)S, fm, bm,
-           fm + bm, (double)(peak - base) / 1e6);
+    printf("nsa_routed%s,%c,%lld,%.2f,%.2f,%.2f,%.0f\n", keep ? "_kept" : "", shape, (long long)S,
+           fm, bm, fm + bm, (double)(peak - base) / 1e6);
     /* the backward's steps on the router's roles (median of reps, L2 flushed) */
     nsa_shape sh;
     NK(ctx, nsa_args_check_fwd(ctx, &a, &sh));
@@ -127,7 +129,7 @@ static void run(int64_t S, int reps, int keep, void *flush) {
     static const char *step[6] = {"forward+stats", "index", "cmp", "sel", "win", "store"};
     for (int k = 0; k < 6; k++) {
         qsort(st + k * reps, (size_t)reps, sizeof *st, bench_cmp_f);
-        printf("# bwd step,%lld,%s,%s,%.2f\n", (long long)S, step[k],
+        printf("# bwd step,%c,%lld,%s,%s,%.2f\n", shape, (long long)S, step[k],
                k >= 2 && k <= 4 ? d.backend[k - 2] : "-", st[k * reps + reps / 2]);
     }
     free(st);
@@ -138,8 +140,11 @@ static void run(int64_t S, int reps, int keep, void *flush) {
                                &g.dv_cmp, &g.dk_sel, &g.dv_sel, &g.dk_win, &g.dv_win, &g.dgates,
                                &a.out_cmp, &a.out_sel, &a.out_win, &a.lse_cmp, &a.lse_sel,
                                &a.lse_win};
-    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
-        if (all[i]->data) CK(cudaFree(all[i]->data));
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) {
+        int seen = 0; /* shape B aliases K/V and their gradients */
+        for (size_t j = 0; j < i; j++) seen |= all[j]->data == all[i]->data;
+        if (all[i]->data && !seen) CK(cudaFree(all[i]->data));
+    }
     for (int i = 0; i < 3; i++) CK(cudaEventDestroy(e[i]));
     nsa_context_destroy(ctx);
 }
@@ -147,16 +152,18 @@ static void run(int64_t S, int reps, int keep, void *flush) {
 int main(int argc, char **argv) {
     const char *Ss = "2048,8192";
     int reps = 3, keep = 1;
+    char shape = 'A';
     for (int i = 1; i + 1 < argc; i += 2) {
         if (!strcmp(argv[i], "--S")) Ss = argv[i + 1];
         else if (!strcmp(argv[i], "--reps")) reps = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--keep")) keep = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--shape")) shape = argv[i + 1][0] == 'B' ? 'B' : 'A';
     }
     void *flush;
     CK(cudaMalloc(&flush, 256u << 20));
-    printf("kind,S,fwd_ms,bwd_ms,fwd_bwd_ms,peak_MB\n");
+    printf("kind,shape,S,fwd_ms,bwd_ms,fwd_bwd_ms,peak_MB\n");
     for (const char *sp = Ss; *sp;) {
-        run(atoll(sp), reps, keep, flush);
+        run(shape, atoll(sp), reps, keep, flush);
         while (*sp && *sp != ',') sp++;
         if (*sp) sp++;
     }
