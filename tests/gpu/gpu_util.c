@@ -432,3 +432,13 @@ void gp_compare(gprob *p, const int32_t *rows, int64_t nrows, gp_report *r) {
     }
     free(skip);
 }
+
+nsa_context *gp_context(void) {
+    if (!gp_have_gpu()) {
+        nsa_test_skip("no CUDA device");
+        return NULL;
+    }
+    nsa_context *ctx = NULL;
+    nsa_context_create(&ctx, NULL, 0);
+    return ctx;
+}

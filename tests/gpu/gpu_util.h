@@ -64,5 +64,8 @@ void gp_compare(gprob *p, const int32_t *rows, int64_t nrows, gp_report *r);
 
 /* 1 when a CUDA device exists; else the case is skipped. */
 int gp_have_gpu(void);
+/* A context for a GPU case, or NULL after nsa_test_skip when there is no CUDA device (a failed
+ * create leaves the case without checks, which the harness reports). */
+nsa_context *gp_context(void);
 
 #endif

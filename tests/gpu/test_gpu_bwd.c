@@ -31,12 +31,7 @@ static void ref_roles(nsa_context *ctx) {
 }
 
 static nsa_context *gpu_ctx(void) {
-    if (!gp_have_gpu()) {
-        nsa_test_skip("no CUDA device");
-        return NULL;
-    }
-    nsa_context *ctx = NULL;
-    nsa_context_create(&ctx, NULL, 0);
+    nsa_context *ctx = gp_context();
     if (ctx) ref_roles(ctx);
     return ctx;
 }

@@ -45,15 +45,6 @@ static int routes_tiled(nsa_context *ctx, nsa_config c, int B, int T, nsa_dtype 
     return ok;
 }
 
-static nsa_context *gpu_ctx(void) {
-    if (!gp_have_gpu()) {
-        nsa_test_skip("no CUDA device");
-        return NULL;
-    }
-    nsa_context *ctx = NULL;
-    nsa_context_create(&ctx, NULL, 0);
-    return ctx;
-}
 
 /* The tiled roles: the tensor-core roles (test_gpu_bwd_tc.c) would take bf16/f16 on sm_80+. */
 static void tiled_only(nsa_context *ctx) {
@@ -63,7 +54,7 @@ static void tiled_only(nsa_context *ctx) {
 
 /* f32, GQA 4 / 1 / 16, Dk ≠ Dv, T below l, below lp, ragged; the route is the tiled one. */
 static void fast_f32(void) {
-    nsa_context *ctx = gpu_ctx();
+    nsa_context *ctx = gp_context();
     if (!ctx) return;
     tiled_only(ctx);
     CHECK(routes_tiled(ctx, gb_cfg(8, 2, 32, 24, 8, 4, 16, 4, 24), 2, 203, NSA_DTYPE_F32));
@@ -82,7 +73,7 @@ static void fast_f32(void) {
 /* Paper-like dims (Dk 192, Dv 128, l 32, d 16, lp 64) in bf16 and f16, G = 16 and 4; the
  * issue-8 head dims (64/64, G = 6, w = 512) at T = 700. */
 static void fast_bf16_f16(void) {
-    nsa_context *ctx = gpu_ctx();
+    nsa_context *ctx = gp_context();
     if (!ctx) return;
     tiled_only(ctx);
     CHECK(run_one(ctx, gb_cfg(16, 1, 192, 128, 32, 16, 64, 4, 128), 1, 300, NSA_DTYPE_BF16, 0,
@@ -96,7 +87,7 @@ static void fast_bf16_f16(void) {
 
 /* One K/V for every branch (aliased dK/dV summed); ranges recomputed on the GPU. */
 static void fast_shared_recomputed(void) {
-    nsa_context *ctx = gpu_ctx();
+    nsa_context *ctx = gp_context();
     if (!ctx) return;
     tiled_only(ctx);
     CHECK(run_one(ctx, gb_cfg(8, 2, 32, 32, 8, 4, 16, 4, 24), 2, 150, NSA_DTYPE_F32, 1,
@@ -109,7 +100,7 @@ static void fast_shared_recomputed(void) {
 
 /* Bitwise the same gradients on a second run (bf16, G = 16; f32 shared; f32 with splits). */
 static void fast_deterministic(void) {
-    nsa_context *ctx = gpu_ctx();
+    nsa_context *ctx = gp_context();
     if (!ctx) return;
     tiled_only(ctx);
     CHECK(run_one(ctx, gb_cfg(16, 1, 64, 64, 16, 8, 32, 4, 48), 1, 240, NSA_DTYPE_BF16, 0,
@@ -124,7 +115,7 @@ static void fast_deterministic(void) {
 
 /* NSA_FORCE_BRANCH=win: one-hot gates, dgates still dout·o_b. */
 static void fast_force_branch(void) {
-    nsa_context *ctx = gpu_ctx();
+    nsa_context *ctx = gp_context();
     if (!ctx) return;
     tiled_only(ctx);
     CHECK_OK(ctx, nsa_context_set_flag(ctx, "NSA_FORCE_BRANCH", "win"));
@@ -135,7 +126,7 @@ static void fast_force_branch(void) {
 
 /* Small shape for compute-sanitizer (memcheck / racecheck). */
 static void fast_sanitize_small(void) {
-    nsa_context *ctx = gpu_ctx();
+    nsa_context *ctx = gp_context();
     if (!ctx) return;
     tiled_only(ctx);
     CHECK(run_one(ctx, gb_cfg(8, 2, 16, 24, 8, 4, 16, 3, 12), 1, 45, NSA_DTYPE_BF16, 0,

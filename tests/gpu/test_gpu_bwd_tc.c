@@ -47,21 +47,12 @@ static int run_one(nsa_context *ctx, nsa_config c, int B, int T, nsa_dtype dt, i
     return gb_run_one(ctx, c, B, T, dt, shared, mode, -1.0, "tc ");
 }
 
-static nsa_context *gpu_ctx(void) {
-    if (!gp_have_gpu()) {
-        nsa_test_skip("no CUDA device");
-        return NULL;
-    }
-    nsa_context *ctx = NULL;
-    nsa_context_create(&ctx, NULL, 0);
-    return ctx;
-}
 
 /* The default backward route on this card: FA-2 for cmp/win and the fused selection for bf16
  * and f16 at the paper's head dims and at the training configs' (G = 16 and G = 6); f32 stays
  * on the tiled roles. */
 static void tc_route(void) {
-    nsa_context *ctx = gpu_ctx();
+    nsa_context *ctx = gp_context();
     if (!ctx) return;
     CHECK(routes_tc(ctx, gb_cfg(64, 4, 192, 128, 32, 16, 64, 16, 512), 1, 65536, NSA_DTYPE_BF16, 1));
     CHECK(routes_tc(ctx, gb_cfg(16, 1, 64, 64, 32, 16, 64, 16, 512), 1, 32768, NSA_DTYPE_BF16, 1));
@@ -73,7 +64,7 @@ static void tc_route(void) {
 /* Paper-like dims (Dk 192, Dv 128, l 32, d 16, lp 64) at G = 16 and 4; the training configs'
  * head dims at G = 6 and 16; G = 1 and 64; T below l, below lp, ragged. */
 static void tc_bf16(void) {
-    nsa_context *ctx = gpu_ctx();
+    nsa_context *ctx = gp_context();
     if (!ctx) return;
     CHECK(run_one(ctx, gb_cfg(16, 1, 192, 128, 32, 16, 64, 4, 128), 1, 300, NSA_DTYPE_BF16, 0,
                   RANGES_GIVEN));
@@ -95,7 +86,7 @@ static void tc_bf16(void) {
 }
 
 static void tc_f16(void) {
-    nsa_context *ctx = gpu_ctx();
+    nsa_context *ctx = gp_context();
     if (!ctx) return;
     CHECK(run_one(ctx, gb_cfg(16, 1, 192, 128, 32, 16, 64, 4, 128), 1, 333, NSA_DTYPE_F16, 0,
                   RANGES_GIVEN));
@@ -108,7 +99,7 @@ static void tc_f16(void) {
 
 /* The forward's per-branch outputs and lse kept by the caller: no forward recompute. */
 static void tc_saved_forward(void) {
-    nsa_context *ctx = gpu_ctx();
+    nsa_context *ctx = gp_context();
     if (!ctx) return;
     CHECK(run_one(ctx, gb_cfg(16, 1, 192, 128, 32, 16, 64, 4, 128), 1, 300, NSA_DTYPE_BF16, 0,
                   RANGES_GIVEN | SAVED));
@@ -119,7 +110,7 @@ static void tc_saved_forward(void) {
 
 /* One K/V for every branch (aliased dK/dV summed); ranges recomputed on the GPU. */
 static void tc_shared_recomputed(void) {
-    nsa_context *ctx = gpu_ctx();
+    nsa_context *ctx = gp_context();
     if (!ctx) return;
     CHECK(run_one(ctx, gb_cfg(8, 2, 64, 64, 16, 8, 32, 4, 64), 1, 190, NSA_DTYPE_BF16, 1,
                   RANGES_GIVEN));
@@ -130,7 +121,7 @@ static void tc_shared_recomputed(void) {
 
 /* Bitwise the same gradients on a second run (multi-chunk key tiles and their reduction). */
 static void tc_deterministic(void) {
-    nsa_context *ctx = gpu_ctx();
+    nsa_context *ctx = gp_context();
     if (!ctx) return;
     CHECK(run_one(ctx, gb_cfg(16, 1, 64, 64, 16, 8, 32, 4, 200), 1, 1100, NSA_DTYPE_BF16, 0,
                   RANGES_GIVEN | TWICE));
@@ -141,7 +132,7 @@ static void tc_deterministic(void) {
 
 /* NSA_FORCE_BRANCH=cmp: one-hot gates, dgates still dout·o_b. */
 static void tc_force_branch(void) {
-    nsa_context *ctx = gpu_ctx();
+    nsa_context *ctx = gp_context();
     if (!ctx) return;
     CHECK_OK(ctx, nsa_context_set_flag(ctx, "NSA_FORCE_BRANCH", "cmp"));
     gb_lowp_force = NSA_BRANCH_CMP;
@@ -153,7 +144,7 @@ static void tc_force_branch(void) {
 
 /* Small shapes for compute-sanitizer (memcheck / racecheck). */
 static void tc_sanitize_small(void) {
-    nsa_context *ctx = gpu_ctx();
+    nsa_context *ctx = gp_context();
     if (!ctx) return;
     CHECK(run_one(ctx, gb_cfg(8, 2, 64, 64, 16, 8, 32, 3, 24), 1, 70, NSA_DTYPE_BF16, 0,
                   RANGES_GIVEN));

@@ -236,14 +236,8 @@ static int run_case(nsa_context *ctx, nsa_config c, nsa_dtype dt, int B, int64_t
 }
 
 static nsa_context *gpu_ctx(void) {
-    if (!gp_have_gpu()) {
-        nsa_test_skip("no CUDA device");
-        return NULL;
-    }
-    nsa_context *ctx = NULL;
-    nsa_context_create(&ctx, NULL, 0);
     g_fast = 0;
-    return ctx;
+    return gp_context();
 }
 
 static void decode_f32(void) {

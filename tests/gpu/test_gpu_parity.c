@@ -62,19 +62,10 @@ static int run_one(nsa_context *ctx, nsa_config c, int B, int T, nsa_dtype dt, i
     return pass;
 }
 
-static nsa_context *gpu_ctx(void) {
-    if (!gp_have_gpu()) {
-        nsa_test_skip("no CUDA device");
-        return NULL;
-    }
-    nsa_context *ctx = NULL;
-    nsa_context_create(&ctx, NULL, 0);
-    return ctx;
-}
 
 /* Reference role, f32: GQA 4, small dims, T below l, below lp, and ragged. */
 static void ref_f32(void) {
-    nsa_context *ctx = gpu_ctx();
+    nsa_context *ctx = gp_context();
     if (!ctx) return;
     nsa_config c = cfg(8, 2, 32, 24, 8, 4, 16, 4, 24);
     const int Ts[] = {5, 13, 203};
@@ -84,7 +75,7 @@ static void ref_f32(void) {
 
 /* Reference role, bf16 and f16: paper dims and defaults (G 16), and GQA 1 with shared K/V. */
 static void ref_bf16_f16(void) {
-    nsa_context *ctx = gpu_ctx();
+    nsa_context *ctx = gp_context();
     if (!ctx) return;
     nsa_config paper = nsa_config_default(16, 1, 192, 128);
     CHECK(run_one(ctx, paper, 1, 700, NSA_DTYPE_BF16, 0, R_REF, 0.001));
@@ -95,7 +86,7 @@ static void ref_bf16_f16(void) {
 
 /* FA-2 cmp and win: GQA 1/4/16 × the three head-dim pairs × short and ragged T. */
 static void fa2_cmp_win(void) {
-    nsa_context *ctx = gpu_ctx();
+    nsa_context *ctx = gp_context();
     if (!ctx) return;
     const int dims[3][2] = {{64, 64}, {128, 128}, {192, 128}};
     const int gs[3][2] = {{2, 2}, {8, 2}, {16, 1}};
@@ -114,7 +105,7 @@ static void fa2_cmp_win(void) {
 
 /* Fused group-centric selection: GQA 1/4/16, lp below and at the tile size, bf16 and f16. */
 static void fused_sel(void) {
-    nsa_context *ctx = gpu_ctx();
+    nsa_context *ctx = gp_context();
     if (!ctx) return;
     CHECK(run_one(ctx, nsa_config_default(16, 1, 192, 128), 1, 1000, NSA_DTYPE_BF16, 0, R_FUSED, 0.001));
     CHECK(run_one(ctx, cfg(8, 2, 128, 128, 16, 8, 32, 6, 100), 1, 777, NSA_DTYPE_F16, 1, R_FUSED, 0.001));
@@ -130,7 +121,7 @@ static void fused_sel(void) {
  * of the (row, group) pairs here and below: one tie within rounding at T = 300, Hkv = 1
  * (0.3%) was measured on the H100 (2026-11-26). */
 static void fast_any_g(void) {
-    nsa_context *ctx = gpu_ctx();
+    nsa_context *ctx = gp_context();
     if (!ctx) return;
     const nsa_config shortc = nsa_config_default(12, 2, 64, 64);
     CHECK(run_one(ctx, shortc, 2, 777, NSA_DTYPE_BF16, 0, R_FAST, 0.01));
@@ -148,7 +139,7 @@ static void fast_any_g(void) {
  * CTA holds 2 and 1 queries); the split-key kernel forced (sel_union = 2) at G = 6, 3, 12
  * (2, 5, 1 queries of its 16 rows); the union walk forced (sel_union = 1) at G = 16. */
 static void fast_sel_pad(void) {
-    nsa_context *ctx = gpu_ctx();
+    nsa_context *ctx = gp_context();
     if (!ctx) return;
     CHECK(run_one(ctx, cfg(24, 1, 64, 64, 16, 8, 32, 6, 100), 1, 300, NSA_DTYPE_BF16, 0, R_FAST, 0.01));
     CHECK(run_one(ctx, cfg(40, 1, 128, 128, 16, 8, 32, 4, 64), 1, 150, NSA_DTYPE_F16, 1, R_FAST, 0.01));
@@ -190,7 +181,7 @@ static void route_any_g(void) {
 /* A small G = 6 problem for compute-sanitizer: FA-2 and the union-walk selection with padding
  * rows, then the split-key selection with padding rows (sel_union = 2). */
 static void sanitize_g6(void) {
-    nsa_context *ctx = gpu_ctx();
+    nsa_context *ctx = gp_context();
     if (!ctx) return;
     nsa_config c = cfg(12, 2, 64, 64, 16, 8, 32, 4, 48);
     CHECK(run_one(ctx, c, 2, 97, NSA_DTYPE_BF16, 0, R_FAST, 0.01));
@@ -203,7 +194,7 @@ static void sanitize_g6(void) {
 /* Masked (cmp, win) and packed (sel) roles: f32/bf16/f16, GQA 1/4/16 and 32 (head chunks),
  * head dims the tensor cores do not take, T below l and ragged. */
 static void tiled_roles(void) {
-    nsa_context *ctx = gpu_ctx();
+    nsa_context *ctx = gp_context();
     if (!ctx) return;
     CHECK(run_one(ctx, cfg(8, 2, 32, 24, 8, 4, 16, 4, 24), 2, 203, NSA_DTYPE_F32, 0, R_TILED, 0.001));
     CHECK(run_one(ctx, cfg(8, 2, 32, 24, 8, 4, 16, 4, 24), 1, 6, NSA_DTYPE_F32, 0, R_TILED, 0.0));
@@ -215,7 +206,7 @@ static void tiled_roles(void) {
 
 /* Every fast role together at the paper config, GQA 16, T = 2048 (shape A's heads, halved). */
 static void all_fast_paper(void) {
-    nsa_context *ctx = gpu_ctx();
+    nsa_context *ctx = gp_context();
     if (!ctx) return;
     CHECK(run_one(ctx, nsa_config_default(32, 2, 192, 128), 1, 2048, NSA_DTYPE_BF16, 0, R_FAST, 0.01));
     CHECK(run_one(ctx, nsa_config_default(16, 4, 128, 128), 1, 1500, NSA_DTYPE_F16, 1, R_FAST, 0.01));
@@ -226,7 +217,7 @@ static void all_fast_paper(void) {
  * tie rule alone decides; the GPU must pick exactly the reference's blocks (no near-tie
  * allowance), on the reference and the fast roles. */
 static void ties_exact(void) {
-    nsa_context *ctx = gpu_ctx();
+    nsa_context *ctx = gp_context();
     if (!ctx) return;
     const nsa_role *sets[2] = {R_REF, R_FAST};
     for (int k = 0; k < 2; k++) {
@@ -258,7 +249,7 @@ static void ties_exact(void) {
 /* Long T (NSA_GPU_LONG_T, default 8192; shape A heads): the fast roles against the on-device
  * reference (nsa_cuda_forward_rows) on 48 sampled rows. */
 static void long_sampled(void) {
-    nsa_context *ctx = gpu_ctx();
+    nsa_context *ctx = gp_context();
     if (!ctx) return;
     const char *e = getenv("NSA_GPU_LONG_T");
     int T = e ? atoi(e) : 8192;
@@ -331,7 +322,7 @@ static void long_sampled(void) {
 
 /* Small shapes for compute-sanitizer (memcheck, racecheck): every role, every branch. */
 static void sanitize_small(void) {
-    nsa_context *ctx = gpu_ctx();
+    nsa_context *ctx = gp_context();
     if (!ctx) return;
     nsa_config c = cfg(8, 2, 64, 64, 16, 8, 32, 4, 48);
     CHECK(run_one(ctx, c, 1, 150, NSA_DTYPE_BF16, 0, R_FAST, 0.01));
@@ -343,7 +334,7 @@ static void sanitize_small(void) {
 /* The public entry: nsa_forward on CUDA tensors through the router, fast roles forced on by
  * flags, equals the reference; and with NSA_FORCE_PARITY=1 too. */
 static void public_forward(void) {
-    nsa_context *ctx = gpu_ctx();
+    nsa_context *ctx = gp_context();
     if (!ctx) return;
     for (int parity = 0; parity < 2; parity++) {
         nsa_context *c2 = NULL;
