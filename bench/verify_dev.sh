@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# verify_dev.sh — one device call that verifies a tree on the GPU machine and measures what the
+# issues ask: builds (Release, sm_90a), every GPU test but the slow ones (ctest -L gpu -LE slow),
+# compute-sanitizer memcheck/racecheck on the small cases of the tensor-core backward, the
+# decode and the forward, shape A and B forward+backward against torch SDPA cuDNN in the same
+# call, and a short `nsa train --device cuda` run with a sample (heartbeat kept for the plot).
+# usage (device): OUT=$OUT bash bench/verify_dev.sh [SRC]   SRC: the tree (default: the repo)
+# Logs and CSVs go to $OUT; nothing here asserts a time.
+set -u
+SRC=${1:-$(cd "$(dirname "$0")/.." && pwd)}
+OUT=${OUT:-/tmp/verify_out}
+mkdir -p "$OUT"
+B=$SRC/build-verify
+log() { echo "[$(date -u +%H:%M:%S)] $*" | tee -a "$OUT/summary.txt"; }
+log "$(nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv,noheader)"
+log "commit $(cd "$SRC" && git rev-parse --short HEAD 2>/dev/null || cat "$SRC/COMMIT" 2>/dev/null)"
+cmake -S "$SRC" -B "$B" -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90a-real \
+  >"$OUT/build.log" 2>&1 && cmake --build "$B" -j16 >>"$OUT/build.log" 2>&1
+log "build rc=$?"
+(cd "$B" && timeout 420 ctest -L gpu -LE slow -j2 --output-on-failure >"$OUT/ctest_gpu.log" 2>&1)
+log "ctest gpu rc=$?"; grep -E "tests passed|tests failed|\(Failed\)|Not Run" "$OUT/ctest_gpu.log" | tee -a "$OUT/summary.txt"
+for c in "test_gpu_bwd_tc tc_sanitize_small" "test_gpu_decode decode_fast" "test_gpu_parity sanitize_small"; do
+  for tool in memcheck racecheck; do
+    timeout 150 compute-sanitizer --tool $tool $B/tests/$c >/tmp/san.log 2>&1
+    log "$tool $c: $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' /tmp/san.log | head -1)"
+  done
+done
+timeout 120 $B/bench/bench_bwd --shape A --S ${A_S:-65536} --reps 3 2>/dev/null | tee "$OUT/fwdbwd_A.csv"
+timeout 150 $B/bench/bench_bwd --shape B --S ${B_S:-8192,16384,32768,65536} --reps 3 2>/dev/null | tee "$OUT/fwdbwd_B.csv"
+timeout 150 python3 "$SRC/bench/sdpa_bwd.py" --shape B --S ${B_S:-8192,16384,32768,65536} --reps 3 2>&1 | tee "$OUT/sdpa_B.csv"
+if [ "${TRAIN_S:-0}" -gt 0 ]; then
+  timeout --foreground -s INT "$TRAIN_S" "$B/nsa" train --device cuda --out /tmp/vt_run \
+    --data "$B/data/kjv.txt" ${TRAIN_ARGS:-} --quiet 2>"$OUT/train.err"
+  log "train rc=$? (SIGINT after ${TRAIN_S} s saves a checkpoint)"
+  tail -2 /tmp/vt_run/heartbeat.jsonl | cut -c1-400 | tee -a "$OUT/summary.txt"
+  cp /tmp/vt_run/heartbeat.jsonl "$OUT/heartbeat.jsonl"
+  timeout 60 "$B/nsa" sample --device cuda --out /tmp/vt_run --tokens 300 --seed 1 \
+    --prompt "Ge1:1 In the beginning" >"$OUT/sample.txt" 2>>"$OUT/train.err"
+  log "sample rc=$?"; cat "$OUT/sample.txt"
+fi
+log "done"
