@@ -158,6 +158,14 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--reps")) reps = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--keep")) keep = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--shape")) shape = argv[i + 1][0] == 'B' ? 'B' : 'A';
+        else if (!strcmp(argv[i], "--tune")) { /* key=value, a tile choice (nsa_cuda_tune) */
+            char key[64];
+            int val;
+            if (sscanf(argv[i + 1], "%63[^=]=%d", key, &val) != 2 || nsa_cuda_tune(key, val) != NSA_OK) {
+                fprintf(stderr, "bench_bwd: bad --tune %s\n", argv[i + 1]);
+                return 2;
+            }
+        }
     }
     void *flush;
     CK(cudaMalloc(&flush, 256u << 20));

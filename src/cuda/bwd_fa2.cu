@@ -111,8 +111,10 @@ template <int DK, int DV> struct fb_smem {
     /* dkdv: K, V, 2 stages of (Q, dO, row stats), Pᵀ and dSᵀ */
     static constexpr int stat_bytes = FB_N * 16;
     static constexpr int dkdv = k_bytes + v_bytes + 2 * (k_bytes + v_bytes + stat_bytes) + 2 * p_bytes;
-    /* dq: Q, dO, row stats, 2 stages of (K, V), dS */
-    static constexpr int dq = k_bytes + v_bytes + stat_bytes + 2 * (k_bytes + v_bytes) + p_bytes;
+    /* dq: Q, dO, row stats, st stages of (K, V), dS */
+    static constexpr int dq(int st) {
+        return k_bytes + v_bytes + stat_bytes + st * (k_bytes + v_bytes) + p_bytes;
+    }
 };
 
 /* Row stats of a 64-row query tile in shared memory: lse·log2(e), delta, gate, t (-1: none). */
@@ -329,8 +331,9 @@ __global__ void fb_reduce_kernel(fb_args A, const int *mtile, int nmt, int DK, i
 
 /* Grid: x = query tile (heaviest first for cmp), y = Hkv, z = B. Block: 256 threads. Warp w:
  * S/dP of rows 16(w%4).. × keys 32(w/4)..; then dq of rows 16(w%4).. × column half w/4.
- * Shared memory: fb_smem<DK, DV>::dq (192/128: 138 KB). */
-template <typename T, int DK, int DV, int BR>
+ * Shared memory: fb_smem<DK, DV>::dq(ST) (192/128: 138 KB with ST = 2 K/V stages, the next
+ * tile loading during this one; 96 KB with ST = 1, two CTAs per SM). */
+template <typename T, int DK, int DV, int BR, int ST>
 __global__ void __launch_bounds__(FB_THREADS) fb_dq_kernel(fb_args A) {
     typedef fb_smem<DK, DV> SM;
     extern __shared__ __align__(16) unsigned char smraw[];
@@ -338,7 +341,7 @@ __global__ void __launch_bounds__(FB_THREADS) fb_dq_kernel(fb_args A) {
     T *Qs = (T *)smraw, *Ys = (T *)(smraw + SM::k_bytes);
     fb_rows *rs = (fb_rows *)(smraw + SM::k_bytes + SM::v_bytes);
     unsigned char *kv0 = smraw + SM::k_bytes + SM::v_bytes + SM::stat_bytes;
-    T *Ss = (T *)(kv0 + 2 * (SM::k_bytes + SM::v_bytes));
+    T *Ss = (T *)(kv0 + ST * (SM::k_bytes + SM::v_bytes));
     const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
     const int g = blockIdx.y, b = blockIdx.z, QPB = FB_N / P.G;
     const int t0 = (gridDim.x - 1 - blockIdx.x) * QPB, tlast = min(t0 + QPB, P.T) - 1;
@@ -364,8 +367,12 @@ __global__ void __launch_bounds__(FB_THREADS) fb_dq_kernel(fb_args A) {
     for (int i = 0; i < DK / 16; i++) dq[i][0] = dq[i][1] = dq[i][2] = dq[i][3] = 0.f;
 
     for (int it = 0; it < ntiles; it++) {
-        const int s = it & 1, base = kb0 + it * FB_N;
-        if (it + 1 < ntiles) {
+        const int s = ST == 2 ? it & 1 : 0, base = kb0 + it * FB_N;
+        if (ST == 1 && it > 0) { /* the previous tile's readers passed the loop's last barrier */
+            fb_load_keys<T, DK, DV>(A, b, g, base, min(base + FB_N, kend), Kst(0), Vst(0));
+            cp_commit();
+        }
+        if (ST == 2 && it + 1 < ntiles) {
             fb_load_keys<T, DK, DV>(A, b, g, base + FB_N, min(base + 2 * FB_N, kend), Kst(s ^ 1),
                                     Vst(s ^ 1));
             cp_commit();
@@ -480,9 +487,14 @@ static nsa_status fb_launch(nsa_context *ctx, nsa_cu_stream st, const nsa_cu_bwd
     A.X = BR == NSA_BRANCH_CMP ? P.Tc : P.T;
     const int QPB = FB_N / P.G;
     if (A.dq) {
-        NSA_TRY(fb_attr(ctx, fb_dq_kernel<T, DK, DV, BR>, SM::dq));
         dim3 grid((unsigned)((P.T + QPB - 1) / QPB), (unsigned)P.Hkv, (unsigned)P.B);
-        fb_dq_kernel<T, DK, DV, BR><<<grid, FB_THREADS, SM::dq, st>>>(A);
+        if (nsa_cu_tuning.bwd_dq_stages == 1) {
+            NSA_TRY(fb_attr(ctx, fb_dq_kernel<T, DK, DV, BR, 1>, SM::dq(1)));
+            fb_dq_kernel<T, DK, DV, BR, 1><<<grid, FB_THREADS, SM::dq(1), st>>>(A);
+        } else {
+            NSA_TRY(fb_attr(ctx, fb_dq_kernel<T, DK, DV, BR, 2>, SM::dq(2)));
+            fb_dq_kernel<T, DK, DV, BR, 2><<<grid, FB_THREADS, SM::dq(2), st>>>(A);
+        }
         NSA_CU_LAUNCHED(ctx, "fa2 backward dq");
     }
     if ((!A.dk && !A.dv) || A.X == 0) return NSA_OK;

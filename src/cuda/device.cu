@@ -91,6 +91,8 @@ extern "C" nsa_status nsa_cuda_tune(const char *key, int value) {
     if (!key) return NSA_ERR_INVALID_ARG;
     if (!strcmp(key, "sel_stages") && value >= 0 && value <= 2) nsa_cu_tuning.sel_stages = value;
     else if (!strcmp(key, "sel_union") && value >= 0 && value <= 2) nsa_cu_tuning.sel_union = value;
+    else if (!strcmp(key, "bwd_dq_stages") && value >= 0 && value <= 2)
+        nsa_cu_tuning.bwd_dq_stages = value;
     else return NSA_ERR_INVALID_ARG;
     return NSA_OK;
 }

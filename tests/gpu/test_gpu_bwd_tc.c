@@ -108,6 +108,20 @@ static void tc_saved_forward(void) {
     nsa_context_destroy(ctx);
 }
 
+/* The FA-2 dq kernel with one K/V stage (nsa_cuda_tune "bwd_dq_stages"; the default is two). */
+static void tc_dq_one_stage(void) {
+    nsa_context *ctx = gp_context();
+    if (!ctx) return;
+    CHECK_OK(ctx, nsa_cuda_tune("bwd_dq_stages", 1));
+    const int ok = run_one(ctx, gb_cfg(16, 1, 192, 128, 32, 16, 64, 4, 128), 1, 300, NSA_DTYPE_BF16,
+                           0, RANGES_GIVEN) &&
+                   run_one(ctx, gb_cfg(12, 2, 64, 64, 32, 16, 64, 8, 256), 2, 400, NSA_DTYPE_F16,
+                           1, RANGES_GIVEN);
+    CHECK_OK(ctx, nsa_cuda_tune("bwd_dq_stages", 0));
+    CHECK(ok);
+    nsa_context_destroy(ctx);
+}
+
 /* One K/V for every branch (aliased dK/dV summed); ranges recomputed on the GPU. */
 static void tc_shared_recomputed(void) {
     nsa_context *ctx = gp_context();
@@ -158,6 +172,7 @@ int main(int argc, char **argv) {
         {"tc_bf16", tc_bf16},
         {"tc_f16", tc_f16},
         {"tc_saved_forward", tc_saved_forward},
+        {"tc_dq_one_stage", tc_dq_one_stage},
         {"tc_shared_recomputed", tc_shared_recomputed},
         {"tc_deterministic", tc_deterministic},
         {"tc_force_branch", tc_force_branch},
