@@ -4,7 +4,10 @@
 # compute-sanitizer memcheck/racecheck on the small cases of the tensor-core backward, the
 # decode and the forward, shape A and B forward+backward against torch SDPA cuDNN in the same
 # call, and a short `nsa train --device cuda` run with a sample (heartbeat kept for the plot).
-# usage (device): OUT=$OUT bash bench/verify_dev.sh [SRC]   SRC: the tree (default: the repo)
+# usage (device): OUT=$OUT [PHASES="test bench train"] bash bench/verify_dev.sh [SRC]
+#   SRC: the tree (default: the repo); the build directory build-verify is reused by later calls.
+#   bench: A_S, B_S (lengths), A_TUNES (nsa_cuda_tune settings measured in turn at shape A);
+#   train: TRAIN_S seconds of `nsa train --device cuda` with TRAIN_ARGS, then a sample.
 # Logs and CSVs go to $OUT; nothing here asserts a time.
 set -u
 SRC=${1:-$(cd "$(dirname "$0")/.." && pwd)}
@@ -14,21 +17,32 @@ B=$SRC/build-verify
 log() { echo "[$(date -u +%H:%M:%S)] $*" | tee -a "$OUT/summary.txt"; }
 log "$(nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv,noheader)"
 log "commit $(cd "$SRC" && git rev-parse --short HEAD 2>/dev/null || cat "$SRC/COMMIT" 2>/dev/null)"
+has() { case " ${PHASES:-test bench train} " in *" $1 "*) return 0;; esac; return 1; }
 cmake -S "$SRC" -B "$B" -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90a-real \
   >"$OUT/build.log" 2>&1 && cmake --build "$B" -j16 >>"$OUT/build.log" 2>&1
 log "build rc=$?"
-(cd "$B" && timeout 420 ctest -L gpu -LE slow -j2 --output-on-failure >"$OUT/ctest_gpu.log" 2>&1)
-log "ctest gpu rc=$?"; grep -E "tests passed|tests failed|\(Failed\)|Not Run" "$OUT/ctest_gpu.log" | tee -a "$OUT/summary.txt"
-for c in "test_gpu_bwd_tc tc_sanitize_small" "test_gpu_decode decode_fast" "test_gpu_parity sanitize_small"; do
-  for tool in memcheck racecheck; do
-    timeout 150 compute-sanitizer --tool $tool $B/tests/$c >/tmp/san.log 2>&1
-    log "$tool $c: $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' /tmp/san.log | head -1)"
+if has test; then
+  (cd "$B" && timeout 420 ctest -L gpu -LE slow -j2 --output-on-failure >"$OUT/ctest_gpu.log" 2>&1)
+  log "ctest gpu rc=$?"
+  grep -E "tests passed|tests failed|\(Failed\)|Not Run" "$OUT/ctest_gpu.log" | tee -a "$OUT/summary.txt"
+  for c in "test_gpu_bwd_tc tc_sanitize_small" "test_gpu_decode decode_fast"; do
+    for tool in memcheck racecheck; do
+      timeout 150 compute-sanitizer --tool $tool $B/tests/$c >/tmp/san.log 2>&1
+      log "$tool $c: $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' /tmp/san.log | head -1)"
+    done
   done
-done
-timeout 120 $B/bench/bench_bwd --shape A --S ${A_S:-65536} --reps 3 2>/dev/null | tee "$OUT/fwdbwd_A.csv"
-timeout 150 $B/bench/bench_bwd --shape B --S ${B_S:-8192,16384,32768,65536} --reps 3 2>/dev/null | tee "$OUT/fwdbwd_B.csv"
-timeout 150 python3 "$SRC/bench/sdpa_bwd.py" --shape B --S ${B_S:-8192,16384,32768,65536} --reps 3 2>&1 | tee "$OUT/sdpa_B.csv"
-if [ "${TRAIN_S:-0}" -gt 0 ]; then
+fi
+if has bench; then
+  for tune in ${A_TUNES:-bwd_dq_stages=0}; do
+    timeout 120 $B/bench/bench_bwd --shape A --S ${A_S:-65536} --reps 3 --tune $tune 2>/dev/null |
+      sed "s/^/$tune,/" | tee -a "$OUT/fwdbwd_A.csv"
+  done
+  timeout 150 $B/bench/bench_bwd --shape B --S ${B_S:-8192,16384,32768,65536} --reps 3 2>/dev/null |
+    tee "$OUT/fwdbwd_B.csv"
+  timeout 150 python3 "$SRC/bench/sdpa_bwd.py" --shape B --S ${B_S:-8192,16384,32768,65536} \
+    --reps 3 2>&1 | tee "$OUT/sdpa_B.csv"
+fi
+if has train && [ "${TRAIN_S:-0}" -gt 0 ]; then
   timeout --foreground -s INT "$TRAIN_S" "$B/nsa" train --device cuda --out /tmp/vt_run \
     --data "$B/data/kjv.txt" ${TRAIN_ARGS:-} --quiet 2>"$OUT/train.err"
   log "train rc=$? (SIGINT after ${TRAIN_S} s saves a checkpoint)"
