@@ -16,7 +16,6 @@ mkdir -p "$OUT"
 B=$SRC/build-verify
 log() { echo "[$(date -u +%H:%M:%S)] $*" | tee -a "$OUT/summary.txt"; }
 log "$(nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv,noheader)"
-log "commit $(cd "$SRC" && git rev-parse --short HEAD 2>/dev/null || cat "$SRC/COMMIT" 2>/dev/null)"
 has() { case " ${PHASES:-test bench train} " in *" $1 "*) return 0;; esac; return 1; }
 cmake -S "$SRC" -B "$B" -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90a-real \
   >"$OUT/build.log" 2>&1 && cmake --build "$B" -j16 >>"$OUT/build.log" 2>&1

@@ -331,8 +331,8 @@ __global__ void fb_reduce_kernel(fb_args A, const int *mtile, int nmt, int DK, i
 
 /* Grid: x = query tile (heaviest first for cmp), y = Hkv, z = B. Block: 256 threads. Warp w:
  * S/dP of rows 16(w%4).. × keys 32(w/4)..; then dq of rows 16(w%4).. × column half w/4.
- * Shared memory: fb_smem<DK, DV>::dq(ST) (192/128: 138 KB with ST = 2 K/V stages, the next
- * tile loading during this one; 96 KB with ST = 1, two CTAs per SM). */
+ * Shared memory: fb_smem<DK, DV>::dq(ST) (192/128: 96 KB with ST = 1, two CTAs per SM, the
+ * default; 138 KB with ST = 2 K/V stages, the next tile loading during this one). */
 template <typename T, int DK, int DV, int BR, int ST>
 __global__ void __launch_bounds__(FB_THREADS) fb_dq_kernel(fb_args A) {
     typedef fb_smem<DK, DV> SM;
@@ -488,12 +488,14 @@ static nsa_status fb_launch(nsa_context *ctx, nsa_cu_stream st, const nsa_cu_bwd
     const int QPB = FB_N / P.G;
     if (A.dq) {
         dim3 grid((unsigned)((P.T + QPB - 1) / QPB), (unsigned)P.Hkv, (unsigned)P.B);
-        if (nsa_cu_tuning.bwd_dq_stages == 1) {
-            NSA_TRY(fb_attr(ctx, fb_dq_kernel<T, DK, DV, BR, 1>, SM::dq(1)));
-            fb_dq_kernel<T, DK, DV, BR, 1><<<grid, FB_THREADS, SM::dq(1), st>>>(A);
-        } else {
+        /* one stage by default: two CTAs per SM beat the prefetch (shape A 64k, H100:
+         * cmp 122.2 vs 135.2 ms, win 36.8 vs 41.7 ms; bench/RESULTS.md) */
+        if (nsa_cu_tuning.bwd_dq_stages == 2) {
             NSA_TRY(fb_attr(ctx, fb_dq_kernel<T, DK, DV, BR, 2>, SM::dq(2)));
             fb_dq_kernel<T, DK, DV, BR, 2><<<grid, FB_THREADS, SM::dq(2), st>>>(A);
+        } else {
+            NSA_TRY(fb_attr(ctx, fb_dq_kernel<T, DK, DV, BR, 1>, SM::dq(1)));
+            fb_dq_kernel<T, DK, DV, BR, 1><<<grid, FB_THREADS, SM::dq(1), st>>>(A);
         }
         NSA_CU_LAUNCHED(ctx, "fa2 backward dq");
     }

@@ -118,7 +118,7 @@ typedef struct {
     int sel_union;            /* fused selection: 0 = by G (split-key kernel of sel_fused.cu
                                  for G | 16, fa2.cu's union walk otherwise), 1 = union walk,
                                  2 = split-key kernel for every G <= 16                  */
-    int bwd_dq_stages;        /* FA-2 backward dq kernel K/V stages: 1, 2; 0 = default (2) */
+    int bwd_dq_stages;        /* FA-2 backward dq kernel K/V stages: 1, 2; 0 = default (1) */
 } nsa_cu_tuning_t;
 extern nsa_cu_tuning_t nsa_cu_tuning;
 

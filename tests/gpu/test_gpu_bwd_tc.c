@@ -108,11 +108,11 @@ static void tc_saved_forward(void) {
     nsa_context_destroy(ctx);
 }
 
-/* The FA-2 dq kernel with one K/V stage (nsa_cuda_tune "bwd_dq_stages"; the default is two). */
-static void tc_dq_one_stage(void) {
+/* The FA-2 dq kernel with two K/V stages (nsa_cuda_tune "bwd_dq_stages"; the default is one). */
+static void tc_dq_two_stages(void) {
     nsa_context *ctx = gp_context();
     if (!ctx) return;
-    CHECK_OK(ctx, nsa_cuda_tune("bwd_dq_stages", 1));
+    CHECK_OK(ctx, nsa_cuda_tune("bwd_dq_stages", 2));
     const int ok = run_one(ctx, gb_cfg(16, 1, 192, 128, 32, 16, 64, 4, 128), 1, 300, NSA_DTYPE_BF16,
                            0, RANGES_GIVEN) &&
                    run_one(ctx, gb_cfg(12, 2, 64, 64, 32, 16, 64, 8, 256), 2, 400, NSA_DTYPE_F16,
@@ -172,7 +172,7 @@ int main(int argc, char **argv) {
         {"tc_bf16", tc_bf16},
         {"tc_f16", tc_f16},
         {"tc_saved_forward", tc_saved_forward},
-        {"tc_dq_one_stage", tc_dq_one_stage},
+        {"tc_dq_two_stages", tc_dq_two_stages},
         {"tc_shared_recomputed", tc_shared_recomputed},
         {"tc_deterministic", tc_deterministic},
         {"tc_force_branch", tc_force_branch},
