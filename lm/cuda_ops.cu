@@ -217,16 +217,23 @@ __device__ __forceinline__ int seg_of(int j, int pq, int pk, int *jj) {
     return 1 + (j - pq) / pk;
 }
 
+/* Pair idx of the (N rows) × (pq + 6·pk pairs) split: its row, segment s and pair jj (seg_of),
+ * and the column of its first element in a projection row. */
+__device__ __forceinline__ int64_t qkv_pair(int64_t idx, int pq, int pk, int *s, int *jj,
+                                            int *off) {
+    const int per = pq + 6 * pk;
+    *s = seg_of((int)(idx % per), pq, pk, jj);
+    *off = *s == 0 ? 2 * *jj : 2 * pq + 2 * pk * (*s - 1) + 2 * *jj;
+    return idx / per;
+}
+
 template <typename Q>
 __global__ void k_qkv_split(qkv_ptrs<Q> o, const float *y, const float *cs, const float *sn,
                             int T, int P, int pq, int pk, int half, int64_t pos0, int64_t n) {
     const int64_t idx = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
     if (idx >= n) return;
-    const int per = pq + 6 * pk;
-    const int64_t row = idx / per;
-    int jj;
-    const int s = seg_of((int)(idx % per), pq, pk, &jj);
-    const int off = s == 0 ? 2 * jj : 2 * pq + 2 * pk * (s - 1) + 2 * jj;
+    int s, jj, off;
+    const int64_t row = qkv_pair(idx, pq, pk, &s, &jj, &off);
     const float x0 = y[row * P + off], x1 = y[row * P + off + 1];
     Q *d = o.p[s] + row * 2 * (s == 0 ? pq : pk) + 2 * jj;
     if (s % 2 == 0 && s > 0) { /* v: as is */
@@ -274,11 +281,8 @@ __global__ void k_qkv_gather(Q *dy, int ldy, qkv_cptrs<Q> g, const float *cs, co
                              int T, int pq, int pk, int half, int64_t n) {
     const int64_t idx = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
     if (idx >= n) return;
-    const int per = pq + 6 * pk;
-    const int64_t row = idx / per;
-    int jj;
-    const int s = seg_of((int)(idx % per), pq, pk, &jj);
-    const int off = s == 0 ? 2 * jj : 2 * pq + 2 * pk * (s - 1) + 2 * jj;
+    int s, jj, off;
+    const int64_t row = qkv_pair(idx, pq, pk, &s, &jj, &off);
     Q *d = dy + row * ldy + off;
     const Q *src = g.p[s];
     if (!src) {

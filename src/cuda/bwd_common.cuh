@@ -32,6 +32,23 @@ typedef struct {
                              NULL, then holds only the first n)                             */
 } nsa_cu_bwd;
 
+/* One block of 1024 threads, part[t] holding thread t's count: part[0..1023] become their
+ * exclusive prefix and part[1024] the total (a serial pass by thread 0: a fixed order). Has a
+ * barrier before and after. */
+__device__ __forceinline__ void nsa_cu_scan1024(int *part) {
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        int run = 0;
+        for (int k = 0; k < 1024; k++) {
+            const int v = part[k];
+            part[k] = run;
+            run += v;
+        }
+        part[1024] = run;
+    }
+    __syncthreads();
+}
+
 /* bwd_ref.cu: the reference role's steps (each enqueued on st). */
 /* Copies the caller's sel_ranges (strided, B·T·Hkv·n·2) into W->F.ranges (packed) and clears
  * W->flag[0] when a slot is not an ascending range within [0, t+1); with W->F.blocks, also the

@@ -33,9 +33,11 @@ typedef struct {
     int ntk, nchunk, nslot, cht, X;
 } fb_args;
 
-/* c[NT][4] += A · Bᵀ: A 16 × KD row-major at a (stride lda), B NT·8 rows × KD at b (ldb). */
-template <typename T, int KD, int NT>
-__device__ __forceinline__ void mm_abt(float c[NT][4], const T *a, int lda, const T *b, int ldb) {
+/* c[NT][4] += A · op(B), A 16 × KD row-major at a (stride lda). BT: op(B) = Bᵀ with B NT·8 rows
+ * × KD at b (ldb: K and Q tiles as the right operand of a score); else op(B) = B, KD × NT·8
+ * row-major at b (ldb: the right operand of P·dO, dS·Q, dS·K). */
+template <typename T, int KD, int NT, bool BT>
+__device__ __forceinline__ void fb_mm(float c[NT][4], const T *a, int lda, const T *b, int ldb) {
     const int lane = threadIdx.x % 32, mi = lane / 8;
 #pragma unroll
     for (int kk = 0; kk < KD / 16; kk++) {
@@ -44,25 +46,8 @@ __device__ __forceinline__ void mm_abt(float c[NT][4], const T *a, int lda, cons
 #pragma unroll
         for (int np = 0; np < NT / 2; np++) {
             uint32_t r[4];
-            ldsm_x4(r, b + (np * 16 + (mi / 2) * 8 + lane % 8) * ldb + kk * 16 + (mi % 2) * 8);
-            mma16816<T>(c[2 * np], af, r[0], r[1]);
-            mma16816<T>(c[2 * np + 1], af, r[2], r[3]);
-        }
-    }
-}
-
-/* c[NT][4] += A · B: A 16 × KD row-major at a (lda), B KD × NT·8 row-major at b (ldb). */
-template <typename T, int KD, int NT>
-__device__ __forceinline__ void mm_ab(float c[NT][4], const T *a, int lda, const T *b, int ldb) {
-    const int lane = threadIdx.x % 32, mi = lane / 8;
-#pragma unroll
-    for (int kk = 0; kk < KD / 16; kk++) {
-        uint32_t af[4];
-        ldsm_x4(af, a + ((mi % 2) * 8 + lane % 8) * lda + kk * 16 + (mi / 2) * 8);
-#pragma unroll
-        for (int np = 0; np < NT / 2; np++) {
-            uint32_t r[4];
-            ldsm_x4_t(r, b + (kk * 16 + (mi % 2) * 8 + lane % 8) * ldb + np * 16 + (mi / 2) * 8);
+            if (BT) ldsm_x4(r, b + (np * 16 + (mi / 2) * 8 + lane % 8) * ldb + kk * 16 + (mi % 2) * 8);
+            else ldsm_x4_t(r, b + (kk * 16 + (mi % 2) * 8 + lane % 8) * ldb + np * 16 + (mi / 2) * 8);
             mma16816<T>(c[2 * np], af, r[0], r[1]);
             mma16816<T>(c[2 * np + 1], af, r[2], r[3]);
         }
@@ -78,8 +63,8 @@ __device__ __forceinline__ void fb_sdp(float sc[4][4], float dp[4][4], const T *
     for (int i = 0; i < 4; i++)
 #pragma unroll
         for (int e = 0; e < 4; e++) sc[i][e] = dp[i][e] = 0.f;
-    mm_abt<T, DK, 4>(sc, xk, DK + 8, yk, DK + 8);
-    mm_abt<T, DV, 4>(dp, xv, DV + 8, yv, DV + 8);
+    fb_mm<T, DK, 4, true>(sc, xk, DK + 8, yk, DK + 8);
+    fb_mm<T, DV, 4, true>(dp, xv, DV + 8, yv, DV + 8);
 }
 
 /* Whether query t sees key j of branch BR. */
@@ -262,8 +247,8 @@ __global__ void __launch_bounds__(FB_THREADS) fb_dkdv_kernel(fb_args A) {
                 }
         }
         __syncthreads();
-        mm_ab<T, FB_N, DV / 16>(dv, Ps + kr0 * SM::PS, SM::PS, Ys + half * (DV / 2), SM::VS);
-        mm_ab<T, FB_N, DK / 16>(dk, Ss + kr0 * SM::PS, SM::PS, Qs + half * (DK / 2), SM::KS);
+        fb_mm<T, FB_N, DV / 16, false>(dv, Ps + kr0 * SM::PS, SM::PS, Ys + half * (DV / 2), SM::VS);
+        fb_mm<T, FB_N, DK / 16, false>(dk, Ss + kr0 * SM::PS, SM::PS, Qs + half * (DK / 2), SM::KS);
         __syncthreads();
     }
     cp_wait<0>();
@@ -404,7 +389,7 @@ __global__ void __launch_bounds__(FB_THREADS) fb_dq_kernel(fb_args A) {
                 }
         }
         __syncthreads();
-        mm_ab<T, FB_N, DK / 16>(dq, Ss + r0 * SM::PS, SM::PS, Ks + half * (DK / 2), SM::KS);
+        fb_mm<T, FB_N, DK / 16, false>(dq, Ss + r0 * SM::PS, SM::PS, Ks + half * (DK / 2), SM::KS);
         __syncthreads();
     }
     cp_wait<0>();

@@ -280,7 +280,7 @@ __global__ void __launch_bounds__(SB_TH, DK + DV <= 128 ? 3 : 2) sk_kernel(nsa_c
  * serial scan of the 1024 run sums: a fixed order). */
 __global__ void __launch_bounds__(1024) sk_plan_kernel(nsa_cu_params P, const int *off, int *spre,
                                                        int ntile, int nsub, int pps) {
-    __shared__ int part[1024];
+    __shared__ int part[1025];
     const int tid = threadIdx.x, per = (ntile + 1023) / 1024;
     const int a = tid * per, z = a + per < ntile ? a + per : ntile;
     int sum = 0;
@@ -291,17 +291,8 @@ __global__ void __launch_bounds__(1024) sk_plan_kernel(nsa_cu_params P, const in
         sum += spre[x];
     }
     part[tid] = sum;
-    __syncthreads();
-    if (tid == 0) {
-        int run = 0;
-        for (int k = 0; k < 1024; k++) {
-            const int v = part[k];
-            part[k] = run;
-            run += v;
-        }
-        spre[ntile] = run;
-    }
-    __syncthreads();
+    nsa_cu_scan1024(part);
+    if (tid == 0) spre[ntile] = part[1024];
     int run = part[tid];
     for (int x = a; x < z; x++) {
         const int v = spre[x];

@@ -53,23 +53,14 @@ __global__ void tl_sel_count_kernel(nsa_cu_bwd W, int *cnt, int64_t nrows) {
 /* One block of 1024 threads: in-place exclusive prefix over cnt[0, n), cnt[n] = total (each
  * thread a contiguous chunk, then a serial scan of the 1024 chunk sums: fixed order). */
 __global__ void __launch_bounds__(1024) tl_scan_kernel(int *cnt, int64_t n) {
-    __shared__ int part[1024];
+    __shared__ int part[1025];
     const int tid = threadIdx.x;
     const int64_t per = (n + 1023) / 1024, a = tid * per, z = a + per < n ? a + per : n;
     int s = 0;
     for (int64_t k = a; k < z; k++) s += cnt[k];
     part[tid] = s;
-    __syncthreads();
-    if (tid == 0) {
-        int run = 0;
-        for (int k = 0; k < 1024; k++) {
-            const int v = part[k];
-            part[k] = run;
-            run += v;
-        }
-        cnt[n] = run;
-    }
-    __syncthreads();
+    nsa_cu_scan1024(part);
+    if (tid == 0) cnt[n] = part[1024];
     int run = part[tid];
     for (int64_t k = a; k < z; k++) {
         const int v = cnt[k];

@@ -204,6 +204,17 @@ static nsa_status run_steps(nsa_context *ctx, nsa_fwd_work *w, const nsa_backend
     return NSA_OK;
 }
 
+/* The pipeline state of one forward of a (no forced branch). */
+static nsa_fwd_work work_of(const nsa_fwd_args *a, const nsa_shape *s, const nsa_route_problem *p) {
+    nsa_fwd_work w;
+    memset(&w, 0, sizeof w);
+    w.a = a;
+    w.s = s;
+    w.p = p;
+    w.force_branch = -1;
+    return w;
+}
+
 /* be[br] = the CUDA backend of role[br] for each branch, when it can run problem p. */
 static nsa_status bind_roles(nsa_context *ctx, const nsa_route_problem *p, const nsa_role role[3],
                              const nsa_backend *be[3]) {
@@ -222,12 +233,7 @@ static nsa_status forward_impl(nsa_context *ctx, const nsa_fwd_args *a, const ns
     nsa_route_problem p = problem_of(a, s);
     const nsa_backend *be[3];
     NSA_TRY(bind_roles(ctx, &p, role, be));
-    nsa_fwd_work w;
-    memset(&w, 0, sizeof w);
-    w.a = a;
-    w.s = s;
-    w.p = &p;
-    w.force_branch = -1;
+    nsa_fwd_work w = work_of(a, s, &p);
     if (ev) cudaEventRecord(ev[0], (cudaStream_t)ctx->stream);
     nsa_status st = cu_begin(ctx, &w);
     if (st == NSA_OK) st = run_steps(ctx, &w, be, ev);
@@ -263,12 +269,7 @@ nsa_status nsa_cu_forward_hook(nsa_context *ctx, const nsa_fwd_args *a, const ns
     nsa_route_problem p = problem_of(a, s);
     const nsa_backend *be[3];
     NSA_TRY(bind_roles(ctx, &p, role, be));
-    nsa_fwd_work w;
-    memset(&w, 0, sizeof w);
-    w.a = a;
-    w.s = s;
-    w.p = &p;
-    w.force_branch = -1;
+    nsa_fwd_work w = work_of(a, s, &p);
     cudaStream_t cs = (cudaStream_t)ctx->stream;
     nsa_status st = cu_begin(ctx, &w);
     if (st == NSA_OK) st = be[NSA_BRANCH_CMP]->fwd(ctx, be[NSA_BRANCH_CMP], NSA_BRANCH_CMP, &w);
@@ -298,12 +299,7 @@ extern "C" nsa_status nsa_cuda_forward_rows(nsa_context *ctx, const nsa_fwd_args
     nsa_route_problem p = problem_of(a, s);
     const nsa_backend *be[3];
     for (int br = 0; br < 3; br++) be[br] = backend_of(NSA_ROLE_REF, (nsa_branch)br);
-    nsa_fwd_work w;
-    memset(&w, 0, sizeof w);
-    w.a = a;
-    w.s = s;
-    w.p = &p;
-    w.force_branch = -1;
+    nsa_fwd_work w = work_of(a, s, &p);
     nsa_status st = begin_rows(ctx, &w, rows, nrows);
     if (st == NSA_OK) st = run_steps(ctx, &w, be, NULL);
     cu_end(&w);
