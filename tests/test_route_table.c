@@ -2,7 +2,8 @@
  * profile, sm80, sm89, sm90) × dtypes × lengths around each cutoff × flag combinations, checked
  * against the expected backend and a reason fragment per branch.
  * Fake CUDA backends (registered here, never run) stand in for the kernels, so binding is
- * exercised exactly as in a CUDA build: cuda.fa2 declines f32, Dk > 128 and backward.
+ * exercised exactly as in a CUDA build (whose real CUDA backends are hidden meanwhile): the fake
+ * cuda.fa2 declines f32, Dk > 128 and backward, to test what a declining backend falls to.
  */
 #include "harness.h"
 #include "route/route.h"
@@ -153,9 +154,17 @@ static void set_flags(nsa_context *ctx, const char *flags) {
     }
 }
 
+/* The fakes stand in for the CUDA backends; in a CUDA build the real ones are hidden, so both
+ * builds route the same table. */
 static void register_fakes(void) {
     nsa_backend_unregister_all();
+    nsa_backend_hide_device(1);
     for (size_t i = 0; i < sizeof fakes / sizeof fakes[0]; i++) nsa_backend_register(&fakes[i]);
+}
+
+static void unregister_fakes(void) {
+    nsa_backend_unregister_all();
+    nsa_backend_hide_device(0);
 }
 
 static void check_row(nsa_context *ctx, const golden *g, int i) {
@@ -186,7 +195,7 @@ static void golden_table(void) {
         nsa_context_destroy(ctx);
         if (nsa_test_failed) break;
     }
-    nsa_backend_unregister_all();
+    unregister_fakes();
 }
 
 /* A CUDA arch whose code this build lacks gets the reference whatever the flags say. */
@@ -214,7 +223,7 @@ static void not_compiled_gets_reference(void) {
     CHECK(nsa_device_caps_named("sm90", &named) == NSA_OK && named.compiled == 0);
 #endif
     nsa_context_destroy(ctx);
-    nsa_backend_unregister_all();
+    unregister_fakes();
 }
 
 /* NSA_FORCE_BRANCH is reported; the named profile is reported; bad problems are refused. */

@@ -146,6 +146,9 @@ const nsa_backend *const *nsa_backends_all(int *count);
 nsa_status nsa_backend_register(const nsa_backend *be);
 /* Removes every run-time registered backend. */
 void nsa_backend_unregister_all(void);
+/* Tests that stand fakes in for the device backends: on = 1 hides the device's own backends
+ * (CUDA's) from the table, so a CUDA build routes exactly as a CPU build with the same fakes. */
+void nsa_backend_hide_device(int on);
 
 /* The pipeline of a device kind; NULL when this build has none (CUDA in a CPU build). */
 const nsa_pipeline *nsa_pipeline_for(nsa_device_kind kind);

@@ -18,13 +18,14 @@ static const nsa_backend *const builtin[] = {
 
 #define NSA_REGISTER_MAX 8
 static const nsa_backend *registered[NSA_REGISTER_MAX];
-static int nregistered;
+static int nregistered, hide_device;
 const nsa_backend *nsa_backend_nth(int i) {
     if (i < 0) return NULL;
     if (i < nregistered) return registered[i];
     i -= nregistered;
     if (i < NBUILTIN) return builtin[i];
     i -= NBUILTIN;
+    if (hide_device) return NULL;
     int nc = 0;
     const nsa_backend *const *cu = nsa_device_cuda_backends(&nc);
     return i < nc ? cu[i] : NULL;
@@ -52,6 +53,8 @@ nsa_status nsa_backend_register(const nsa_backend *be) {
 }
 
 void nsa_backend_unregister_all(void) { nregistered = 0; }
+
+void nsa_backend_hide_device(int on) { hide_device = on != 0; }
 
 const nsa_pipeline *nsa_pipeline_for(nsa_device_kind kind) {
     if (kind == NSA_DEVICE_CPU) return &nsa_cpu_pipeline;
