@@ -337,17 +337,34 @@ typedef struct {
     int n;
 } bwd_accs;
 
-/* Grid: one thread per element of the gradient's logical shape, 256 per block. */
-template <typename T>
+/* Grid: one thread per element of the gradient's logical shape, 256 per block. CONTIG: the
+ * gradient is row-major contiguous, so element idx is at idx (no 64-bit index arithmetic). */
+template <typename T, bool CONTIG>
 __global__ void bwd_store_kernel(nsa_cu_view o, int64_t n1, int64_t n2, int64_t n3, int64_t total,
                                  bwd_accs A) {
     const int64_t idx = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (idx >= total) return;
     double v = A.a[0][idx];
     for (int m = 1; m < A.n; m++) v += A.a[m][idx];
+    if (CONTIG) {
+        ((T *)o.p)[idx] = nsa_cu_to<T>((float)v);
+        return;
+    }
     const int64_t a3 = idx % n3, a2 = idx / n3 % n2, a1 = idx / (n3 * n2) % n1,
                   a0 = idx / (n3 * n2 * n1);
     ((T *)o.p)[a0 * o.sb + a1 * o.st + a2 * o.sh + a3 * o.sd] = nsa_cu_to<T>((float)v);
+}
+
+template <typename T>
+static void store_launch(cudaStream_t st, unsigned gr, const nsa_tensor *t, nsa_cu_view o,
+                         int64_t total, const bwd_accs &A) {
+    const int contig = t->stride[3] == 1 && t->stride[2] == t->shape[3] &&
+                       t->stride[1] == t->shape[2] * t->shape[3] &&
+                       t->stride[0] == t->shape[1] * t->shape[2] * t->shape[3];
+    if (contig)
+        bwd_store_kernel<T, true><<<gr, 256, 0, st>>>(o, t->shape[1], t->shape[2], t->shape[3], total, A);
+    else
+        bwd_store_kernel<T, false><<<gr, 256, 0, st>>>(o, t->shape[1], t->shape[2], t->shape[3], total, A);
 }
 
 /* ---- launchers ---- */
@@ -448,15 +465,9 @@ nsa_status nsa_cu_bwd_store(nsa_context *ctx, nsa_cu_stream st, const nsa_tensor
     nsa_cu_view o = {t->data, t->stride[0], t->stride[1], t->stride[2], t->stride[3]};
     const unsigned gr = nsa_cu_blocks(total, 256);
     switch (t->dtype) {
-    case NSA_DTYPE_BF16:
-        bwd_store_kernel<__nv_bfloat16><<<gr, 256, 0, st>>>(o, t->shape[1], t->shape[2], t->shape[3], total, A);
-        break;
-    case NSA_DTYPE_F16:
-        bwd_store_kernel<__half><<<gr, 256, 0, st>>>(o, t->shape[1], t->shape[2], t->shape[3], total, A);
-        break;
-    default:
-        bwd_store_kernel<float><<<gr, 256, 0, st>>>(o, t->shape[1], t->shape[2], t->shape[3], total, A);
-        break;
+    case NSA_DTYPE_BF16: store_launch<__nv_bfloat16>(st, gr, t, o, total, A); break;
+    case NSA_DTYPE_F16: store_launch<__half>(st, gr, t, o, total, A); break;
+    default: store_launch<float>(st, gr, t, o, total, A); break;
     }
     NSA_CU_LAUNCHED(ctx, "backward: store");
     return NSA_OK;
