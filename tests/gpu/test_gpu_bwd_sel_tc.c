@@ -144,8 +144,8 @@ static double now_ms(void) {
 }
 
 /* Backward ms (median of 3 after one warm-up) of one shape, sel fused, then (base) the default
- * role. */
-static void time_one(const char *name, nsa_config c, int B, int T, int base) {
+ * role; 1 when every call succeeded (the case checks that, never the times). */
+static int time_one(const char *name, nsa_config c, int B, int T, int base) {
     nsa_context *ctx = NULL;
     nsa_context_create(&ctx, NULL, 0);
     nsa_fwd_args a;
@@ -192,6 +192,7 @@ static void time_one(const char *name, nsa_config c, int B, int T, int base) {
         if (all[i]->data) nsa_cuda_free(all[i]->data);
     if (rp) nsa_cuda_free(rp);
     nsa_context_destroy(ctx);
+    return ok;
 }
 
 /* NSA_SELTC_SHAPES (default "A8192,A65536,long,short"): shape A (B = 1) at T, the training
@@ -206,11 +207,11 @@ static void seltc_time(void) {
     const int base = !bs || atoi(bs) != 0;
     for (const char *sp = env ? env : "A8192,A65536,long,short"; *sp;) {
         if (*sp == 'A')
-            time_one("shapeA", nsa_config_default(64, 4, 192, 128), 1, atoi(sp + 1), base);
+            CHECK(time_one("shapeA", nsa_config_default(64, 4, 192, 128), 1, atoi(sp + 1), base));
         else if (!strncmp(sp, "long", 4))
-            time_one("long", gb_cfg(16, 1, 64, 64, 32, 16, 64, 16, 512), 1, 32768, base);
+            CHECK(time_one("long", gb_cfg(16, 1, 64, 64, 32, 16, 64, 16, 512), 1, 32768, base));
         else if (!strncmp(sp, "short", 5))
-            time_one("short", gb_cfg(12, 2, 64, 64, 32, 16, 64, 16, 512), 8, 2048, base);
+            CHECK(time_one("short", gb_cfg(12, 2, 64, 64, 32, 16, 64, 16, 512), 8, 2048, base));
         while (*sp && *sp != ',') sp++;
         if (*sp) sp++;
     }
