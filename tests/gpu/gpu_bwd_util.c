@@ -167,6 +167,25 @@ static int64_t gs_compare(const gset *G, nsa_dtype dt, double rms_floor, double 
     return bad;
 }
 
+int gb_route_backward(nsa_context *ctx, nsa_config c, int B, int T, nsa_dtype dt,
+                      nsa_route_decision *d) {
+    nsa_route_problem p;
+    memset(&p, 0, sizeof p);
+    p.cfg = c;
+    p.B = B;
+    p.T = T;
+    p.dtype = dt;
+    p.pass = NSA_PASS_BACKWARD;
+    nsa_device dev = {NSA_DEVICE_CUDA, 0};
+    nsa_device_caps caps;
+    if (nsa_device_caps_query(ctx, dev, &caps) != NSA_OK ||
+        nsa_route_explain(ctx, &p, &caps, d) != NSA_OK) {
+        printf("  route: %s\n", nsa_context_message(ctx));
+        return 0;
+    }
+    return 1;
+}
+
 nsa_config gb_cfg(int Hq, int Hkv, int Dk, int Dv, int l, int d, int lp, int n, int w) {
     nsa_config c = nsa_config_default(Hq, Hkv, Dk, Dv);
     c.l = l; c.d = d; c.lp = lp; c.n = n; c.w = w;

@@ -16,6 +16,10 @@ enum { RANGES_GIVEN = 1, TWICE = 2, BAD_RANGES = 4, SAVED = 8 };
 
 /* A config with the given heads, dims and blocks (n_init = 1, n_local = 2, scale default). */
 nsa_config gb_cfg(int Hq, int Hkv, int Dk, int Dv, int l, int d, int lp, int n, int w);
+/* How nsa_backward routes c at (B, T, dt) on cuda:0; 0 (and the message printed) when the
+ * router refuses the problem. */
+int gb_route_backward(nsa_context *ctx, nsa_config c, int B, int T, nsa_dtype dt,
+                      nsa_route_decision *d);
 /* One problem; prints a line starting with label; 1 when it passed. rms_floor < 0: compare
  * with the low-precision run instead (gb_lowp_backward; tensor-core roles). */
 int gb_run_one(nsa_context *ctx, nsa_config c, int B, int T, nsa_dtype dt, int shared, int mode,

@@ -24,19 +24,8 @@ static int run_one(nsa_context *ctx, nsa_config c, int B, int T, nsa_dtype dt, i
 
 /* The backward of c at T routes to the tiled roles (cuda.masked, cuda.packed, cuda.masked). */
 static int routes_tiled(nsa_context *ctx, nsa_config c, int B, int T, nsa_dtype dt) {
-    nsa_route_problem p;
-    memset(&p, 0, sizeof p);
-    p.cfg = c;
-    p.B = B;
-    p.T = T;
-    p.dtype = dt;
-    p.pass = NSA_PASS_BACKWARD;
-    nsa_device dev = {NSA_DEVICE_CUDA, 0};
-    nsa_device_caps caps;
     nsa_route_decision d;
-    if (nsa_device_caps_query(ctx, dev, &caps) != NSA_OK ||
-        nsa_route_explain(ctx, &p, &caps, &d) != NSA_OK)
-        return 0;
+    if (!gb_route_backward(ctx, c, B, T, dt, &d)) return 0;
     const int ok = d.role[0] == NSA_ROLE_MASKED && d.role[1] == NSA_ROLE_PACKED &&
                    d.role[2] == NSA_ROLE_MASKED;
     if (!ok)

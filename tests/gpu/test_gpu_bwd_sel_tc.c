@@ -24,12 +24,7 @@ static int run_one(nsa_context *ctx, nsa_config c, int B, int T, nsa_dtype dt, i
 
 /* A context with sel forced to the fused role, or NULL (skipped) without a GPU. */
 static nsa_context *gpu_ctx(void) {
-    if (!gp_have_gpu()) {
-        nsa_test_skip("no CUDA device");
-        return NULL;
-    }
-    nsa_context *ctx = NULL;
-    nsa_context_create(&ctx, NULL, 0);
+    nsa_context *ctx = gp_context();
     if (ctx && nsa_context_set_flag(ctx, "NSA_TRITON_SEL_FORCE", "1") != NSA_OK) {
         nsa_context_destroy(ctx);
         return NULL;
@@ -39,19 +34,8 @@ static nsa_context *gpu_ctx(void) {
 
 /* The backward of c at T routes sel to the fused (tensor-core) role. */
 static int routes_fused(nsa_context *ctx, nsa_config c, int B, int T, nsa_dtype dt) {
-    nsa_route_problem p;
-    memset(&p, 0, sizeof p);
-    p.cfg = c;
-    p.B = B;
-    p.T = T;
-    p.dtype = dt;
-    p.pass = NSA_PASS_BACKWARD;
-    nsa_device dev = {NSA_DEVICE_CUDA, 0};
-    nsa_device_caps caps;
     nsa_route_decision d;
-    if (nsa_device_caps_query(ctx, dev, &caps) != NSA_OK ||
-        nsa_route_explain(ctx, &p, &caps, &d) != NSA_OK)
-        return 0;
+    if (!gb_route_backward(ctx, c, B, T, dt, &d)) return 0;
     if (d.role[NSA_BRANCH_SEL] != NSA_ROLE_FUSED_SEL)
         printf("  routed: sel %s (%s)\n", d.backend[1], d.reason[1]);
     return d.role[NSA_BRANCH_SEL] == NSA_ROLE_FUSED_SEL;

@@ -19,21 +19,8 @@
 /* The roles nsa_backward binds for c at T; 1 when cmp/win run FA-2 and sel the fused kernel
  * (want_sel: also require the fused selection). */
 static int routes_tc(nsa_context *ctx, nsa_config c, int B, int T, nsa_dtype dt, int want_sel) {
-    nsa_route_problem p;
-    memset(&p, 0, sizeof p);
-    p.cfg = c;
-    p.B = B;
-    p.T = T;
-    p.dtype = dt;
-    p.pass = NSA_PASS_BACKWARD;
-    nsa_device dev = {NSA_DEVICE_CUDA, 0};
-    nsa_device_caps caps;
     nsa_route_decision d;
-    if (nsa_device_caps_query(ctx, dev, &caps) != NSA_OK ||
-        nsa_route_explain(ctx, &p, &caps, &d) != NSA_OK) {
-        printf("  route: %s\n", nsa_context_message(ctx));
-        return 0;
-    }
+    if (!gb_route_backward(ctx, c, B, T, dt, &d)) return 0;
     const int ok = d.role[0] == NSA_ROLE_FA2 && d.role[2] == NSA_ROLE_FA2 &&
                    (!want_sel || d.role[1] == NSA_ROLE_FUSED_SEL);
     printf("  routed: cmp %s, sel %s (%s), win %s\n", d.backend[0], d.backend[1], d.reason[1],
