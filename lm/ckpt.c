@@ -15,13 +15,6 @@
 #include <string.h>
 #include <unistd.h>
 
-static int fail(char *err, size_t n, const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, n, fmt, ap);
-    va_end(ap);
-    return -1;
-}
 
 static uint64_t fnv(uint64_t h, const void *p, size_t n) {
     const uint8_t *b = p;
@@ -43,7 +36,7 @@ int lm_ckpt_save(const char *path, const lm_model *m, const float *mom, const fl
     const int groups = mom && vel ? 3 : 1, ne = m->ntensors * groups;
     entry *e = calloc((size_t)ne, sizeof *e);
     lm_json j = {0};
-    if (!e) return fail(err, n, "%s: out of memory", path);
+    if (!e) return lm_fail(err, n, "%s: out of memory", path);
     uint64_t sum = FNV0;
     for (int g = 0; g < groups; g++)
         for (int i = 0; i < m->ntensors; i++) {
@@ -105,7 +98,7 @@ int lm_ckpt_save(const char *path, const lm_model *m, const float *mom, const fl
     snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
     FILE *f = fopen(tmp, "wb");
     if (!f) {
-        fail(err, n, "%s: cannot write checkpoint: %s", tmp, strerror(errno));
+        lm_fail(err, n, "%s: cannot write checkpoint: %s", tmp, strerror(errno));
         goto out;
     }
     uint8_t hl[8];
@@ -118,7 +111,7 @@ int lm_ckpt_save(const char *path, const lm_model *m, const float *mom, const fl
     ok = ok && fflush(f) == 0 && fsync(fileno(f)) == 0;
     ok = (fclose(f) == 0) && ok;
     if (!ok || rename(tmp, path) != 0) {
-        fail(err, n, "%s: writing checkpoint failed: %s", path, strerror(errno));
+        lm_fail(err, n, "%s: writing checkpoint failed: %s", path, strerror(errno));
         unlink(tmp);
         goto out;
     }
@@ -138,7 +131,7 @@ int lm_ckpt_save(const char *path, const lm_model *m, const float *mom, const fl
     free(e);
     return 0;
 oom:
-    fail(err, n, "%s: out of memory", path);
+    lm_fail(err, n, "%s: out of memory", path);
 out:
     lm_json_free(&j);
     free(e);
@@ -169,7 +162,7 @@ static void ws(parser *q) {
 static int expect(parser *q, char c) {
     ws(q);
     if (q->p >= q->end || *q->p != c)
-        return fail(q->err, q->n, "%s: corrupt checkpoint header (expected '%c')", q->path, c);
+        return lm_fail(q->err, q->n, "%s: corrupt checkpoint header (expected '%c')", q->path, c);
     q->p++;
     return 0;
 }
@@ -205,7 +198,7 @@ static int ints(parser *q, int64_t *v, int cap, int *cnt) {
         char *e;
         long long x = strtoll(q->p, &e, 10);
         if (e == q->p || e > q->end || x < 0 || *cnt >= cap)
-            return fail(q->err, q->n, "%s: corrupt checkpoint header (bad integer list)", q->path);
+            return lm_fail(q->err, q->n, "%s: corrupt checkpoint header (bad integer list)", q->path);
         v[(*cnt)++] = x;
         q->p = e;
         ws(q);
@@ -244,11 +237,11 @@ static int parse_header(parser *q, rec *recs, int cap, lm_ckpt_meta *meta, uint6
                 else if (!strcmp(k, "checksum")) *checksum = strtoull(v, NULL, 16), have_sum = 1;
             } while (more(q));
         } else {
-            if (nr >= cap) return fail(q->err, q->n, "%s: too many tensors", q->path);
+            if (nr >= cap) return lm_fail(q->err, q->n, "%s: too many tensors", q->path);
             rec *r = &recs[nr++];
             memset(r, 0, sizeof *r);
             if (strlen(k) >= sizeof r->name)
-                return fail(q->err, q->n, "%s: tensor name too long", q->path);
+                return lm_fail(q->err, q->n, "%s: tensor name too long", q->path);
             memcpy(r->name, k, strlen(k) + 1);
             int got = 0;
             do {
@@ -259,7 +252,7 @@ static int parse_header(parser *q, rec *recs, int cap, lm_ckpt_meta *meta, uint6
                 if (!strcmp(f, "dtype")) {
                     if (str(q, v, sizeof v)) return -1;
                     if (strcmp(v, "F32"))
-                        return fail(q->err, q->n, "%s: tensor %s has dtype %s, expected F32",
+                        return lm_fail(q->err, q->n, "%s: tensor %s has dtype %s, expected F32",
                                     q->path, r->name, v);
                     got |= 1;
                 } else if (!strcmp(f, "shape")) {
@@ -267,20 +260,20 @@ static int parse_header(parser *q, rec *recs, int cap, lm_ckpt_meta *meta, uint6
                     got |= 2;
                 } else if (!strcmp(f, "data_offsets")) {
                     if (ints(q, o, 4, &cnt)) return -1;
-                    if (cnt != 2) return fail(q->err, q->n, "%s: %s: bad data_offsets", q->path, r->name);
+                    if (cnt != 2) return lm_fail(q->err, q->n, "%s: %s: bad data_offsets", q->path, r->name);
                     r->o0 = (uint64_t)o[0];
                     r->o1 = (uint64_t)o[1];
                     got |= 4;
                 } else {
-                    return fail(q->err, q->n, "%s: %s: unknown field %s", q->path, r->name, f);
+                    return lm_fail(q->err, q->n, "%s: %s: unknown field %s", q->path, r->name, f);
                 }
             } while (more(q));
-            if (got != 7) return fail(q->err, q->n, "%s: tensor %s is incomplete", q->path, r->name);
+            if (got != 7) return lm_fail(q->err, q->n, "%s: tensor %s is incomplete", q->path, r->name);
         }
         if (expect(q, '}')) return -1;
     } while (more(q));
     if (expect(q, '}')) return -1;
-    if (!have_sum) return fail(q->err, q->n, "%s: not an nsa checkpoint (no checksum)", q->path);
+    if (!have_sum) return lm_fail(q->err, q->n, "%s: not an nsa checkpoint (no checksum)", q->path);
     return nr;
 }
 
@@ -297,19 +290,19 @@ typedef struct {
 static int read_file(const char *path, loaded *L, lm_ckpt_meta *meta, char *err, size_t n) {
     memset(L, 0, sizeof *L);
     FILE *f = fopen(path, "rb");
-    if (!f) return fail(err, n, "%s: cannot open checkpoint: %s", path, strerror(errno));
+    if (!f) return lm_fail(err, n, "%s: cannot open checkpoint: %s", path, strerror(errno));
     fseek(f, 0, SEEK_END);
     long sz = ftell(f);
     fseek(f, 0, SEEK_SET);
     if (sz < 8) {
         fclose(f);
-        return fail(err, n, "%s: truncated checkpoint (%ld bytes)", path, sz);
+        return lm_fail(err, n, "%s: truncated checkpoint (%ld bytes)", path, sz);
     }
     L->file = malloc((size_t)sz);
     if (!L->file || fread(L->file, 1, (size_t)sz, f) != (size_t)sz) {
         fclose(f);
         free(L->file);
-        return fail(err, n, "%s: cannot read checkpoint", path);
+        return lm_fail(err, n, "%s: cannot read checkpoint", path);
     }
     fclose(f);
     L->size = (size_t)sz;
@@ -317,14 +310,14 @@ static int read_file(const char *path, loaded *L, lm_ckpt_meta *meta, char *err,
     for (int b = 0; b < 8; b++) hl |= (uint64_t)L->file[b] << (8 * b);
     if (hl > L->size - 8) {
         free(L->file);
-        return fail(err, n, "%s: truncated or corrupt checkpoint (header of %llu bytes in a file "
+        return lm_fail(err, n, "%s: truncated or corrupt checkpoint (header of %llu bytes in a file "
                             "of %zu)", path, (unsigned long long)hl, L->size);
     }
     const int cap = 3 * LM_MAX_TENSORS;
     L->recs = malloc(sizeof(rec) * (size_t)cap);
     if (!L->recs) {
         free(L->file);
-        return fail(err, n, "%s: out of memory", path);
+        return lm_fail(err, n, "%s: out of memory", path);
     }
     parser q = {(const char *)L->file + 8, (const char *)L->file + 8 + hl, err, n, path};
     L->nr = parse_header(&q, L->recs, cap, meta, &L->checksum);
@@ -341,7 +334,7 @@ static int read_file(const char *path, loaded *L, lm_ckpt_meta *meta, char *err,
     if (end != L->data_len) {
         free(L->recs);
         free(L->file);
-        return fail(err, n, "%s: truncated or corrupt checkpoint (data holds %zu bytes, header "
+        return lm_fail(err, n, "%s: truncated or corrupt checkpoint (data holds %zu bytes, header "
                             "says %llu)", path, L->data_len, (unsigned long long)end);
     }
     return 0;
@@ -366,20 +359,20 @@ int lm_ckpt_load(const char *path, lm_model *m, float *mom, float *vel, lm_ckpt_
     char e2[256];
     lm_model_config cc;
     if (!use) {
-        fail(err, n, "%s: out of memory", path);
+        lm_fail(err, n, "%s: out of memory", path);
         goto out;
     }
     if (lm_model_config_parse(&cc, md.config, e2, sizeof e2)) {
-        fail(err, n, "%s: %s", path, e2);
+        lm_fail(err, n, "%s: %s", path, e2);
         goto out;
     }
     if (lm_model_config_diff(&cc, &m->cfg, e2, sizeof e2)) {
-        fail(err, n, "%s: wrong config: %s", path, e2);
+        lm_fail(err, n, "%s: wrong config: %s", path, e2);
         goto out;
     }
     /* the checksum covers the data of every tensor in file order */
     if (fnv(FNV0, L.data, L.data_len) != L.checksum) {
-        fail(err, n, "%s: corrupt checkpoint (checksum mismatch)", path);
+        lm_fail(err, n, "%s: corrupt checkpoint (checksum mismatch)", path);
         goto out;
     }
     for (int g = 0; g < groups; g++)
@@ -391,7 +384,7 @@ int lm_ckpt_load(const char *path, lm_model *m, float *mom, float *vel, lm_ckpt_
             for (int k = 0; k < L.nr && !r; k++)
                 if (!strcmp(L.recs[k].name, want)) r = &L.recs[k];
             if (!r) {
-                fail(err, n, "%s: tensor %s missing%s", path, want,
+                lm_fail(err, n, "%s: tensor %s missing%s", path, want,
                      g ? " (a model-only checkpoint cannot be resumed)" : "");
                 goto out;
             }
@@ -399,7 +392,7 @@ int lm_ckpt_load(const char *path, lm_model *m, float *mom, float *vel, lm_ckpt_
                            (ti->ndim == 1 || r->shape[1] == ti->shape[1]);
             const uint64_t bytes = sizeof(float) * (uint64_t)(ti->shape[0] * ti->shape[1]);
             if (!shape_ok || r->o1 < r->o0 || r->o1 - r->o0 != bytes || r->o1 > L.data_len) {
-                fail(err, n, "%s: tensor %s has the wrong shape or size", path, want);
+                lm_fail(err, n, "%s: tensor %s has the wrong shape or size", path, want);
                 goto out;
             }
             use[g * m->ntensors + i] = r;

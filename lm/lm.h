@@ -263,6 +263,10 @@ int lm_backward(lm_model *m, const uint8_t *tokens, char *err, size_t n);
 int lm_decode(lm_model *m, nsa_kv_cache **caches, uint8_t token, int64_t pos, float *logits,
               char *err, size_t n);
 
+/* Writes the message (printf-style) into err[n] when err is not NULL; returns -1, the lm
+ * functions' failure value. */
+int lm_fail(char *err, size_t n, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
 /* (Re)allocates activations and backward scratch for (B, T); the RoPE table for positions
  * < P. Used by the forward/backward/decode passes (lm/pass.c). */
 int lm_model_ensure_act(lm_model *m, int B, int T, char *err, size_t n);

@@ -12,7 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int fail(char *err, size_t n, const char *fmt, ...) {
+int lm_fail(char *err, size_t n, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
     if (err && n) vsnprintf(err, n, fmt, ap);
@@ -198,24 +198,24 @@ int lm_model_ensure_act(lm_model *m, int B, int T, char *err, size_t n) {
     const size_t total = carve(m, NULL, B, T);
     m->act_mem = m->be->alloc(sizeof(float) * total);
     if (!m->act_mem)
-        return fail(err, n, "out of %s memory for activations (%zu floats)", m->be->name, total);
+        return lm_fail(err, n, "out of %s memory for activations (%zu floats)", m->be->name, total);
     m->ranges_mem = m->be->alloc(sizeof(int32_t) * (size_t)(L * N * Hkv * c->n * 2));
     if (!m->ranges_mem) {
         free_act(m);
-        return fail(err, n, "out of %s memory for the selection ranges", m->be->name);
+        return lm_fail(err, n, "out of %s memory for the selection ranges", m->be->name);
     }
     if (m->be->att_dtype != NSA_DTYPE_F32) { /* the NSA tensors and their gradients */
         const int64_t att = 2 * (N * Hq * D * 2 + N * Hkv * D * 6 + N * Hq * 3);
         m->att_mem = m->be->alloc(nsa_dtype_size(m->be->att_dtype) * (size_t)att);
         if (!m->att_mem) {
             free_act(m);
-            return fail(err, n, "out of %s memory for the attention tensors", m->be->name);
+            return lm_fail(err, n, "out of %s memory for the attention tensors", m->be->name);
         }
         const size_t kb = (size_t)(L * 3 * N * Hq) * (nsa_dtype_size(m->be->att_dtype) * D + 4);
         m->keep_mem = m->be->alloc(kb);
         if (!m->keep_mem) {
             free_act(m);
-            return fail(err, n, "out of %s memory for the kept attention outputs", m->be->name);
+            return lm_fail(err, n, "out of %s memory for the kept attention outputs", m->be->name);
         }
     }
     m->act_floats = total;
@@ -236,7 +236,7 @@ int lm_model_ensure_rope(lm_model *m, int64_t P, char *err, size_t n) {
         free(c);
         free(s);
         if (dc) m->be->release(dc);
-        return fail(err, n, "out of memory for the RoPE table");
+        return lm_fail(err, n, "out of memory for the RoPE table");
     }
     lm_rope_table(c, s, (int)want, m->D, m->cfg.rope_base);
     m->be->upload(dc, c, sz);
@@ -257,7 +257,7 @@ int lm_model_ensure_rope(lm_model *m, int64_t P, char *err, size_t n) {
 static int probe_nsa(lm_model *m, nsa_context *ctx, char *err, size_t n) {
     const int Hq = m->cfg.n_head, Hkv = m->cfg.n_kv_head, D = m->D;
     float *z = calloc((size_t)(2 * Hq * D + Hkv * D + 3 * Hq), sizeof(float));
-    if (!z) return fail(err, n, "out of memory");
+    if (!z) return lm_fail(err, n, "out of memory");
     nsa_fwd_args a;
     memset(&a, 0, sizeof a);
     a.cfg = m->nsa;
@@ -268,7 +268,7 @@ static int probe_nsa(lm_model *m, nsa_context *ctx, char *err, size_t n) {
     a.gates = nsa_tensor_4d(z + 2 * Hq * D + Hkv * D, NSA_DTYPE_F32, 1, 1, Hq, 3);
     const nsa_status st = nsa_forward(ctx, &a);
     free(z);
-    if (st != NSA_OK) return fail(err, n, "NSA config: %s", nsa_context_message(ctx));
+    if (st != NSA_OK) return lm_fail(err, n, "NSA config: %s", nsa_context_message(ctx));
     return 0;
 }
 
@@ -285,16 +285,16 @@ int lm_model_create_on(lm_model *m, const lm_model_config *cfg, nsa_context *ctx
     m->be = be;
     const lm_model_config *c = cfg;
     if (c->n_layer < 1 || c->n_layer > LM_MAX_LAYERS)
-        return fail(err, n, "layers: %d, expected 1..%d", c->n_layer, LM_MAX_LAYERS);
+        return lm_fail(err, n, "layers: %d, expected 1..%d", c->n_layer, LM_MAX_LAYERS);
     if (c->n_head < 1 || c->dim < 1 || c->dim % c->n_head)
-        return fail(err, n, "dim: %d is not a multiple of heads=%d", c->dim, c->n_head);
+        return lm_fail(err, n, "dim: %d is not a multiple of heads=%d", c->dim, c->n_head);
     m->D = c->dim / c->n_head;
-    if (m->D % 2) return fail(err, n, "dim/heads = %d: RoPE needs an even head dim", m->D);
+    if (m->D % 2) return lm_fail(err, n, "dim/heads = %d: RoPE needs an even head dim", m->D);
     if (c->n_kv_head < 1 || c->n_head % c->n_kv_head)
-        return fail(err, n, "kv_heads: %d does not divide heads=%d", c->n_kv_head, c->n_head);
-    if (c->ffn < 1) return fail(err, n, "ffn: %d, expected >= 1", c->ffn);
+        return lm_fail(err, n, "kv_heads: %d does not divide heads=%d", c->n_kv_head, c->n_head);
+    if (c->ffn < 1) return lm_fail(err, n, "ffn: %d, expected >= 1", c->ffn);
     if (be->device != NSA_DEVICE_CPU && c->phi == LM_PHI_LEARNED)
-        return fail(err, n, "phi: learned is not supported on %s yet (use phi=avg)", be->name);
+        return lm_fail(err, n, "phi: learned is not supported on %s yet (use phi=avg)", be->name);
     m->nsa = lm_nsa_config(c);
     if (probe_nsa(m, ctx, err, n)) return -1;
     lm_weights table_only; /* layout() takes slot addresses even when only counting */
@@ -307,7 +307,7 @@ int lm_model_create_on(lm_model *m, const lm_model_config *cfg, nsa_context *ctx
     if (!m->params || !m->grads || !m->decay || !m->hparams || !decay) {
         free(decay);
         lm_model_destroy(m);
-        return fail(err, n, "out of memory for %zu parameters", m->nparams);
+        return lm_fail(err, n, "out of memory for %zu parameters", m->nparams);
     }
     layout(m, m->params, &m->w);
     layout(m, m->grads, &m->dw);

@@ -14,17 +14,10 @@
 
 typedef enum { PASS_TRAIN, PASS_PREFILL, PASS_DECODE } pass_mode;
 
-static int fail(char *err, size_t n, const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    if (err && n) vsnprintf(err, n, fmt, ap);
-    va_end(ap);
-    return -1;
-}
 
 static int lib_fail(lm_model *m, int layer, const char *what, nsa_status st, char *err,
                     size_t n) {
-    return fail(err, n, "layer %d: %s: %s: %s", layer, what, nsa_status_name(st),
+    return lm_fail(err, n, "layer %d: %s: %s: %s", layer, what, nsa_status_name(st),
                 nsa_context_message(m->ctx));
 }
 
@@ -140,7 +133,7 @@ static int decode_phi(lm_model *m, int layer, nsa_kv_cache *cache, char *err, si
     const int64_t row = (int64_t)Hkv * D;
     /* blk (l, Hkv, D) raw keys, blk_v likewise, u (Hkv, l·D), h (2, Hkv, D) */
     float *blk = malloc(sizeof(float) * (size_t)(3 * l * row + 2 * row));
-    if (!blk) return fail(err, n, "out of memory in decode");
+    if (!blk) return lm_fail(err, n, "out of memory in decode");
     float *blk_v = blk + l * row, *u = blk + 2 * l * row, *h = u + l * row;
     nsa_tensor tk = nsa_tensor_3d(blk, NSA_DTYPE_F32, l - 1, Hkv, D);
     nsa_tensor tv = nsa_tensor_3d(blk_v, NSA_DTYPE_F32, l - 1, Hkv, D);
@@ -203,7 +196,7 @@ static int layer_forward(lm_model *m, int layer, int B, int T, int64_t pos0, pas
         m->be->qkv_split(A, m->scratch, W->bg, m->rope_cos, m->rope_sin, B, T, Hq, Hkv, D, pos0,
                          c->gate, c->gate_temp);
     } else if (m->be->act_lowp) {
-        return fail(err, n, "layer %d: %s: the q/k/v/gate weights are not adjacent", layer,
+        return lm_fail(err, n, "layer %d: %s: the q/k/v/gate weights are not adjacent", layer,
                     m->be->name);
     } else {
         m->be->matmul(A->q, A->ln1, W->wq, N, C, Hq * D, 0);
@@ -291,7 +284,7 @@ static int layer_forward(lm_model *m, int layer, int B, int T, int64_t pos0, pas
 static int run_forward(lm_model *m, const uint8_t *tokens, const uint8_t *targets, int B, int T,
                        int64_t pos0, pass_mode mode, nsa_kv_cache **caches, float *loss,
                        char *err, size_t n) {
-    if (B < 1 || T < 1) return fail(err, n, "forward: B=%d, T=%d, expected >= 1", B, T);
+    if (B < 1 || T < 1) return lm_fail(err, n, "forward: B=%d, T=%d, expected >= 1", B, T);
     if (lm_model_ensure_act(m, B, T, err, n) || lm_model_ensure_rope(m, pos0 + T, err, n))
         return -1;
     const lm_model_config *c = &m->cfg;
@@ -333,7 +326,7 @@ int lm_decode(lm_model *m, nsa_kv_cache **caches, uint8_t token, int64_t pos, fl
 }
 
 int lm_backward(lm_model *m, const uint8_t *tokens, char *err, size_t n) {
-    if (!m->targets || !m->act_mem) return fail(err, n, "backward: no forward with targets");
+    if (!m->targets || !m->act_mem) return lm_fail(err, n, "backward: no forward with targets");
     const lm_model_config *c = &m->cfg;
     const int B = m->B, T = m->T, N = B * T, C = c->dim, D = m->D, Hq = c->n_head;
     const int Hkv = c->n_kv_head, F = c->ffn, learned = c->phi == LM_PHI_LEARNED;

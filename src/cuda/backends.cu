@@ -14,12 +14,7 @@ extern "C" {
 
 extern "C" int nsa_cuda_role_supported(const nsa_route_problem *p, nsa_branch br, nsa_role role,
                                        const char **why) {
-    nsa_shape s;
-    s.B = p->B; s.T = p->T; s.Tc = nsa_num_cmp(&p->cfg, p->T);
-    s.Hq = p->cfg.Hq; s.Hkv = p->cfg.Hkv; s.G = p->cfg.Hkv > 0 ? p->cfg.Hq / p->cfg.Hkv : 0;
-    s.Dk = p->cfg.Dk; s.Dv = p->cfg.Dv; s.dt = p->dtype; s.dev = NSA_DEVICE_CUDA;
-    s.nsel_max = p->cfg.lp > 0 ? (int)((p->T + p->cfg.lp - 1) / p->cfg.lp) : 0;
-    s.scale = 0;
+    const nsa_shape s = nsa_cu_shape_of(p);
     if (p->pass == NSA_PASS_BACKWARD) return nsa_cuda_bwd_role_supported(p, br, role, why);
     if (p->pass != NSA_PASS_FORWARD) { *why = "CUDA backend runs the forward only"; return 0; }
     if (p->cfg.n > 256) { *why = "n > 256 (GPU top-n)"; return 0; }

@@ -26,12 +26,7 @@ extern "C" int nsa_cuda_bwd_role_supported(const nsa_route_problem *p, nsa_branc
     }
     if (role == NSA_ROLE_REF) return 1;
     if (role == NSA_ROLE_FA2 || role == NSA_ROLE_FUSED_SEL) {
-        nsa_shape s;
-        memset(&s, 0, sizeof s);
-        s.B = p->B; s.T = p->T; s.Tc = nsa_num_cmp(&p->cfg, p->T);
-        s.Hq = p->cfg.Hq; s.Hkv = p->cfg.Hkv; s.G = p->cfg.Hkv > 0 ? p->cfg.Hq / p->cfg.Hkv : 0;
-        s.Dk = p->cfg.Dk; s.Dv = p->cfg.Dv; s.dt = p->dtype; s.dev = NSA_DEVICE_CUDA;
-        s.nsel_max = p->cfg.lp > 0 ? (int)((p->T + p->cfg.lp - 1) / p->cfg.lp) : 0;
+        const nsa_shape s = nsa_cu_shape_of(p);
         if (role == NSA_ROLE_FA2) {
             if (br == NSA_BRANCH_SEL) { *why = "FA-2 serves cmp and win"; return 0; }
             return nsa_cu_bwd_fa2_supported(&s, br, why);
@@ -87,13 +82,7 @@ static int same_view(const nsa_tensor *x, const nsa_tensor *y) {
 /* The roles a forward of this call would be routed to (to recompute the selection). */
 static nsa_status forward_roles(nsa_context *ctx, const nsa_fwd_args *fwd, const nsa_shape *s,
                                 nsa_role roles[3]) {
-    nsa_route_problem p;
-    memset(&p, 0, sizeof p);
-    p.cfg = fwd->cfg;
-    p.B = s->B;
-    p.T = s->T;
-    p.dtype = s->dt;
-    p.pass = NSA_PASS_FORWARD;
+    const nsa_route_problem p = nsa_route_problem_of(fwd, s, NSA_PASS_FORWARD);
     nsa_device_caps caps;
     NSA_TRY(nsa_device_caps_of(ctx, fwd->q.device, &caps));
     nsa_route_plan_t plan;
@@ -458,13 +447,7 @@ static nsa_status run(nsa_context *ctx, bwd_mem *m, const nsa_fwd_args *fwd,
 static nsa_status backward_impl(nsa_context *ctx, const nsa_fwd_args *fwd,
                                 const nsa_bwd_args *g, const nsa_shape *s,
                                 const nsa_role role[3], int force_branch, cudaEvent_t *ev) {
-    nsa_route_problem p;
-    memset(&p, 0, sizeof p);
-    p.cfg = fwd->cfg;
-    p.B = s->B;
-    p.T = s->T;
-    p.dtype = s->dt;
-    p.pass = NSA_PASS_BACKWARD;
+    const nsa_route_problem p = nsa_route_problem_of(fwd, s, NSA_PASS_BACKWARD);
     for (int b = 0; b < 3; b++) {
         const char *why = "";
         if (!nsa_cuda_bwd_role_supported(&p, (nsa_branch)b, role[b], &why))

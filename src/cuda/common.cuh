@@ -12,6 +12,7 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 #include <stdint.h>
+#include <string.h>
 
 extern "C" {
 #include "cuda_api.h"
@@ -39,6 +40,24 @@ static inline nsa_cu_view nsa_cu_view4(const nsa_tensor *x) {
 static inline nsa_cu_view nsa_cu_contig(void *p, int64_t Tn, int H, int D) {
     nsa_cu_view v = {p, Tn * H * D, (int64_t)H * D, D, 1};
     return v;
+}
+
+/* The shape a routing problem describes (scale left 0: supports() checks need no scale). */
+static inline nsa_shape nsa_cu_shape_of(const nsa_route_problem *p) {
+    nsa_shape s;
+    memset(&s, 0, sizeof s);
+    s.B = p->B;
+    s.T = p->T;
+    s.Tc = nsa_num_cmp(&p->cfg, p->T);
+    s.Hq = p->cfg.Hq;
+    s.Hkv = p->cfg.Hkv;
+    s.G = p->cfg.Hkv > 0 ? p->cfg.Hq / p->cfg.Hkv : 0;
+    s.Dk = p->cfg.Dk;
+    s.Dv = p->cfg.Dv;
+    s.dt = p->dtype;
+    s.dev = NSA_DEVICE_CUDA;
+    s.nsel_max = p->cfg.lp > 0 ? (int)((p->T + p->cfg.lp - 1) / p->cfg.lp) : 0;
+    return s;
 }
 
 /* Everything one forward's kernels read. Passed by value (well under the 4 KB limit). */

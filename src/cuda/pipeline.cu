@@ -172,17 +172,6 @@ static const nsa_backend *backend_of(nsa_role role, nsa_branch br) {
     return NULL;
 }
 
-static nsa_route_problem problem_of(const nsa_fwd_args *a, const nsa_shape *s) {
-    nsa_route_problem p;
-    memset(&p, 0, sizeof p);
-    p.cfg = a->cfg;
-    p.B = s->B;
-    p.T = s->T;
-    p.dtype = s->dt;
-    p.pass = NSA_PASS_FORWARD;
-    return p;
-}
-
 /* ev (optional, 7 events): recorded before begin's successor steps and after each. */
 static nsa_status run_steps(nsa_context *ctx, nsa_fwd_work *w, const nsa_backend *be[3],
                             cudaEvent_t *ev) {
@@ -230,7 +219,7 @@ static nsa_status bind_roles(nsa_context *ctx, const nsa_route_problem *p, const
 
 static nsa_status forward_impl(nsa_context *ctx, const nsa_fwd_args *a, const nsa_shape *s,
                                const nsa_role role[3], cudaEvent_t *ev) {
-    nsa_route_problem p = problem_of(a, s);
+    nsa_route_problem p = nsa_route_problem_of(a, s, NSA_PASS_FORWARD);
     const nsa_backend *be[3];
     NSA_TRY(bind_roles(ctx, &p, role, be));
     nsa_fwd_work w = work_of(a, s, &p);
@@ -266,7 +255,7 @@ nsa_status nsa_cu_forward_hook(nsa_context *ctx, const nsa_fwd_args *a, const ns
                                const nsa_role role[3], const int32_t *ranges,
                                const int32_t *blocks, nsa_cu_fwd_hook hook, void *arg) {
     if (s->B * s->T == 0) return NSA_OK;
-    nsa_route_problem p = problem_of(a, s);
+    nsa_route_problem p = nsa_route_problem_of(a, s, NSA_PASS_FORWARD);
     const nsa_backend *be[3];
     NSA_TRY(bind_roles(ctx, &p, role, be));
     nsa_fwd_work w = work_of(a, s, &p);
@@ -296,7 +285,7 @@ extern "C" nsa_status nsa_cuda_forward_rows(nsa_context *ctx, const nsa_fwd_args
                                             const nsa_shape *s, const int32_t *rows,
                                             int64_t nrows) {
     if (nrows == 0) return NSA_OK;
-    nsa_route_problem p = problem_of(a, s);
+    nsa_route_problem p = nsa_route_problem_of(a, s, NSA_PASS_FORWARD);
     const nsa_backend *be[3];
     for (int br = 0; br < 3; br++) be[br] = backend_of(NSA_ROLE_REF, (nsa_branch)br);
     nsa_fwd_work w = work_of(a, s, &p);

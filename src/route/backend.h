@@ -133,6 +133,9 @@ typedef struct {
     int declined[3];                /* 1: a fast backend declined the shape (counted)          */
 } nsa_route_plan_t;
 
+/* The routing problem of call a (shape s from nsa_args_check_fwd) for pass. */
+nsa_route_problem nsa_route_problem_of(const nsa_fwd_args *a, const nsa_shape *s, nsa_pass pass);
+
 /* Decides every branch of p on dev from ctx's flags and profiles (nsa_route_explain's engine). */
 nsa_status nsa_route_plan(nsa_context *ctx, const nsa_route_problem *p, const nsa_device_caps *dev,
                           nsa_route_plan_t *out);

@@ -18,7 +18,8 @@ static void tag_of(const nsa_backend *be, const char *what, char *tag, size_t le
     snprintf(tag, len, "%s.%s", pre, what);
 }
 
-static nsa_route_problem problem_of(const nsa_fwd_args *a, const nsa_shape *s, nsa_pass pass) {
+nsa_route_problem nsa_route_problem_of(const nsa_fwd_args *a, const nsa_shape *s,
+                                       nsa_pass pass) {
     nsa_route_problem p;
     memset(&p, 0, sizeof p);
     p.cfg = a->cfg;
@@ -32,7 +33,7 @@ static nsa_route_problem problem_of(const nsa_fwd_args *a, const nsa_shape *s, n
 /* Routes the call and applies what holds for every path: counters, unsupported notices. */
 static nsa_status route(nsa_context *ctx, const nsa_fwd_args *a, const nsa_shape *s,
                         nsa_pass pass, nsa_route_problem *p, nsa_route_plan_t *plan) {
-    *p = problem_of(a, s, pass);
+    *p = nsa_route_problem_of(a, s, pass);
     nsa_device_caps caps;
     NSA_TRY(nsa_device_caps_of(ctx, a->q.device, &caps));
     NSA_TRY(nsa_route_plan(ctx, p, &caps, plan));
