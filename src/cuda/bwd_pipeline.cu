@@ -127,8 +127,8 @@ static int is_tc(nsa_role r) { return r == NSA_ROLE_FA2 || r == NSA_ROLE_FUSED_S
 
 /* 16-byte loads need D-contiguous rows on 16-byte boundaries (the tensor-core roles). */
 static int tc_aligned(const nsa_tensor *x) {
-    return x->data && x->stride[3] == 1 && (uintptr_t)x->data % 16 == 0 && x->stride[0] % 8 == 0 &&
-           x->stride[1] % 8 == 0 && x->stride[2] % 8 == 0 && x->shape[3] % 8 == 0;
+    const nsa_cu_view v = nsa_cu_view4(x);
+    return nsa_cu_aligned16(&v, (int)x->shape[3]);
 }
 
 /* The operands branch br's tensor-core role reads are aligned for it. */

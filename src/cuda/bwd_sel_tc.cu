@@ -332,11 +332,6 @@ int nsa_cu_bwd_selfused_supported(const nsa_shape *s, const char **why) {
     return 1;
 }
 
-/* 16-byte loads need D-contiguous rows on 16-byte boundaries. */
-static int sb_aligned(const nsa_cu_view *v, int D) {
-    return v->p && v->sd == 1 && ((uintptr_t)v->p % 16) == 0 && v->sb % 8 == 0 && v->st % 8 == 0 &&
-           v->sh % 8 == 0 && D % 8 == 0;
-}
 
 template <typename T, int DK, int DV>
 static nsa_status launch_dq(nsa_context *ctx, nsa_cu_stream st, const nsa_cu_bwd *W,
@@ -463,8 +458,8 @@ nsa_status nsa_cu_bwd_selfused(nsa_context *ctx, nsa_cu_stream st, nsa_dtype dt,
     if (!nsa_cu_bwd_selfused_supported(&s, &why))
         return nsa_fail(ctx, NSA_ERR_UNSUPPORTED, "sel backward (tensor cores): %s", why);
     if (P.rows) return nsa_fail(ctx, NSA_ERR_UNSUPPORTED, "sel backward: row lists unsupported");
-    if (!sb_aligned(&P.q, P.Dk) || !sb_aligned(&P.ks, P.Dk) || !sb_aligned(&P.vs, P.Dv) ||
-        !sb_aligned(&W->dout, P.Dv))
+    if (!nsa_cu_aligned16(&P.q, P.Dk) || !nsa_cu_aligned16(&P.ks, P.Dk) ||
+        !nsa_cu_aligned16(&P.vs, P.Dv) || !nsa_cu_aligned16(&W->dout, P.Dv))
         return nsa_fail(ctx, NSA_ERR_UNSUPPORTED, "sel backward: q/k_sel/v_sel/dout rows must be "
                         "contiguous and 16-byte aligned for tensor cores");
     if (dt == NSA_DTYPE_BF16) return run_t<__nv_bfloat16>(ctx, st, W, rw, off, list);

@@ -42,6 +42,13 @@ static inline nsa_cu_view nsa_cu_contig(void *p, int64_t Tn, int H, int D) {
     return v;
 }
 
+/* 16-byte loads (cp.async, ldmatrix) of a 2-byte-element view need D-contiguous rows on
+ * 16-byte boundaries: the tensor-core roles' operand check. */
+static inline int nsa_cu_aligned16(const nsa_cu_view *v, int D) {
+    return v->p && v->sd == 1 && ((uintptr_t)v->p % 16) == 0 && v->sb % 8 == 0 && v->st % 8 == 0 &&
+           v->sh % 8 == 0 && D % 8 == 0;
+}
+
 /* The shape a routing problem describes (scale left 0: supports() checks need no scale). */
 static inline nsa_shape nsa_cu_shape_of(const nsa_route_problem *p) {
     nsa_shape s;

@@ -407,11 +407,6 @@ int nsa_cu_fused_supported(const nsa_shape *s, const char **why) {
     return 1;
 }
 
-/* 16-byte loads need D-contiguous rows on 16-byte boundaries. */
-static int aligned(const nsa_cu_view *v, int D) {
-    return v->p && v->sd == 1 && ((uintptr_t)v->p % 16) == 0 && v->sb % 8 == 0 && v->st % 8 == 0 &&
-           v->sh % 8 == 0 && D % 8 == 0;
-}
 
 template <typename T, int DK, int DV, int BR, int BM>
 static nsa_status launch(nsa_context *ctx, nsa_cu_stream st, const nsa_cu_params *P,
@@ -461,7 +456,8 @@ static nsa_status launch_br(nsa_context *ctx, nsa_cu_stream st, nsa_dtype dt,
 static nsa_status check_views(nsa_context *ctx, const nsa_cu_params *P, const nsa_cu_view *K,
                               const nsa_cu_view *V, const char *name) {
     if (P->rows) return nsa_fail(ctx, NSA_ERR_UNSUPPORTED, "%s: row lists run on the reference", name);
-    if (!aligned(&P->q, P->Dk) || !aligned(K, P->Dk) || !aligned(V, P->Dv))
+    if (!nsa_cu_aligned16(&P->q, P->Dk) || !nsa_cu_aligned16(K, P->Dk) ||
+        !nsa_cu_aligned16(V, P->Dv))
         return nsa_fail(ctx, NSA_ERR_UNSUPPORTED,
                         "%s: q/k/v rows must be contiguous and 16-byte aligned for tensor cores", name);
     return NSA_OK;
