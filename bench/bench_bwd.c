@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* bench_bwd.c — times the CUDA forward (routed by nsa_forward, selection ranges kept and, with
  * --keep 1 (default), the per-branch outputs and lse) and the CUDA backward (nsa_backward
  * reusing what was kept, every gradient wanted) on PERF.md's shape A

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* bench_decode.c — times one CUDA decode step (nsa_decode_step on a CUDA KV cache: push + the
  * three branches + gated output for every row) on PERF.md's decode shape A (Hq=64 Hkv=4 Dk=192
  * Dv=128, paper config, bf16) for batch sizes and cache lengths given on the command line.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* bench_forward.c — times our CUDA forward per step and end to end on the shapes of
  * ../shared/PERF.md (A: Hq=64 Hkv=4 Dk=192 Dv=128, separate K/V per branch; B: Dk=Dv=128, one
  * K/V shared by all branches; paper config), B=1, and S = issue 8's short training config (Hq=12

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* bench_train.c — training throughput of the language model on the CUDA backend (issue 8): the
  * short (12 L, dim 768, 12/2 heads, seq 2048, batch 8) and long (12 L, dim 1024, 16/1 heads,
  * seq 32768, batch 1) configs, byte vocabulary, SwiGLU, NSA l=32 d=16 lp=64 n=16 w=512.

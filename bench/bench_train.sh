@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # bench_train.sh — everything the GPU machine runs for issue 8 in one call: build, the GPU
 # training tests, the short and long throughput benchmarks (bench_train), and a short real run of
 # `nsa train --device cuda` on the built-in corpus (stopped by SIGINT after TRAIN_S seconds, which

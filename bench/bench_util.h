@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* bench_util.h — what every CUDA benchmark program shares: fail-fast checks of CUDA and nsa calls
  * and the median of repeated timings. Benchmarks are programs, not tests: they exit on the first
  * failed call, naming it.

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # bwd_fast.sh — one device call for the tiled CUDA backward roles (issue 7/8): parity tests of
 # test_gpu_bwd_fast, the same binary built with a planted bug (must fail), compute-sanitizer
 # memcheck and racecheck on the small case, then bench_train short and long (per-layer NSA backward ms).

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # decode_dev.sh — one device call for the CUDA decode step (issue 7): build (Release, sm_90a),
 # test_gpu_decode (split-key and reference steps against the CPU decode), compute-sanitizer
 # memcheck and racecheck on the small split-key case, then bench_decode and torch SDPA cuDNN

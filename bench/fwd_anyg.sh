@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # fwd_anyg.sh — one device call for the tensor-core forward at any G (issue 8's short config,
 # G = 6): builds two snapshots side by side (new = the commit under test, old = the same tree
 # with fa2.cu / sel_fused.cu of the base commit), runs the GPU parity cases, compute-sanitizer

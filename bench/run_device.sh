@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # run_device.sh — everything the GPU machine runs for issue 6, in one call: build, GPU parity
 # tests, compute-sanitizer (memcheck, racecheck) on small shapes, long-T sampled parity, the C
 # benchmark and the torch SDPA (cuDNN, FLASH) baselines. Logs and CSVs go to $OUT (at most 8

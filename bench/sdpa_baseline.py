@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """sdpa_baseline.py — dense causal attention through torch SDPA, cuDNN and FLASH backends, on the
 shapes of ../shared/PERF.md (A: Hq=64 Hkv=4 Dk=192 Dv=128; B: Dk=Dv=128), B=1, bf16, forward.
 CUDA events, 3 warm-ups, median of --reps runs, L2 flushed (256 MB) before each run. Prints CSV

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 """sdpa_decode.py — the dense decode baseline of issue 7: torch SDPA with the cuDNN backend, one
 query token per sequence, shape A of ../shared/PERF.md (Hq=64 attending Hkv=4 groups, Dk=192,
 Dv=128, bf16), batch B, S keys. CUDA events, 3 warm-ups, median of --reps runs, L2 flushed

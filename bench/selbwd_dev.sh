@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # selbwd_dev.sh — one device call for the tensor-core selection backward (bwd_sel_tc.cu, issue 7):
 # build, parity cases of test_gpu_bwd_sel_tc, bench_bwd with sel forced to the fused role (the
 # backward's steps), a planted bug (gate·P without the gate in the dK/dV kernel: must fail),

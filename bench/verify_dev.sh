@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # verify_dev.sh — one device call that verifies a tree on the GPU machine and measures what the
 # issues ask: builds (Release, sm_90a), every GPU test but the slow ones (ctest -L gpu -LE slow),
 # compute-sanitizer memcheck/racecheck on the small cases of the tensor-core backward, the

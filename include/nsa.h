@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* nsa.h — the whole public API of libnsa: Native Sparse Attention (DeepSeek, arXiv 2502.11089).
  *
  * What it is: an opaque context, plain tensor descriptors, the NSA config, forward, backward,

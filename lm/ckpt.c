@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* ckpt.c — checkpoints as safetensors (8-byte little-endian header length, JSON header, raw
  * little-endian data): the parameters under their table names, the AdamW moments under
  * "adam.m.<name>" / "adam.v.<name>", and metadata (step, seed, corpus hash, model config, a

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* config.c — the training config: defaults, one table of keys shared by the config file
  * (key = value lines) and the command-line flags (--key value), checks, and the model-config
  * string a checkpoint carries.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* cuda_blas.cu — the model's CUDA backend, part 1 (lm/gpu_cuda.h): the process state, device
  * memory (zeroed allocations with records for the heartbeat's figures and write generations),
  * the bf16 mirrors the GEMMs read weights from, the f32<->bf16 casts, the GEMMs through cuBLAS

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* cuda_ops.cu — the model's CUDA backend, part 2 (lm/gpu.h): CUDA C kernels for RMSNorm, RoPE,
  * SwiGLU, the fused q/k/v/gate split and its gather, gates, softmax/cross-entropy, embedding,
  * bias, gate statistics, clipping and AdamW, and the backend tables (cuda-bf16, cuda-f32) with

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* data.c — the corpus (any byte file; the built-in one is the King James Bible), its
  * deterministic train/validation split, batches, and a loader thread that prefetches them.
  * Not a tokenizer: tokens are bytes (vocab 256).

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* gpu.h — the CUDA backend of the language model (lm/cuda_ops.cu): cuBLAS GEMMs and fused
  * CUDA C kernels behind the lm_backend table of lm.h, plus device-memory figures for the
  * heartbeat. Not the NSA kernels: the attention goes through the library (nsa_forward /

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* gpu_cuda.h — what the two CUDA files of the model's backend share: the process state (cuBLAS
  * handle, upload buffers, reduction scratch, allocation records with write generations, the
  * first error), memory, casts and GEMMs (lm/cuda_blas.cu), used by the layer kernels and the

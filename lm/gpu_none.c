@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* gpu_none.c — lm/gpu.h in a build without CUDA: no backend, a message saying so.
  * Not a fallback: `--device cuda` fails clearly instead of training on the CPU.
  * Invariant: compiled only when the CUDA backend is not (lm/CMakeLists.txt).

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* layers.c — the model's layers, each a forward and a hand-written backward over contiguous
  * fp32 arrays (llm.c style): matmul (OpenBLAS), RMSNorm, RoPE, SwiGLU, gates, cross-entropy,
  * the learnable φ, the gate statistics of DESIGN.md §4, and the CPU backend table over them.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* lm.h — the byte-level NSA language model: config, parameters, forward/backward, optimizer,
  * data, checkpoints, heartbeat and sampling, all on the public API of libnsa (include/nsa.h).
  * What it is not: a tensor framework. Every layer is a pair of plain functions (forward,

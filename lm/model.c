@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* model.c — the byte-level NSA transformer: parameter table, initialisation, forward and
  * backward of the whole model, and one-token decode. Pre-norm blocks: x += NSA(RMSNorm(x)),
  * x += SwiGLU(RMSNorm(x)); final RMSNorm; LM head. Attention goes through the public API only

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* optim.c — AdamW with decoupled weight decay, the warm-up + cosine schedule, global-norm
  * gradient clipping, and the one RNG of the model code (splitmix64).
  * Not a general optimizer library: it walks the model's parameter table.

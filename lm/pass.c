@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* pass.c — the passes over the model: forward (training, or prefill into KV caches), backward,
  * and one-token decode, all through one layer function so the three cannot disagree, every
  * layer op through the model's backend (m->be: CPU or CUDA, the same code for both).

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* sample.c — text generation: the prompt is prefilled into one KV cache per layer, then every
  * new byte goes through the library's decode (nsa_decode_step), with temperature and top-k.
  * Not a second model: lm_decode runs the very layer code of training (lm/pass.c).

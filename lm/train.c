@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* train.c — the training loop of `nsa train`: data, model, AdamW, evals, checkpoints, the
  * heartbeat (JSON Lines, DESIGN.md §4) and the progress line.
  * Not the argument parsing (tools/cmd_train.c) nor the layers (lm/pass.c, lm/layers.c).

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # main.sh — the README's main job: install what is needed, build, train a byte-level NSA
 # language model with the defaults of `nsa train` on the built-in corpus (the King James Bible),
 # plot its loss curve, and sample from the result through the KV-cache decode.

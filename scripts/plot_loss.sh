@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # plot_loss.sh — turns an `nsa train` heartbeat (JSON Lines) into a PNG of the loss curves, in
 # bits per byte: training loss from "progress" records, validation from "eval" records.
 # usage: bash scripts/plot_loss.sh runs/kjv/heartbeat.jsonl [out.png]   (needs gnuplot)

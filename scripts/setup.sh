@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # setup.sh — installs what nsa needs on Debian 12 (build tools, OpenBLAS, gnuplot); idempotent.
 set -euo pipefail
 pkgs=(cmake ninja-build gcc clang make pkg-config libopenblas-openmp-dev gnuplot-nox zlib1g-dev)

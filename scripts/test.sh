@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # test.sh — the README's test command: set up, build (gcc, -Werror), run every test, then the
 # whole CPU suite again under AddressSanitizer + UndefinedBehaviorSanitizer, and a clang build.
 set -euo pipefail

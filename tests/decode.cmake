@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 # Decode with KV caches (issue 3): decode equals prefill, caches, counters, bad inputs.
 nsa_test(test_decode SOURCES test_decode.c test_decode_util.c
   CASES empty_equals_prefill prefill_then_decode causality_stale batch_mixed_lengths

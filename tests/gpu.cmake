@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 # GPU parity tests (issue 6: CUDA forward). Built only with the CUDA backend; each case exits 77
 # (skipped) where no GPU exists. long_sampled is slow (T = 8192 by default, NSA_GPU_LONG_T).
 if(NSA_HAVE_CUDA)

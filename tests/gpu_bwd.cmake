@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 # GPU backward and decode tests (issue 7). Built only with the CUDA backend (nsa_gpu_util comes
 # from tests/gpu.cmake); each case exits 77 (skipped) where no GPU exists.
 if(NSA_HAVE_CUDA)

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 # GPU tests of the tiled backward roles (masked cmp/win, packed sel). Built only with the CUDA
 # backend (nsa_gpu_util comes from tests/gpu.cmake); each case exits 77 (skipped) without a GPU.
 if(NSA_HAVE_CUDA)

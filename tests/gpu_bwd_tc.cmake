@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 # GPU tests of the tensor-core backward roles (FA-2 cmp/win, fused selection). Built only with
 # the CUDA backend (nsa_gpu_util comes from tests/gpu.cmake); each case exits 77 without a GPU.
 if(NSA_HAVE_CUDA)

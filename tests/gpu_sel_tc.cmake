@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 # GPU tests of the tensor-core selection backward (bwd_sel_tc.cu, role fused_sel). Built only
 # with the CUDA backend (nsa_gpu_util comes from tests/gpu.cmake); each case exits 77 (skipped)
 # without a GPU. seltc_time prints timings (shape A 8k/64k, the training configs): slow.

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 # GPU training tests (issue 8): the model on the CUDA backend against the CPU trainer. Built only
 # with the CUDA backend; each case exits 77 (skipped) where no GPU exists.
 if(NSA_HAVE_CUDA)

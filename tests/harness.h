@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* harness.h — the project's test harness: named cases, checks that name the case, fresh random
  * inputs with a printed seed, and guarded buffers.
  * A failure prints "FAIL <exe> <case>" plus the command that reruns it (with its seed).

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 # The install test (issue 2): install this build into a temporary prefix, then build and run a
 # consumer through find_package(nsa) and through pkg-config (tests/install/run.sh).
 set(NSA_INSTALL_TEST_CFLAGS "")

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 # The byte-level language model (lm/): layers against finite differences, the whole model,
 # training (checkpoints, resume, heartbeat, errors) and sampling through the decode.
 nsa_test(test_lm_layers SOURCES test_lm_layers.c LIBS nsa_lm

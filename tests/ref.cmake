@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 # Reference forward/backward tests (issue 2: libnsa foundation). Helpers shared by these tests
 # live in ref_util.c; each case is one invariant (see the case's comment in its file).
 add_library(nsa_ref_util STATIC ref_util.c)

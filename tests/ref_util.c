@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* ref_util.c — see ref_util.h. */
 #include "ref_util.h"
 

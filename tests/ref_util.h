@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* ref_util.h — what the reference tests share: a problem (config, guarded input/output buffers
  * and the nsa_fwd_args / nsa_bwd_args over them), independent dense attention in double, and a
  * double-precision loss for finite differences.

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: Apache-2.0
 # Execution routing tests (issue 4): golden routing table, fallbacks through fake backends,
 # strict causality, logger, flags, device profiles. CPU only; fake CUDA caps and backends.
 nsa_test(test_route_table SOURCES test_route_table.c

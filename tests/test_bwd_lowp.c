@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* test_bwd_lowp.c — the yardstick of the tensor-core backward tests (tests/gpu/gpu_bwd_lowp.c:
  * the backward as an eager framework computes it in the dtype) checked on the CPU against the
  * double reference: in f32 it must be the reference up to f32 rounding (so it computes the

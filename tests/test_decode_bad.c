@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* test_decode_bad.c — decode read counters against their formula and budget, the decode.reads
  * log and its NSA_LOG_LIMIT cap, the size formula, and every bad input: each returns its status
  * with a message naming the field, leaves the whole cache state byte for byte as it was, and the

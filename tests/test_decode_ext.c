@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* test_decode_ext.c — the caller's own φ (cmp_external) and nsa_kv_cache_append.
  * cmp_external: the test compresses with its own φ (a position-weighted mean, not avg), the
  * forward with cmp_compressed = 1 is the oracle, and decode feeds φ of raw_cmp_tail + the new

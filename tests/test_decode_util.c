@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* test_decode_util.c — see test_decode_util.h. */
 #include "test_decode_util.h"
 

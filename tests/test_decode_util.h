@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* test_decode_util.h — what the decode tests share: a random sequence of NSA inputs, its
  * reference prefill, decode steps fed from it, and a byte snapshot of a cache's whole state.
  * Not assertions: the cases in test_decode*.c check; these helpers only build and copy.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* test_lm_layers.c — each layer of the language model (lm/layers.c) against central finite
  * differences, the RoPE invariants (q and k rotate identically, so q·k depends only on the
  * relative position), gradient clipping and the learning-rate schedule.

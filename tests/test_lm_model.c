@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* test_lm_model.c — the whole language model on tiny dimensions: gradients of every parameter
  * tensor against central finite differences (through the library's nsa_forward/nsa_backward),
  * the loss falling on a tiny fixed text, and greedy sampling through the KV-cache decode giving

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* test_lm_train.c — training on a tiny corpus: checkpoint save/load round trip (bitwise), resume
  * equals an uninterrupted run (bitwise), every heartbeat line is JSON with the fields and types
  * of DESIGN.md §4, a non-finite loss stops without touching the checkpoint, and each bad input

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* test_ref_args.c — bad inputs to nsa_forward / nsa_backward and the context calls: every invalid
  * config field, NULL pointers, wrong shapes, ndims, dtypes, devices, negative strides and
  * overflowing sizes each return the documented status with a message that names the field,

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* test_ref_backward.c — the reference backward: central finite differences in double of the
  * reference forward for every input (q, each branch's k/v raw and compressed, gates), bitwise
  * determinism over thread counts, reuse of sel_ranges, and the gradient aliasing rule.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* test_ref_convert.c — the public bf16/f16 <-> f32 conversions against independent definitions:
  * decoding every one of the 65536 patterns by its formula, round trips, and rounding of random
  * f32 values (any bit pattern: NaN, inf, subnormals) and of exact midpoints against

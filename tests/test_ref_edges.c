@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* test_ref_edges.c — the reference at its edges: no NaN when a branch has no key (T < l,
  * T < lp, w = 0, absent optional inputs, n·lp ≥ T), guard bytes after every output and inputs
  * left untouched, non-contiguous (transposed, padded) tensors, thread-count determinism of the

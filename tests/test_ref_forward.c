@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* test_ref_forward.c — invariants of the reference forward (DESIGN.md §5) against independent
  * dense computations written here, not through the library's row code: full coverage equals
  * dense causal attention, each branch alone equals its dense masked equivalent, causality.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* test_route_config.c — what configures the router: NSA_* flags (every malformed value is an
  * error naming the flag, from the environment and through the API, and changes nothing) and
  * device profiles (the compiled-in defaults equal the shipped files; a broken file is an error

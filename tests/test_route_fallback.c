@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* test_route_fallback.c — the dispatcher's safety nets, proven with fake CPU backends that this
  * test registers: a NaN-producing fast path falls back (output equals the reference, counter
  * incremented, one log line however many calls); an erroring one and a declining one fall back

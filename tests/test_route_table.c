@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* test_route_table.c — the golden routing table: fake device caps (cpu, a CUDA arch without a
  * profile, sm80, sm89, sm90) × dtypes × lengths around each cutoff × flag combinations, checked
  * against the expected backend and a reason fragment per branch.

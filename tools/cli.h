@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* cli.h — what the `nsa` subcommands share: the command table entry and small helpers. */
 #ifndef NSA_CLI_H
 #define NSA_CLI_H

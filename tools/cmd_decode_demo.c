@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* cmd_decode_demo.c — `nsa decode-demo`: prefills a prompt of random tokens into a KV cache,
  * decodes N steps, and prints the token reads each step measured beside the paper's budget and
  * dense attention; then the paper's Table 4 (8k..64k, paper defaults) from measured decode steps.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* cmd_parity.c — `nsa parity`: every fast path this build has, on every parity case and dtype,
  * against the reference, with the contract's thresholds (spec/execution-routing.md, DESIGN.md
  * §5): f32 MAE < 1e-5; bf16/f16 max error ≤ 2 × the reference's own error on inputs rounded to

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* cmd_route.c — `nsa route`: the router's decision for a shape, dtype and device (the real one,
  * or a named one such as --device sm89), with each branch's backend and reason, the flags and
  * the profile in force. Runs nothing.

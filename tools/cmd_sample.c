@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* cmd_sample.c — `nsa sample`: loads a checkpoint written by `nsa train`, prefills a prompt and
  * generates bytes through the library's KV-cache decode; prints prompt + continuation.
  */

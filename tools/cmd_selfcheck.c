@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* cmd_selfcheck.c — `nsa selfcheck`: runs NSA forward and backward on fresh random inputs through
  * the public API and prints what it verified: causality, full coverage (selection over every
  * block equals the full window), and the backward of every input against central differences.

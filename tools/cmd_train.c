@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* cmd_train.c — `nsa train`: reads defaults, then a config file (--config FILE, or with --resume
  * the run's own config.txt), then flags (--key value or --key=value), and runs lm_train.
  * SIGINT asks the loop to save a checkpoint and stop; a second SIGINT kills as usual.

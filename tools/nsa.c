@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* nsa.c — the `nsa` command: a table of subcommands, one file each (tools/cmd_*.c).
  * Tools may print and exit; the library never does.
  */

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* args.c — validation of nsa_forward / nsa_backward arguments, shared by every backend.
  * Not routing: it only decides whether the call is well formed and derives its shapes.
  * Invariant: after NSA_OK every present tensor matches its documented dims, dtype and device,

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* check.c — validation of configs and tensor descriptors for every public entry point.
  * Not the place for per-call shape logic (each entry point states its shapes); this file only
  * answers "does this descriptor match, and can it be addressed without overflow".

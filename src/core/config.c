@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* config.c — the NSA config: paper defaults and the block arithmetic every path shares.
  * Invariant: num_cmp is the one definition of "compressed blocks complete after T tokens".
  */

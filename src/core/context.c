@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* context.c — the context: per-call error message, flags, counters, threads, stream.
  * Not the router (src/route/) nor the logger (log.c); this file only owns the struct's life.
  * Invariant: every public call clears the message first, so the message always belongs to

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* device_cpu.c — the device hooks of route/backend.h for a build without CUDA: no CUDA device,
  * no CUDA pipeline, no CUDA backends, toolchain "CPU-only build".
  * src/cuda/device.cu defines the same functions when CUDA is compiled in (CMake then drops

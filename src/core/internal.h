@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* internal.h — what every libnsa source file shares: the context struct, error reporting, tensor
  * checks and element access. Not public: nothing here is installed.
  * Invariant: every check that fails sets ctx's message naming the field and returns its status

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* log.c — the only place libnsa prints: tagged lines, at most NSA_LOG_LIMIT per tag per context
  * (nsa_log_once: at most one), to stderr or the context's callback.
  * Not thread-safe across threads sharing one context (a context belongs to one thread).

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* overlap.c — do output tensors share memory? The aliasing rule of nsa_backward: two gradient
  * tensors are either the same view (data, shape, strides: they receive the sum) or share no
  * byte; and no output tensor overlaps itself.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* tensor.c — tensor descriptors, dtypes, status names and the bf16/f16 conversions.
  * Not a tensor library: descriptors only describe caller-owned memory.
  * Invariant: conversions round to nearest even and keep NaN a NaN.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* backends.cu — the CUDA backends of the routing table (src/route/backend.h): the reference
  * role for every branch, FA-2 for cmp and win, the fused group-centric selection ("triton").
  * Not kernels: each fwd() hands the pipeline state to its kernel file's launcher.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* bwd_api.h — what C code of libnsa may call in the CUDA backward (src/cuda/bwd_*.cu): the
  * backward on given roles (tests, benchmarks) and the one answer to "can role r run the backward
  * of branch br". Not the kernels. Plain C; in a CPU-only build these functions do not exist.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* bwd_fa2.cu — the FA-2 role of the CUDA backward for cmp and win: mma.sync m16n8k16 on bf16/f16
  * operands with f32 accumulation, deterministic (FlashAttention-2 backward, split in two
  * kernels so that no accumulator is shared between CTAs):

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* bwd_pipeline.cu — the CUDA backward: the order of its steps (selection ranges, φ = avg, per
  * branch query side then key side, φ backward, stores summing aliased gradients) and the device
  * hook nsa_device_cuda_backward that nsa_backward calls for tensors on a CUDA device.

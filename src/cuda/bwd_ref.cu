@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* bwd_ref.cu — the reference role of the CUDA backward: plain double-precision kernels that
  * follow src/ref/row_bwd.c. Query side: one block per (row, head) recomputes the branch's
  * softmax (lse, o), then dgates, delta = dO·o and dq. Key side: one block per (batch, KV head,

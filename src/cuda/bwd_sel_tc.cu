@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* bwd_sel_tc.cu — the tensor-core backward of the selection branch (role NSA_ROLE_FUSED_SEL,
  * bwd_tc.cuh): bf16/f16 operands through mma.sync m16n8k16, f32 accumulation, any G, (Dk, Dv)
  * in {(64,64), (128,128), (192,128)}, any lp. dq: sq_kernel (bwd_sel_tc.cuh). dK/dV: one CTA per

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* bwd_sel_tc.cuh — the kernels of the tensor-core selection backward (bwd_sel_tc.cu holds the
  * launchers): shared-memory layouts, the key masks of a query's ranges, the dq kernel and the
  * dK/dV kernel. Internal to bwd_sel_tc.cu; not an API.

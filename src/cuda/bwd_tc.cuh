@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* bwd_tc.cuh — the tensor-core roles of the CUDA backward (bf16/f16 operands through mma.sync,
  * f32 accumulation): FA-2 style for cmp and win (bwd_fa2.cu, role NSA_ROLE_FA2) and the
  * group-centric selection (bwd_sel_tc.cu, role NSA_ROLE_FUSED_SEL). Launchers only.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* bwd_tiled.cu — kernels of the tiled CUDA backward roles (masked cmp/win, packed sel): f32
  * arithmetic, K/V tiles of 32 keys and query rows staged in shared memory, any dtype, strides
  * and head dims. Query side: one block per chunk of (t, head) rows of a KV group recomputes the

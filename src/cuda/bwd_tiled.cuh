@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* bwd_tiled.cuh — the tiled (masked for cmp/win, packed for sel) roles of the CUDA backward:
  * f32 accumulation, keys and queries tiled through shared memory, deterministic.
  * Not the reference (bwd_ref.cu) and not tensor cores. Launchers only; kernels in bwd_tiled.cu

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* bwd_tiled_index.cu — the bookkeeping of the tiled CUDA backward's key side: the inverse
  * selection index (queries per (b, KV head, selection block), ascending t, from the bitmap), the
  * split offsets of every key tile, and the in-order sum of the partial slots of split walks.

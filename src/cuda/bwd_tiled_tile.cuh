@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* bwd_tiled_tile.cuh — what the two kernel files of the tiled CUDA backward share: tile sizes,
  * the key tile of a branch (keys and the queries that can see them) and the host-side counts of
  * tiles and splits. Internal to bwd_tiled.cu and bwd_tiled_index.cu; not an API.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* common.cuh — what every kernel file of the CUDA backend shares: the parameter block of one
  * forward, element loads/stores for f32/bf16/f16, row mapping and launch checks.
  * Not a launcher: each .cu file owns its kernels and exposes one host function per role.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* cuda_api.h — what C code of libnsa may call in the CUDA backend (the .cu files of src/cuda).
  * Not the kernels: those stay behind nsa_cuda_forward; this header is plain C and compiles in a
  * CPU-only build too (the functions then simply do not exist and must not be called).

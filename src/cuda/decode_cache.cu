@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* decode_cache.cu — CUDA KV caches: device buffers, reset, filling from whole tensors (prefill
  * and append: history, rings, φ = avg of every block the tokens complete), the read counters,
  * the raw cmp tail, and the host side of a decode step (src/ref/kv_cache.h's device hooks):

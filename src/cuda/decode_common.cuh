@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* decode_common.cuh — the device side of a CUDA KV cache (DESIGN.md §1.6) shared by
  * decode_cache.cu (allocation, fill, counters), decode_step.cu (the reference step) and
  * decode_fast.cu (the split-key step).

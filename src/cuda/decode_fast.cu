@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* decode_fast.cu — the split-key decode step (flash-decoding) as ONE cooperative kernel per step:
  * a persistent grid (2 blocks per SM) walks a list of items in order, each block taking items
  * blockIdx.x, + grid, ...:

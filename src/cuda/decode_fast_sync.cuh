@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* decode_fast_sync.cuh — the parts of the split-key decode step (decode_fast.cu) that are not
  * attention over keys: the counters and flags that order its items across blocks, the
  * selection of one (row, KV head), and the merge of one head's partials into the gated output.

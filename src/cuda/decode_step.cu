@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* decode_step.cu — one decode step for a batch of rows at their own positions in ONE kernel:
  * block (b, g) pushes KV head g's new token into the cache (history, rings, and the compressed
  * token when the step completes a block), then runs the three branches for the group's G heads

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* device.cu — the CUDA device hooks of src/route/backend.h (device count and caps, toolchain,
  * pipeline and backend list), the context's device workspace, and small memory helpers.
  * Not the kernels (one .cu per concept beside this) nor routing policy (src/route/).

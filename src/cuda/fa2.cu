@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* fa2.cu — tensor-core attention (mma.sync m16n8k16, bf16/f16 in, f32 accumulate) for the three
  * branches: FA-2 for cmp and win, and the fused group-centric selection kernel ("triton").
  * One kernel template serves all three; they differ only in which key tiles a CTA walks and

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* mma.cuh — the PTX the tensor-core kernels share (sm_80+): cp.async 16-byte copies with zero
  * fill, ldmatrix (plain and transposed), mma.sync m16n8k16 with f32 accumulators for bf16 and
  * f16, and packing two floats into one bf16x2/f16x2 register.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* pipeline.cu — the CUDA pipeline of src/route/backend.h: work buffers in the context's device
  * workspace, φ = avg compression, the default selection step (reference scores unless the cmp
  * step already produced them, then top-n and ranges), the finite check, the gated sum; plus

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* ref_attend.cu — the reference role on the GPU: attention of one (row, head) per block over the
  * keys its branch sees (cmp: blocks i < num_cmp(t+1); sel: the merged ranges; win: [t-w+1, t]),
  * and the reference selection scores P (group-summed cmp probabilities). Double accumulation,

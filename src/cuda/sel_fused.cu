@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* sel_fused.cu — the fused group-centric selection kernel for G <= 16 (paper: G = 16): one CTA
  * holds 16 rows, the G heads of QPB = floor(16/G) neighbouring queries of one KV group (rows
  * past QPB·G are padding: no key visible, never written), and walks the union

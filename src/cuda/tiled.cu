@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* tiled.cu — the masked (cmp, win) and packed (sel) roles: batched variants of the reference
  * role on CUDA cores in f32. A CTA holds 16 rows (query, head) of one KV group and walks its
  * keys in tiles of 32 staged in shared memory as f32 — a contiguous range with a mask for

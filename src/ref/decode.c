@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* decode.c — nsa_decode_step on the reference: one token per active row is pushed into the
  * cache (nsa_kv_push), then its attention is nsa_ref_row — the very function the reference
  * prefill calls per row — over the cache's keys/values, so decode equals prefill bitwise.

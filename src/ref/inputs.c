@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* inputs.c — converting a call's tensors (any dtype, any strides) into the contiguous double
  * arrays the reference works on, and φ = avg compression of the raw cmp keys/values.
  * Invariant: f32/bf16/f16 values convert exactly; a tensor shared by branches converts once.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* kv_cache.c — the KV cache object: size formula, create/destroy/reset, queries, and the one
  * function that appends a token (nsa_kv_push) shared by prefill, append and decode.
  * Not attention: decode.c runs the step, kv_fill.c validates and fills from tensors.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* kv_cache.h — the KV cache object of the reference decode (DESIGN.md §1.6): its layout, and the
  * two operations every filling path shares (push one token, build one row's branches).
  * Not public: include/nsa.h describes the contract; tests may include this to compare states.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* kv_fill.c — filling a KV cache from whole tensors: nsa_kv_cache_prefill (a forward that also
  * fills the cache) and nsa_kv_cache_append (fills without attention).
  * Not the decode step (decode.c). Both push token by token through nsa_kv_push, the function a

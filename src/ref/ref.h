@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* ref.h — the reference NSA: exact semantics of DESIGN.md §1 on the CPU, accumulating in double.
  * It is the oracle of every test and the fallback of every fast path. Not fast: it is plain
  * loops parallelised over independent rows with OpenMP.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* ref_backward.c — the reference backward (DESIGN.md §1.5): gradients of q, of each branch's
  * keys/values (compressed, and through φ = avg down to the raw cmp tokens) and of the gates.
  * Selection indices are constants: recomputed exactly as the forward does (nsa_ref_select on the

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* ref_forward.c — the reference forward: every (b, t) row through nsa_ref_row, results stored in
  * the caller's tensors. Rows are independent, so they run in parallel (OpenMP) without changing
  * any bit of the result.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* row.c — one query row of the reference NSA: compressed attention, selection, selected
  * attention, window, gated sum (DESIGN.md §1.1–§1.4), for all heads of position t.
  * Prefill (ref_forward.c) and decode call exactly this, so decode equals prefill bitwise.

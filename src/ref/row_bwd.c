@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* row_bwd.c — the backward of one softmax attention of one query over a list of key ranges
  * (the counterpart of nsa_ref_attend), and the thread count every reference loop uses.
  * Not a whole backward: ref_backward.c decides which rows, branches and accumulators.

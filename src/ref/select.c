@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* select.c — row-level pieces of the reference: the Eq. 9 overlap, block selection for one
  * query and group, and softmax attention of one query over a list of key ranges.
  * Decode and backward call these same functions, which is what makes decode bitwise equal to

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* backend.h — the backend table: what a backend is, how a forward runs as a pipeline of branch
  * steps, and how a device (CPU, CUDA) plugs its steps and backends in.
  * Not the routing policy (router.c decides from flags and profiles) nor any kernel.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* backends.c — the backend table, run-time registration (tests), device caps (real and named),
  * the toolchain, and the names of branches and roles.
  * Not the choice among backends (router.c): this file only says which exist.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* cpu_pipeline.c — the CPU pipeline (begin, select, finite, finish, end) and the CPU reference
  * backend, whose per-branch steps are the reference's own row primitives (nsa_ref_attend,
  * nsa_ref_select) in the order nsa_ref_row calls them.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* dispatch.c — the public entry points nsa_forward / nsa_backward: validate, route, run the
  * pipeline of backend.h, apply the fallbacks, NSA_FORCE_BRANCH and NSA_STRICT_ASSERTS.
  * Not the routing decision itself (router.c decides); this file runs what it decided.

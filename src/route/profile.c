@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* profile.c — device profiles: the compiled-in defaults, the `key: value` file parser and the
  * directory loader (profiles/smNN.yaml).
  * Not a YAML parser: one `key: value` per line, `#` comments, optional double quotes; that is

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* route.h — internals of the router shared by src/route/, the context and the tools: device
  * profiles, flag formatting, strict causality checks.
  * Not the backend interface (backend.h) nor policy (router.c).

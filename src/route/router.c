@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* router.c — the one place a branch is given a backend: policy (flags over the device profile,
  * length cutoffs) picks the wanted role, then binding finds a backend of this build that
  * supports the problem, stepping down fast → masked/packed → reference.

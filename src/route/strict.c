@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* strict.c — NSA_STRICT_ASSERTS: causality checks of what a call is about to read. Every
  * selection range, window and compressed span of every query must end at or before t+1.
  * Not a debugger: it reports the first violation (status, message, counter, warn.causality log

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* gpu_bwd_lowp.c — the NSA backward as an eager framework computes it in bf16/f16 (the "naive
  * low-precision run" of DESIGN.md §5 for the tensor-core backward): every matmul output and
  * every elementwise intermediate (compressed K/V, scores, scaled scores, P, o_b, gate·dout, dP,

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* gpu_bwd_util.c — see gpu_bwd_util.h. */
 #include "gpu_bwd_util.h"
 

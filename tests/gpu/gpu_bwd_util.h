@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* gpu_bwd_util.h — one CUDA backward problem against the CPU reference backward, shared by
  * tests/gpu/test_gpu_bwd.c (reference role) and test_gpu_bwd_fast.c (tiled roles): random inputs,
  * gradients poisoned and guarded, nsa_backward on host and device, the element-wise tolerance

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* gpu_util.c — see gpu_util.h. Tolerance (DESIGN.md §5, FlashAttention's rule): an element
  * passes when |gpu − ref| ≤ 4·u·(|ref| + rms(ref) + 2·rms(v)/sqrt(keys)) + 1e-6, u the unit
  * roundoff of the dtype (2^-8 bf16, 2^-11 f16; 1e-6 for f32, whose kernels round only the

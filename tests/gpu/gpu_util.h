@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* gpu_util.h — helpers of the GPU parity tests: device tensors mirrored by host tbufs, one NSA
  * problem (inputs, outputs, run on a set of CUDA roles, run on the CPU reference) and its
  * comparison with the DESIGN.md §5 tolerance and the near-tie rule for selected blocks.

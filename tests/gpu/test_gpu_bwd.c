@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* test_gpu_bwd.c — the CUDA backward (issue 7) against the CPU reference backward on fresh random
  * inputs, through the public nsa_backward: GQA 1/4/16, Dk = Dv and Dk ≠ Dv, T below l, below lp,
  * ragged; f32/bf16/f16; separate and shared K/V (aliased gradients summed); selection ranges

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* test_gpu_bwd_fast.c — the tiled CUDA backward roles (masked cmp/win, packed sel; f32
  * accumulation) against the CPU reference backward through the public nsa_backward with default
  * routing (checked: the backward routes to cuda.masked / cuda.packed): GQA 1/4/16, Dk ≠ Dv, T

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* test_gpu_bwd_sel_tc.c — the tensor-core selection backward (role fused_sel, bwd_sel_tc.cu)
  * against the CPU reference backward through the public nsa_backward, sel forced to the fused
  * role (NSA_TRITON_SEL_FORCE=1; checked: the backward routes sel there): G = 16, 4, 1, 6, head

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* test_gpu_bwd_tc.c — the tensor-core CUDA backward roles (FA-2 cmp/win, fused group-centric
  * selection) against the CPU reference backward through the public nsa_backward with default
  * routing on an sm_80+ card (checked per case: the roles bound are printed; tc_route asserts

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* test_gpu_decode.c — the CUDA KV cache and decode step (issue 7) against the CPU decode on the
  * same random tokens: rows filled to different lengths (append) or by prefill, then decode steps
  * of the whole batch at different positions, crossing compressed-block emissions; outputs,

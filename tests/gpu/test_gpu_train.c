@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* test_gpu_train.c — the language model on the CUDA backend against the CPU trainer, on a tiny
  * config where selection covers every block (n·lp ≥ T, so no top-n choice can differ): loss and
  * gradients of one step (f32 tightly, bf16 within the bf16 bound), a few AdamW steps, bitwise

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* consumer.c — a tiny program built against an installed libnsa (tests/install/run.sh): one
  * forward on the CPU through the public header only. Exit 0 when the output is finite.
  */

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
 # run.sh BUILD_DIR SOURCE_DIR CC [CFLAGS] — the install test: `cmake --install` of BUILD_DIR into
 # a temporary prefix, then the consumer program of this folder built and run twice against it:
 # through find_package(nsa) (CMake package) and through pkg-config (nsa.pc). CFLAGS carries the
