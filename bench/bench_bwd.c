@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 /* bench_bwd.c — times the CUDA forward (routed by nsa_forward, selection ranges kept and, with
  * --keep 1 (default), the per-branch outputs and lse) and the CUDA backward (nsa_backward
- * reusing what was kept, every gradient wanted) on PERF.md's shape A
+ * reusing what was kept, every gradient wanted) on shape A of docs/design.md §6
  * (Hq=64 Hkv=4 Dk=192 Dv=128, separate K/V per branch, paper config) or, with --shape B, shape B
  * (Dk=Dv=128, one K/V for every branch, gradients summed), B=1, bf16, for the
  * lengths given. CUDA events, one warm-up, L2 flushed (256 MB memset) before each run, median

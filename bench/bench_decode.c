@@ -1,13 +1,14 @@
 // SPDX-License-Identifier: Apache-2.0
 /* bench_decode.c — times one CUDA decode step (nsa_decode_step on a CUDA KV cache: push + the
- * three branches + gated output for every row) on PERF.md's decode shape A (Hq=64 Hkv=4 Dk=192
+ * three branches + gated output for every row) on the decode shape A of docs/design.md §6 (Hq=64
+ * Hkv=4 Dk=192
  * Dv=128, paper config, bf16) for batch sizes and cache lengths given on the command line.
  * Rows are filled by nsa_kv_cache_append with random tokens made on the device, then each timed
  * step runs after an L2 flush (256 MB memset; --flush 0 leaves the cache warm, instructions and
  * all: a diagnosis, not a result); CUDA events around the step; median of --reps.
  * Prints CSV: kind,B,S,us,host_us (the call's own host time),budget_MB,read_MB,budget_TBps,
  * read_TBps and the measured reads. The stream is idle when each timed step starts.
- * budget bytes = B·Hkv·(Dk+Dv)·2·(num_cmp(S) + n·lp + min(w,S)) (PERF.md); read bytes count the
+ * budget bytes = B·Hkv·(Dk+Dv)·2·(num_cmp(S) + n·lp + min(w,S)) (design §6); read bytes count the
  * compressed tokens as the split-key step reads them (dtype copy, 2 bytes) and the sel/win keys
  * the step's counters report.
  * Not a test: it only checks the status and the counters against the budget.

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 /* bench_forward.c — times our CUDA forward per step and end to end on the shapes of
- * ../shared/PERF.md (A: Hq=64 Hkv=4 Dk=192 Dv=128, separate K/V per branch; B: Dk=Dv=128, one
+ * docs/design.md §6 (A: Hq=64 Hkv=4 Dk=192 Dv=128, separate K/V per branch; B: Dk=Dv=128, one
  * K/V shared by all branches; paper config), B=1, and S = issue 8's short training config (Hq=12
  * Hkv=2 Dk=Dv=64, separate K/V, B=8), bf16, plus a cuBLAS bf16 GEMM peak measured in
  * the same process. CUDA events, warm-up, L2 flushed (256 MB memset) before every run, median
@@ -59,7 +59,7 @@ static double gemm_peak(void) {
     return 2.0 * N * N * (double)N / (m * 1e-3) / 1e12;
 }
 
-/* FLOPs (TFLOP) per step, forward, from DESIGN.md §1 key counts (PERF.md formulas). */
+/* FLOPs (TFLOP) per step, forward, from the key counts of docs/design.md §1 and §6. */
 static void flops(const nsa_config *c, int64_t S, int B, double f[6]) {
     double cmp_pairs = 0, sel_keys = 0, win_keys = 0;
     for (int64_t t = 0; t < S; t++) {

@@ -1,6 +1,6 @@
 # SPDX-License-Identifier: Apache-2.0
 """sdpa_baseline.py — dense causal attention through torch SDPA, cuDNN and FLASH backends, on the
-shapes of ../shared/PERF.md (A: Hq=64 Hkv=4 Dk=192 Dv=128; B: Dk=Dv=128), B=1, bf16, forward.
+shapes of docs/design.md §6 (A: Hq=64 Hkv=4 Dk=192 Dv=128; B: Dk=Dv=128), B=1, bf16, forward.
 CUDA events, 3 warm-ups, median of --reps runs, L2 flushed (256 MB) before each run. Prints CSV
 rows like bench_forward: kind,shape,S,roles,step,ms,tflop,tflops,pct_peak (peak: torch bf16
 GEMM 8192^3 measured here). A backend that refuses a shape prints a row with ms = nan.
@@ -53,7 +53,8 @@ def main():
             q = torch.randn(1, hq, S, dk, device=dev, dtype=torch.bfloat16)
             k = torch.randn(1, hkv, S, dk, device=dev, dtype=torch.bfloat16)
             v = torch.randn(1, hkv, S, dv, device=dev, dtype=torch.bfloat16)
-            tflop = 2 * (S * S / 2) * hq * (dk + dv) / 1e12  # PERF.md: QK and PV, causal half
+            # QK and PV, causal half (docs/design.md §6)
+            tflop = 2 * (S * S / 2) * hq * (dk + dv) / 1e12
             for name, be in (("cudnn", SDPBackend.CUDNN_ATTENTION), ("flash", SDPBackend.FLASH_ATTENTION)):
                 ms = float("nan")
                 for gqa in (True, False):

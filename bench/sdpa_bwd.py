@@ -1,6 +1,6 @@
 # SPDX-License-Identifier: Apache-2.0
 """sdpa_bwd.py — the dense training baseline of issue 7: torch SDPA with the cuDNN backend,
-causal, forward then backward, shape A of ../shared/PERF.md (Hq=64 attending Hkv=4 groups,
+causal, forward then backward, shape A of docs/design.md §6 (Hq=64 attending Hkv=4 groups,
 Dk=192, Dv=128, bf16) or, with --shape B, Dk=Dv=128; B=1. CUDA events, 1 warm-up, median of --reps, L2 flushed (256 MB) before
 each run. Prints CSV rows: kind,S,fwd_ms,bwd_ms,fwd_bwd_ms,peak_MB (torch's peak allocation).
 """

@@ -1,6 +1,6 @@
 # SPDX-License-Identifier: Apache-2.0
 """sdpa_decode.py — the dense decode baseline of issue 7: torch SDPA with the cuDNN backend, one
-query token per sequence, shape A of ../shared/PERF.md (Hq=64 attending Hkv=4 groups, Dk=192,
+query token per sequence, shape A of docs/design.md §6 (Hq=64 attending Hkv=4 groups, Dk=192,
 Dv=128, bf16), batch B, S keys. CUDA events, 3 warm-ups, median of --reps runs, L2 flushed
 (256 MB) before each run. Prints CSV rows: kind,B,S,us,bytes_MB,TBps (bytes = B·Hkv·S·(Dk+Dv)·2,
 the K/V a dense step must read). A backend that refuses a shape prints us = nan and why.

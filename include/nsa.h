@@ -7,7 +7,7 @@
  * Key invariant: the library never prints except through the context's rate-limited logger,
  * never exits, and never writes outside the tensors the caller hands it.
  *
- * Notation (DESIGN.md §1): B batch, T tokens in a prefill, S tokens in a cache, t the 0-based
+ * Notation (docs/design.md §1): B batch, T tokens in a prefill, S tokens in a cache, t the 0-based
  * position of a query, Hq query heads, Hkv KV heads, G = Hq/Hkv, head h belongs to group h/G,
  * Dk/Dv head dims; config l, d, lp, n, n_init, n_local, w, scale.
  *
@@ -110,7 +110,7 @@ float nsa_f16_to_f32(uint16_t x);
 
 /* ---------------------------------------------------------------- config */
 
-/* The NSA configuration of DESIGN.md §1. Validity: l ≥ 1, d ≥ 1, d | l, d | lp, lp ≥ 1,
+/* The NSA configuration of docs/design.md §1. Validity: l ≥ 1, d ≥ 1, d | l, d | lp, lp ≥ 1,
  * n ≥ n_init + n_local, n_init ≥ 0, n_local ≥ 0, w ≥ 0 (0 turns the window branch off),
  * Hq ≥ 1, Hkv ≥ 1, Hq % Hkv == 0, Dk ≥ 1, Dv ≥ 1, scale finite and > 0 (0 means 1/sqrt(Dk)). */
 typedef struct {
@@ -182,7 +182,8 @@ typedef struct {
                               ascending, end clipped to t+1; unused slots are [0, 0)      */
 } nsa_fwd_args;
 
-/* Computes the NSA forward (DESIGN.md §1) on the device the tensors live on, through the router.
+/* Computes the NSA forward (docs/design.md §1) on the device the tensors live on, through the
+ * router.
  * Returns NSA_OK or an error naming the field; on error no output is partially meaningful.
  * A fast path that fails or produces NaN/Inf is recomputed on the reference path, counted
  * (nsa_context_counters) and logged once; NSA_STRICT_ASSERTS=1 turns a key past t into
@@ -217,7 +218,7 @@ typedef struct {
  * the message names the field. */
 nsa_status nsa_backward(nsa_context *ctx, const nsa_fwd_args *fwd, const nsa_bwd_args *g);
 
-/* ---------------------------------------------------------------- decode (DESIGN.md §1.6) */
+/* ---------------------------------------------------------------- decode (docs/design.md §1.6) */
 
 /* A KV cache holds, per batch row of one attention layer, everything a decode step reads: the
  * whole history of the sel keys/values, a ring of the last w window keys/values, a ring of the
@@ -342,7 +343,7 @@ nsa_status nsa_kv_cache_raw_cmp_tail(nsa_context *ctx, const nsa_kv_cache *cache
 nsa_status nsa_kv_cache_last_reads(nsa_context *ctx, const nsa_kv_cache *cache, int b,
                                    nsa_decode_reads *out);
 
-/* ---------------------------------------------------------------- routing (spec/execution-routing.md) */
+/* ---------------------------------------------------------------- routing (docs/contract.md) */
 
 typedef enum { NSA_BRANCH_CMP = 0, NSA_BRANCH_SEL = 1, NSA_BRANCH_WIN = 2 } nsa_branch;
 
@@ -370,7 +371,7 @@ nsa_status nsa_context_counters(const nsa_context *ctx, nsa_counters *out);
 /* Static branch name ("cmp", "sel", "win"); "?" otherwise. */
 const char *nsa_branch_name(nsa_branch b);
 
-/* Backend roles (DESIGN.md §3). The seed's names survive in flags and log tags: "SDPA" is the
+/* Backend roles (docs/design.md §3). The seed's names survive in flags and log tags: "SDPA" is the
  * reference role, "Triton selection" is NSA_ROLE_FUSED_SEL (a CUDA C kernel, named "triton"). */
 typedef enum {
     NSA_ROLE_REF = 0,      /* the reference: every branch, every device, every dtype          */

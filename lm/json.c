@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
-/* json.c — a minimal JSON object writer for the heartbeat (JSON Lines, DESIGN.md §4).
+/* json.c — a minimal JSON object writer for the heartbeat (JSON Lines, docs/design.md §4).
  * Not a parser and not nested: one flat object per line, string, number and number-array values.
  * Invariant: the output is always valid JSON — strings are escaped, and a non-finite number is
  * written as null.

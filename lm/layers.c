@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 /* layers.c — the model's layers, each a forward and a hand-written backward over contiguous
  * fp32 arrays (llm.c style): matmul (OpenBLAS), RMSNorm, RoPE, SwiGLU, gates, cross-entropy,
- * the learnable φ, the gate statistics of DESIGN.md §4, and the CPU backend table over them.
+ * the learnable φ, the gate statistics of docs/design.md §4, and the CPU backend table over them.
  * Not the NSA attention itself: that is the library's (nsa_forward / nsa_backward).
  * Invariant: every backward is checked against central finite differences (tests/test_lm_layers.c).
  */

@@ -315,7 +315,7 @@ void lm_phi(float *out, float *u, float *hpre, const float *raw, const float *pe
 void lm_phi_backward(float *draw, float *dpe, float *dW1, float *dW2, const float *dout,
                      const float *u, const float *hpre, const float *W1, const float *W2, int B,
                      int T, int Hkv, int D, int l, int d, float *work);
-/* Gate statistics over g (M, H, 3) (DESIGN.md §4): accumulates into sums. */
+/* Gate statistics over g (M, H, 3) (docs/design.md §4): accumulates into sums. */
 void lm_gate_stats(const float *g, int64_t MH, double *entropy_sum, double *collapse_sum,
                    double share_sum[3]);
 

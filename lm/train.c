@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 /* train.c — the training loop of `nsa train`: data, model, AdamW, evals, checkpoints, the
- * heartbeat (JSON Lines, DESIGN.md §4) and the progress line.
+ * heartbeat (JSON Lines, docs/design.md §4) and the progress line.
  * Not the argument parsing (tools/cmd_train.c) nor the layers (lm/pass.c, lm/layers.c).
  * Invariants: a non-finite loss or gradient stops the run before the optimizer step and never
  * overwrites a checkpoint; a resumed run repeats the uninterrupted one bit for bit.

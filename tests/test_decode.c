@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
-/* test_decode.c — decode equals prefill (DESIGN.md §1.6), bitwise on the reference: from an empty
+/* test_decode.c — decode equals prefill (docs/design.md §1.6), bitwise on the reference: from an
+ * empty
  * cache, after a prefill of T0 tokens on and off block boundaries, with stale or poisoned slots,
  * rows of different lengths in one batch, the caller's own φ (cmp_external), and append.
  * Every case runs f32, bf16 and f16 with fresh random inputs; outputs carry guard bytes.

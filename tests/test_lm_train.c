@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 /* test_lm_train.c — training on a tiny corpus: checkpoint save/load round trip (bitwise), resume
  * equals an uninterrupted run (bitwise), every heartbeat line is JSON with the fields and types
- * of DESIGN.md §4, a non-finite loss stops without touching the checkpoint, and each bad input
+ * of docs/design.md §4, a non-finite loss stops without touching the checkpoint, and each bad input
  * (corrupted, truncated or wrong-config checkpoint, empty or missing corpus, an output directory
  * that cannot be created) fails with a message and loses nothing.
  * The JSON check uses its own small parser, independent of lm/json.c.

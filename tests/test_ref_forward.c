@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
-/* test_ref_forward.c — invariants of the reference forward (DESIGN.md §5) against independent
+/* test_ref_forward.c — invariants of the reference forward (docs/design.md §5) against independent
  * dense computations written here, not through the library's row code: full coverage equals
  * dense causal attention, each branch alone equals its dense masked equivalent, causality.
  * Selection itself (brute force, ties, groups, Eq. 9) is checked in test_ref_select.c.

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
-/* test_ref_select.c — block selection of the reference (DESIGN.md §1.2) against an independent
+/* test_ref_select.c — block selection of the reference (docs/design.md §1.2) against an independent
  * brute force: Eq. 9 weights by counting sub-blocks, the group sum, forced blocks, top-n with
  * ties to the lower block, merged ranges; group consistency under head permutation; exact ties;
  * the same blocks whether the inputs are stored as f32, bf16 or f16.

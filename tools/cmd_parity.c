@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 /* cmd_parity.c — `nsa parity`: every fast path this build has, on every parity case and dtype,
- * against the reference, with the contract's thresholds (spec/execution-routing.md, DESIGN.md
+ * against the reference, with the contract's thresholds (docs/contract.md, docs/design.md
  * §5): f32 MAE < 1e-5; bf16/f16 max error ≤ 2 × the reference's own error on inputs rounded to
  * the dtype + 1e-5; no NaN/Inf; no fallback taken; selected blocks identical.
  * Not a benchmark: it times nothing. A path is chosen only through public flags, so what is

@@ -14,7 +14,7 @@
 
 #define NSA_MSG_LEN 512
 
-/* Flags of spec/execution-routing.md, read once at context creation (src/route/flags.c). A value
+/* Flags of docs/contract.md, read once at context creation (src/route/flags.c). A value
  * of -1 in a tri-state means "not set: the profile decides". */
 typedef struct {
     int force_parity;     /* NSA_FORCE_PARITY     0/1             */

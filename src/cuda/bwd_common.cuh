@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
-/* bwd_common.cuh — the state of one CUDA backward (DESIGN.md §1.5) shared by its kernel files:
+/* bwd_common.cuh — the state of one CUDA backward (docs/design.md §1.5) shared by its kernel files:
  * the forward's parameter block, the gradient of the output, per-(row, head, branch) lse and
  * delta = dO_b·o_b, one double accumulator per gradient field and the selection bitmap.
  * Not a launcher: bwd_ref.cu holds the kernels, bwd_pipeline.cu the order of the steps.

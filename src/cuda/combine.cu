@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
-/* combine.cu — the gated sum out = g_cmp·o_cmp + g_sel·o_sel + g_win·o_win (DESIGN.md §1.4) and
+/* combine.cu — the gated sum out = g_cmp·o_cmp + g_sel·o_sel + g_win·o_win (docs/design.md §1.4)
+ * and
  * the copy of the optional per-branch outputs and log-sum-exps into the caller's tensors.
  * Not a branch: it only reads the row-space f32 outputs every role writes.
  * Invariant: each output element is rounded once to its dtype from the f32 branch outputs

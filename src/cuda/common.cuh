@@ -123,7 +123,7 @@ __device__ __forceinline__ int64_t nsa_cu_num_cmp(const nsa_cu_params &P, int64_
     return T < P.l ? 0 : (T - P.l) / P.d + 1;
 }
 
-/* m(i, j) of DESIGN.md §1.2 (same arithmetic as nsa_ref_overlap). */
+/* m(i, j) of docs/design.md §1.2 (same arithmetic as nsa_ref_overlap). */
 __device__ __forceinline__ int nsa_cu_overlap(const nsa_cu_params &P, int64_t i, int64_t j) {
     int64_t a0 = i * P.d, a1 = a0 + P.l, b0 = j * P.lp, b1 = b0 + P.lp;
     int64_t lo = a0 > b0 ? a0 : b0, hi = a1 < b1 ? a1 : b1;

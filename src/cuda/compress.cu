@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 /* compress.cu — φ = avg on the GPU: compressed block i of a raw key/value sequence is the mean
- * of raw rows [i·d, i·d + l) (DESIGN.md §1.1), summed in ascending row order in double, then
+ * of raw rows [i·d, i·d + l) (docs/design.md §1.1), summed in ascending row order in double, then
  * divided by l, exactly like nsa_ref_compress_block; one rounding to the output dtype.
  * Not the learnable φ (the caller passes compressed tensors for that).
  */

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
-/* decode_common.cuh — the device side of a CUDA KV cache (DESIGN.md §1.6) shared by
+/* decode_common.cuh — the device side of a CUDA KV cache (docs/design.md §1.6) shared by
  * decode_cache.cu (allocation, fill, counters), decode_step.cu (the reference step) and
  * decode_fast.cu (the split-key step).
  * Layout: exactly the CPU cache's (src/ref/kv_cache.h) — sel history (B, max_len, Hkv, D),

@@ -71,7 +71,7 @@ __device__ __forceinline__ void fd_wait(const int32_t *flag, unsigned epoch) {
     __syncthreads();
 }
 
-/* m(i, j) of DESIGN.md §1.2 in 32-bit arithmetic (positions < max_len < 2^31). */
+/* m(i, j) of docs/design.md §1.2 in 32-bit arithmetic (positions < max_len < 2^31). */
 __device__ __forceinline__ int fd_overlap(const nsa_cu_dec &D, int i, int j) {
     const int a0 = i * D.d, a1 = a0 + D.l, b0 = j * D.lp, b1 = b0 + D.lp;
     const int lo = a0 > b0 ? a0 : b0, hi = a1 < b1 ? a1 : b1;

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
-/* select.cu — block selection on the GPU (DESIGN.md §1.2 steps 2–6): Eq. 9 mapping of the
+/* select.cu — block selection on the GPU (docs/design.md §1.2 steps 2–6): Eq. 9 mapping of the
  * group-summed cmp probabilities P onto selection blocks, forced blocks, top-n with the tie
  * rule, ascending sort, range merging and clipping. Every fast or reference role of the sel
  * branch reads its output.

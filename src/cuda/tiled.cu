@@ -5,7 +5,7 @@
  * cmp/win, the union of the rows' selected blocks gathered ("packed") for sel — with an online
  * softmax per row. Every dtype (f32 included), any strides, any head dims that fit shared
  * memory. Not tensor-core code and not the oracle (ref_attend.cu is).
- * Invariant: a row sees exactly the keys of its branch (DESIGN.md §1): cmp i < num_cmp(t+1),
+ * Invariant: a row sees exactly the keys of its branch (docs/design.md §1): cmp i < num_cmp(t+1),
  * win [t-w+1, t], sel its own blocks clipped at t; no key means output 0 and lse -inf.
  */
 #include "common.cuh"

@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
-/* kv_cache.h — the KV cache object of the reference decode (DESIGN.md §1.6): its layout, and the
+/* kv_cache.h — the KV cache object of the reference decode (docs/design.md §1.6): its layout, and
+ * the
  * two operations every filling path shares (push one token, build one row's branches).
  * Not public: include/nsa.h describes the contract; tests may include this to compare states.
  * Invariant: a row of length S holds positions 0..S-1 in every part, and nothing at or beyond

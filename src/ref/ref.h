@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
-/* ref.h — the reference NSA: exact semantics of DESIGN.md §1 on the CPU, accumulating in double.
+/* ref.h — the reference NSA: exact semantics of docs/design.md §1 on the CPU, accumulating in
+ * double.
  * It is the oracle of every test and the fallback of every fast path. Not fast: it is plain
  * loops parallelised over independent rows with OpenMP.
  * Invariant: results do not depend on the number of threads (each output element is computed
@@ -29,7 +30,7 @@ nsa_status nsa_args_check_bwd(nsa_context *ctx, const nsa_fwd_args *a, const nsa
 
 /* ---- row-level primitives shared by forward, backward and decode (src/ref/select.c) ---- */
 
-/* m(i, j) of DESIGN.md §1.2: stride-d sub-blocks shared by compressed block i and selection
+/* m(i, j) of docs/design.md §1.2: stride-d sub-blocks shared by compressed block i and selection
  * block j, |[i·d, i·d+l) ∩ [j·lp, (j+1)·lp)| / d. */
 int nsa_ref_overlap(const nsa_config *c, int64_t i, int64_t j);
 

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
-/* ref_backward.c — the reference backward (DESIGN.md §1.5): gradients of q, of each branch's
+/* ref_backward.c — the reference backward (docs/design.md §1.5): gradients of q, of each branch's
  * keys/values (compressed, and through φ = avg down to the raw cmp tokens) and of the gates.
  * Selection indices are constants: recomputed exactly as the forward does (nsa_ref_select on the
  * same probabilities), or read from a present fwd->sel_ranges. Not fast: plain loops in double.

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 /* row.c — one query row of the reference NSA: compressed attention, selection, selected
- * attention, window, gated sum (DESIGN.md §1.1–§1.4), for all heads of position t.
+ * attention, window, gated sum (docs/design.md §1.1–§1.4), for all heads of position t.
  * Prefill (ref_forward.c) and decode call exactly this, so decode equals prefill bitwise.
  * Invariant: a branch with no visible key outputs 0 with lse -inf, never NaN.
  */

@@ -12,7 +12,7 @@
  *             or take them as given when cmp_compressed)
  *   cmp       backend[cmp]->fwd(CMP): o[cmp], lse[cmp]
  *   select    backend[sel]->select, or pipeline->select when NULL: scores from q·kc and
- *             lse[cmp] (DESIGN.md §1.2), top-k, blocks and ranges
+ *             lse[cmp] (docs/design.md §1.2), top-k, blocks and ranges
  *   strict    NSA_STRICT_ASSERTS=1: every range / window / compressed block ends at ≤ t+1
  *   sel, win  backend[br]->fwd(br): o[br], lse[br]
  *   each fast step: error → reference step (counted, logged once per tag); output not finite
@@ -117,7 +117,7 @@ struct nsa_backend {
     nsa_status (*select)(nsa_context *ctx, const nsa_backend *self, nsa_fwd_work *w);
     /* optional: raw-token span [*lo, *hi) branch br (cmp or win) reads for query t of w; for cmp
      * *hi is the end of the last compressed block it attends. Strict asserts check hi ≤ t+1.
-     * NULL: the span of DESIGN.md §1.1/§1.3 */
+     * NULL: the span of docs/design.md §1.1/§1.3 */
     void (*span)(const nsa_backend *self, nsa_branch br, const nsa_fwd_work *w, int64_t t,
                  int64_t *lo, int64_t *hi);
     const void *impl;        /* backend private constants                                     */

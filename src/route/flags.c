@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
-/* flags.c — the NSA_* flags of spec/execution-routing.md: defaults, parsing, environment.
+/* flags.c — the NSA_* flags of docs/contract.md: defaults, parsing, environment.
  * Read once into the context at creation; nsa_context_set_flag changes one later. The router
  * reads ctx->flags, never the environment.
  * Invariant: a malformed value is NSA_ERR_FLAG naming the flag and the value; nothing is

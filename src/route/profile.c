@@ -19,7 +19,7 @@
 #define NSA_PROFILE_DIR ""
 #endif
 
-/* Placeholder cutoffs, not measured: a sweep on each card replaces them (DESIGN.md §3). */
+/* Placeholder cutoffs, not measured: a sweep on each card replaces them (docs/design.md §3). */
 #define UNMEASURED "not yet: placeholder until a sweep on this card"
 
 static const nsa_profile builtin[] = {

@@ -34,7 +34,7 @@ nsa_status nsa_strict_ranges(nsa_context *ctx, const int32_t *ranges, int64_t B,
     return NSA_OK;
 }
 
-/* The span of DESIGN.md §1.1 (cmp: blocks i < num_cmp(t+1), raw tokens up to the end of the
+/* The span of docs/design.md §1.1 (cmp: blocks i < num_cmp(t+1), raw tokens up to the end of the
  * last one) and §1.3 (win: [max(0, t-w+1), t+1)). */
 static void span_default(const nsa_config *c, nsa_branch br, int64_t t, int64_t *lo,
                          int64_t *hi) {

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 /* gpu_bwd_lowp.c — the NSA backward as an eager framework computes it in bf16/f16 (the "naive
- * low-precision run" of DESIGN.md §5 for the tensor-core backward): every matmul output and
+ * low-precision run" of docs/design.md §5 for the tensor-core backward): every matmul output and
  * every elementwise intermediate (compressed K/V, scores, scaled scores, P, o_b, gate·dout, dP,
  * dS, each branch's dq, dK, dV, the φ backward, the sums of aliased gradients) rounded to the
  * dtype; softmax and its backward inside in double, as a fused framework kernel would.

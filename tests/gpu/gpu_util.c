@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
-/* gpu_util.c — see gpu_util.h. Tolerance (DESIGN.md §5, FlashAttention's rule): an element
+/* gpu_util.c — see gpu_util.h. Tolerance (docs/design.md §5, FlashAttention's rule): an element
  * passes when |gpu − ref| ≤ 4·u·(|ref| + rms(ref) + 2·rms(v)/sqrt(keys)) + 1e-6, u the unit
  * roundoff of the dtype (2^-8 bf16, 2^-11 f16; 1e-6 for f32, whose kernels round only the
  * compressed keys and the output): twice what a naive low-precision run loses (output rounding
@@ -218,7 +218,7 @@ void gp_free(gprob *p) {
 
 /* ---- selection near-ties ---- */
 
-/* Scores of row (b, t) group g for blocks 0..t/lp into sc (DESIGN.md §1.2, in double), from
+/* Scores of row (b, t) group g for blocks 0..t/lp into sc (docs/design.md §1.2, in double), from
  * compressed keys computed here (rounded = 1: rounded to the dtype, as tensor cores see them),
  * each head's softmax normalised over its own logits. */
 static void ref_scores(const gprob *p, int b, int t, int g, int rounded, double *sc) {

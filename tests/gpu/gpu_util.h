@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 /* gpu_util.h — helpers of the GPU parity tests: device tensors mirrored by host tbufs, one NSA
  * problem (inputs, outputs, run on a set of CUDA roles, run on the CPU reference) and its
- * comparison with the DESIGN.md §5 tolerance and the near-tie rule for selected blocks.
+ * comparison with the docs/design.md §5 tolerance and the near-tie rule for selected blocks.
  * Not a test by itself; tests/gpu/test_gpu_parity.c holds the cases.
  */
 #ifndef NSA_GPU_UTIL_H
@@ -27,7 +27,7 @@ typedef struct {
     dbuf out, ob[3], lse[3], blocks, ranges;         /* device outputs                   */
     tbuf rout, rob[3], rlse[3], rblocks, rranges;    /* reference outputs                */
     /* the reference run with the compressed keys/values rounded to dt ("naive", bf16/f16):
-     * the error a dtype-rounded cmp branch is allowed twice over (DESIGN.md §5) */
+     * the error a dtype-rounded cmp branch is allowed twice over (docs/design.md §5) */
     tbuf nob0, nlse0;
     int kc_rounded; /* the GPU cmp step used dtype-rounded compressed keys (tensor cores) */
 } gprob;

@@ -4,7 +4,7 @@
  * routing (checked: the backward routes to cuda.masked / cuda.packed): GQA 1/4/16, Dk ≠ Dv, T
  * below l, below lp, ragged; f32/bf16/f16; shared K/V; ranges given or recomputed; bitwise
  * repeatability; a small case for compute-sanitizer. Gradients poisoned, guards after each.
- * Tolerance (DESIGN.md §5): the reference rounds once from double; the tiled roles accumulate
+ * Tolerance (docs/design.md §5): the reference rounds once from double; the tiled roles accumulate
  * in f32 (sums of up to a few thousand terms: a floor of 5e-5·rms; 1e-5·rms was measured too
  * tight at f32, 1.06× over it): |gpu − ref| ≤ 2·u·|ref| + 5e-5·rms(ref) + 1e-7 (u: 2^-8 bf16,
  * 2^-11 f16, 2^-24 f32).

@@ -5,7 +5,7 @@
  * them): GQA 1/4/6/16/64, Dk ≠ Dv, T below l and below lp, ragged; bf16/f16; shared K/V; ranges
  * given or recomputed; bitwise repeatability; NSA_FORCE_BRANCH; a small case for
  * compute-sanitizer. Gradients poisoned, guards after each.
- * Tolerance (DESIGN.md §5, docs/cuda_backward.md): P and dS are rounded to the dtype once per
+ * Tolerance (docs/design.md §5, docs/cuda_backward.md): P and dS are rounded to the dtype once per
  * product, as in FlashAttention, so errors scale with the terms of each sum, not with the
  * result; the yardstick is the same backward computed as an eager framework does in the dtype
  * (tests/gpu/gpu_bwd_lowp.c): per gradient, the max and the rms of |gpu − ref| must each stay

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 /* test_gpu_parity.c — every CUDA role against the CPU reference on fresh random inputs
- * (DESIGN.md §5): GQA 1/4/16, Dk = Dv and 192/128, T below l, below lp, not a multiple of any
+ * (docs/design.md §5): GQA 1/4/16, Dk = Dv and 192/128, T below l, below lp, not a multiple of any
  * block and up to thousands, several configs incl. paper defaults, f32/bf16/f16; outputs
  * poisoned before each run and checked fully written; guards after every output; selected
  * blocks identical except near-ties. GQA ratios that do not divide the tensor-core tiles (3, 6,

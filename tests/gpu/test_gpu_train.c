@@ -6,7 +6,7 @@
  * greedy generation through the GPU KV caches, a bitwise resume on the GPU, and the bf16 weight
  * mirrors following AdamW and uploads.
  * Not a benchmark (bench/bench_train.c). Every case skips (77) where no CUDA device exists.
- * Tolerances (relative L2 over each tensor, DESIGN.md §5 style): f32 runs differ only by
+ * Tolerances (relative L2 over each tensor, docs/design.md §5 style): f32 runs differ only by
  * summation order (u = 2^-24 amplified by depth): 1e-4 on the loss, 1e-3 on gradients. bf16
  * rounds every GEMM operand and the attention tensors (u = 2^-8 ≈ 3.9e-3): the loss within 2u,
  * each gradient tensor within 16u (bf16 errors compound through the backward's GEMM chain).
