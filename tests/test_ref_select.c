@@ -288,9 +288,9 @@ static void eq9_weights(void) {
         for (int64_t i = 0; i < 48; i++)
             for (int64_t j = 0; j < 24; j++) {
                 int want = ut_overlap(c.l, c.d, c.lp, i, j);
-                CHECK(nsa_ref_overlap(&c, i, j) == want, "l=%d d=%d lp=%d: m(%lld, %lld) = %d, "
+                CHECK(nsa_ix_overlap(c.l, c.d, c.lp, i, j) == want, "l=%d d=%d lp=%d: m(%lld, %lld) = %d, "
                       "brute force %d", c.l, c.d, c.lp, (long long)i, (long long)j,
-                      nsa_ref_overlap(&c, i, j), want);
+                      nsa_ix_overlap(c.l, c.d, c.lp, i, j), want);
                 if (c.l == c.d && c.d == c.lp)
                     CHECK(want == (i == j), "identity: m(%lld, %lld) = %d", (long long)i,
                           (long long)j, want);
@@ -301,8 +301,8 @@ static void eq9_weights(void) {
         for (int64_t i = 0; i < 4 * j + 12; i++) {
             const int64_t r = i - (4 * j - 1);
             const int want = r == 0 || r == 4 ? 1 : (r >= 1 && r <= 3 ? 2 : 0);
-            CHECK(nsa_ref_overlap(&c, i, j) == want, "paper example: m(%lld, %lld) = %d, want %d",
-                  (long long)i, (long long)j, nsa_ref_overlap(&c, i, j), want);
+            CHECK(nsa_ix_overlap(c.l, c.d, c.lp, i, j) == want, "paper example: m(%lld, %lld) = %d, want %d",
+                  (long long)i, (long long)j, nsa_ix_overlap(c.l, c.d, c.lp, i, j), want);
         }
 }
 

@@ -1,8 +1,10 @@
 // SPDX-License-Identifier: Apache-2.0
 /* config.c — the NSA config: paper defaults and the block arithmetic every path shares.
- * Invariant: num_cmp is the one definition of "compressed blocks complete after T tokens".
+ * Invariant: nsa_num_cmp is core/nsa_index.h's num_cmp (the one definition of "compressed
+ * blocks complete after T tokens"), with a NULL or invalid config giving 0.
  */
 #include "internal.h"
+#include "nsa_index.h"
 
 #include <math.h>
 
@@ -24,8 +26,8 @@ nsa_config nsa_config_default(int Hq, int Hkv, int Dk, int Dv) {
 }
 
 int64_t nsa_num_cmp(const nsa_config *cfg, int64_t T) {
-    if (!cfg || cfg->d < 1 || T < cfg->l) return 0;
-    return (T - cfg->l) / cfg->d + 1;
+    if (!cfg || cfg->d < 1) return 0;
+    return nsa_ix_num_cmp(cfg->l, cfg->d, T);
 }
 
 float nsa_config_scale(const nsa_config *cfg) {

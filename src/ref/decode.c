@@ -107,7 +107,7 @@ static nsa_status step_row(nsa_context *ctx, nsa_kv_cache *c, const nsa_decode_a
     kv[NSA_BRANCH_SEL] = (nsa_ref_kv){s->hk, s->hv, c->rk, c->rv, Dk, Dv, 0};
     if (g->w > 0) {
         /* the ring in position order: kv[WIN].base is the window's first position */
-        const int64_t lo = t - g->w + 1 > 0 ? t - g->w + 1 : 0;
+        const int64_t lo = nsa_ix_win_lo(g->w, t);
         to_double(c, c->kw + (int64_t)b * c->nwin * c->rk * e, lo, S - lo, c->nwin, c->rk, s->wk);
         to_double(c, c->vw + (int64_t)b * c->nwin * c->rv * e, lo, S - lo, c->nwin, c->rv, s->wv);
         kv[NSA_BRANCH_WIN] = (nsa_ref_kv){s->wk, s->wv, c->rk, c->rv, Dk, Dv, lo};
@@ -133,7 +133,7 @@ static nsa_status step_row(nsa_context *ctx, nsa_kv_cache *c, const nsa_decode_a
     rd->sel = r.reads[NSA_BRANCH_SEL];
     rd->win = r.reads[NSA_BRANCH_WIN];
     rd->total = rd->cmp + rd->sel + rd->win;
-    rd->budget = nsa_num_cmp(g, S) + (int64_t)g->n * g->lp + (g->w < S ? g->w : S);
+    rd->budget = nsa_num_cmp(g, S) + (int64_t)g->n * g->lp + nsa_ix_win_len(g->w, t);
     rd->dense = S;
     nsa_log(ctx, "decode.reads",
             "b=%d S=%lld cmp=%lld sel=%lld win=%lld total=%lld budget=%lld dense=%lld", b,

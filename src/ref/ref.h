@@ -10,6 +10,7 @@
 #define NSA_REF_H
 
 #include "../core/internal.h"
+#include "../core/nsa_index.h"
 
 /* Shapes of one forward/backward call, derived once by nsa_args_check_fwd (src/core/args.c). */
 typedef struct {
@@ -29,10 +30,6 @@ nsa_status nsa_args_check_bwd(nsa_context *ctx, const nsa_fwd_args *a, const nsa
                               const nsa_shape *s);
 
 /* ---- row-level primitives shared by forward, backward and decode (src/ref/select.c) ---- */
-
-/* m(i, j) of docs/design.md §1.2: stride-d sub-blocks shared by compressed block i and selection
- * block j, |[i·d, i·d+l) ∩ [j·lp, (j+1)·lp)| / d. */
-int nsa_ref_overlap(const nsa_config *c, int64_t i, int64_t j);
 
 /* Selection of one query at position t for one KV group. p (G rows of nc probabilities, row
  * stride p_stride) are the group's compressed-attention probabilities, nc = num_cmp(t+1).

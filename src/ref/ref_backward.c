@@ -96,7 +96,7 @@ static void backward_item(const nsa_fwd_args *a, const nsa_shape *s, const nsa_r
 
     for (int64_t t = 0; t < T; t++) {
         const int64_t nc = nsa_num_cmp(c, t + 1), row = b * T + t;
-        int64_t rg[3][2] = {{0, nc}, {0, 0}, {t - c->w + 1 > 0 ? t - c->w + 1 : 0, t + 1}};
+        int64_t rg[3][2] = {{0, nc}, {0, 0}, {nsa_ix_win_lo(c->w, t), t + 1}};
         const int64_t *ranges[3] = {rg[0], x->ranges, rg[2]};
         int nr[3] = {1, 0, c->w > 0 ? 1 : 0};
 

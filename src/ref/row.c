@@ -78,7 +78,7 @@ void nsa_ref_row(const nsa_config *c, double scale, int64_t t, const double *q,
     r->reads[NSA_BRANCH_SEL] /= Hkv; /* per KV head, like the budget n·lp */
 
     /* win: positions [max(0, t-w+1), t]; w = 0 means no key. */
-    int64_t wr[2] = {t - c->w + 1 > 0 ? t - c->w + 1 : 0, t + 1};
+    int64_t wr[2] = {nsa_ix_win_lo(c->w, t), t + 1};
     int64_t wrel[2] = {wr[0] - kv[NSA_BRANCH_WIN].base, wr[1] - kv[NSA_BRANCH_WIN].base};
     int nwr = c->w > 0 ? 1 : 0;
     for (int h = 0; h < Hq; h++) {

@@ -160,7 +160,7 @@ static void ref_row(const nsa_fwd_work *w, nsa_branch br, int64_t row, thread_sc
         return;
     }
     const int wlen = w->a->cfg.w;
-    int64_t wr[2] = {t - wlen + 1 > 0 ? t - wlen + 1 : 0, t + 1};
+    int64_t wr[2] = {nsa_ix_win_lo(wlen, t), t + 1};
     for (int h = 0; h < Hq; h++) {
         const int hk = h / s->G;
         if (wlen > 0) {

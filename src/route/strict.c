@@ -43,7 +43,7 @@ static void span_default(const nsa_config *c, nsa_branch br, int64_t t, int64_t 
         *lo = 0;
         *hi = nc > 0 ? (nc - 1) * c->d + c->l : 0;
     } else {
-        *lo = c->w > 0 && t - c->w + 1 > 0 ? t - c->w + 1 : 0;
+        *lo = c->w > 0 ? nsa_ix_win_lo(c->w, t) : 0;
         *hi = c->w > 0 ? t + 1 : *lo;
     }
 }

@@ -251,7 +251,7 @@ static void ref_scores(const gprob *p, int b, int t, int g, int rounded, double 
         for (int64_t i = 0; i < nc; i++) sum += exp(lg[h * nc + i] - mx);
         for (int64_t i = 0; i < nc; i++) {
             double pr = exp(lg[h * nc + i] - mx) / sum;
-            for (int64_t j = 0; j <= cur; j++) sc[j] += pr * nsa_ref_overlap(c, i, j);
+            for (int64_t j = 0; j <= cur; j++) sc[j] += pr * nsa_ix_overlap(c->l, c->d, c->lp, i, j);
         }
     }
     free(kc);
