@@ -1,11 +1,11 @@
 // SPDX-License-Identifier: Apache-2.0
-/* nsa_index.h — NSA's index math (docs/design.md §1.1–§1.3) as inline functions that compile for the
- * host (C11) and the device (CUDA): compressed blocks, the Eq. 9 overlap weight, the window span,
- * forced blocks, candidates, the tie rule, sorting and merging selected blocks into ranges, and
- * the union of block lists. The reference and every kernel call these.
+/* nsa_index.h — NSA's index math (docs/design.md §1.1–§1.3) as inline functions that compile
+ * for the host (C11) and the device (CUDA): compressed blocks, the Eq. 9 overlap weight, the
+ * window span, forced blocks, candidates, the tie rule, sorting and merging selected blocks into
+ * ranges, and the union of block lists. The reference and every kernel call these.
  * Not attention and not a policy: no scores are computed here, nothing allocates, no state.
- * Invariant: each rule of docs/design.md §1 that turns positions into indices is written once, here;
- * positions are int64_t, and a suffix 32 marks a 32-bit copy for kernels whose index math stays
+ * Invariant: each rule of docs/design.md §1 that turns positions into indices is written once,
+ * here; positions are int64_t, and a suffix 32 marks a 32-bit copy for kernels whose index math stays
  * 32-bit for speed (T < 2^31 is checked at the API), equal to the 64-bit one on that domain.
  */
 #ifndef NSA_INDEX_H
