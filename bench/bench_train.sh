@@ -77,7 +77,7 @@ if has short; then
 fi
 if has train; then
   D=$B/data/kjv.txt
-  timeout --foreground -s INT ${TRAIN_S:-75} $B/nsa train --device cuda --out /tmp/gt_run --data $D \
+  timeout --foreground -s INT ${TRAIN_S:-75} $B/nsa train --device cuda --force --out /tmp/gt_run --data $D \
     --layers 4 --dim 256 --heads 4 --kv_heads 1 --ffn 704 --seq_len 512 --batch 16 \
     --l 32 --d 16 --lp 64 --n 4 --w 128 --steps 3000 --warmup 100 --lr 2e-3 \
     --log_every 20 --eval_every 100 --eval_batches 4 --ckpt_every 100 --quiet 2>>"$OUT/err.log"

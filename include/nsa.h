@@ -25,9 +25,26 @@
 extern "C" {
 #endif
 
+/* ---------------------------------------------------------------- version */
+
+/* The version of this header. The library's own version (nsa_version) comes from the build's
+ * project(VERSION) in CMakeLists.txt, the one place to change it; configure fails when these
+ * lines disagree with it. A program that wants to know it runs against the library its header
+ * came from compares nsa_version() with NSA_VERSION. */
 #define NSA_VERSION_MAJOR 0
 #define NSA_VERSION_MINOR 1
 #define NSA_VERSION_PATCH 0
+#define NSA_VERSION (NSA_VERSION_MAJOR * 10000 + NSA_VERSION_MINOR * 100 + NSA_VERSION_PATCH)
+
+/* The library's version as one int: 10000·major + 100·minor + patch (0.1.0 → 100; minor and
+ * patch stay below 100). */
+int nsa_version(void);
+/* The library's version as text, "0.1.0". Static storage. */
+const char *nsa_version_string(void);
+/* The git commit the build was configured from: 12 hex digits, "-dirty" appended when tracked
+ * files differed from it, or "unknown" outside a git checkout. Read at configure time: commits
+ * made since the last `cmake` run do not show. Static storage. */
+const char *nsa_version_commit(void);
 
 /* ---------------------------------------------------------------- status */
 

@@ -189,7 +189,13 @@ int lm_config_load(lm_train_config *c, const char *path, char *err, size_t n) {
             return -1;
         }
     }
+    /* a directory opens, then fails its first read: an error, not an empty config */
+    const int rerr = ferror(f) ? errno : 0;
     fclose(f);
+    if (rerr) {
+        snprintf(err, n, "%s: cannot read: %s", path, strerror(rerr));
+        return -1;
+    }
     return 0;
 }
 
@@ -266,14 +272,18 @@ void lm_config_write(const lm_train_config *c, FILE *f) {
     }
 }
 
-void lm_config_help(FILE *f) {
+int lm_config_key(int i, const char **name, const char **help, char *def, size_t n) {
+    if (i < 0 || i >= NKEYS) return 0;
     lm_train_config d;
     lm_train_config_default(&d);
-    char v[600];
-    for (int i = 0; i < NKEYS; i++) {
-        write_val(&d, &keys[i], v, sizeof v);
-        fprintf(f, "  --%-13s %-10s %s\n", keys[i].name, v, keys[i].help);
-    }
+    write_val(&d, &keys[i], def, n);
+    *name = keys[i].name;
+    *help = keys[i].help;
+    return 1;
+}
+
+int lm_config_is_key(const char *key) {
+    return find(key) != NULL;
 }
 
 void lm_model_config_str(const lm_model_config *m, char *buf, size_t n) {

@@ -59,8 +59,11 @@ int lm_config_load(lm_train_config *c, const char *path, char *err, size_t n);
 int lm_config_check(const lm_train_config *c, char *err, size_t n);
 /* Writes the whole config as key=value lines (the format lm_config_load reads). */
 void lm_config_write(const lm_train_config *c, FILE *f);
-/* One line per key: --key default help. */
-void lm_config_help(FILE *f);
+/* The i-th key of the table (0 <= i): its name, help and default as text (into def, n bytes).
+ * 0 past the last key. */
+int lm_config_key(int i, const char **name, const char **help, char *def, size_t n);
+/* 1 if key names a config key ('-' and '_' alike). */
+int lm_config_is_key(const char *key);
 /* The model config as one "k=v k=v" string (checkpoint metadata), and back. */
 void lm_model_config_str(const lm_model_config *m, char *buf, size_t n);
 int lm_model_config_parse(lm_model_config *m, const char *s, char *err, size_t n);
@@ -399,7 +402,8 @@ typedef struct {
     int stop_after;               /* > 0: stop (with a checkpoint) after this many steps, as
                                      an interruption would; tests use it                     */
 } lm_train_opts;
-/* Trains per c; writes c->out/{model.safetensors, heartbeat.jsonl, config.txt}. Returns 0 on
+/* Trains per c; writes c->out/{model.safetensors, heartbeat.jsonl, config.txt}; a new run (not
+ * resume) first removes c->out/model.safetensors and starts a new heartbeat. Returns 0 on
  * success (or a clean stop), 1 on error (message printed to stderr, heartbeat stop record). */
 int lm_train(const lm_train_config *c, const lm_train_opts *o);
 

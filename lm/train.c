@@ -216,6 +216,11 @@ int lm_train(const lm_train_config *c, const lm_train_opts *o) {
         }
         step0 = meta.step;
     }
+    /* a new run leaves no checkpoint of an old one beside its new heartbeat and config */
+    if (!o->resume && unlink(ckpt) && errno != ENOENT) {
+        snprintf(err, sizeof err, "%s: cannot remove the old checkpoint: %s", ckpt, strerror(errno));
+        goto fail;
+    }
     b.hb = fopen(hbpath, o->resume ? "a" : "w");
     if (!b.hb) {
         snprintf(err, sizeof err, "%s: %s", hbpath, strerror(errno));

@@ -13,7 +13,9 @@ cmake --build build -j"$(nproc)"
 # anything else, spinning cost 3x in tokens/s (docs/training.md).
 export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
 out=runs/kjv
-./build/nsa train --out "$out" "$@"
+# a rerun starts over (--force replaces the run in $out); with --resume it continues instead
+case " $* " in *" --resume "*) fresh=() ;; *) fresh=(--force) ;; esac
+./build/nsa train --out "$out" ${fresh[@]+"${fresh[@]}"} "$@"
 bash scripts/plot_loss.sh "$out/heartbeat.jsonl" "$out/loss.png"
 echo "== sample (temperature 0.8, top-k 40)"
 ./build/nsa sample --out "$out" --prompt "Ge1:1 In the beginning" --tokens 400

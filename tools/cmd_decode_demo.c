@@ -17,9 +17,9 @@
 
 typedef struct {
     int Hq, Hkv, Dk, Dv;
-    nsa_dtype dt;
+    const char *dtype, *fill;
     int64_t prompt, steps, every;
-    int table, fill_prefill;
+    int no_table;
     int64_t lens[8];
     int nlens;
     uint64_t seed;
@@ -189,90 +189,71 @@ static nsa_kv_cache *new_cache(nsa_context *ctx, const nsa_config *c, nsa_dtype 
     return cache;
 }
 
-static void usage(FILE *f) {
-    fprintf(f,
-            "usage: nsa decode-demo [options]\n"
-            "  --prompt N       prompt tokens prefilled before decoding (default 2048)\n"
-            "  --steps N        decode steps after the prompt (default 128)\n"
-            "  --every N        print every N-th step (default 16)\n"
-            "  --Hq H --Hkv H --Dk D --Dv D   head layout (default 1 1 8 8; reads do not depend on it)\n"
-            "  --dtype f32|bf16|f16           cache and token dtype (default bf16)\n"
-            "  --lens a,b,...   Table 4 lengths (default 8192,16384,32768,65536); --no-table skips it\n"
-            "  --fill prefill|append          how the table's caches are filled (default prefill:\n"
-            "                   a full reference forward; append stores the tokens without attention)\n"
-            "  --seed N         random seed (default: the clock)\n"
-            "Config: paper defaults l=32 d=16 lp=64 n=16 (1 initial + 2 local) w=512.\n");
-}
-
-static int parse(int argc, char **argv, demo_opts *o) {
-    o->Hq = o->Hkv = 1;
-    o->Dk = o->Dv = 8;
-    o->dt = NSA_DTYPE_BF16;
-    o->prompt = 2048;
-    o->steps = 128;
-    o->every = 16;
-    o->table = 1;
-    o->fill_prefill = 1;
-    o->nlens = 4;
-    for (int i = 0; i < 4; i++) o->lens[i] = (int64_t)8192 << i;
-    o->seed = (uint64_t)time(NULL);
-    for (int i = 1; i < argc; i++) {
-        const char *k = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!strcmp(k, "--help") || !strcmp(k, "-h")) {
-            usage(stdout);
-            exit(0);
-        } else if (!strcmp(k, "--no-table")) {
-            o->table = 0;
-            continue;
-        }
-        if (!v) return fprintf(stderr, "nsa decode-demo: %s needs a value\n", k), 0;
-        i++;
-        if (!strcmp(k, "--prompt")) o->prompt = atoll(v);
-        else if (!strcmp(k, "--steps")) o->steps = atoll(v);
-        else if (!strcmp(k, "--every")) o->every = atoll(v);
-        else if (!strcmp(k, "--Hq")) o->Hq = atoi(v);
-        else if (!strcmp(k, "--Hkv")) o->Hkv = atoi(v);
-        else if (!strcmp(k, "--Dk")) o->Dk = atoi(v);
-        else if (!strcmp(k, "--Dv")) o->Dv = atoi(v);
-        else if (!strcmp(k, "--seed")) o->seed = strtoull(v, NULL, 10);
-        else if (!strcmp(k, "--dtype")) {
-            if (!strcmp(v, "f32")) o->dt = NSA_DTYPE_F32;
-            else if (!strcmp(v, "bf16")) o->dt = NSA_DTYPE_BF16;
-            else if (!strcmp(v, "f16")) o->dt = NSA_DTYPE_F16;
-            else return fprintf(stderr, "nsa decode-demo: --dtype %s: expected f32, bf16 or f16\n", v), 0;
-        } else if (!strcmp(k, "--fill")) {
-            if (strcmp(v, "prefill") && strcmp(v, "append"))
-                return fprintf(stderr, "nsa decode-demo: --fill %s: expected prefill or append\n", v), 0;
-            o->fill_prefill = !strcmp(v, "prefill");
-        } else if (!strcmp(k, "--lens")) {
-            o->nlens = 0;
-            for (const char *p = v; *p && o->nlens < 8;) {
-                char *end;
-                o->lens[o->nlens++] = strtoll(p, &end, 10);
-                p = end;
-                if (*p == ',') p++;
-                else if (*p) return fprintf(stderr, "nsa decode-demo: --lens %s: expected a,b,...\n", v), 0;
-            }
-        } else {
-            return fprintf(stderr, "nsa decode-demo: unknown option %s\n", k), 0;
+static int set_lens(void *opts, const char *v, char *err, size_t n) {
+    demo_opts *o = opts;
+    o->nlens = 0;
+    char buf[256];
+    snprintf(buf, sizeof buf, "%s", v);
+    for (char *save = NULL, *p = strtok_r(buf, ",", &save); p; p = strtok_r(NULL, ",", &save)) {
+        if (o->nlens == 8 || cli_parse_i64(p, 1, 1 << 24, &o->lens[o->nlens++])) {
+            snprintf(err, n, "'%s', expected up to 8 comma-separated lengths in 1..16777216", v);
+            return -1;
         }
     }
-    if (o->prompt < 0 || o->steps < 1 || o->every < 1 || o->Hq < 1 || o->Hkv < 1 || o->Dk < 1 ||
-        o->Dv < 1) {
-        fprintf(stderr, "nsa decode-demo: --prompt >= 0, --steps, --every and head sizes >= 1\n");
+    if (!o->nlens || strlen(v) >= sizeof buf) {
+        snprintf(err, n, "'%s', expected a,b,...", v);
+        return -1;
+    }
+    return 0;
+}
+
+static int set_seed(void *opts, const char *v, char *err, size_t n) {
+    demo_opts *o = opts;
+    if (!strcmp(v, "clock")) {
+        o->seed = (uint64_t)time(NULL);
         return 0;
     }
-    for (int i = 0; i < o->nlens; i++)
-        if (o->lens[i] < 1) return fprintf(stderr, "nsa decode-demo: --lens must be >= 1\n"), 0;
-    return 1;
+    if (!cli_parse_u64(v, &o->seed)) return 0;
+    snprintf(err, n, "'%s', expected clock or an integer", v);
+    return -1;
 }
 
-int cmd_decode_demo(int argc, char **argv) {
-    demo_opts o;
-    if (!parse(argc, argv, &o)) {
-        fprintf(stderr, "hint: nsa decode-demo --help\n");
-        return 2;
-    }
+/* Sizes up to 2^24 tokens and 256 heads of 512 keep every product below 2^63. */
+#define O(f) CLI_OPT(demo_opts, f)
+static const cli_opt table[] = {
+    {"prompt", CLI_I64, O(prompt), "N", "2048", 0, 1 << 24, NULL,
+     "prompt tokens prefilled before decoding", NULL},
+    {"steps", CLI_I64, O(steps), "N", "128", 1, 1 << 24, NULL, "decode steps after the prompt", NULL},
+    {"every", CLI_I64, O(every), "N", "16", 1, 1 << 24, NULL, "print every N-th step", NULL},
+    {"Hq", CLI_INT, O(Hq), "H", "1", 1, 256, NULL, "query heads (reads do not depend on heads)", NULL},
+    {"Hkv", CLI_INT, O(Hkv), "H", "1", 1, 256, NULL, "KV heads", NULL},
+    {"Dk", CLI_INT, O(Dk), "D", "8", 1, 512, NULL, "query/key head dim", NULL},
+    {"Dv", CLI_INT, O(Dv), "D", "8", 1, 512, NULL, "value head dim", NULL},
+    {"dtype", CLI_CHOICE, O(dtype), NULL, "bf16", 0, 0, "f32|bf16|f16", "cache and token dtype", NULL},
+    {"lens", CLI_CUSTOM, 0, "a,b,...", "8192,16384,32768,65536", 0, 0, NULL, "Table 4 lengths",
+     set_lens},
+    {"no-table", CLI_SWITCH, O(no_table), NULL, NULL, 0, 0, NULL, "skip Table 4", NULL},
+    {"fill", CLI_CHOICE, O(fill), NULL, "prefill", 0, 0, "prefill|append",
+     "how the table's caches are filled: a full reference forward, or storing the tokens "
+     "without attention", NULL},
+    {"seed", CLI_CUSTOM, 0, "N|clock", "clock", 0, 0, NULL, "random seed", set_seed},
+};
+#undef O
+
+static int demo_run(void *opts);
+const cli_command cmd_decode_demo = {
+    "decode-demo", "decode with a KV cache; measured token reads vs budget vs dense (Table 4)",
+    "Prefills a prompt of random tokens into a KV cache, decodes, and prints the token reads\n"
+    "each step measured beside the paper's budget and dense attention; then the paper's Table 4\n"
+    "from measured decode steps. Config: paper defaults l=32 d=16 lp=64 n=16 (1 initial +\n"
+    "2 local) w=512. Exit code 1 if a measured count breaks the budget.",
+    table, CLI_NOPTS(table), sizeof(demo_opts), demo_run, NULL, NULL};
+
+static int demo_run(void *opts) {
+    const demo_opts o = *(const demo_opts *)opts;
+    const nsa_dtype dt = !strcmp(o.dtype, "f32") ? NSA_DTYPE_F32
+                         : !strcmp(o.dtype, "f16") ? NSA_DTYPE_F16 : NSA_DTYPE_BF16;
+    const int fill_prefill = !strcmp(o.fill, "prefill");
     rng = o.seed * 0x9e3779b97f4a7c15ull + 1;
     char msg[256];
     nsa_context *ctx;
@@ -283,19 +264,19 @@ int cmd_decode_demo(int argc, char **argv) {
     const nsa_config c = nsa_config_default(o.Hq, o.Hkv, o.Dk, o.Dv);
     printf("nsa decode-demo: l=%d d=%d lp=%d n=%d (%d initial, %d local) w=%d; Hq=%d Hkv=%d Dk=%d "
            "Dv=%d %s; reference decode on the CPU; seed %llu\n", c.l, c.d, c.lp, c.n, c.n_init,
-           c.n_local, c.w, c.Hq, c.Hkv, c.Dk, c.Dv, nsa_dtype_name(o.dt),
+           c.n_local, c.w, c.Hq, c.Hkv, c.Dk, c.Dv, nsa_dtype_name(dt),
            (unsigned long long)o.seed);
     printf("reads are tokens per KV head per step: cmp = compressed tokens, sel = selected raw "
            "tokens, win = window tokens; budget = num_cmp(S) + n*lp + min(w, S); dense = S\n\n");
 
     int rc = 0;
     const int64_t T = o.prompt + o.steps;
-    tokens x = tokens_new(&c, o.dt, T);
+    tokens x = tokens_new(&c, dt, T);
     size_t bytes;
-    nsa_kv_cache *cache = new_cache(ctx, &c, o.dt, T, &bytes);
+    nsa_kv_cache *cache = new_cache(ctx, &c, dt, T, &bytes);
     if (!cache) return 1;
     double t0 = now_s();
-    if (fill(ctx, cache, &c, &x, o.prompt, 1, o.dt)) return 1;
+    if (fill(ctx, cache, &c, &x, o.prompt, 1, dt)) return 1;
     printf("prefill of %lld random tokens: %.2f s; cache of %lld tokens: %zu bytes\n",
            (long long)o.prompt, now_s() - t0, (long long)T, bytes);
     printf("decode %lld steps (S = %lld .. %lld), every %lld-th shown:\n", (long long)o.steps,
@@ -304,29 +285,29 @@ int cmd_decode_demo(int argc, char **argv) {
            "dense", "dense/tot");
     nsa_decode_reads r;
     t0 = now_s();
-    if (decode(ctx, cache, &c, &x, o.prompt, T, o.every, o.dt, &r)) return 1;
+    if (decode(ctx, cache, &c, &x, o.prompt, T, o.every, dt, &r)) return 1;
     printf("%lld steps: %.3f ms per step (reference, includes converting the history to double)\n\n",
            (long long)o.steps, 1e3 * (now_s() - t0) / (double)o.steps);
     nsa_kv_cache_destroy(cache);
     tokens_free(&x);
 
-    if (o.table) {
+    if (!o.no_table) {
         printf("Table 4 of the paper: tokens read by one decode step at S tokens (measured: the\n"
                "step at position S-1 after filling S-1 tokens by %s)\n",
-               o.fill_prefill ? "a prefill" : "append");
+               fill_prefill ? "a prefill" : "append");
         printf("%8s %6s %6s %6s %9s %8s %7s %8s %9s  %s\n", "S", "cmp", "sel", "win", "measured",
                "budget", "paper", "dense", "dense/msr", "fill s");
         for (int i = 0; i < o.nlens; i++) {
             const int64_t S = o.lens[i];
-            tokens y = tokens_new(&c, o.dt, S);
-            nsa_kv_cache *cs = new_cache(ctx, &c, o.dt, S, &bytes);
+            tokens y = tokens_new(&c, dt, S);
+            nsa_kv_cache *cs = new_cache(ctx, &c, dt, S, &bytes);
             if (!cs) return 1;
             fprintf(stderr, "decode-demo: S = %lld: filling %lld tokens\n", (long long)S,
                     (long long)S - 1);
             t0 = now_s();
-            if (fill(ctx, cs, &c, &y, S - 1, o.fill_prefill, o.dt)) return 1;
+            if (fill(ctx, cs, &c, &y, S - 1, fill_prefill, dt)) return 1;
             const double tf = now_s() - t0;
-            if (decode(ctx, cs, &c, &y, S - 1, S, 0, o.dt, &r)) return 1;
+            if (decode(ctx, cs, &c, &y, S - 1, S, 0, dt, &r)) return 1;
             const int64_t exact = nsa_num_cmp(&c, S) + (int64_t)c.n * c.lp + (c.w < S ? c.w : S);
             /* Table 4 of the paper as published (it rounds the budget) */
             static const int64_t paper_S[4] = {8192, 16384, 32768, 65536};

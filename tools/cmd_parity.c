@@ -269,17 +269,8 @@ static int row(const parity_device *pd, const char *path, const char *backend,
     return pass;
 }
 
-int cmd_parity(int argc, char **argv) {
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-            printf("usage: nsa parity\nRuns every fast path of this build against the reference "
-                   "on the cases of\ntools/cmd_parity.c and prints one row per (path, case, "
-                   "dtype); exit 1 if any row fails.\n");
-            return 0;
-        }
-        fprintf(stderr, "nsa parity: unknown option %s\nhint: nsa parity --help\n", argv[i]);
-        return 2;
-    }
+static int parity_run(void *opts) {
+    (void)opts;
     printf("%-7s %-12s %-10s %-14s %-5s %-10s %-10s %-10s %-6s %-5s %-6s %s\n", "device",
            "path", "backend", "case", "dtype", "mae", "max_err", "bound", "nonfin", "fallb",
            "blocks", "verdict");
@@ -356,3 +347,9 @@ int cmd_parity(int argc, char **argv) {
            rows, failed);
     return failed ? 1 : 0;
 }
+
+const cli_command cmd_parity = {
+    "parity", "check every fast path of this build against the reference",
+    "Runs every fast path of this build against the reference on the cases of\n"
+    "tools/cmd_parity.c and prints one row per (path, case, dtype); exit code 1 if any row fails.",
+    NULL, 0, 0, parity_run, NULL, NULL};

@@ -10,29 +10,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static void usage(FILE *f) {
-    fprintf(f,
-            "usage: nsa route [--device cpu|cuda:N|smNN] [--dtype f32|bf16|f16] [--T n] [--B n]\n"
-            "                 [--pass forward|backward|decode] [--Hq n --Hkv n --Dk n --Dv n]\n"
-            "                 [--l n --d n --lp n --n n --w n] [--flag NAME=VALUE]...\n"
-            "                 [--profiles DIR]\n"
-            "Prints the backend and the reason for each branch (cmp, sel, win), the flags and the\n"
-            "profile in force. Defaults: the real device (cuda:0 if present, else cpu), bf16,\n"
-            "T=4096, B=1, forward, the paper's config (l=32 d=16 lp=64 n=16 w=512, Hq=64 Hkv=4\n"
-            "Dk=192 Dv=128). Flags come from the environment (NSA_*) and --flag.\n");
-}
-
-static int parse_int(const char *opt, const char *v, long long lo, long long *out) {
-    char *end;
-    long long x = strtoll(v, &end, 10);
-    if (!*v || *end || x < lo) {
-        fprintf(stderr, "nsa route: %s: \"%s\" is not an integer >= %lld\n", opt, v, lo);
-        return 0;
-    }
-    *out = x;
-    return 1;
-}
-
 static int parse_dtype(const char *v, nsa_dtype *dt) {
     if (!strcmp(v, "f32")) *dt = NSA_DTYPE_F32;
     else if (!strcmp(v, "bf16")) *dt = NSA_DTYPE_BF16;
@@ -50,8 +27,11 @@ static int device_caps(nsa_context *ctx, const char *dev, nsa_device_caps *caps)
         return nsa_device_caps_query(ctx, d, caps) == NSA_OK;
     }
     if (!strncmp(dev, "cuda:", 5)) {
-        long long i;
-        if (!parse_int("--device", dev + 5, 0, &i)) return 0;
+        int64_t i;
+        if (cli_parse_i64(dev + 5, 0, 1023, &i)) {
+            cli_usage_error("route", "--device: '%s', expected cuda:N", dev);
+            return 0;
+        }
         if (nsa_device_caps_query(ctx, (nsa_device){NSA_DEVICE_CUDA, (int)i}, caps) != NSA_OK) {
             fprintf(stderr, "nsa route: %s\nhint: --device sm90 names a device without one\n",
                     nsa_context_message(ctx));
@@ -67,15 +47,77 @@ static int device_caps(nsa_context *ctx, const char *dev, nsa_device_caps *caps)
     return 1;
 }
 
-int cmd_route(int argc, char **argv) {
+/* The bounds keep B·T·Hq·max(Dk, Dv) below 2^63 (2^16 · 2^26 · 2^10 · 2^10), so no size the
+ * router computes from them can overflow. */
+typedef struct {
+    const char *device, *dtype, *pass, *profiles;
+    int64_t T, B;
+    int Hq, Hkv, Dk, Dv, l, d, lp, n, w;
+    int nflags;
+    const char *flags[64]; /* NAME=VALUE, in order */
+} route_args;
+
+static int add_flag(void *opts, const char *val, char *err, size_t n) {
+    route_args *a = opts;
+    const char *eq = strchr(val, '=');
+    if (!eq || eq == val || eq - val >= 64) {
+        snprintf(err, n, "'%s' is not NAME=VALUE", val);
+        return -1;
+    }
+    if (a->nflags == 64) {
+        snprintf(err, n, "more than 64 flags");
+        return -1;
+    }
+    a->flags[a->nflags++] = val;
+    return 0;
+}
+
+#define O(f) CLI_OPT(route_args, f)
+#define DIM(name, f, def, lo, hi, help) {name, CLI_INT, O(f), "n", def, lo, hi, NULL, help, NULL}
+static const cli_opt table[] = {
+    {"device", CLI_STR, O(device), "cpu|cuda:N|smNN", NULL, 0, 0, NULL,
+     "the device (default: cuda:0 if present, else cpu); smNN names one without it", NULL},
+    {"dtype", CLI_CHOICE, O(dtype), NULL, "bf16", 0, 0, "f32|bf16|f16", "tensor dtype", NULL},
+    {"pass", CLI_CHOICE, O(pass), NULL, "forward", 0, 0, "forward|backward|decode", "which pass", NULL},
+    {"T", CLI_I64, O(T), "n", "4096", 0, 1 << 26, NULL, "tokens", NULL},
+    {"B", CLI_I64, O(B), "n", "1", 0, 1 << 16, NULL, "batch", NULL},
+    DIM("Hq", Hq, "64", 1, 1024, "query heads"),
+    DIM("Hkv", Hkv, "4", 1, 1024, "KV heads"),
+    DIM("Dk", Dk, "192", 1, 1024, "query/key head dim"),
+    DIM("Dv", Dv, "128", 1, 1024, "value head dim"),
+    DIM("l", l, "32", 1, 1 << 20, "compression block"),
+    DIM("d", d, "16", 1, 1 << 20, "compression stride"),
+    DIM("lp", lp, "64", 1, 1 << 20, "selection block"),
+    DIM("n", n, "16", 1, 1 << 20, "selected blocks"),
+    DIM("w", w, "512", 0, 1 << 26, "sliding window"),
+    {"flag", CLI_CUSTOM, 0, "NAME=VALUE", NULL, 0, 0, NULL,
+     "a routing flag, as NSA_* in the environment (repeatable)", add_flag},
+    {"profiles", CLI_STR, O(profiles), "DIR", NULL, 0, 0, NULL,
+     "device profiles to load instead of the compiled-in ones", NULL},
+};
+#undef DIM
+#undef O
+
+static int route_run(void *opts);
+const cli_command cmd_route = {
+    "route", "show the backend and reason per branch for a shape, dtype and device",
+    "Prints the backend and the reason for each branch (cmp, sel, win), the flags and the\n"
+    "profile in force. Runs nothing. The defaults are the paper's config. Flags come from the\n"
+    "environment (NSA_*) and --flag.",
+    table, CLI_NOPTS(table), sizeof(route_args), route_run, NULL, NULL};
+
+static int route_run(void *opts) {
+    const route_args *a = opts;
     nsa_route_problem p;
     memset(&p, 0, sizeof p);
-    p.cfg = nsa_config_default(64, 4, 192, 128);
-    p.B = 1;
-    p.T = 4096;
-    p.dtype = NSA_DTYPE_BF16;
-    p.pass = NSA_PASS_FORWARD;
-    const char *dev = NULL, *profiles = NULL;
+    p.cfg = nsa_config_default(a->Hq, a->Hkv, a->Dk, a->Dv);
+    p.cfg.l = a->l, p.cfg.d = a->d, p.cfg.lp = a->lp, p.cfg.n = a->n, p.cfg.w = a->w;
+    p.B = a->B;
+    p.T = a->T;
+    parse_dtype(a->dtype, &p.dtype);
+    p.pass = !strcmp(a->pass, "forward") ? NSA_PASS_FORWARD
+             : !strcmp(a->pass, "backward") ? NSA_PASS_BACKWARD : NSA_PASS_DECODE;
+    const char *dev = a->device, *profiles = a->profiles;
     char msg[512];
     nsa_context *ctx;
     if (nsa_context_create(&ctx, msg, sizeof msg) != NSA_OK) {
@@ -83,70 +125,13 @@ int cmd_route(int argc, char **argv) {
         return 2;
     }
     int rc = 2;
-    for (int i = 1; i < argc; i++) {
-        const char *o = argv[i];
-        if (!strcmp(o, "--help") || !strcmp(o, "-h")) {
-            usage(stdout);
-            rc = 0;
-            goto done;
-        }
-        if (i + 1 >= argc) {
-            fprintf(stderr, "nsa route: %s needs a value\n", o);
-            usage(stderr);
-            goto done;
-        }
-        const char *v = argv[++i];
-        long long x;
-        struct { const char *name; int *ip; int64_t *lp; long long lo; } ints[] = {
-            {"--T", NULL, &p.T, 0},       {"--B", NULL, &p.B, 0},
-            {"--Hq", &p.cfg.Hq, NULL, 1}, {"--Hkv", &p.cfg.Hkv, NULL, 1},
-            {"--Dk", &p.cfg.Dk, NULL, 1}, {"--Dv", &p.cfg.Dv, NULL, 1},
-            {"--l", &p.cfg.l, NULL, 1},   {"--d", &p.cfg.d, NULL, 1},
-            {"--lp", &p.cfg.lp, NULL, 1}, {"--n", &p.cfg.n, NULL, 1},
-            {"--w", &p.cfg.w, NULL, 0},
-        };
-        int hit = 0;
-        for (size_t k = 0; k < sizeof ints / sizeof ints[0] && !hit; k++) {
-            if (strcmp(o, ints[k].name)) continue;
-            hit = 1;
-            if (!parse_int(o, v, ints[k].lo, &x)) goto done;
-            if (ints[k].ip) *ints[k].ip = (int)x;
-            else *ints[k].lp = x;
-        }
-        if (hit) continue;
-        if (!strcmp(o, "--device")) {
-            dev = v;
-        } else if (!strcmp(o, "--profiles")) {
-            profiles = v;
-        } else if (!strcmp(o, "--dtype")) {
-            if (!parse_dtype(v, &p.dtype)) {
-                fprintf(stderr, "nsa route: --dtype: \"%s\" (f32, bf16 or f16)\n", v);
-                goto done;
-            }
-        } else if (!strcmp(o, "--pass")) {
-            if (!strcmp(v, "forward")) p.pass = NSA_PASS_FORWARD;
-            else if (!strcmp(v, "backward")) p.pass = NSA_PASS_BACKWARD;
-            else if (!strcmp(v, "decode")) p.pass = NSA_PASS_DECODE;
-            else {
-                fprintf(stderr, "nsa route: --pass: \"%s\" (forward, backward or decode)\n", v);
-                goto done;
-            }
-        } else if (!strcmp(o, "--flag")) {
-            char name[64];
-            const char *eq = strchr(v, '=');
-            if (!eq || (size_t)(eq - v) >= sizeof name) {
-                fprintf(stderr, "nsa route: --flag: \"%s\" is not NAME=VALUE\n", v);
-                goto done;
-            }
-            memcpy(name, v, (size_t)(eq - v));
-            name[eq - v] = '\0';
-            if (nsa_context_set_flag(ctx, name, eq + 1) != NSA_OK) {
-                fprintf(stderr, "nsa route: %s\n", nsa_context_message(ctx));
-                goto done;
-            }
-        } else {
-            fprintf(stderr, "nsa route: unknown option %s\n", o);
-            usage(stderr);
+    for (int i = 0; i < a->nflags; i++) {
+        char name[64];
+        const char *v = a->flags[i], *eq = strchr(v, '=');
+        memcpy(name, v, (size_t)(eq - v));
+        name[eq - v] = '\0';
+        if (nsa_context_set_flag(ctx, name, eq + 1) != NSA_OK) {
+            cli_usage_error("route", "--flag: %s", nsa_context_message(ctx));
             goto done;
         }
     }

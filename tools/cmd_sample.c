@@ -17,62 +17,51 @@ static void log_line(void *user, const char *tag, const char *line) {
     if (strcmp(tag, "decode.reads")) fprintf(stderr, "[nsa %s] %s\n", tag, line);
 }
 
-static void usage(FILE *f) {
-    fprintf(f, "usage: nsa sample [--ckpt FILE | --out DIR] [--prompt TEXT] [--tokens N]\n"
-               "                  [--temperature T] [--top-k K] [--seed S] [--threads N]\n"
-               "                  [--device cpu|cuda] [--precision f32|bf16]\n\n"
-               "  --ckpt FILE       checkpoint (default: DIR/model.safetensors)\n"
-               "  --out DIR         run directory of nsa train (default: runs/kjv)\n"
-               "  --prompt TEXT     default: \"Ge1:1 In the beginning\"\n"
-               "  --tokens N        bytes to generate (default 300)\n"
-               "  --temperature T   0 = greedy (default 0.8)\n"
-               "  --top-k K         sample among the K most likely bytes; 0 = all (default 40)\n"
-               "  --seed S          sampling seed (default 1)\n"
-               "  --device D        cpu (default) or cuda: KV caches and decode on the GPU\n"
-               "  --precision P     cuda: f32 (default) or bf16 attention and GEMMs\n");
-}
+typedef struct {
+    const char *ckpt, *out, *prompt, *device, *precision;
+    int tokens, top_k, threads;
+    float temperature;
+    uint64_t seed;
+} sample_args;
 
-int cmd_sample(int argc, char **argv) {
-    const char *ckpt = NULL, *out = "runs/kjv", *prompt = "Ge1:1 In the beginning";
-    const char *device = "cpu", *precision = "f32";
-    int tokens = 300, threads = 0;
+#define O(f) CLI_OPT(sample_args, f)
+/* --precision, --device, --threads and --out have the defaults of `nsa train`: a checkpoint
+ * samples with the numerics it was trained with unless told otherwise. */
+static const cli_opt table[] = {
+    {"ckpt", CLI_FILE, O(ckpt), "FILE", NULL, 0, 0, NULL, "checkpoint (default: DIR/model.safetensors)", NULL},
+    {"out", CLI_STR, O(out), "DIR", "runs/kjv", 0, 0, NULL, "run directory of nsa train", NULL},
+    {"prompt", CLI_STR, O(prompt), "TEXT", "Ge1:1 In the beginning", 0, 0, NULL,
+     "bytes to prefill (at least one)", NULL},
+    {"tokens", CLI_INT, O(tokens), "N", "300", 0, 1 << 20, NULL, "bytes to generate", NULL},
+    {"temperature", CLI_FLOAT, O(temperature), "T", "0.8", 0, 100, NULL, "0 = greedy", NULL},
+    {"top-k", CLI_INT, O(top_k), "K", "40", 0, 256, NULL,
+     "sample among the K most likely bytes; 0 = all", NULL},
+    {"seed", CLI_U64, O(seed), "S", "1", 0, 0, NULL, "sampling seed", NULL},
+    {"threads", CLI_INT, O(threads), "N", "0", 0, 4096, NULL, "CPU threads (0: all cores)", NULL},
+    {"device", CLI_CHOICE, O(device), NULL, "cpu", 0, 0, "cpu|cuda", "cuda: KV caches and decode on the GPU", NULL},
+    {"precision", CLI_CHOICE, O(precision), NULL, "bf16", 0, 0, "bf16|f32",
+     "cuda: bf16 or f32 attention and GEMMs (as nsa train)", NULL},
+};
+#undef O
+
+static int sample_run(void *opts);
+const cli_command cmd_sample = {
+    "sample", "generate text from a checkpoint through the KV-cache decode",
+    "Loads a checkpoint written by nsa train, prefills the prompt and generates bytes\n"
+    "through the library's KV-cache decode; prints prompt + continuation.",
+    table, CLI_NOPTS(table), sizeof(sample_args), sample_run, NULL, NULL};
+
+static int sample_run(void *opts) {
+    const sample_args *a = opts;
+    const char *ckpt = a->ckpt, *prompt = a->prompt;
+    const int tokens = a->tokens, threads = a->threads;
     nsa_decode_reads reads;
     memset(&reads, 0, sizeof reads);
-    lm_sample_opts o = {0.8f, 40, 1, &reads};
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-            usage(stdout);
-            return 0;
-        }
-        if (!v) {
-            fprintf(stderr, "nsa sample: %s: missing value\nhint: nsa sample --help\n", a);
-            return 2;
-        }
-        i++;
-        char *end = NULL;
-        if (!strcmp(a, "--ckpt")) ckpt = v;
-        else if (!strcmp(a, "--out")) out = v;
-        else if (!strcmp(a, "--prompt")) prompt = v;
-        else if (!strcmp(a, "--tokens")) tokens = (int)strtol(v, &end, 10);
-        else if (!strcmp(a, "--temperature")) o.temperature = strtof(v, &end);
-        else if (!strcmp(a, "--top-k")) o.top_k = (int)strtol(v, &end, 10);
-        else if (!strcmp(a, "--seed")) o.seed = strtoull(v, &end, 10);
-        else if (!strcmp(a, "--threads")) threads = (int)strtol(v, &end, 10);
-        else if (!strcmp(a, "--device")) device = v;
-        else if (!strcmp(a, "--precision")) precision = v;
-        else {
-            fprintf(stderr, "nsa sample: unknown option %s\nhint: nsa sample --help\n", a);
-            return 2;
-        }
-        if (end && (*end || end == v || tokens < 0 || o.temperature < 0 || o.top_k < 0)) {
-            fprintf(stderr, "nsa sample: %s: bad value '%s'\n", a, v);
-            return 2;
-        }
-    }
+    lm_sample_opts o = {a->temperature, a->top_k, a->seed, &reads};
+    if (!prompt[0]) return cli_usage_error("sample", "--prompt: empty; the decode needs at least one byte");
     char path[700], err[1024];
     if (!ckpt) {
-        snprintf(path, sizeof path, "%s/model.safetensors", out);
+        snprintf(path, sizeof path, "%s/model.safetensors", a->out);
         ckpt = path;
     }
     lm_ckpt_meta meta;
@@ -101,12 +90,7 @@ int cmd_sample(int argc, char **argv) {
     }
     memset(&m, 0, sizeof m);
     const lm_backend *be = &lm_cpu_backend;
-    if (strcmp(device, "cpu") && strcmp(device, "cuda")) {
-        snprintf(err, sizeof err, "--device: '%s', expected cpu or cuda", device);
-        be = NULL;
-    } else if (!strcmp(device, "cuda")) {
-        be = lm_cuda_backend(strcmp(precision, "bf16") != 0, err, sizeof err);
-    }
+    if (!strcmp(a->device, "cuda")) be = lm_cuda_backend(!strcmp(a->precision, "f32"), err, sizeof err);
     if (!be || lm_model_create_on(&m, &mc, ctx, be, 0, err, sizeof err) ||
         lm_ckpt_load(ckpt, &m, NULL, NULL, NULL, err, sizeof err) ||
         lm_generate(&m, (const uint8_t *)prompt, len, tokens, &o, gen, err, sizeof err)) {

@@ -181,12 +181,8 @@ static int check_backward(nsa_context *ctx) {
     return fails;
 }
 
-int cmd_selfcheck(int argc, char **argv) {
-    if (argc > 1) {
-        printf("usage: nsa selfcheck\n  runs NSA forward and backward on random inputs and "
-               "prints what it verified\n");
-        return strcmp(argv[1], "--help") ? 2 : 0;
-    }
+static int selfcheck_run(void *opts) {
+    (void)opts;
     rng ^= (uint64_t)time(NULL);
     nsa_context *ctx;
     char msg[256];
@@ -200,3 +196,10 @@ int cmd_selfcheck(int argc, char **argv) {
     nsa_context_destroy(ctx);
     return fails ? 1 : 0;
 }
+
+const cli_command cmd_selfcheck = {
+    "selfcheck", "run the reference on random inputs and print what was verified",
+    "Runs NSA forward and backward on fresh random inputs through the public API and prints\n"
+    "what it verified: causality, full coverage, and the backward of every input against\n"
+    "central differences. Exit code 1 if a check fails.",
+    NULL, 0, 0, selfcheck_run, NULL, NULL};

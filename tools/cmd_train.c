@@ -1,14 +1,16 @@
 // SPDX-License-Identifier: Apache-2.0
-/* cmd_train.c — `nsa train`: reads defaults, then a config file (--config FILE, or with --resume
- * the run's own config.txt), then flags (--key value or --key=value), and runs lm_train.
+/* cmd_train.c — `nsa train`: defaults, then a config file (--config FILE, or with --resume the
+ * run's own config.txt), then the config keys given as flags (--dim 256), then lm_train.
+ * A run directory that already holds a run is refused unless --resume or --force.
  * SIGINT asks the loop to save a checkpoint and stop; a second SIGINT kills as usual.
+ * Invariant: every argument is checked before anything is written; a refusal writes nothing.
  */
 #include "cli.h"
 #include "lm.h"
 
 #include <signal.h>
-#include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 static volatile sig_atomic_t interrupted;
@@ -19,87 +21,102 @@ static void on_sigint(int sig) {
     signal(SIGINT, SIG_DFL);
 }
 
-static void usage(FILE *f) {
-    fprintf(f, "usage: nsa train [--config FILE] [--resume] [--quiet] [--KEY VALUE ...]\n\n"
-               "Trains a byte-level NSA language model (default: the built-in King James Bible\n"
-               "corpus) and writes OUT/model.safetensors, OUT/heartbeat.jsonl, OUT/config.txt.\n"
-               "--resume continues OUT/model.safetensors with OUT/config.txt as the config file.\n"
-               "A config file holds KEY = VALUE lines with the keys below.\n\nKEY (default):\n");
-    lm_config_help(f);
+#define MAX_KEYS 256
+typedef struct {
+    const char *config;
+    int resume, force, quiet;
+    int nkeys;
+    char key[MAX_KEYS][64];      /* config keys given as flags, in order */
+    const char *val[MAX_KEYS];   /* their values (in argv) */
+} train_args;
+
+/* A config key as a flag: checked now (on a scratch config), applied in order after the config
+ * files, so flags win over files wherever they stand on the command line. */
+static int train_key(void *opts, const char *key, const char *val, char *err, size_t n) {
+    train_args *a = opts;
+    if (!lm_config_is_key(key)) return 0;
+    lm_train_config scratch;
+    lm_train_config_default(&scratch);
+    char e[512];
+    if (lm_config_set(&scratch, key, val, e, sizeof e)) {
+        const char *colon = strstr(e, ": "); /* lm names the key first; the parser does too */
+        snprintf(err, n, "%s", colon ? colon + 2 : e);
+        return -1;
+    }
+    if (a->nkeys == MAX_KEYS) {
+        snprintf(err, n, "more than %d config flags", MAX_KEYS);
+        return -1;
+    }
+    snprintf(a->key[a->nkeys], sizeof a->key[0], "%s", key);
+    a->val[a->nkeys++] = val;
+    return 1;
 }
 
-int cmd_train(int argc, char **argv) {
+static void train_keys_help(FILE *f) {
+    fprintf(f, "\nconfig keys (flags, or KEY = VALUE lines of a --config file; '-' and '_' alike):\n");
+    const char *name, *help;
+    char def[600];
+    for (int i = 0; lm_config_key(i, &name, &help, def, sizeof def); i++)
+        cli_help_row(f, name, NULL, def, help);
+}
+
+#define O(f) CLI_OPT(train_args, f)
+static const cli_opt table[] = {
+    {"config", CLI_FILE, O(config), "FILE", NULL, 0, 0, NULL,
+     "KEY = VALUE lines (# comments) read before the flags", NULL},
+    {"resume", CLI_SWITCH, O(resume), NULL, NULL, 0, 0, NULL,
+     "continue OUT/model.safetensors; OUT/config.txt is the config file unless --config", NULL},
+    {"force", CLI_SWITCH, O(force), NULL, NULL, 0, 0, NULL,
+     "start a new run in an OUT that holds one: removes OUT/model.safetensors, starts a new "
+     "OUT/heartbeat.jsonl and OUT/config.txt; other files in OUT are kept", NULL},
+    {"quiet", CLI_SWITCH, O(quiet), NULL, NULL, 0, 0, NULL, "no progress line", NULL},
+};
+#undef O
+
+static int train_run(void *opts);
+const cli_command cmd_train = {
+    "train", "train a byte-level NSA language model (heartbeat, checkpoints, --resume)",
+    "Trains a byte-level NSA language model (default: the built-in King James Bible corpus)\n"
+    "and writes OUT/model.safetensors, OUT/heartbeat.jsonl and OUT/config.txt. An OUT that\n"
+    "already holds a run (a checkpoint or a heartbeat) is refused unless --resume or --force.",
+    table, CLI_NOPTS(table), sizeof(train_args), train_run, train_key, train_keys_help};
+
+static int exists(const char *path) {
+    struct stat st;
+    return stat(path, &st) == 0;
+}
+
+static int train_run(void *opts) {
+    const train_args *a = opts;
     lm_train_config c;
     lm_train_config_default(&c);
-    char err[1024];
-    const char *config = NULL, *out = NULL;
-    int resume = 0, quiet = 0;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-            usage(stdout);
-            return 0;
-        } else if (!strcmp(a, "--resume")) {
-            resume = 1;
-        } else if (!strcmp(a, "--quiet")) {
-            quiet = 1;
-        } else if (!strcmp(a, "--config") && i + 1 < argc) {
-            config = argv[++i];
-        } else if (!strncmp(a, "--config=", 9)) {
-            config = a + 9;
-        } else if (!strcmp(a, "--out") && i + 1 < argc) {
-            out = argv[++i];
-        } else if (!strncmp(a, "--out=", 6)) {
-            out = a + 6;
-        }
-    }
-    if (config && lm_config_load(&c, config, err, sizeof err)) goto bad;
-    if (out && lm_config_set(&c, "out", out, err, sizeof err)) goto bad;
-    char resume_cfg[600], ckpt[600];
+    char err[1024], resume_cfg[600], ckpt[600], hb[600];
+    if (a->resume && a->force)
+        return cli_usage_error("train", "--resume and --force: continue the run, or replace it?");
+    if (a->config && lm_config_load(&c, a->config, err, sizeof err))
+        return cli_usage_error("train", "--config: %s", err);
+    /* --out first: the run's own config.txt lives there */
+    for (int i = 0; i < a->nkeys; i++)
+        if (!strcmp(a->key[i], "out")) lm_config_set(&c, "out", a->val[i], err, sizeof err);
     snprintf(resume_cfg, sizeof resume_cfg, "%s/config.txt", c.out);
-    if (resume && !config && access(resume_cfg, R_OK) == 0 &&
+    if (a->resume && !a->config && access(resume_cfg, R_OK) == 0 &&
         lm_config_load(&c, resume_cfg, err, sizeof err))
-        goto bad;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (!strcmp(a, "--resume") || !strcmp(a, "--quiet")) continue;
-        if (!strcmp(a, "--config")) {
-            i++;
-            continue;
-        }
-        if (!strncmp(a, "--config=", 9)) continue;
-        if (strncmp(a, "--", 2)) {
-            snprintf(err, sizeof err, "unexpected argument '%s'", a);
-            goto bad;
-        }
-        const char *eq = strchr(a, '=');
-        char key[64];
-        const char *val;
-        if (eq) {
-            snprintf(key, sizeof key, "%.*s", (int)(eq - a - 2), a + 2);
-            val = eq + 1;
-        } else {
-            if (i + 1 >= argc) {
-                snprintf(err, sizeof err, "%s: missing value", a);
-                goto bad;
-            }
-            snprintf(key, sizeof key, "%s", a + 2);
-            val = argv[++i];
-        }
-        if (lm_config_set(&c, key, val, err, sizeof err)) goto bad;
-    }
+        return cli_usage_error("train", "--resume: %s", err);
+    for (int i = 0; i < a->nkeys; i++)
+        lm_config_set(&c, a->key[i], a->val[i], err, sizeof err); /* checked at parse */
+    if (lm_config_check(&c, err, sizeof err)) return cli_usage_error("train", "%s", err);
     snprintf(ckpt, sizeof ckpt, "%s/model.safetensors", c.out);
-    if (resume && access(ckpt, R_OK) != 0) {
-        snprintf(err, sizeof err, "--resume: no checkpoint %s", ckpt);
-        goto bad;
-    }
+    snprintf(hb, sizeof hb, "%s/heartbeat.jsonl", c.out);
+    if (a->resume && access(ckpt, R_OK) != 0)
+        return cli_usage_error("train", "--resume: no checkpoint %s", ckpt);
+    if (!a->resume && !a->force && (exists(ckpt) || exists(hb)))
+        return cli_usage_error("train", "out: %s already holds a run (%s); continue it with "
+                               "--resume, or replace it with --force", c.out,
+                               exists(ckpt) ? "model.safetensors" : "heartbeat.jsonl");
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_sigint;
     sigaction(SIGINT, &sa, NULL);
-    lm_train_opts o = {resume ? ckpt : NULL, quiet, &interrupted, 0};
+    lm_train_opts o = {a->resume ? ckpt : NULL, a->quiet, &interrupted, 0};
     return lm_train(&c, &o);
-bad:
-    fprintf(stderr, "nsa train: %s\nhint: nsa train --help lists every key and its default\n", err);
-    return 2;
 }

@@ -1,0 +1,128 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
+# run.sh — the `nsa` command line as a user meets it: one named case per convention of
+# tools/cli.h (usage errors exit 2 naming the option with a hint and write nothing; --k=v;
+# help from the tables; version; the run-directory guard of `nsa train`).
+# Not the parser's unit test: it runs the real binary. usage: run.sh NSA VERSION CASE
+# Invariant: each case fails on the command line before tools/cli.c (planted bugs: docs in the
+# commit that added it).
+set -uo pipefail
+nsa=$1 version=$2 case=$3
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+cd "$tmp" || exit 1
+fails=0
+fail() { echo "FAIL [$case]: $*" >&2; fails=$((fails + 1)); }
+
+# usage_error WHAT ARGS...: exit code 2, "nsa CMD: ..." naming WHAT, a hint line, nothing
+# written into the (empty) working directory.
+usage_error() {
+  local what=$1; shift
+  local out rc
+  out=$("$nsa" "$@" 2>&1 >/dev/null); rc=$?
+  [ "$rc" = 2 ] || fail "nsa $*: exit code $rc, expected 2 ($out)"
+  grep -qF -- "$what" <<<"$out" || fail "nsa $*: the message does not name '$what': $out"
+  grep -q '^hint: ' <<<"$out" || fail "nsa $*: no hint line: $out"
+  [ -z "$(ls -A)" ] || { fail "nsa $*: wrote $(ls -A)"; rm -rf ./* ./.[!.]*; }
+}
+
+# A corpus and a model small enough to train 2 steps in a second.
+tiny=(--layers 1 --dim 16 --heads 2 --kv_heads 1 --ffn 16 --seq_len 16 --batch 1 --l 4 --d 2
+      --lp 4 --n 3 --w 8 --steps 2 --warmup 0 --eval_batches 1 --quiet)
+corpus() { for i in $(seq 1 200); do printf 'And the light was good %d. ' "$i"; done >"$1"; }
+
+case $case in
+version)
+  for a in --version version; do
+    out=$("$nsa" $a) || fail "nsa $a: exit code $?"
+    [[ $out =~ ^nsa\ $version\ \(commit\ ([0-9a-f]{12}(-dirty)?|unknown)\)$ ]] ||
+      fail "nsa $a printed '$out', expected 'nsa $version (commit <12 hex>|unknown)'"
+  done ;;
+help)
+  "$nsa" help >list.txt || fail "nsa help: exit code $?"
+  cmds=$(awk '/^  [a-z]/ { print $1 }' list.txt | grep -v '^help$')
+  [ "$(wc -w <<<"$cmds")" -ge 7 ] || fail "nsa help lists only: $cmds"
+  for c in $cmds; do
+    "$nsa" help "$c" >a.txt || fail "nsa help $c: exit code $?"
+    "$nsa" "$c" --help >b.txt || fail "nsa $c --help: exit code $?"
+    "$nsa" "$c" -h >c.txt || fail "nsa $c -h: exit code $?"
+    grep -q "^usage: nsa $c" a.txt || fail "nsa help $c: no usage line"
+    cmp -s a.txt b.txt && cmp -s a.txt c.txt || fail "nsa help $c, --help and -h differ"
+  done
+  rm -f ./*.txt
+  usage_error "nosuch" help nosuch
+  usage_error "nosuch" nosuch ;;
+bad_values)
+  usage_error --temperature sample --temperature nan
+  usage_error --temperature sample --temperature=inf
+  usage_error --tokens sample --tokens 99999999999
+  usage_error --top-k sample --top-k 5x
+  usage_error --seed sample --seed -1
+  usage_error --device sample --device gpu
+  usage_error --prompt decode-demo --prompt abc
+  usage_error --lens decode-demo --lens 8192,x
+  usage_error --T route --T 99999999999999999999
+  usage_error --Hq route --Hq 4294967297
+  usage_error --T route --T " 5"
+  usage_error --flag route --flag NOEQUALS
+  usage_error --dim train --dim 1x
+  usage_error --lr train --lr nan
+  usage_error steps train --steps 0 --out run ;;
+bad_flags)
+  usage_error --config train --config
+  usage_error --out sample --out --tokens 5
+  usage_error --bogus train --bogus 1
+  usage_error --bogus sample --bogus=1
+  usage_error --bogus route --bogus 1
+  usage_error --bogus decode-demo --bogus 1
+  usage_error --bogus selfcheck --bogus
+  usage_error --bogus parity --bogus
+  usage_error --bogus version --bogus
+  usage_error stray train stray
+  usage_error --quiet train --quiet=1
+  usage_error --force train --resume --force --out run ;;
+directory_as_file)
+  mkdir d
+  out=$("$nsa" train --config d 2>&1); rc=$?
+  [ "$rc" = 2 ] && grep -q -- "--config: 'd' is a directory" <<<"$out" ||
+    fail "nsa train --config DIR: exit code $rc: $out"
+  out=$("$nsa" sample --ckpt d 2>&1); rc=$?
+  [ "$rc" = 2 ] && grep -q -- "--ckpt: 'd' is a directory" <<<"$out" ||
+    fail "nsa sample --ckpt DIR: exit code $rc: $out" ;;
+key_equals_value)
+  "$nsa" route --T 100 --dtype f32 --Hq 8 --Hkv 2 --Dk 64 --Dv 64 --device sm90 >a.txt ||
+    fail "route --k v: exit code $?"
+  "$nsa" route --T=100 --dtype=f32 --Hq=8 --Hkv=2 --Dk=64 --Dv=64 --device=sm90 >b.txt ||
+    fail "route --k=v: exit code $?"
+  grep -q "T=100 f32" a.txt || fail "route did not take --T 100 --dtype f32: $(head -2 a.txt)"
+  cmp -s a.txt b.txt || fail "--k=v and --k v give different results" ;;
+same_defaults)
+  # an option that two commands share has one default (tools/cmd_sample.c says why)
+  for o in precision device threads out; do
+    t=$("$nsa" help train | grep -E "^  --$o " | sed 's/.*(default: //')
+    s=$("$nsa" help sample | grep -E "^  --$o " | sed 's/.*(default: //')
+    [ -n "$t" ] && [ "$t" = "$s" ] || fail "--$o: train default '$t', sample default '$s'"
+  done ;;
+train_guard)
+  corpus c.txt
+  mkdir run && echo '{"msg":"boot"}' >run/heartbeat.jsonl && echo old >run/model.safetensors
+  before=$(cd run && ls -A && cat ./*)
+  out=$("$nsa" train --out run --data c.txt "${tiny[@]}" 2>&1); rc=$?
+  [ "$rc" = 2 ] && grep -q -- "--resume" <<<"$out" && grep -q -- "--force" <<<"$out" ||
+    fail "train into a run directory: exit code $rc: $out"
+  [ "$(cd run && ls -A && cat ./*)" = "$before" ] || fail "the refused run changed run/"
+  rm run/model.safetensors
+  "$nsa" train --out run --data c.txt "${tiny[@]}" 2>/dev/null
+  [ $? = 2 ] || fail "a heartbeat alone did not make run/ a run"
+  echo old >run/model.safetensors && echo keep >run/notes.txt
+  "$nsa" train --out run --data c.txt "${tiny[@]}" --force || fail "--force: exit code $?"
+  [ "$(cat run/notes.txt)" = keep ] || fail "--force touched another file"
+  [ "$(head -c 3 run/model.safetensors)" != old ] || fail "--force kept the old checkpoint"
+  [ "$(grep -c '"msg":"boot"' run/heartbeat.jsonl)" = 1 ] || fail "--force kept the old heartbeat"
+  "$nsa" train --out run --data c.txt "${tiny[@]}" --steps 3 --resume || fail "--resume: exit code $?"
+  [ "$(grep -c '"msg":"boot"' run/heartbeat.jsonl)" = 2 ] || fail "--resume did not append"
+  "$nsa" train --out fresh --data c.txt "${tiny[@]}" || fail "a new directory: exit code $?"
+  rm -rf run fresh c.txt ;;
+*) echo "run.sh: unknown case $case" >&2; exit 2 ;;
+esac
+[ "$fails" = 0 ] || { echo "rerun: bash $0 $nsa $version $case" >&2; exit 1; }
