@@ -172,7 +172,8 @@ nsa_status nsa_context_set_threads(nsa_context *ctx, int threads);
 /* ---------------------------------------------------------------- forward */
 
 /* Inputs and outputs of one NSA attention call (prefill / training forward).
- * Positions are 0..T-1 for every batch row. Every tensor has the dims written beside it;
+ * Positions are 0..T-1 for every batch row, unless cu_seqlens packs documents (below). Every
+ * tensor has the dims written beside it;
  * dtypes: q, k*, v*, gates, out* share one dtype (f32, bf16 or f16); lse* are f32; the index
  * outputs are i32. The same tensor may be passed for several branches. */
 typedef struct {
@@ -197,7 +198,33 @@ typedef struct {
     nsa_tensor sel_blocks; /* (B, T, Hkv, n) i32: selected block indices ascending, -1 pad */
     nsa_tensor sel_ranges; /* (B, T, Hkv, n, 2) i32: merged [start, end) token ranges,
                               ascending, end clipped to t+1; unused slots are [0, 0)      */
+
+    /* Packed documents ("varlen", docs/varlen.md); absent cu_seqlens = off. With it, B = 1 and
+     * the T tokens hold n_docs documents back to back: document i is tokens
+     * [cu_seqlens[i], cu_seqlens[i+1]), and it is its own causal NSA sequence, exactly as if it
+     * were passed alone (bitwise on the reference): positions, compressed blocks, selection
+     * blocks, forced initial/local blocks and the window all start again at its first token,
+     * and nothing reads across a boundary (NSA_STRICT_ASSERTS checks it). Empty documents are
+     * allowed. Layouts in varlen:
+     *   q, k_sel, v_sel, k_win, v_win, gates, out*, lse*   (1, T, ...) packed like the tokens
+     *   k_cmp, v_cmp raw                                   (1, T, Hkv, D*) likewise
+     *   k_cmp, v_cmp with cmp_compressed                   (1, Σ_i num_cmp(len_i), Hkv, D*):
+     *       document i's blocks are rows [Σ_{j<i} num_cmp(len_j), ...) (nsa_num_cmp_docs)
+     *   sel_blocks, sel_ranges                             (1, T, Hkv, n[, 2]) whose block
+     *       indices and token positions count from the document's first token
+     * Any fault of cu_seqlens or max_seqlen (dtype other than i32, another device than q's,
+     * ndim != 1, B != 1, cu_seqlens[0] != 0, descending, cu_seqlens[n_docs] != T, a document
+     * longer than max_seqlen) is NSA_ERR_SHAPE naming the field; nothing is written. */
+    nsa_tensor cu_seqlens; /* (n_docs + 1) i32, on the tensors' device                     */
+    int64_t max_seqlen;    /* ≥ the longest document; the router's length cutoffs use it   */
 } nsa_fwd_args;
+
+/* Compressed blocks of packed documents: Σ_i num_cmp(cu_seqlens[i+1] - cu_seqlens[i]) over a
+ * host array of n_docs + 1 offsets (the row count of a varlen cmp_compressed k_cmp); when
+ * offsets is not NULL it receives the n_docs + 1 running sums (document i's first block).
+ * -1 if an argument is NULL, n_docs < 0 or the offsets descend. */
+int64_t nsa_num_cmp_docs(const nsa_config *cfg, const int32_t *cu_seqlens, int64_t n_docs,
+                         int64_t *offsets);
 
 /* Computes the NSA forward (docs/design.md §1) on the device the tensors live on, through the
  * router.
@@ -207,7 +234,8 @@ typedef struct {
  * NSA_ERR_CAUSALITY (docs/routing.md). */
 nsa_status nsa_forward(nsa_context *ctx, const nsa_fwd_args *a);
 
-/* Gradients of one NSA call. Inputs are those of `fwd` (its optional outputs, if present, must
+/* Gradients of one NSA call (packed documents too: every gradient has its input's packed
+ * layout). Inputs are those of `fwd` (its optional outputs, if present, must
  * hold what nsa_forward wrote and may be reused instead of recomputed; the reference reuses
  * sel_ranges — checked to be ascending ranges within [0, t+1) — and recomputes the rest in
  * double). Every gradient is
@@ -301,7 +329,10 @@ int64_t nsa_kv_cache_len(const nsa_kv_cache *cache, int b);
  * fwd->cfg must equal the cache's config and its dtype the cache's dtype. With cmp_external,
  * fwd carries compressed k_cmp/v_cmp (cmp_compressed = 1) and raw_k_cmp/raw_v_cmp carry the raw
  * tokens (the cache keeps the last min(T, l): what the next blocks need); without it they are
- * absent. extra may be NULL (b0 = 0). */
+ * absent. extra may be NULL (b0 = 0).
+ * Packed documents (fwd->cu_seqlens): document i fills row b0 + i (n_docs rows, each empty,
+ * each document ≤ max_len; an empty document leaves its row empty); raw_k_cmp/raw_v_cmp are
+ * then (1, T, Hkv, D*) packed like the tokens. Decode then continues each document exactly. */
 typedef struct {
     int b0;
     nsa_tensor raw_k_cmp; /* (B', T, Hkv, Dk): only with cmp_external */
@@ -410,6 +441,8 @@ typedef struct {
     int64_t T;       /* tokens per row (forward/backward); decode: tokens after the step  */
     nsa_dtype dtype; /* dtype of q, k*, v*, out                                           */
     nsa_pass pass;
+    int64_t n_docs;     /* packed documents in the row (varlen, B = 1); 0: not varlen      */
+    int64_t max_seqlen; /* varlen: the longest document, the length the cutoffs compare   */
 } nsa_route_problem;
 
 /* What the router knows about a device: real (nsa_device_caps_query) or named

@@ -91,7 +91,7 @@ static void malformed_flags_env(void) {
     unsetenv("NSA_USE_TRITON_SEL");
     CHECK(st == NSA_OK);
     nsa_route_problem p = {nsa_config_default(4, 1, 64, 64), 1, 4096, NSA_DTYPE_BF16,
-                           NSA_PASS_FORWARD};
+                           NSA_PASS_FORWARD, 0, 0};
     nsa_device_caps caps;
     nsa_device_caps_named("sm80", &caps);
     nsa_route_decision d;
@@ -175,7 +175,7 @@ static void broken_profile_names_file_and_line(void) {
     char *dir = mkdtemp(tmpl);
     CHECK(dir != NULL);
     nsa_route_problem p = {nsa_config_default(4, 1, 64, 64), 1, 4096, NSA_DTYPE_BF16,
-                           NSA_PASS_FORWARD};
+                           NSA_PASS_FORWARD, 0, 0};
     nsa_device_caps caps;
     nsa_device_caps_named("sm90", &caps);
     for (size_t i = 0; i < sizeof broken / sizeof broken[0]; i++) {

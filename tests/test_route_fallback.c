@@ -391,7 +391,7 @@ static void pipeline_matches_reference(void) {
         CHECK(reference(&p, &r, dts[di], 1));
         problem_twin(&p, &f, dts[di], 1);
         nsa_context *ctx = ctx_with(fast, NULL);
-        nsa_route_problem rp = {p.a.cfg, B, T, dts[di], NSA_PASS_FORWARD};
+        nsa_route_problem rp = {p.a.cfg, B, T, dts[di], NSA_PASS_FORWARD, 0, 0};
         nsa_device_caps cpu;
         nsa_device_caps_named("cpu", &cpu);
         nsa_route_decision d;

@@ -169,7 +169,7 @@ static void unregister_fakes(void) {
 }
 
 static void check_row(nsa_context *ctx, const golden *g, int i) {
-    nsa_route_problem p = {nsa_config_default(4, 1, g->Dk, 64), 2, g->T, g->dt, g->pass};
+    nsa_route_problem p = {nsa_config_default(4, 1, g->Dk, 64), 2, g->T, g->dt, g->pass, 0, 0};
     p.cfg.w = g->w;
     nsa_device_caps caps;
     CHECK(nsa_device_caps_named(g->dev, &caps) == NSA_OK, "row %d", i);
@@ -205,7 +205,7 @@ static void not_compiled_gets_reference(void) {
     nsa_context *ctx;
     CHECK(nsa_context_create(&ctx, NULL, 0) == NSA_OK);
     set_flags(ctx, "NSA_USE_FA2=1 NSA_TRITON_SEL_FORCE=1");
-    nsa_route_problem p = {nsa_config_default(4, 1, 64, 64), 1, 4096, BF, FW};
+    nsa_route_problem p = {nsa_config_default(4, 1, 64, 64), 1, 4096, BF, FW, 0, 0};
     nsa_device_caps caps;
     CHECK(nsa_device_caps_named("sm100", &caps) == NSA_OK);
     caps.compiled = 0;
@@ -232,7 +232,7 @@ static void decision_fields_and_errors(void) {
     nsa_context *ctx;
     CHECK(nsa_context_create(&ctx, NULL, 0) == NSA_OK);
     set_flags(ctx, "NSA_FORCE_BRANCH=sel");
-    nsa_route_problem p = {nsa_config_default(4, 1, 64, 64), 1, 128, BF, FW};
+    nsa_route_problem p = {nsa_config_default(4, 1, 64, 64), 1, 128, BF, FW, 0, 0};
     nsa_device_caps caps;
     CHECK(nsa_device_caps_named("sm90", &caps) == NSA_OK);
     nsa_route_decision d;

@@ -308,7 +308,7 @@ static int parity_run(void *opts) {
                     for (int f = 0; f < 4 && pp->flags[f][0]; f++)
                         nsa_context_set_flag(pc, pp->flags[f][0], pp->flags[f][1]);
                     nsa_route_problem p = {nsa_config_default(c->Hq, c->Hkv, c->Dk, c->Dv), c->B,
-                                           c->T, dtypes[ti], NSA_PASS_FORWARD};
+                                           c->T, dtypes[ti], NSA_PASS_FORWARD, 0, 0};
                     p.cfg.l = c->l, p.cfg.d = c->d, p.cfg.lp = c->lp, p.cfg.n = c->n;
                     p.cfg.w = c->w;
                     nsa_route_decision d;

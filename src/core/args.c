@@ -40,7 +40,9 @@ nsa_status nsa_args_check_fwd(nsa_context *ctx, const nsa_fwd_args *a, nsa_shape
     NSA_TRY(nsa_check_tensor(ctx, "q", &a->q, dt, dev, 4, qs));
     NSA_TRY(check_size(ctx, "q", B, T, c->Hq, c->Dk > c->Dv ? c->Dk : c->Dv));
     NSA_TRY(check_size(ctx, "k_sel", B, T, c->Hkv, c->Dk + c->Dv));
-    const int64_t Tc = nsa_num_cmp(c, T);
+    nsa_shape_tokens(s, c, T);
+    NSA_TRY(nsa_varlen_check(ctx, a, B, T, s));
+    const int64_t Tc = s->Tc;
 
     int64_t kshape[4] = {B, T, c->Hkv, c->Dk}, vshape[4] = {B, T, c->Hkv, c->Dv};
     int64_t kcs[4] = {B, a->cmp_compressed ? Tc : T, c->Hkv, c->Dk};
@@ -78,14 +80,11 @@ nsa_status nsa_args_check_fwd(nsa_context *ctx, const nsa_fwd_args *a, nsa_shape
                         (long long)T);
 
     s->B = B;
-    s->T = T;
-    s->Tc = Tc;
     s->Hq = c->Hq;
     s->Hkv = c->Hkv;
     s->G = c->Hq / c->Hkv;
     s->Dk = c->Dk;
     s->Dv = c->Dv;
-    s->nsel_max = (int)((T + c->lp - 1) / c->lp);
     s->dt = dt;
     s->dev = dev;
     s->scale = (double)nsa_config_scale(c);

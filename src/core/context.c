@@ -68,6 +68,7 @@ void nsa_context_destroy(nsa_context *ctx) {
     if (ctx) nsa_cuda_workspace_free(ctx);
 #endif
     if (ctx) free(ctx->profiles);
+    if (ctx) free(ctx->docs);
     free(ctx);
 }
 

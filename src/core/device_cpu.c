@@ -37,6 +37,11 @@ nsa_status nsa_device_cuda_backward(nsa_context *ctx, const nsa_fwd_args *fwd,
     return nsa_fail(ctx, NSA_ERR_UNSUPPORTED, "q: a CUDA backward needs a CUDA build");
 }
 
+nsa_status nsa_device_cuda_read(nsa_context *ctx, void *dst, const void *src, size_t bytes) {
+    (void)dst; (void)src; (void)bytes;
+    return nsa_fail(ctx, NSA_ERR_UNSUPPORTED, "cu_seqlens: a CUDA tensor needs a CUDA build");
+}
+
 /* CUDA KV caches (src/ref/kv_cache.h): a CPU build has none. */
 nsa_status nsa_device_cuda_kv_alloc(nsa_context *ctx, nsa_kv_cache *c) {
     (void)c;

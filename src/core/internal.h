@@ -56,6 +56,9 @@ struct nsa_context {
     unsigned cuda_caps_known;         /* bit i: cuda_caps[i] is filled                    */
     void *dev_ws;        /* CUDA device workspace (src/cuda/device.cu), grown on demand */
     size_t dev_ws_bytes;
+    int64_t *docs;       /* host offsets of the last varlen call (src/core/varlen.c): the
+                            token and compressed-row offsets, grown on demand, never shrunk */
+    size_t docs_cap;     /* int64 elements of docs                                       */
 };
 
 /* Sets ctx->msg (printf style) and returns st. ctx may be NULL. */
@@ -106,6 +109,10 @@ nsa_status nsa_check_opt_tensor(nsa_context *ctx, const char *name, const nsa_te
  * NSA_ERR_INVALID_ARG naming both fields otherwise (src/core/overlap.c). */
 nsa_status nsa_check_disjoint(nsa_context *ctx, int n, const char *const *names,
                               const nsa_tensor *const *ts);
+
+/* Copies bytes of CUDA device memory to the host and waits (src/cuda/device.cu; a CPU build
+ * returns NSA_ERR_UNSUPPORTED from src/core/device_cpu.c). */
+nsa_status nsa_device_cuda_read(nsa_context *ctx, void *dst, const void *src, size_t bytes);
 
 /* Overflow-checked a*b into *out; false on overflow or negative inputs. */
 bool nsa_mul_ok(int64_t a, int64_t b, int64_t *out);

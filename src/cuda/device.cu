@@ -145,6 +145,15 @@ extern "C" nsa_status nsa_cuda_memcpy_d2h(nsa_context *ctx, void *dst, const voi
                                           size_t bytes) {
     return nsa_cu_check(ctx, cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToHost), "memcpy d2h");
 }
+/* Reads the caller's tensor after the work queued on ctx's stream (the caller may have just
+ * written it there). */
+extern "C" nsa_status nsa_device_cuda_read(nsa_context *ctx, void *dst, const void *src,
+                                           size_t bytes) {
+    cudaStream_t cs = (cudaStream_t)ctx->stream;
+    NSA_TRY(nsa_cu_check(ctx, cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, cs),
+                         "cu_seqlens: copy to the host"));
+    return nsa_cu_check(ctx, cudaStreamSynchronize(cs), "cu_seqlens: copy to the host");
+}
 extern "C" nsa_status nsa_cuda_memset(nsa_context *ctx, void *p, int byte, size_t bytes) {
     return nsa_cu_check(ctx, cudaMemset(p, byte, bytes), "memset");
 }

@@ -24,6 +24,18 @@ static nsa_status check_room(nsa_context *ctx, const nsa_kv_cache *c, int64_t b,
     return NSA_OK;
 }
 
+/* Pushes T tokens of src's rows 0..Bp-1 into the empty cache rows b0..b0+Bp-1. */
+static nsa_status fill(nsa_context *ctx, nsa_kv_cache *c, const nsa_kv_src *src, int64_t b0,
+                       int64_t Bp, int64_t T) {
+    if (Bp == 0 || T == 0) return NSA_OK; /* an empty document leaves its row empty */
+    if (c->desc.device.kind == NSA_DEVICE_CUDA)
+        return nsa_device_cuda_kv_fill(ctx, c, src, (int)b0, Bp, T, 0);
+    for (int64_t i = 0; i < Bp; i++)
+        for (int64_t t = 0; t < T; t++)
+            nsa_kv_push(c, (int)(b0 + i), src, i, t, nsa_num_cmp(&c->desc.cfg, t + 1) - 1);
+    return NSA_OK;
+}
+
 nsa_status nsa_kv_cache_prefill(nsa_context *ctx, nsa_kv_cache *c, const nsa_fwd_args *fwd,
                                 const nsa_prefill_extra *extra) {
     if (!ctx) return NSA_ERR_INVALID_ARG;
@@ -41,13 +53,14 @@ nsa_status nsa_kv_cache_prefill(nsa_context *ctx, nsa_kv_cache *c, const nsa_fwd
         return nsa_fail(ctx, NSA_ERR_CACHE, "cmp_compressed: %d, the cache was made with "
                         "cmp_external = %d", fwd->cmp_compressed, c->desc.cmp_external);
     const int64_t b0 = extra ? extra->b0 : 0;
-    NSA_TRY(check_rows(ctx, c, b0, s.B, "extra.b0"));
-    for (int64_t b = b0; b < b0 + s.B; b++) {
+    const int64_t rows = s.n_docs > 0 ? s.n_docs : s.B; /* packed: document i → row b0 + i */
+    NSA_TRY(check_rows(ctx, c, b0, rows, "extra.b0"));
+    for (int64_t b = b0; b < b0 + rows; b++) {
         if (c->row[b].len != 0)
             return nsa_fail(ctx, NSA_ERR_CACHE, "cache row %lld holds %lld tokens; prefill needs "
                             "an empty row (nsa_kv_cache_reset)", (long long)b,
                             (long long)c->row[b].len);
-        NSA_TRY(check_room(ctx, c, b, s.T));
+        NSA_TRY(check_room(ctx, c, b, s.n_docs > 0 ? s.cu[b - b0 + 1] - s.cu[b - b0] : s.T));
     }
     const nsa_config *g = &fwd->cfg;
     int64_t ks[4] = {s.B, s.T, g->Hkv, g->Dk}, vs[4] = {s.B, s.T, g->Hkv, g->Dv};
@@ -64,14 +77,25 @@ nsa_status nsa_kv_cache_prefill(nsa_context *ctx, nsa_kv_cache *c, const nsa_fwd
                         "cache (this one computes φ = avg from k_cmp)");
     }
     NSA_TRY(nsa_forward(ctx, fwd));
-    nsa_kv_src src = {rk, rv, &fwd->k_sel, &fwd->v_sel, &fwd->k_win, &fwd->v_win,
-                      c->desc.cmp_external ? &fwd->k_cmp : NULL,
-                      c->desc.cmp_external ? &fwd->v_cmp : NULL};
-    if (c->desc.device.kind == NSA_DEVICE_CUDA)
-        return nsa_device_cuda_kv_fill(ctx, c, &src, (int)b0, s.B, s.T, 0);
-    for (int64_t i = 0; i < s.B; i++)
-        for (int64_t t = 0; t < s.T; t++)
-            nsa_kv_push(c, (int)(b0 + i), &src, i, t, nsa_num_cmp(g, t + 1) - 1);
+    const int ext = c->desc.cmp_external;
+    if (s.n_docs == 0) {
+        nsa_kv_src src = {rk, rv, &fwd->k_sel, &fwd->v_sel, &fwd->k_win, &fwd->v_win,
+                          ext ? &fwd->k_cmp : NULL, ext ? &fwd->v_cmp : NULL};
+        return fill(ctx, c, &src, b0, s.B, s.T);
+    }
+    /* nsa_forward re-read the same offsets into the same context buffer: s.cu is still valid */
+    for (int64_t i = 0; i < s.n_docs; i++) {
+        const int64_t t0 = s.cu[i], len = s.cu[i + 1] - t0;
+        const int64_t c0 = s.cc[i], nc = s.cc[i + 1] - c0;
+        nsa_tensor v[8] = {
+            nsa_tensor_rows(rk, t0, len),           nsa_tensor_rows(rv, t0, len),
+            nsa_tensor_rows(&fwd->k_sel, t0, len),  nsa_tensor_rows(&fwd->v_sel, t0, len),
+            nsa_tensor_rows(&fwd->k_win, t0, len),  nsa_tensor_rows(&fwd->v_win, t0, len),
+            nsa_tensor_rows(&fwd->k_cmp, c0, nc),   nsa_tensor_rows(&fwd->v_cmp, c0, nc)};
+        nsa_kv_src src = {&v[0], &v[1], &v[2], &v[3], &v[4], &v[5], ext ? &v[6] : NULL,
+                          ext ? &v[7] : NULL};
+        NSA_TRY(fill(ctx, c, &src, b0 + i, 1, len));
+    }
     return NSA_OK;
 }
 

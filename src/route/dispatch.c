@@ -28,7 +28,17 @@ nsa_route_problem nsa_route_problem_of(const nsa_fwd_args *a, const nsa_shape *s
     p.T = s->T;
     p.dtype = s->dt;
     p.pass = pass;
+    p.n_docs = s->n_docs;
+    p.max_seqlen = s->max_seqlen;
     return p;
+}
+
+/* Prefixes the message of a failed step of document i of a packed call with the document. */
+static nsa_status doc_fail(nsa_context *ctx, nsa_status st, const nsa_shape *s, int64_t i) {
+    char msg[NSA_MSG_LEN];
+    snprintf(msg, sizeof msg, "%s", ctx->msg);
+    return nsa_fail(ctx, st, "document %lld (tokens [%lld, %lld)): %s", (long long)i,
+                    (long long)s->cu[i], (long long)s->cu[i + 1], msg);
 }
 
 /* Routes the call and applies what holds for every path: counters, unsupported notices. */
@@ -211,6 +221,13 @@ static int all_ref_cpu(const nsa_route_plan_t *plan) {
     return 1;
 }
 
+/* One plain (not packed) forward on the plan. */
+static nsa_status forward_one(nsa_context *ctx, const nsa_fwd_args *a, const nsa_shape *s,
+                              const nsa_route_problem *p, const nsa_route_plan_t *plan) {
+    if (all_ref_cpu(plan)) return ref_whole(ctx, a, s);
+    return run_pipeline(ctx, a, s, p, plan);
+}
+
 nsa_status nsa_forward(nsa_context *ctx, const nsa_fwd_args *a) {
     if (!ctx) return NSA_ERR_INVALID_ARG;
     nsa_clear(ctx);
@@ -219,8 +236,56 @@ nsa_status nsa_forward(nsa_context *ctx, const nsa_fwd_args *a) {
     nsa_route_problem p;
     nsa_route_plan_t plan;
     NSA_TRY(route(ctx, a, &s, NSA_PASS_FORWARD, &p, &plan));
-    if (all_ref_cpu(&plan)) return ref_whole(ctx, a, &s);
-    return run_pipeline(ctx, a, &s, &p, &plan);
+    if (s.n_docs == 0) return forward_one(ctx, a, &s, &p, &plan);
+    /* Packed documents: each one a plain call over its own tokens, on the packed call's plan
+     * (the router saw the documents; docs/varlen.md). */
+    for (int64_t i = 0; i < s.n_docs; i++) {
+        nsa_fwd_args ai;
+        nsa_shape si;
+        nsa_varlen_doc(a, &s, i, &ai, &si);
+        const nsa_route_problem pi = nsa_route_problem_of(&ai, &si, NSA_PASS_FORWARD);
+        nsa_status st = forward_one(ctx, &ai, &si, &pi, &plan);
+        if (st != NSA_OK) return doc_fail(ctx, st, &s, i);
+    }
+    return NSA_OK;
+}
+
+/* NSA_STRICT_ASSERTS before a backward: the spans it reads, and the ranges handed back. */
+static nsa_status strict_backward(nsa_context *ctx, const nsa_fwd_args *fwd, const nsa_shape *s) {
+    nsa_fwd_work w;
+    memset(&w, 0, sizeof w);
+    w.a = fwd;
+    w.s = s;
+    NSA_TRY(nsa_strict_spans(ctx, NULL, NSA_BRANCH_CMP, &w));
+    NSA_TRY(nsa_strict_spans(ctx, NULL, NSA_BRANCH_WIN, &w));
+    if (s->dev == NSA_DEVICE_CUDA || !nsa_present(&fwd->sel_ranges) || s->B * s->T == 0)
+        return NSA_OK; /* the CUDA backward validates device sel_ranges itself */
+    /* ranges handed back for reuse are read by the backward: check them too */
+    const int n = fwd->cfg.n;
+    int32_t *r = malloc(sizeof(int32_t) * (size_t)(s->B * s->T * s->Hkv * n * 2));
+    if (!r) return nsa_fail(ctx, NSA_ERR_NOMEM, "strict asserts: out of memory");
+    load_ranges(&fwd->sel_ranges, r, s, n);
+    nsa_status st = nsa_strict_ranges(ctx, r, s->B, s->T, s->Hkv, n, 0);
+    free(r);
+    return st;
+}
+
+/* One plain (not packed) backward on the plan. */
+static nsa_status backward_one(nsa_context *ctx, const nsa_fwd_args *fwd, const nsa_bwd_args *g,
+                               const nsa_shape *s, const nsa_route_plan_t *plan) {
+    if (ctx->flags.strict_asserts) NSA_TRY(strict_backward(ctx, fwd, s));
+    if (s->dev == NSA_DEVICE_CUDA) {
+        /* the CUDA backward (backend.h's hook) */
+        nsa_role roles[3];
+        for (int b = 0; b < 3; b++) roles[b] = plan->be[b]->role;
+        return nsa_device_cuda_backward(ctx, fwd, g, s, roles, ctx->flags.force_branch);
+    }
+    nsa_fwd_args a2 = *fwd;
+    if (ctx->flags.force_branch >= 0)
+        NSA_TRY(one_hot_gates(ctx, s, ctx->flags.force_branch, &a2.gates));
+    nsa_status st = nsa_ref_backward(ctx, &a2, g, s);
+    if (a2.gates.data != fwd->gates.data) free(a2.gates.data);
+    return st;
 }
 
 nsa_status nsa_backward(nsa_context *ctx, const nsa_fwd_args *fwd, const nsa_bwd_args *g) {
@@ -232,46 +297,19 @@ nsa_status nsa_backward(nsa_context *ctx, const nsa_fwd_args *fwd, const nsa_bwd
     nsa_route_problem p;
     nsa_route_plan_t plan;
     NSA_TRY(route(ctx, fwd, &s, NSA_PASS_BACKWARD, &p, &plan));
-    if (s.dev == NSA_DEVICE_CUDA) {
-        /* the CUDA backward (backend.h's hook); it validates device sel_ranges itself */
-        nsa_role roles[3];
-        for (int b = 0; b < 3; b++) roles[b] = plan.be[b]->role;
-        if (ctx->flags.strict_asserts) {
-            nsa_fwd_work w;
-            memset(&w, 0, sizeof w);
-            w.a = fwd;
-            w.s = &s;
-            NSA_TRY(nsa_strict_spans(ctx, NULL, NSA_BRANCH_CMP, &w));
-            NSA_TRY(nsa_strict_spans(ctx, NULL, NSA_BRANCH_WIN, &w));
-        }
-        return nsa_device_cuda_backward(ctx, fwd, g, &s, roles, ctx->flags.force_branch);
-    }
-    if (!all_ref_cpu(&plan))
+    if (s.dev != NSA_DEVICE_CUDA && !all_ref_cpu(&plan))
         return nsa_fail(ctx, NSA_ERR_UNSUPPORTED, "backward: only the CPU reference runs it "
                         "(routed: cmp %s, sel %s, win %s)", plan.d.backend[0],
                         plan.d.backend[1], plan.d.backend[2]);
-    nsa_fwd_args a2 = *fwd;
-    if (ctx->flags.force_branch >= 0)
-        NSA_TRY(one_hot_gates(ctx, &s, ctx->flags.force_branch, &a2.gates));
-    nsa_status st = NSA_OK;
-    if (ctx->flags.strict_asserts) {
-        nsa_fwd_work w;
-        memset(&w, 0, sizeof w);
-        w.a = fwd;
-        w.s = &s;
-        st = nsa_strict_spans(ctx, NULL, NSA_BRANCH_CMP, &w);
-        if (st == NSA_OK) st = nsa_strict_spans(ctx, NULL, NSA_BRANCH_WIN, &w);
-        if (st == NSA_OK && nsa_present(&fwd->sel_ranges) && s.B * s.T > 0) {
-            /* ranges handed back for reuse are read by the backward: check them too */
-            const int n = fwd->cfg.n;
-            int32_t *r = malloc(sizeof(int32_t) * (size_t)(s.B * s.T * s.Hkv * n * 2));
-            if (!r) st = nsa_fail(ctx, NSA_ERR_NOMEM, "strict asserts: out of memory");
-            if (r) load_ranges(&fwd->sel_ranges, r, &s, n);
-            if (r) st = nsa_strict_ranges(ctx, r, s.B, s.T, s.Hkv, n, 0);
-            free(r);
-        }
+    if (s.n_docs == 0) return backward_one(ctx, fwd, g, &s, &plan);
+    for (int64_t i = 0; i < s.n_docs; i++) {
+        nsa_fwd_args ai;
+        nsa_shape si;
+        nsa_bwd_args gi;
+        nsa_varlen_doc(fwd, &s, i, &ai, &si);
+        nsa_varlen_doc_grads(fwd, g, &s, i, &gi);
+        nsa_status st = backward_one(ctx, &ai, &gi, &si, &plan);
+        if (st != NSA_OK) return doc_fail(ctx, st, &s, i);
     }
-    if (st == NSA_OK) st = nsa_ref_backward(ctx, &a2, g, &s);
-    if (a2.gates.data != fwd->gates.data) free(a2.gates.data);
-    return st;
+    return NSA_OK;
 }

@@ -35,13 +35,14 @@ static const char *flag_mask_name(nsa_branch br) {
 /* Keys one query reads at most in branch br: the length the cutoffs compare. */
 static int64_t keys_per_query(const nsa_route_problem *p, nsa_branch br) {
     const nsa_config *c = &p->cfg;
+    const int64_t T = p->n_docs > 0 ? p->max_seqlen : p->T; /* varlen: the longest document */
     switch (br) {
-    case NSA_BRANCH_CMP: return nsa_num_cmp(c, p->T);
+    case NSA_BRANCH_CMP: return nsa_num_cmp(c, T);
     case NSA_BRANCH_SEL: {
         int64_t k = (int64_t)c->n * c->lp;
-        return k < p->T ? k : p->T;
+        return k < T ? k : T;
     }
-    case NSA_BRANCH_WIN: return c->w < p->T ? c->w : p->T;
+    case NSA_BRANCH_WIN: return c->w < T ? c->w : T;
     }
     return 0;
 }
@@ -228,6 +229,12 @@ static nsa_status check_problem(nsa_context *ctx, const nsa_route_problem *p,
     NSA_TRY(nsa_check_config(ctx, &p->cfg));
     if (p->B < 0) return nsa_fail(ctx, NSA_ERR_INVALID_ARG, "problem.B: %lld < 0", (long long)p->B);
     if (p->T < 0) return nsa_fail(ctx, NSA_ERR_INVALID_ARG, "problem.T: %lld < 0", (long long)p->T);
+    if (p->n_docs < 0 || (p->n_docs > 0 && p->B != 1))
+        return nsa_fail(ctx, NSA_ERR_INVALID_ARG, "problem.n_docs: %lld documents need B = 1 "
+                        "(B = %lld)", (long long)p->n_docs, (long long)p->B);
+    if (p->n_docs > 0 && (p->max_seqlen < 0 || p->max_seqlen > p->T))
+        return nsa_fail(ctx, NSA_ERR_INVALID_ARG, "problem.max_seqlen: %lld outside [0, T = %lld]",
+                        (long long)p->max_seqlen, (long long)p->T);
     if (p->dtype != NSA_DTYPE_F32 && p->dtype != NSA_DTYPE_BF16 && p->dtype != NSA_DTYPE_F16)
         return nsa_fail(ctx, NSA_ERR_DTYPE, "problem.dtype: %s not allowed (f32, bf16 or f16)",
                         nsa_dtype_name(p->dtype));
@@ -256,12 +263,20 @@ nsa_status nsa_route_plan(nsa_context *ctx, const nsa_route_problem *p, const ns
     else
         say(out->d.profile, "none for %s: reference by default", devname);
     out->d.force_branch = f->force_branch;
+    /* Packed documents on CUDA: no CUDA role reads cu_seqlens yet, so each document runs as
+     * its own call on the reference role (docs/varlen.md). */
+    const int varlen_ref = p->n_docs > 0 && dev->kind == NSA_DEVICE_CUDA;
     for (int b = 0; b < 3; b++) {
         const nsa_branch br = (nsa_branch)b;
         char *r = out->d.reason[br];
         nsa_role wanted;
         if (f->force_parity) {
             say(r, "reference (NSA_FORCE_PARITY=1: every branch, fast paths bypassed)");
+            wanted = NSA_ROLE_REF;
+        } else if (varlen_ref) {
+            say(r, "reference (varlen: %lld documents, the longest %lld; the fast and batched "
+                   "roles do not read cu_seqlens yet)", (long long)p->n_docs,
+                (long long)p->max_seqlen);
             wanted = NSA_ROLE_REF;
         } else if (br == NSA_BRANCH_SEL) {
             wanted = policy_sel(f, prof, devname, p, r);
@@ -270,7 +285,8 @@ nsa_status nsa_route_plan(nsa_context *ctx, const nsa_route_problem *p, const ns
         }
         out->d.wanted[br] = wanted;
         nsa_flags eff = *f;
-        if (f->force_parity) eff.use_win_mask = eff.use_cmp_mask = eff.use_sel_pack = 0;
+        if (f->force_parity || varlen_ref)
+            eff.use_win_mask = eff.use_cmp_mask = eff.use_sel_pack = 0;
         bind(&eff, &ctx->toolchain, p, br, dev, wanted, out);
         out->fallback[br] = fallback_of(&eff, p, br, dev, out->be[br]);
     }

@@ -166,7 +166,8 @@ static void route_any_g(void) {
         nsa_test_skip("no sm90 code in this build");
         return;
     }
-    nsa_route_problem p = {nsa_config_default(12, 2, 64, 64), 8, 2048, NSA_DTYPE_BF16, NSA_PASS_FORWARD};
+    nsa_route_problem p = {nsa_config_default(12, 2, 64, 64), 8, 2048, NSA_DTYPE_BF16, NSA_PASS_FORWARD,
+                           0, 0};
     nsa_route_decision d;
     CHECK_OK(ctx, nsa_route_explain(ctx, &p, &dev, &d));
     CHECK(!strcmp(d.backend[NSA_BRANCH_CMP], "cuda.fa2") && !strcmp(d.backend[NSA_BRANCH_WIN], "cuda.fa2") &&
