@@ -88,6 +88,12 @@ int cli_usage_error(const char *cmd, const char *fmt, ...)
 int cli_parse_i64(const char *s, int64_t lo, int64_t hi, int64_t *out);
 int cli_parse_u64(const char *s, uint64_t *out);
 
+/* Packed-document offsets (tools/docs_arg.c) for --docs / --cu-seqlens: text v of document
+ * lengths "4096,4096" (offsets = 0) or of offsets "0,4096,8192" (offsets = 1) into cu[0..n_docs]
+ * (at most cap - 1 documents, ascending from 0, within int32). 0, or -1 with why in err. */
+int cli_parse_docs(const char *v, int offsets, int32_t *cu, int cap, int64_t *n_docs, char *err,
+                   size_t n);
+
 extern const cli_command cmd_selfcheck, cmd_route, cmd_parity, cmd_train, cmd_sample,
     cmd_decode_demo, cmd_version;
 

@@ -21,22 +21,27 @@
 typedef struct {
     const char *name;
     int B, T, Hq, Hkv, Dk, Dv, l, d, lp, n, w;
+    const char *docs; /* packed documents' lengths (B = 1, T their sum); NULL: plain */
 } parity_case;
 
 /* Representative shapes and the contract's edge cases (empty ranges, tiny shapes). */
 static const parity_case cases[] = {
-    {"small", 1, 256, 8, 2, 64, 64, 32, 16, 64, 4, 128},
-    {"ragged-T", 2, 200, 4, 2, 32, 32, 32, 16, 64, 3, 64},
-    {"G=1,Dk!=Dv", 1, 130, 4, 4, 48, 32, 16, 8, 32, 3, 40},
-    {"tiny T=1", 1, 1, 2, 1, 16, 16, 32, 16, 64, 3, 32},
-    {"T<l no cmp", 2, 20, 4, 2, 32, 32, 32, 16, 64, 3, 16},
-    {"w=0 empty win", 1, 96, 4, 1, 32, 32, 16, 16, 32, 3, 0},
+    {"small", 1, 256, 8, 2, 64, 64, 32, 16, 64, 4, 128, NULL},
+    {"ragged-T", 2, 200, 4, 2, 32, 32, 32, 16, 64, 3, 64, NULL},
+    {"G=1,Dk!=Dv", 1, 130, 4, 4, 48, 32, 16, 8, 32, 3, 40, NULL},
+    {"tiny T=1", 1, 1, 2, 1, 16, 16, 32, 16, 64, 3, 32, NULL},
+    {"T<l no cmp", 2, 20, 4, 2, 32, 32, 32, 16, 64, 3, 16, NULL},
+    {"w=0 empty win", 1, 96, 4, 1, 32, 32, 16, 16, 32, 3, 0, NULL},
     /* shapes the CUDA tensor-core roles take (head dims 64/128/192-128, G 4 and 16) */
-    {"cuda G=16 paper", 1, 600, 16, 1, 192, 128, 32, 16, 64, 16, 512},
-    {"cuda G=4 D=128", 1, 333, 8, 2, 128, 128, 16, 8, 32, 6, 100},
-    {"cuda G=1 D=64", 2, 150, 2, 2, 64, 64, 32, 16, 64, 4, 48},
+    {"cuda G=16 paper", 1, 600, 16, 1, 192, 128, 32, 16, 64, 16, 512, NULL},
+    {"cuda G=4 D=128", 1, 333, 8, 2, 128, 128, 16, 8, 32, 6, 100, NULL},
+    {"cuda G=1 D=64", 2, 150, 2, 2, 64, 64, 32, 16, 64, 4, 48, NULL},
+    /* packed documents of 1, l-1, l, lp+1 tokens, empty ones, one past w: against one plain
+     * reference call per document (docs/varlen.md) */
+    {"varlen docs", 1, 269, 8, 2, 64, 64, 32, 16, 64, 4, 128, "0,1,31,32,65,0,140,0"},
 };
 #define NCASES ((int)(sizeof cases / sizeof cases[0]))
+#define MAX_DOCS 256
 
 /* A fast path: a role on a branch, and the flags that make the router choose it. */
 typedef struct {
@@ -105,6 +110,9 @@ typedef struct {
     float *x[8]; /* q, k_cmp, v_cmp, k_sel, v_sel, k_win, v_win, gates */
     int64_t n[8];
     int64_t shape[8][4];
+    int64_t ndocs;         /* packed documents; 0: plain */
+    int32_t cu[MAX_DOCS + 1];
+    int64_t max_seqlen;
 } inputs;
 
 static int inputs_make(const parity_case *c, inputs *in) {
@@ -113,6 +121,13 @@ static int inputs_make(const parity_case *c, inputs *in) {
                              {c->B, c->T, c->Hkv, c->Dv}, {c->B, c->T, c->Hkv, c->Dk},
                              {c->B, c->T, c->Hkv, c->Dv}, {c->B, c->T, c->Hq, 3}};
     memset(in, 0, sizeof *in);
+    if (c->docs) {
+        char err[200];
+        if (cli_parse_docs(c->docs, 0, in->cu, MAX_DOCS + 1, &in->ndocs, err, sizeof err))
+            return 0;
+        for (int64_t k = 0; k < in->ndocs; k++)
+            if (in->cu[k + 1] - in->cu[k] > in->max_seqlen) in->max_seqlen = in->cu[k + 1] - in->cu[k];
+    }
     for (int i = 0; i < 8; i++) {
         memcpy(in->shape[i], s[i], sizeof s[i]);
         in->n[i] = s[i][0] * s[i][1] * s[i][2] * s[i][3];
@@ -155,8 +170,42 @@ typedef struct {
 
 /* One forward of case c in dtype dt on device pd under flags: inputs copied there, branch
  * br's output and the selected blocks copied back. */
+/* Tokens [t0, t0 + len) of t (dim 1). */
+static nsa_tensor rows_of(nsa_tensor t, int64_t t0, int64_t len) {
+    t.data = (char *)t.data + t0 * t.stride[1] * (int64_t)nsa_dtype_size(t.dtype);
+    t.shape[1] = len;
+    return t;
+}
+
+/* Packed documents as one plain call per document (per_doc = 1, the oracle's way), or as one
+ * packed call with cu_seqlens at cu_dev (a copy of in->cu on the device). */
+static nsa_status forward_docs(nsa_context *ctx, nsa_fwd_args *a, const inputs *in, int per_doc,
+                               void *cu_dev, nsa_device dev) {
+    if (in->ndocs == 0) return nsa_forward(ctx, a);
+    if (!per_doc) {
+        int64_t shape[1] = {in->ndocs + 1};
+        a->cu_seqlens = nsa_tensor_make(cu_dev, NSA_DTYPE_I32, 1, shape);
+        a->cu_seqlens.device = dev;
+        a->max_seqlen = in->max_seqlen;
+        return nsa_forward(ctx, a);
+    }
+    for (int64_t k = 0; k < in->ndocs; k++) {
+        const int64_t t0 = in->cu[k], len = in->cu[k + 1] - t0;
+        nsa_fwd_args d = *a;
+        nsa_tensor *t[12] = {&d.q,     &d.k_cmp,   &d.v_cmp,   &d.k_sel,   &d.v_sel,   &d.k_win,
+                             &d.v_win, &d.gates,   &d.out,     &d.out_cmp, &d.out_sel, &d.out_win};
+        for (int i = 0; i < 12; i++)
+            if (t[i]->data) *t[i] = rows_of(*t[i], t0, len);
+        d.sel_blocks = rows_of(d.sel_blocks, t0, len);
+        nsa_status st = nsa_forward(ctx, &d);
+        if (st != NSA_OK) return st;
+    }
+    return NSA_OK;
+}
+
 static void run(const parity_device *pd, const parity_case *c, const inputs *in, nsa_dtype dt,
-                nsa_branch br, const char *const (*flags)[2], int nflags, run_out *r) {
+                nsa_branch br, const char *const (*flags)[2], int nflags, int per_doc,
+                run_out *r) {
     memset(r, 0, sizeof *r);
     nsa_context *ctx;
     r->st = nsa_context_create(&ctx, r->msg, sizeof r->msg);
@@ -170,8 +219,8 @@ static void run(const parity_device *pd, const parity_case *c, const inputs *in,
     const size_t es = nsa_dtype_size(dt);
     const int64_t no = (int64_t)c->B * c->T * c->Hq * c->Dv;
     const int64_t nb = (int64_t)c->B * c->T * c->Hkv * c->n;
-    /* device buffers: 8 inputs, out, the branch output, the blocks */
-    void *dbuf[11] = {0};
+    /* device buffers: 8 inputs, out, the branch output, the blocks, the offsets */
+    void *dbuf[12] = {0};
     nsa_tensor *t[8] = {&a.q, &a.k_cmp, &a.v_cmp, &a.k_sel, &a.v_sel, &a.k_win, &a.v_win, &a.gates};
     for (int i = 0; i < 8 && r->st == NSA_OK; i++) {
         void *host = to_dtype(in->x[i], in->n[i], dt);
@@ -184,6 +233,9 @@ static void run(const parity_device *pd, const parity_case *c, const inputs *in,
     if (r->st == NSA_OK) r->st = pd->alloc(ctx, &dbuf[8], es * (size_t)no);
     if (r->st == NSA_OK) r->st = pd->alloc(ctx, &dbuf[9], es * (size_t)no);
     if (r->st == NSA_OK) r->st = pd->alloc(ctx, &dbuf[10], sizeof(int32_t) * (size_t)nb);
+    const size_t cub = sizeof(int32_t) * (size_t)(in->ndocs + 1);
+    if (r->st == NSA_OK) r->st = pd->alloc(ctx, &dbuf[11], cub);
+    if (r->st == NSA_OK) r->st = pd->h2d(ctx, dbuf[11], in->cu, cub);
     a.out = nsa_tensor_4d(dbuf[8], dt, c->B, c->T, c->Hq, c->Dv);
     nsa_tensor ob = nsa_tensor_4d(dbuf[9], dt, c->B, c->T, c->Hq, c->Dv);
     a.sel_blocks = nsa_tensor_4d(dbuf[10], NSA_DTYPE_I32, c->B, c->T, c->Hkv, c->n);
@@ -191,7 +243,7 @@ static void run(const parity_device *pd, const parity_case *c, const inputs *in,
     if (br == NSA_BRANCH_CMP) a.out_cmp = ob;
     else if (br == NSA_BRANCH_SEL) a.out_sel = ob;
     else a.out_win = ob;
-    if (r->st == NSA_OK) r->st = nsa_forward(ctx, &a);
+    if (r->st == NSA_OK) r->st = forward_docs(ctx, &a, in, per_doc, dbuf[11], pd->dev);
     if (r->st != NSA_OK && !r->msg[0])
         snprintf(r->msg, sizeof r->msg, "%s", nsa_context_message(ctx));
     void *host = malloc(es * (size_t)(no + 1));
@@ -203,7 +255,7 @@ static void run(const parity_device *pd, const parity_case *c, const inputs *in,
     for (int64_t i = 0; r->st == NSA_OK && i < no; i++) r->o[i] = get(host, dt, i);
     free(host);
     nsa_context_counters(ctx, &r->counters);
-    for (int i = 0; i < 11; i++)
+    for (int i = 0; i < 12; i++)
         if (dbuf[i]) pd->release(dbuf[i]);
     nsa_context_destroy(ctx);
 }
@@ -234,9 +286,10 @@ static int row(const parity_device *pd, const char *path, const char *backend,
                const parity_case *c, const inputs *in, nsa_dtype dt, nsa_branch br,
                const char *const (*flags)[2], int nflags) {
     run_out r0, rb, rf;
-    run(&devices[0], c, in, NSA_DTYPE_F32, br, parity_flags, 1, &r0); /* oracle: f32 inputs */
-    run(&devices[0], c, in, dt, br, parity_flags, 1, &rb); /* CPU reference, dt inputs    */
-    run(pd, c, in, dt, br, flags, nflags, &rf);            /* the path, dt inputs         */
+    /* packed documents: the oracle and the baseline run one plain call per document */
+    run(&devices[0], c, in, NSA_DTYPE_F32, br, parity_flags, 1, 1, &r0); /* oracle: f32 */
+    run(&devices[0], c, in, dt, br, parity_flags, 1, 1, &rb); /* CPU reference, dt inputs */
+    run(pd, c, in, dt, br, flags, nflags, 0, &rf);            /* the path, dt inputs      */
     const int64_t no = (int64_t)c->B * c->T * c->Hq * c->Dv;
     const int64_t nb = (int64_t)c->B * c->T * c->Hkv * c->n;
     double mx = 0, mae = 0, bmx = 0, bmae = 0, bound;
@@ -269,15 +322,61 @@ static int row(const parity_device *pd, const char *path, const char *backend,
     return pass;
 }
 
+/* Packed-document cases on device pd: the packed call as the router sends it (no flags)
+ * against one plain reference call per document. Returns the rows that failed. */
+static int varlen_rows(const parity_device *pd, const nsa_device_caps *caps,
+                       const parity_case *cs, const inputs *in, int ncases, int *rows) {
+    int failed = 0;
+    for (int ci = 0; ci < ncases; ci++) {
+        if (!cs[ci].docs) continue;
+        const parity_case *c = &cs[ci];
+        for (size_t ti = 0; ti < sizeof dtypes / sizeof dtypes[0]; ti++) {
+            nsa_context *pc;
+            if (nsa_context_create(&pc, NULL, 0) != NSA_OK) return failed + 1;
+            nsa_route_problem p = {nsa_config_default(c->Hq, c->Hkv, c->Dk, c->Dv), 1, c->T,
+                                   dtypes[ti], NSA_PASS_FORWARD, in[ci].ndocs, in[ci].max_seqlen};
+            p.cfg.l = c->l, p.cfg.d = c->d, p.cfg.lp = c->lp, p.cfg.n = c->n, p.cfg.w = c->w;
+            nsa_route_decision d;
+            const int ok = nsa_route_explain(pc, &p, caps, &d) == NSA_OK;
+            nsa_context_destroy(pc);
+            (*rows)++;
+            failed += !row(pd, "varlen", ok ? d.backend[NSA_BRANCH_SEL] : "?", c, &in[ci],
+                           dtypes[ti], NSA_BRANCH_SEL, NULL, 0);
+        }
+    }
+    return failed;
+}
+
+typedef struct {
+    const char *docs; /* --docs: lengths of an extra packed-documents case */
+} parity_args;
+
 static int parity_run(void *opts) {
-    (void)opts;
+    const parity_args *pa = opts;
+    parity_case cases_all[NCASES + 1];
+    int ncases = NCASES;
+    memcpy(cases_all, cases, sizeof cases);
+    if (pa->docs) {
+        int32_t cu[MAX_DOCS + 1];
+        int64_t nd;
+        char err[200];
+        if (cli_parse_docs(pa->docs, 0, cu, MAX_DOCS + 1, &nd, err, sizeof err))
+            return cli_usage_error("parity", "--docs: %s", err);
+        cases_all[ncases] = cases[0];
+        cases_all[ncases].name = "--docs";
+        cases_all[ncases].T = cu[nd];
+        cases_all[ncases].B = 1;
+        cases_all[ncases].docs = pa->docs;
+        ncases++;
+    }
+    const parity_case *cs = cases_all;
     printf("%-7s %-12s %-10s %-14s %-5s %-10s %-10s %-10s %-6s %-5s %-6s %s\n", "device",
            "path", "backend", "case", "dtype", "mae", "max_err", "bound", "nonfin", "fallb",
            "blocks", "verdict");
     int rows = 0, failed = 0;
-    inputs in[NCASES];
-    for (int ci = 0; ci < NCASES; ci++)
-        if (!inputs_make(&cases[ci], &in[ci])) {
+    inputs in[NCASES + 1];
+    for (int ci = 0; ci < ncases; ci++)
+        if (!inputs_make(&cs[ci], &in[ci])) {
             fprintf(stderr, "nsa parity: out of memory\n");
             return 2;
         }
@@ -301,9 +400,10 @@ static int parity_run(void *opts) {
             const parity_path *pp = &paths[pi];
             char name[32], absent[NSA_REASON_LEN] = "";
             snprintf(name, sizeof name, "%s/%s", nsa_role_name(pp->role), nsa_branch_name(pp->br));
-            for (int ci = 0; ci < NCASES; ci++)
+            for (int ci = 0; ci < ncases; ci++)
                 for (size_t ti = 0; ti < sizeof dtypes / sizeof dtypes[0]; ti++) {
-                    const parity_case *c = &cases[ci];
+                    const parity_case *c = &cs[ci];
+                    if (c->docs) continue; /* packed documents: varlen_rows */
                     if (nsa_context_create(&pc, msg, sizeof msg) != NSA_OK) return 2;
                     for (int f = 0; f < 4 && pp->flags[f][0]; f++)
                         nsa_context_set_flag(pc, pp->flags[f][0], pp->flags[f][1]);
@@ -330,17 +430,19 @@ static int parity_run(void *opts) {
         }
         if (fast == 0) {
             /* no fast path here: the machinery still runs, the reference on both sides */
-            for (int ci = 0; ci < NCASES; ci++)
-                for (size_t ti = 0; ti < sizeof dtypes / sizeof dtypes[0]; ti++) {
+            for (int ci = 0; ci < ncases; ci++)
+                for (size_t ti = 0; ti < sizeof dtypes / sizeof dtypes[0] && !cs[ci].docs;
+                     ti++) {
                     rows++;
-                    failed += !row(pd, "ref/sel", "ref", &cases[ci], &in[ci], dtypes[ti],
+                    failed += !row(pd, "ref/sel", "ref", &cs[ci], &in[ci], dtypes[ti],
                                    NSA_BRANCH_SEL, parity_flags, 1);
                 }
             printf("%s: no fast path exists in this build; the ref/sel rows run the reference "
                    "on both sides.\n", pd->name);
         }
+        failed += varlen_rows(pd, &caps, cs, in, ncases, &rows);
     }
-    for (int ci = 0; ci < NCASES; ci++) inputs_free(&in[ci]);
+    for (int ci = 0; ci < ncases; ci++) inputs_free(&in[ci]);
     printf("\n%d rows, %d failed. Thresholds: f32 MAE < 1e-5; bf16/f16 max error <= 2 x the "
            "reference's error on inputs\nrounded to the dtype + 1e-5; no NaN/Inf; no fallback "
            "taken; selected blocks identical to the reference's.\n",
@@ -348,8 +450,14 @@ static int parity_run(void *opts) {
     return failed ? 1 : 0;
 }
 
+static const cli_opt table[] = {
+    {"docs", CLI_STR, CLI_OPT(parity_args, docs), "L,L,...", NULL, 0, 0, NULL,
+     "add a case of packed documents of these lengths (the small case's heads and config), "
+     "checked against one reference call per document (docs/varlen.md)", NULL},
+};
+
 const cli_command cmd_parity = {
     "parity", "check every fast path of this build against the reference",
     "Runs every fast path of this build against the reference on the cases of\n"
     "tools/cmd_parity.c and prints one row per (path, case, dtype); exit code 1 if any row fails.",
-    NULL, 0, 0, parity_run, NULL, NULL};
+    table, CLI_NOPTS(table), sizeof(parity_args), parity_run, NULL, NULL};

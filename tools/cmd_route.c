@@ -55,7 +55,19 @@ typedef struct {
     int Hq, Hkv, Dk, Dv, l, d, lp, n, w;
     int nflags;
     const char *flags[64]; /* NAME=VALUE, in order */
+    int64_t n_docs;        /* --docs / --cu-seqlens: packed documents; 0: none */
+    int32_t cu[4097];
 } route_args;
+
+static int set_docs(route_args *a, const char *val, int offsets, char *err, size_t n) {
+    return cli_parse_docs(val, offsets, a->cu, 4097, &a->n_docs, err, n);
+}
+static int add_docs(void *opts, const char *val, char *err, size_t n) {
+    return set_docs(opts, val, 0, err, n);
+}
+static int add_cu(void *opts, const char *val, char *err, size_t n) {
+    return set_docs(opts, val, 1, err, n);
+}
 
 static int add_flag(void *opts, const char *val, char *err, size_t n) {
     route_args *a = opts;
@@ -94,6 +106,10 @@ static const cli_opt table[] = {
      "a routing flag, as NSA_* in the environment (repeatable)", add_flag},
     {"profiles", CLI_STR, O(profiles), "DIR", NULL, 0, 0, NULL,
      "device profiles to load instead of the compiled-in ones", NULL},
+    {"docs", CLI_CUSTOM, 0, "L,L,...", NULL, 0, 0, NULL,
+     "packed documents of these lengths (varlen, docs/varlen.md): B=1, T their total", add_docs},
+    {"cu-seqlens", CLI_CUSTOM, 0, "0,O,...,T", NULL, 0, 0, NULL,
+     "packed documents by their offsets, as cu_seqlens (instead of --docs)", add_cu},
 };
 #undef DIM
 #undef O
@@ -114,6 +130,13 @@ static int route_run(void *opts) {
     p.cfg.l = a->l, p.cfg.d = a->d, p.cfg.lp = a->lp, p.cfg.n = a->n, p.cfg.w = a->w;
     p.B = a->B;
     p.T = a->T;
+    if (a->n_docs > 0) { /* packed documents: one row of their total, cutoffs on the longest */
+        p.B = 1;
+        p.T = a->cu[a->n_docs];
+        p.n_docs = a->n_docs;
+        for (int64_t k = 0; k < a->n_docs; k++)
+            if (a->cu[k + 1] - a->cu[k] > p.max_seqlen) p.max_seqlen = a->cu[k + 1] - a->cu[k];
+    }
     parse_dtype(a->dtype, &p.dtype);
     p.pass = !strcmp(a->pass, "forward") ? NSA_PASS_FORWARD
              : !strcmp(a->pass, "backward") ? NSA_PASS_BACKWARD : NSA_PASS_DECODE;
@@ -154,6 +177,9 @@ static int route_run(void *opts) {
     printf("problem:   %s B=%lld T=%lld %s  l=%d d=%d lp=%d n=%d w=%d  Hq=%d Hkv=%d Dk=%d Dv=%d\n",
            passes[p.pass], (long long)p.B, (long long)p.T, nsa_dtype_name(p.dtype), p.cfg.l,
            p.cfg.d, p.cfg.lp, p.cfg.n, p.cfg.w, p.cfg.Hq, p.cfg.Hkv, p.cfg.Dk, p.cfg.Dv);
+    if (p.n_docs > 0)
+        printf("documents: %lld packed, the longest %lld tokens (varlen)\n", (long long)p.n_docs,
+               (long long)p.max_seqlen);
     nsa_toolchain tc;
     nsa_context_toolchain(ctx, &tc);
     printf("toolchain: ");
