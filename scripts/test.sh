@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: Apache-2.0
 # test.sh — the README's test command: set up, build (gcc, -Werror), run every test, then the
+# Python package's pytest suite (torch on the CPU), the
 # whole CPU suite again under AddressSanitizer + UndefinedBehaviorSanitizer, and a clang build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,6 +12,14 @@ cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build build -j"$jobs"
 echo "== tests"
 ctest --test-dir build --output-on-failure -j"$jobs"
+echo "== python: torch (CPU) and pytest of python/ over this build's libnsa"
+bash scripts/torch_cpu.sh
+NSA_LIBRARY="$PWD/build/src/libnsa.so" python3 -m pip install -q --no-deps --no-build-isolation \
+  --disable-pip-version-check --root-user-action=ignore ./python
+rc=0
+python3 -m pytest -q -p no:cacheprovider python/tests || rc=$?
+if ((rc == 5)); then echo "pytest collected no tests: python/tests is broken" >&2; fi
+((rc == 0))
 echo "== tests under ASan + UBSan (CPU build)"
 cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DNSA_SANITIZE=ON -DNSA_CUDA=OFF >/dev/null
 cmake --build build-asan -j"$jobs"
