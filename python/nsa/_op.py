@@ -20,7 +20,7 @@ _DT = {torch.float32: L.DTYPE_F32, torch.bfloat16: L.DTYPE_BF16, torch.float16: 
 
 @dataclass(frozen=True)
 class Config:
-    """The NSA configuration (DESIGN.md §1; nsa_config in nsa.h) less the head layout, which
+    """The NSA configuration (docs/design.md §1; nsa_config in nsa.h) less the head layout, which
     comes from the tensors. Defaults are the paper's. scale 0 means 1/sqrt(Dk)."""
     l: int = 32
     d: int = 16
@@ -292,7 +292,7 @@ def _autocast(tensors, device_type):
 
 def attention(q, k, v, gates, config=None, *, k_sel=None, v_sel=None, k_win=None, v_win=None,
               cmp_compressed=False, block_indices=None, return_lse=False, return_blocks=False):
-    """Native Sparse Attention (DESIGN.md §1) through libnsa, with autograd.
+    """Native Sparse Attention (docs/design.md §1) through libnsa, with autograd.
 
     q: (B, T, Hq, Dk). k, v: (B, T, Hkv, Dk/Dv) — the keys/values of every branch when k_sel,
     k_win are not given (shared K/V), else those of the cmp branch (raw, or compressed

@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: Apache-2.0
-"""nsa_reference.py — an independent pure-PyTorch NSA in float64, written from DESIGN.md §1
+"""nsa_reference.py — an independent pure-PyTorch NSA in float64, written from docs/design.md §1
 (not from libnsa's C code): the oracle of the Python tests.
 Not fast: loops over query positions; small shapes only. Differentiable by autograd (selection
 indices are constants, as §1.2.7 says).
