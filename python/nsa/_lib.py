@@ -56,6 +56,7 @@ def _fwd_fields():
         f.append((name, Tensor))
         if name == "v_cmp":
             f.append(("cmp_compressed", ctypes.c_int))
+    f += [("cu_seqlens", Tensor), ("max_seqlen", ctypes.c_int64)]
     return f
 
 
