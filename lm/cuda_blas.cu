@@ -295,3 +295,29 @@ extern "C" int lm_cuda_mem_mib(double *alloc, double *alloc_peak, double *reserv
     *reserved = (double)(tot - fr) / mib;
     return 0;
 }
+
+/* Dense FLOPs per SM per clock by architecture: bf16 tensor cores with fp32 accumulation, and
+ * fp32 FMA lanes × 2 (vendor figures: A100 312 TF = 108 SMs × 1.41 GHz × 2048; H100 SXM
+ * 989 TF = 132 × 1.83 GHz × 4096; L40S 362 TF = 142 × 2.52 GHz × 1024). */
+extern "C" int lm_cuda_peak_flops(int f32, double *flops) {
+    static const struct { int sm, bf16, fp32; } rate[] = {
+        {80, 2048, 128}, {86, 1024, 256}, {87, 1024, 256}, {89, 1024, 256}, {90, 4096, 256},
+    };
+    *flops = 0.0;
+    if (!S.ready) return -1;
+    int dev = 0, major = 0, minor = 0, sms = 0, khz = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess ||
+        cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess ||
+        cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev) != cudaSuccess ||
+        cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess ||
+        cudaDeviceGetAttribute(&khz, cudaDevAttrClockRate, dev) != cudaSuccess) {
+        cudaGetLastError();
+        return -1;
+    }
+    for (size_t i = 0; i < sizeof rate / sizeof rate[0]; i++)
+        if (rate[i].sm == 10 * major + minor) {
+            *flops = (double)sms * khz * 1e3 * (f32 ? rate[i].fp32 : rate[i].bf16);
+            return 0;
+        }
+    return -1;
+}

@@ -27,6 +27,12 @@ const lm_backend *lm_cuda_backend(int f32, char *err, size_t n);
  * and the context included). -1 when there is no CUDA backend. */
 int lm_cuda_mem_mib(double *alloc, double *alloc_peak, double *reserved);
 
+/* The device's dense peak FLOP/s for the backend's compute (bf16 tensor cores, or fp32 lanes
+ * when f32): SMs × the peak clock the driver reports × FLOPs per SM per clock of its
+ * architecture (sm80, sm86/87, sm89, sm90). -1 when there is no CUDA backend or the
+ * architecture is not in the table. The denominator of the progress line's MFU. */
+int lm_cuda_peak_flops(int f32, double *flops);
+
 #ifdef __cplusplus
 }
 #endif

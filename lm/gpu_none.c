@@ -17,3 +17,9 @@ int lm_cuda_mem_mib(double *alloc, double *alloc_peak, double *reserved) {
     *alloc = *alloc_peak = *reserved = 0.0;
     return -1;
 }
+
+int lm_cuda_peak_flops(int f32, double *flops) {
+    (void)f32;
+    *flops = 0.0;
+    return -1;
+}

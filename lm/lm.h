@@ -390,9 +390,20 @@ void lm_json_str(lm_json *j, const char *key, const char *val);
 void lm_json_num(lm_json *j, const char *key, double val);
 void lm_json_int(lm_json *j, const char *key, int64_t val);
 void lm_json_nums(lm_json *j, const char *key, const double *v, int n);
+/* key: {"names[0]": v[0], ...} */
+void lm_json_obj(lm_json *j, const char *key, const char *const *names, const double *v, int n);
 /* Closes the object and appends '\n'; returns the line (owned by j) or NULL on OOM. */
 const char *lm_json_end(lm_json *j);
 void lm_json_free(lm_json *j);
+
+/* ---- model FLOPs (lm/flops.c), for the MFU of the progress line */
+/* Weights that multiply every token: every 2-D weight but the embedding and φ. */
+double lm_matmul_params(const lm_model_config *m);
+/* Keys one query head reads per layer, averaged over the positions of a T-token sequence: the
+ * budget num_cmp(t+1) + min(n·lp, t+1) + min(w, t+1) (paper, Table 4). */
+double lm_attn_reads(const lm_model_config *m, int T);
+/* Training FLOPs per token: 3 × (2·lm_matmul_params + 4·D·Hq·lm_attn_reads per layer + φ). */
+double lm_flops_per_token(const lm_model_config *m, int T);
 
 /* ---- training (lm/train.c) */
 typedef struct {

@@ -306,9 +306,12 @@ int lm_model_create_on(lm_model *m, const lm_model_config *cfg, nsa_context *ctx
     m->hparams = be->device == NSA_DEVICE_CPU ? m->params : calloc(m->nparams, sizeof(float));
     uint8_t *decay = malloc(m->nparams);
     if (!m->params || !m->grads || !m->decay || !m->hparams || !decay) {
+        const size_t np = m->nparams; /* lm_model_destroy clears m */
         free(decay);
         lm_model_destroy(m);
-        return lm_fail(err, n, "out of memory for %zu parameters", m->nparams);
+        return lm_fail(err, n, "out of memory for the %zu parameters (%.1f MiB of weights and "
+                       "as much of gradients on %s)", np, (double)np * sizeof(float) / 1048576.0,
+                       be->name);
     }
     layout(m, m->params, &m->w);
     layout(m, m->grads, &m->dw);

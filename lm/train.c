@@ -115,16 +115,31 @@ static int write_config(const lm_train_config *c, char *err, size_t n) {
     return 0;
 }
 
-static void progress_line(int tty, int64_t done, int steps, float loss, double val, double tps,
-                          double eta) {
-    char bar[33];
-    int fill = (int)(32 * done / (steps > 0 ? steps : 1));
+/* One progress line: losses in bits per byte (nats / ln 2), tokens/s, MFU where the peak is
+ * known (the GPU), the time left. NaN fields print as "-". */
+typedef struct {
+    int64_t done;
+    int steps;
+    double loss, val, tps, mfu, eta; /* loss, val in nats */
+} progress;
+
+static void fmt(char *buf, size_t n, const char *f, double v) {
+    if (isfinite(v)) snprintf(buf, n, f, v);
+    else snprintf(buf, n, "-");
+}
+
+static void progress_line(int tty, const progress *p) {
+    char bar[33], loss[32], val[32], tps[32], mfu[48] = "", eta[32];
+    const int fill = (int)(32 * p->done / (p->steps > 0 ? p->steps : 1));
     for (int i = 0; i < 32; i++) bar[i] = i < fill ? '#' : '.';
     bar[32] = 0;
-    char v[32] = "-";
-    if (isfinite(val)) snprintf(v, sizeof v, "%.3f", val / log(2.0));
-    fprintf(stderr, "%s[%s] step %lld/%d  loss %.4f  val bpb %s  %.0f tok/s  eta %.0fs%s",
-            tty ? "\r" : "", bar, (long long)done, steps, (double)loss, v, tps, eta,
+    fmt(loss, sizeof loss, "%.3f", p->loss / log(2.0));
+    fmt(val, sizeof val, "%.3f", p->val / log(2.0));
+    fmt(tps, sizeof tps, "%.0f", p->tps);
+    if (isfinite(p->mfu)) snprintf(mfu, sizeof mfu, "  MFU %.1f%%", 100.0 * p->mfu);
+    fmt(eta, sizeof eta, "%.0fs", p->eta);
+    fprintf(stderr, "%s[%s] step %lld/%d  bpb train %s val %s  %s tok/s%s  eta %s%s",
+            tty ? "\r" : "", bar, (long long)p->done, p->steps, loss, val, tps, mfu, eta,
             tty ? "   " : "\n");
     fflush(stderr);
 }
@@ -240,6 +255,13 @@ int lm_train(const lm_train_config *c, const lm_train_opts *o) {
     lm_json_int(&b.j, "steps", c->steps);
     lm_json_str(&b.j, "resume", o->resume ? o->resume : "");
     lm_json_str(&b.j, "backend", be->name);
+    lm_json_str(&b.j, "version", nsa_version_string());
+    lm_json_str(&b.j, "commit", nsa_version_commit());
+    const double flops_tok = lm_flops_per_token(&c->m, c->seq_len);
+    double peak = NAN;
+    if (!on_host && lm_cuda_peak_flops(!strcmp(c->precision, "f32"), &peak)) peak = NAN;
+    lm_json_num(&b.j, "flops_per_token", flops_tok);
+    if (!on_host) lm_json_num(&b.j, "peak_flops", peak);
     rec_end(&b);
     if (!o->quiet)
         fprintf(stderr, "nsa train: %zu parameters, %d layers, dim %d, corpus %s (%zu bytes), "
@@ -252,15 +274,19 @@ int lm_train(const lm_train_config *c, const lm_train_opts *o) {
         goto fail;
     }
     const double ln2 = log(2.0);
-    double t_int = mono_s(), fetch_int = 0.0, last_val = NAN, t_start = mono_s();
-    int64_t toks_int = 0;
+    double last_val = NAN;
     lm_ckpt_meta meta = {0, c->seed, cor.hash, ""};
     lm_model_config_str(&c->m, meta.config, sizeof meta.config);
     if (step0 == 0) { /* the starting point of the validation curve */
-        double val;
-        if (evaluate(&m, &cor, c, x, y, &val, err, sizeof err)) goto fail;
-        eval_record(&b, val, c);
+        if (evaluate(&m, &cor, c, x, y, &last_val, err, sizeof err)) goto fail;
+        eval_record(&b, last_val, c);
     }
+    if (!o->quiet) { /* a first line at once, not after log_every steps */
+        const progress p0 = {step0, c->steps, NAN, last_val, NAN, NAN, NAN};
+        progress_line(tty, &p0);
+    }
+    double t_int = mono_s(), fetch_int = 0.0, t_start = mono_s();
+    int64_t toks_int = 0;
     for (int64_t step = step0; step < c->steps; step++) {
         float loss;
         fetch_int += lm_loader_next(L, x, y);
@@ -290,21 +316,26 @@ int lm_train(const lm_train_config *c, const lm_train_opts *o) {
         toks_int += (int64_t)c->batch * c->seq_len;
         const int last = done == c->steps;
         const int stopping = (o->stop && *o->stop) || (o->stop_after > 0 && done >= o->stop_after);
+        const double t = mono_s(), dt = t - t_int;
+        const double tps = dt > 0 ? (double)toks_int / dt : NAN;
+        const progress pl = {done, c->steps, loss, last_val, tps, tps * flops_tok / peak,
+                             (t - t_start) / (double)(done - step0) * (double)(c->steps - done)};
         if (done % c->log_every == 0 || last || stopping) {
-            const double t = mono_s(), dt = t - t_int;
             nsa_counters cn;
             memset(&cn, 0, sizeof cn);
             nsa_context_counters(ctx, &cn);
-            const double tps = dt > 0 ? (double)toks_int / dt : NAN;
             rec_begin(&b, "progress");
             lm_json_num(&b.j, "loss", loss);
+            lm_json_num(&b.j, "bits_per_byte", loss / ln2);
             lm_json_num(&b.j, "lr", lr);
             lm_json_num(&b.j, "grad_norm", norm);
             lm_json_num(&b.j, "toks_per_s", tps);
+            if (!on_host) lm_json_num(&b.j, "mfu", pl.mfu);
             lm_json_num(&b.j, "dt_fetch_s", fetch_int);
             lm_json_num(&b.j, "gate_entropy_mean", m.gate_entropy_mean);
             lm_json_num(&b.j, "gate_collapse_frac", m.gate_collapse_frac);
-            lm_json_nums(&b.j, "gate_branch_shares", m.gate_share, 3);
+            static const char *const branches[3] = {"cmp", "sel", "win"};
+            lm_json_obj(&b.j, "gate_branch_shares", branches, m.gate_share, 3);
             lm_json_int(&b.j, "fallback_nonfinite", cn.fallback_nonfinite);
             lm_json_int(&b.j, "fallback_error", cn.fallback_error);
             lm_json_int(&b.j, "fallback_unsupported", cn.fallback_unsupported);
@@ -315,14 +346,12 @@ int lm_train(const lm_train_config *c, const lm_train_opts *o) {
                 lm_json_num(&b.j, "gpu_mem_reserved", gr);
             }
             rec_end(&b);
-            if (!o->quiet) {
-                const double el = t - t_start;
-                progress_line(tty, done, c->steps, loss, last_val, tps,
-                              el / (double)(done - step0) * (double)(c->steps - done));
-            }
+            if (!o->quiet) progress_line(tty, &pl);
             t_int = t;
             fetch_int = 0.0;
             toks_int = 0;
+        } else if (done == step0 + 1 && !o->quiet) {
+            progress_line(tty, &pl); /* the first step's line; its record waits for log_every */
         }
         const double t_aside = mono_s(); /* evals and checkpoints are not training time */
         if (done % c->eval_every == 0 || last) {

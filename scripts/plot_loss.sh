@@ -12,7 +12,8 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 # field KEY of a flat JSON line: the text after "KEY": up to the next , or }
 field='function f(k,  s) { if (!match($0, "\"" k "\":[^,}]*")) return ""; s = substr($0, RSTART, RLENGTH); sub(/^[^:]*:/, "", s); return s }'
-awk "$field"' /"msg":"progress"/ { l = f("loss"); if (l != "null") print f("step"), l / log(2) }' "$hb" > "$tmp/train.dat"
+# progress records carry bits_per_byte; heartbeats written before it only loss (nats)
+awk "$field"' /"msg":"progress"/ { b = f("bits_per_byte"); if (b == "") { b = f("loss"); if (b != "null") b = b / log(2) } if (b != "null") print f("step"), b }' "$hb" > "$tmp/train.dat"
 awk "$field"' /"msg":"eval"/ { v = f("bits_per_byte"); if (v != "null") print f("step"), v }' "$hb" > "$tmp/val.dat"
 [ -s "$tmp/train.dat" ] || { echo "plot_loss.sh: no progress records in $hb" >&2; exit 1; }
 title=$(awk "$field"' /"msg":"boot"/ { m = f("model"); gsub(/"/, "", m); t = m } END { print t }' "$hb")

@@ -150,7 +150,7 @@ typedef enum { J_NULL, J_NUM, J_INT, J_STR, J_ARR, J_OBJ, J_BOOL } jtype;
 typedef struct {
     char key[48];
     jtype type;
-    int arr_len, arr_nums; /* for arrays: elements, numeric (or null) elements */
+    int arr_len, arr_nums; /* arrays, objects: members, numeric (or null) members */
 } jfield;
 
 typedef struct {
@@ -218,7 +218,30 @@ static int jvalue(jdoc *d, jtype *t, int *len, int *nums) {
             return 0;
         }
     }
-    if (*d->p == '{') return -1; /* heartbeat records are flat */
+    if (*d->p == '{') { /* one level: gate_branch_shares {"cmp":…,"sel":…,"win":…} */
+        d->p++;
+        *t = J_OBJ;
+        jws(d);
+        if (*d->p == '}') return d->p++, 0;
+        for (;;) {
+            jtype et;
+            int l2, n2;
+            jws(d);
+            if (jstring(d, NULL, 0)) return -1;
+            jws(d);
+            if (*d->p++ != ':' || jvalue(d, &et, &l2, &n2) || et == J_OBJ) return -1;
+            (*len)++;
+            *nums += et == J_NUM || et == J_INT || et == J_NULL;
+            jws(d);
+            if (*d->p == ',') {
+                d->p++;
+                continue;
+            }
+            if (*d->p != '}') return -1;
+            d->p++;
+            return 0;
+        }
+    }
     const char *s = d->p;
     if (*d->p == '-') d->p++;
     if (!isdigit((unsigned char)*d->p)) return -1;
@@ -310,14 +333,23 @@ static void heartbeat_json(void) {
         CHECK(kind >= 0, "line %d: unknown msg", ln);
         counts[kind]++;
         if (kind == 1) {
-            static const char *num[] = {"loss", "toks_per_s", "dt_fetch_s", "gate_entropy_mean",
-                                        "gate_collapse_frac"};
-            for (int k = 0; k < 5; k++) CHECK(is_num(jget(&d, num[k])), "line %d: %s", ln, num[k]);
+            static const char *num[] = {"loss", "bits_per_byte", "toks_per_s", "dt_fetch_s",
+                                        "gate_entropy_mean", "gate_collapse_frac"};
+            for (int k = 0; k < 6; k++) CHECK(is_num(jget(&d, num[k])), "line %d: %s", ln, num[k]);
             const jfield *sh = jget(&d, "gate_branch_shares");
-            CHECK(sh && sh->type == J_ARR && sh->arr_len == 3 && sh->arr_nums == 3,
-                  "line %d: gate_branch_shares", ln);
+            CHECK(sh && sh->type == J_OBJ && sh->arr_len == 3 && sh->arr_nums == 3 &&
+                  strstr(line, "\"gate_branch_shares\":{\"cmp\":") && strstr(line, ",\"sel\":") &&
+                  strstr(line, ",\"win\":"), "line %d: gate_branch_shares", ln);
             static const char *ints[] = {"fallback_nonfinite", "fallback_error", "fallback_unsupported"};
             for (int k = 0; k < 3; k++) CHECK(is_int(jget(&d, ints[k])), "line %d: %s", ln, ints[k]);
+        }
+        if (kind == 0) {
+            CHECK(jget(&d, "version") && jget(&d, "version")->type == J_STR &&
+                  strstr(line, "\"version\":\"" ) && jget(&d, "commit") &&
+                  jget(&d, "commit")->type == J_STR && is_num(jget(&d, "flops_per_token")),
+                  "line %d: boot version, commit, flops_per_token", ln);
+            CHECK(strstr(line, nsa_version_string()), "line %d: version is not %s", ln,
+                  nsa_version_string());
         }
         if (kind == 2) {
             static const char *num[] = {"val_loss", "ppl", "bits_per_byte"};

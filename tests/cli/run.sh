@@ -27,8 +27,9 @@ usage_error() {
 }
 
 # A corpus and a model small enough to train 2 steps in a second.
-tiny=(--layers 1 --dim 16 --heads 2 --kv_heads 1 --ffn 16 --seq_len 16 --batch 1 --l 4 --d 2
-      --lp 4 --n 3 --w 8 --steps 2 --warmup 0 --eval_batches 1 --quiet)
+loud=(--layers 1 --dim 16 --heads 2 --kv_heads 1 --ffn 16 --seq_len 16 --batch 1 --l 4 --d 2
+      --lp 4 --n 3 --w 8 --steps 2 --warmup 0 --eval_batches 1)
+tiny=("${loud[@]}" --quiet)
 corpus() { for i in $(seq 1 200); do printf 'And the light was good %d. ' "$i"; done >"$1"; }
 
 case $case in
@@ -123,6 +124,20 @@ train_guard)
   [ "$(grep -c '"msg":"boot"' run/heartbeat.jsonl)" = 2 ] || fail "--resume did not append"
   "$nsa" train --out fresh --data c.txt "${tiny[@]}" || fail "a new directory: exit code $?"
   rm -rf run fresh c.txt ;;
+progress)
+  # a first line at once (step 0, before log_every), losses in bits per byte, and the heartbeat
+  # that scripts/plot_loss.sh still reads
+  corpus c.txt
+  "$nsa" train --out run --data c.txt "${loud[@]}" --steps 3 --log_every 100 2>err.txt ||
+    fail "train: exit code $?"
+  grep -q 'step 0/3  bpb train - val [0-9.]*' err.txt || fail "no step 0 line: $(cat err.txt)"
+  grep -q 'step 1/3  bpb train [0-9.]* val' err.txt || fail "no step 1 line: $(cat err.txt)"
+  if command -v gnuplot >/dev/null; then
+    bash "$(dirname "$0")/../../scripts/plot_loss.sh" run/heartbeat.jsonl run/loss.png >/dev/null ||
+      fail "plot_loss.sh: exit code $?"
+    [ -s run/loss.png ] || fail "plot_loss.sh wrote no PNG"
+  fi
+  rm -rf run c.txt err.txt ;;
 *) echo "run.sh: unknown case $case" >&2; exit 2 ;;
 esac
 [ "$fails" = 0 ] || { echo "rerun: bash $0 $nsa $version $case" >&2; exit 1; }
