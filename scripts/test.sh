@@ -8,7 +8,8 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 jobs=$(nproc)
 echo "== build (gcc, Release)"
-cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
+# every .cu file compiles wherever nvcc is (AUTO), GPU or not: a CUDA build break must not land
+cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release -DNSA_CUDA="${NSA_CUDA:-AUTO}" >/dev/null
 cmake --build build -j"$jobs"
 echo "== tests"
 ctest --test-dir build --output-on-failure -j"$jobs"
