@@ -21,6 +21,14 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* NSA_API marks the public functions. libnsa is compiled with hidden visibility, so the shared
+ * library exports exactly these (docs/decisions.md, "Exported symbols"). */
+#if defined(__GNUC__) || defined(__clang__)
+#define NSA_API __attribute__((visibility("default")))
+#else
+#define NSA_API
+#endif
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -68,7 +76,7 @@ typedef enum {
 } nsa_status;
 
 /* Static name of a status ("NSA_ERR_SHAPE"); never NULL. */
-const char *nsa_status_name(nsa_status s);
+NSA_API const char *nsa_status_name(nsa_status s);
 
 /* ---------------------------------------------------------------- tensors */
 
@@ -80,9 +88,9 @@ typedef enum {
 } nsa_dtype;
 
 /* Bytes of one element of dtype (4, 2, 2, 4); 0 for an unknown dtype. */
-size_t nsa_dtype_size(nsa_dtype dt);
+NSA_API size_t nsa_dtype_size(nsa_dtype dt);
 /* Static name ("f32", "bf16", "f16", "i32"); "?" for an unknown dtype. */
-const char *nsa_dtype_name(nsa_dtype dt);
+NSA_API const char *nsa_dtype_name(nsa_dtype dt);
 
 typedef enum { NSA_DEVICE_CPU = 0, NSA_DEVICE_CUDA = 1 } nsa_device_kind;
 
@@ -108,22 +116,23 @@ typedef struct {
 /* A contiguous (row-major) CPU tensor over data with ndim dims taken from shape[0..ndim). The
  * descriptor only points at data (not copied, not owned); ndim outside 0..NSA_MAX_DIMS gives an
  * ndim of 0, which every entry point rejects. */
-nsa_tensor nsa_tensor_make(void *data, nsa_dtype dt, int ndim, const int64_t *shape);
+NSA_API nsa_tensor nsa_tensor_make(void *data, nsa_dtype dt, int ndim, const int64_t *shape);
 /* Shorthands for contiguous CPU tensors of 3, 4 and 5 dims. */
-nsa_tensor nsa_tensor_3d(void *data, nsa_dtype dt, int64_t a, int64_t b, int64_t c);
-nsa_tensor nsa_tensor_4d(void *data, nsa_dtype dt, int64_t a, int64_t b, int64_t c, int64_t d);
-nsa_tensor nsa_tensor_5d(void *data, nsa_dtype dt, int64_t a, int64_t b, int64_t c, int64_t d,
-                         int64_t e);
+NSA_API nsa_tensor nsa_tensor_3d(void *data, nsa_dtype dt, int64_t a, int64_t b, int64_t c);
+NSA_API nsa_tensor nsa_tensor_4d(void *data, nsa_dtype dt, int64_t a, int64_t b, int64_t c,
+                                 int64_t d);
+NSA_API nsa_tensor nsa_tensor_5d(void *data, nsa_dtype dt, int64_t a, int64_t b, int64_t c,
+                                 int64_t d, int64_t e);
 /* Number of elements (product of shape); 0 for an absent tensor. */
-int64_t nsa_tensor_numel(const nsa_tensor *t);
+NSA_API int64_t nsa_tensor_numel(const nsa_tensor *t);
 
 /* bf16/f16 <-> f32 conversion for callers that fill tensors: to 16 bits rounds to nearest, ties
  * to even, subnormals included; values past the largest finite one become inf; NaN stays NaN
  * (quiet, sign kept). To f32 is exact. */
-uint16_t nsa_f32_to_bf16(float x);
-float nsa_bf16_to_f32(uint16_t x);
-uint16_t nsa_f32_to_f16(float x);
-float nsa_f16_to_f32(uint16_t x);
+NSA_API uint16_t nsa_f32_to_bf16(float x);
+NSA_API float nsa_bf16_to_f32(uint16_t x);
+NSA_API uint16_t nsa_f32_to_f16(float x);
+NSA_API float nsa_f16_to_f32(uint16_t x);
 
 /* ---------------------------------------------------------------- config */
 
@@ -144,11 +153,11 @@ typedef struct {
 
 /* Paper defaults (l=32, d=16, lp=64, n=16, n_init=1, n_local=2, w=512, scale=0) for the given
  * head layout. */
-nsa_config nsa_config_default(int Hq, int Hkv, int Dk, int Dv);
+NSA_API nsa_config nsa_config_default(int Hq, int Hkv, int Dk, int Dv);
 /* Number of compressed blocks complete after T tokens: T < l ? 0 : (T - l)/d + 1. */
-int64_t nsa_num_cmp(const nsa_config *cfg, int64_t T);
+NSA_API int64_t nsa_num_cmp(const nsa_config *cfg, int64_t T);
 /* The softmax scale in force (cfg->scale, or 1/sqrt(Dk) when it is 0). */
-float nsa_config_scale(const nsa_config *cfg);
+NSA_API float nsa_config_scale(const nsa_config *cfg);
 
 /* ---------------------------------------------------------------- context */
 
@@ -157,17 +166,17 @@ typedef struct nsa_context nsa_context;
 /* Creates a context: reads the NSA_* environment flags once (a malformed one fails creation with
  * NSA_ERR_FLAG and, when msg is not NULL, a message naming the flag copied into msg[msg_len]),
  * queries the devices, and loads the compiled-in device profiles. *out is NULL on failure. */
-nsa_status nsa_context_create(nsa_context **out, char *msg, size_t msg_len);
+NSA_API nsa_status nsa_context_create(nsa_context **out, char *msg, size_t msg_len);
 /* Frees the context; NULL is a no-op. */
-void nsa_context_destroy(nsa_context *ctx);
+NSA_API void nsa_context_destroy(nsa_context *ctx);
 /* The message of the last failed call on ctx ("" after success); it names the offending field.
  * The pointer stays valid until the next call on ctx. */
-const char *nsa_context_message(const nsa_context *ctx);
+NSA_API const char *nsa_context_message(const nsa_context *ctx);
 /* Sets a CUDA stream (cudaStream_t cast to void*) for later calls; NULL = the default stream. */
-nsa_status nsa_context_set_stream(nsa_context *ctx, void *stream);
+NSA_API nsa_status nsa_context_set_stream(nsa_context *ctx, void *stream);
 /* OpenMP threads the CPU paths use (0 = the OpenMP default); NSA_ERR_INVALID_ARG if negative.
  * Results do not depend on it: the CPU reference is bitwise deterministic for any count. */
-nsa_status nsa_context_set_threads(nsa_context *ctx, int threads);
+NSA_API nsa_status nsa_context_set_threads(nsa_context *ctx, int threads);
 
 /* ---------------------------------------------------------------- forward */
 
@@ -232,7 +241,7 @@ int64_t nsa_num_cmp_docs(const nsa_config *cfg, const int32_t *cu_seqlens, int64
  * A fast path that fails or produces NaN/Inf is recomputed on the reference path, counted
  * (nsa_context_counters) and logged once; NSA_STRICT_ASSERTS=1 turns a key past t into
  * NSA_ERR_CAUSALITY (docs/routing.md). */
-nsa_status nsa_forward(nsa_context *ctx, const nsa_fwd_args *a);
+NSA_API nsa_status nsa_forward(nsa_context *ctx, const nsa_fwd_args *a);
 
 /* Gradients of one NSA call (packed documents too: every gradient has its input's packed
  * layout). Inputs are those of `fwd` (its optional outputs, if present, must
@@ -261,7 +270,7 @@ typedef struct {
 /* Computes the gradients g of the NSA forward described by fwd (its `out` is not read). Every
  * argument is validated (fwd as by nsa_forward, then g) before any gradient is written; on error
  * the message names the field. */
-nsa_status nsa_backward(nsa_context *ctx, const nsa_fwd_args *fwd, const nsa_bwd_args *g);
+NSA_API nsa_status nsa_backward(nsa_context *ctx, const nsa_fwd_args *fwd, const nsa_bwd_args *g);
 
 /* ---------------------------------------------------------------- decode (docs/design.md §1.6) */
 
@@ -308,16 +317,16 @@ typedef struct {
 } nsa_decode_reads;
 
 /* Bytes a cache for desc takes (the formula above); 0 if desc is NULL, invalid or overflows. */
-size_t nsa_kv_cache_bytes(const nsa_kv_cache_desc *desc);
+NSA_API size_t nsa_kv_cache_bytes(const nsa_kv_cache_desc *desc);
 /* Creates an empty cache; *out is NULL on failure (the message names the desc field). */
-nsa_status nsa_kv_cache_create(nsa_context *ctx, const nsa_kv_cache_desc *desc,
-                               nsa_kv_cache **out);
+NSA_API nsa_status nsa_kv_cache_create(nsa_context *ctx, const nsa_kv_cache_desc *desc,
+                                       nsa_kv_cache **out);
 /* Frees the cache; NULL is a no-op. */
-void nsa_kv_cache_destroy(nsa_kv_cache *cache);
+NSA_API void nsa_kv_cache_destroy(nsa_kv_cache *cache);
 /* Empties row b (b = -1: every row). NSA_ERR_CACHE if b is out of range. */
-nsa_status nsa_kv_cache_reset(nsa_context *ctx, nsa_kv_cache *cache, int b);
+NSA_API nsa_status nsa_kv_cache_reset(nsa_context *ctx, nsa_kv_cache *cache, int b);
 /* Tokens held by row b; -1 if b is out of range or cache is NULL. */
-int64_t nsa_kv_cache_len(const nsa_kv_cache *cache, int b);
+NSA_API int64_t nsa_kv_cache_len(const nsa_kv_cache *cache, int b);
 
 /* Every call below validates all of its arguments before it changes anything: on any error the
  * cache is exactly as it was and the next valid call works. Wrong batch row, full row, non-empty
@@ -338,8 +347,8 @@ typedef struct {
     nsa_tensor raw_k_cmp; /* (B', T, Hkv, Dk): only with cmp_external */
     nsa_tensor raw_v_cmp; /* (B', T, Hkv, Dv): only with cmp_external */
 } nsa_prefill_extra;
-nsa_status nsa_kv_cache_prefill(nsa_context *ctx, nsa_kv_cache *cache, const nsa_fwd_args *fwd,
-                                const nsa_prefill_extra *extra);
+NSA_API nsa_status nsa_kv_cache_prefill(nsa_context *ctx, nsa_kv_cache *cache,
+                                        const nsa_fwd_args *fwd, const nsa_prefill_extra *extra);
 
 /* Append: adds T tokens to rows b0 .. b0+B'-1 without computing attention — to restore a
  * cache from keys/values kept elsewhere, or to fill one cheaply. The rows must hold the same
@@ -354,8 +363,8 @@ typedef struct {
                                 the compressed tokens the appended tokens emit, in order;
                                 may be absent when that count is 0                          */
 } nsa_kv_append_args;
-nsa_status nsa_kv_cache_append(nsa_context *ctx, nsa_kv_cache *cache,
-                               const nsa_kv_append_args *a);
+NSA_API nsa_status nsa_kv_cache_append(nsa_context *ctx, nsa_kv_cache *cache,
+                                       const nsa_kv_append_args *a);
 
 /* One decode step: appends one token to every active row and returns its attention output.
  * Row b's new token sits at position t = nsa_kv_cache_len(cache, b), S = t + 1 afterwards.
@@ -376,20 +385,20 @@ typedef struct {
     nsa_tensor out;                  /* (B, 1, Hq, Dv)  */
     const uint8_t *active;           /* host array of B flags; NULL = every row             */
 } nsa_decode_args;
-nsa_status nsa_decode_step(nsa_context *ctx, nsa_kv_cache *cache, const nsa_decode_args *a);
+NSA_API nsa_status nsa_decode_step(nsa_context *ctx, nsa_kv_cache *cache, const nsa_decode_args *a);
 
 /* 1 when appending a token to row b emits a compressed block (t+1 ≥ l, (t+1-l) % d == 0 with
  * t = nsa_kv_cache_len), 0 when not, -1 if cache is NULL or b is out of range. */
-int nsa_kv_cache_emits_next(const nsa_kv_cache *cache, int b);
+NSA_API int nsa_kv_cache_emits_next(const nsa_kv_cache *cache, int b);
 /* With cmp_external: copies the l-1 raw cmp tokens before the next position of row b (the
  * block the next step completes, less its last token) into k (l-1, Hkv, Dk) / v (l-1, Hkv, Dv),
  * in the cache dtype, so the caller can run its φ. NSA_ERR_CACHE if the row holds fewer than
  * l-1 tokens. With l == 1 there is nothing to copy and k, v may be absent. */
-nsa_status nsa_kv_cache_raw_cmp_tail(nsa_context *ctx, const nsa_kv_cache *cache, int b,
-                                     nsa_tensor k, nsa_tensor v);
+NSA_API nsa_status nsa_kv_cache_raw_cmp_tail(nsa_context *ctx, const nsa_kv_cache *cache, int b,
+                                             nsa_tensor k, nsa_tensor v);
 /* Reads of row b's last decode step. */
-nsa_status nsa_kv_cache_last_reads(nsa_context *ctx, const nsa_kv_cache *cache, int b,
-                                   nsa_decode_reads *out);
+NSA_API nsa_status nsa_kv_cache_last_reads(nsa_context *ctx, const nsa_kv_cache *cache, int b,
+                                           nsa_decode_reads *out);
 
 /* ---------------------------------------------------------------- routing (docs/contract.md) */
 
@@ -397,13 +406,13 @@ typedef enum { NSA_BRANCH_CMP = 0, NSA_BRANCH_SEL = 1, NSA_BRANCH_WIN = 2 } nsa_
 
 /* Sets one NSA_* flag on ctx as if it came from the environment ("NSA_USE_FA2", "1").
  * NSA_ERR_FLAG with a message naming the flag if the name is unknown or the value malformed. */
-nsa_status nsa_context_set_flag(nsa_context *ctx, const char *name, const char *value);
+NSA_API nsa_status nsa_context_set_flag(nsa_context *ctx, const char *name, const char *value);
 
 /* Log sink: tag ("decode.reads", "fa2.fallback", ...) and one line without newline. Default:
  * stderr. Lines per tag are capped by NSA_LOG_LIMIT. */
 typedef void (*nsa_log_fn)(void *user, const char *tag, const char *line);
 /* Sends ctx's log lines to fn(user, ...) from now on; fn = NULL restores stderr. NULL ctx: no-op. */
-void nsa_context_set_log_callback(nsa_context *ctx, nsa_log_fn fn, void *user);
+NSA_API void nsa_context_set_log_callback(nsa_context *ctx, nsa_log_fn fn, void *user);
 
 /* Counters since the context was created. */
 typedef struct {
@@ -414,10 +423,10 @@ typedef struct {
     int64_t causality_violations;  /* found by NSA_STRICT_ASSERTS                */
 } nsa_counters;
 /* Copies ctx's counters into *out; NSA_ERR_INVALID_ARG if either is NULL. */
-nsa_status nsa_context_counters(const nsa_context *ctx, nsa_counters *out);
+NSA_API nsa_status nsa_context_counters(const nsa_context *ctx, nsa_counters *out);
 
 /* Static branch name ("cmp", "sel", "win"); "?" otherwise. */
-const char *nsa_branch_name(nsa_branch b);
+NSA_API const char *nsa_branch_name(nsa_branch b);
 
 /* Backend roles (docs/design.md §3). The seed's names survive in flags and log tags: "SDPA" is the
  * reference role, "Triton selection" is NSA_ROLE_FUSED_SEL (a CUDA C kernel, named "triton"). */
@@ -430,7 +439,7 @@ typedef enum {
 } nsa_role;
 #define NSA_ROLE_COUNT 5
 /* Static role name ("ref", "masked", "packed", "fa2", "triton"); "?" otherwise. */
-const char *nsa_role_name(nsa_role r);
+NSA_API const char *nsa_role_name(nsa_role r);
 
 typedef enum { NSA_PASS_FORWARD = 0, NSA_PASS_BACKWARD = 1, NSA_PASS_DECODE = 2 } nsa_pass;
 
@@ -459,9 +468,9 @@ typedef struct {
 
 /* Caps of a named device: "cpu" or "smNN" (sm80, sm89, sm90, ...). `compiled` says whether this
  * build holds code for that architecture. NSA_ERR_INVALID_ARG for another name. */
-nsa_status nsa_device_caps_named(const char *name, nsa_device_caps *out);
+NSA_API nsa_status nsa_device_caps_named(const char *name, nsa_device_caps *out);
 /* Caps of a real device of this machine. NSA_ERR_DEVICE if it does not exist. */
-nsa_status nsa_device_caps_query(nsa_context *ctx, nsa_device dev, nsa_device_caps *out);
+NSA_API nsa_status nsa_device_caps_query(nsa_context *ctx, nsa_device dev, nsa_device_caps *out);
 
 /* The toolchain check of the contract: what this build and machine offer, read at context
  * creation. A device whose architecture is not in archs gets the reference, with that reason. */
@@ -474,7 +483,7 @@ typedef struct {
     char note[128];      /* "CPU-only build", "driver 12.2 older than runtime 12.4", "" */
 } nsa_toolchain;
 /* Copies what ctx found at creation into *out; NSA_ERR_INVALID_ARG if either is NULL. */
-nsa_status nsa_context_toolchain(const nsa_context *ctx, nsa_toolchain *out);
+NSA_API nsa_status nsa_context_toolchain(const nsa_context *ctx, nsa_toolchain *out);
 
 #define NSA_REASON_LEN 256
 
@@ -490,18 +499,18 @@ typedef struct {
 
 /* The router's decision for problem p on device dev under ctx's flags and profiles. Pure: the
  * same inputs give the same decision; it runs nothing. */
-nsa_status nsa_route_explain(nsa_context *ctx, const nsa_route_problem *p,
-                             const nsa_device_caps *dev, nsa_route_decision *out);
+NSA_API nsa_status nsa_route_explain(nsa_context *ctx, const nsa_route_problem *p,
+                                     const nsa_device_caps *dev, nsa_route_decision *out);
 
 /* Loads device profiles (sm80.yaml, sm89.yaml, ... : `key: value` lines) from dir, replacing
  * those in force. Atomic: on error (NSA_ERR_PROFILE, the message names file and line) the
  * context keeps its previous profiles. At creation the context loads the compiled-in defaults,
  * then the files of $NSA_PROFILE_DIR or else of the installed profile directory, if present. */
-nsa_status nsa_context_load_profiles(nsa_context *ctx, const char *dir);
+NSA_API nsa_status nsa_context_load_profiles(nsa_context *ctx, const char *dir);
 
 /* Writes every NSA_* flag in force, one "NAME=value (default|set)" line each, into buf[len]
  * (truncated, always NUL-terminated). */
-nsa_status nsa_context_flags_format(const nsa_context *ctx, char *buf, size_t len);
+NSA_API nsa_status nsa_context_flags_format(const nsa_context *ctx, char *buf, size_t len);
 
 #ifdef __cplusplus
 }

@@ -75,7 +75,29 @@ void lm_corpus_free(lm_corpus *c) {
     memset(c, 0, sizeof *c);
 }
 
+/* Installed: the running program's folder plus the relative path from the install's bin to its
+ * copy of the corpus (bin/nsa -> ../share/nsa/kjv.txt), so a moved prefix still finds it. */
+static const char *beside_program(char *path, size_t len) {
+#ifdef NSA_LM_DATA_FROM_BIN
+    char exe[4096];
+    const ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n <= 0) return NULL;
+    exe[n] = '\0';
+    char *slash = strrchr(exe, '/');
+    if (!slash) return NULL;
+    *slash = '\0';
+    const int w = snprintf(path, len, "%s/%s", exe, NSA_LM_DATA_FROM_BIN);
+    if (w > 0 && (size_t)w < len && access(path, R_OK) == 0) return path;
+#else
+    (void)path, (void)len;
+#endif
+    return NULL;
+}
+
 const char *lm_default_corpus(void) {
+    static char installed[4096 + 64];
+    const char *p = beside_program(installed, sizeof installed);
+    if (p) return p;
 #ifdef NSA_LM_DATA_BUILD
     if (access(NSA_LM_DATA_BUILD, R_OK) == 0) return NSA_LM_DATA_BUILD;
 #endif

@@ -344,7 +344,8 @@ typedef struct {
  * seq_len + 1 in either split). */
 int lm_corpus_load(lm_corpus *c, const char *path, int seq_len, char *err, size_t n);
 void lm_corpus_free(lm_corpus *c);
-/* The built-in corpus: the compiled-in build-tree path, then the install path; NULL if none. */
+/* The built-in corpus: the installed copy beside the running program (<bin>/../share/nsa), then
+ * the build tree's, then the configured install prefix's; NULL if none. Not thread-safe. */
 const char *lm_default_corpus(void);
 /* Batch of step (a pure function of seed and step): x, y (B, T) from the train split. */
 void lm_batch(const lm_corpus *c, uint64_t seed, int64_t step, int B, int T, uint8_t *x,

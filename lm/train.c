@@ -185,8 +185,8 @@ int lm_train(const lm_train_config *c, const lm_train_opts *o) {
     if (lm_config_check(c, err, sizeof err) || mkdirs(c->out, err, sizeof err)) goto fail;
     const char *data = c->data[0] ? c->data : lm_default_corpus();
     if (!data) {
-        snprintf(err, sizeof err, "data: the built-in corpus was not found (build tree or "
-                                  "install); pass --data FILE");
+        snprintf(err, sizeof err, "data: the built-in corpus was not found (installed "
+                                  "../share/nsa/kjv.txt, build tree); pass --data FILE");
         goto fail;
     }
     if (lm_corpus_load(&cor, data, c->seq_len, err, sizeof err)) goto fail;
