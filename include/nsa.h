@@ -46,13 +46,13 @@ extern "C" {
 
 /* The library's version as one int: 10000·major + 100·minor + patch (0.1.0 → 100; minor and
  * patch stay below 100). */
-int nsa_version(void);
+NSA_API int nsa_version(void);
 /* The library's version as text, "0.1.0". Static storage. */
-const char *nsa_version_string(void);
+NSA_API const char *nsa_version_string(void);
 /* The git commit the build was configured from: 12 hex digits, "-dirty" appended when tracked
  * files differed from it, or "unknown" outside a git checkout. Read at configure time: commits
  * made since the last `cmake` run do not show. Static storage. */
-const char *nsa_version_commit(void);
+NSA_API const char *nsa_version_commit(void);
 
 /* ---------------------------------------------------------------- status */
 
