@@ -232,8 +232,8 @@ typedef struct {
  * host array of n_docs + 1 offsets (the row count of a varlen cmp_compressed k_cmp); when
  * offsets is not NULL it receives the n_docs + 1 running sums (document i's first block).
  * -1 if an argument is NULL, n_docs < 0 or the offsets descend. */
-int64_t nsa_num_cmp_docs(const nsa_config *cfg, const int32_t *cu_seqlens, int64_t n_docs,
-                         int64_t *offsets);
+NSA_API int64_t nsa_num_cmp_docs(const nsa_config *cfg, const int32_t *cu_seqlens,
+                                 int64_t n_docs, int64_t *offsets);
 
 /* Computes the NSA forward (docs/design.md §1) on the device the tensors live on, through the
  * router.
