@@ -34,7 +34,7 @@ nsa_status nsa_context_create(nsa_context **out, char *msg, size_t msg_len) {
         return NSA_ERR_INVALID_ARG;
     }
     *out = NULL;
-    nsa_context *ctx = calloc(1, sizeof *ctx);
+    nsa_context *ctx = nsa_calloc(1, sizeof *ctx);
     if (!ctx) {
         if (msg && msg_len) snprintf(msg, msg_len, "context: out of memory");
         return NSA_ERR_NOMEM;

@@ -117,6 +117,21 @@ nsa_status nsa_device_cuda_read(nsa_context *ctx, void *dst, const void *src, si
 /* Overflow-checked a*b into *out; false on overflow or negative inputs. */
 bool nsa_mul_ok(int64_t a, int64_t b, int64_t *out);
 
+/* ------------------------------------------------------------------ allocation (alloc.c) */
+
+/* The library's host allocations: malloc, calloc, realloc that the test switch below can fail.
+ * Free with free(). A caller that gets NULL returns NSA_ERR_NOMEM with a message. */
+void *nsa_malloc(size_t bytes);
+void *nsa_calloc(size_t count, size_t size);
+/* realloc: on NULL (failure) p is left as it was. */
+void *nsa_realloc(void *p, size_t bytes);
+
+/* Test only (not in nsa.h): from now on, the n-th allocation through nsa_malloc/nsa_calloc
+ * fails, once (n <= 0: none does); the count restarts at 0. nsa_testing_alloc_count says how
+ * many allocations were made since. Process-wide: tests that use it run one at a time. */
+void nsa_testing_fail_alloc_at(int64_t n);
+int64_t nsa_testing_alloc_count(void);
+
 /* ------------------------------------------------------------------ element access */
 
 static inline int64_t nsa_off4(const nsa_tensor *t, int64_t i0, int64_t i1, int64_t i2,

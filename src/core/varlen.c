@@ -27,7 +27,7 @@ int64_t nsa_num_cmp_docs(const nsa_config *cfg, const int32_t *cu_seqlens, int64
 /* ctx->docs of at least n int64 elements. */
 static nsa_status docs_reserve(nsa_context *ctx, size_t n) {
     if (ctx->docs_cap >= n) return NSA_OK;
-    int64_t *p = realloc(ctx->docs, sizeof(int64_t) * n);
+    int64_t *p = nsa_realloc(ctx->docs, sizeof(int64_t) * n);
     if (!p) return nsa_fail(ctx, NSA_ERR_NOMEM, "cu_seqlens: out of memory for %zu offsets", n);
     ctx->docs = p;
     ctx->docs_cap = n;
@@ -69,7 +69,7 @@ nsa_status nsa_varlen_check(nsa_context *ctx, const nsa_fwd_args *a, int64_t B, 
     int32_t *raw = (int32_t *)(ctx->docs + 2 * (n + 1)); /* n + 1 i32 fit in n + 1 int64 */
     if (cu->device.kind == NSA_DEVICE_CUDA) {
         /* a strided device tensor: copy its whole span, then pick every stride[0]-th */
-        int32_t *span = malloc(sizeof(int32_t) * (size_t)(n * cu->stride[0] + 1));
+        int32_t *span = nsa_malloc(sizeof(int32_t) * (size_t)(n * cu->stride[0] + 1));
         if (!span) return nsa_fail(ctx, NSA_ERR_NOMEM, "cu_seqlens: out of memory");
         nsa_status st = nsa_device_cuda_read(ctx, span, cu->data,
                                              sizeof(int32_t) * (size_t)(n * cu->stride[0] + 1));

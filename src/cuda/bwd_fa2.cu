@@ -491,7 +491,7 @@ static nsa_status fb_launch(nsa_context *ctx, nsa_cu_stream st, const nsa_cu_bwd
     cudaGetDevice(&dev);
     cudaDeviceGetAttribute(&nsm, cudaDevAttrMultiProcessorCount, dev);
     const int ntk = (A.X + FB_N - 1) / FB_N;
-    int *h = (int *)malloc(sizeof(int) * (size_t)(2 * (ntk + 1) + ntk));
+    int *h = (int *)nsa_malloc(sizeof(int) * (size_t)(2 * (ntk + 1) + ntk));
     if (!h) return nsa_fail(ctx, NSA_ERR_NOMEM, "fa2 backward: out of host memory");
     int *coff = h, *soff = h + ntk + 1, *mt = h + 2 * (ntk + 1), nmt = 0;
     fb_plan<BR>(&P, A.X, nsm, &A.cht, coff, soff);

@@ -22,7 +22,7 @@ extern "C" nsa_status nsa_device_cuda_kv_alloc(nsa_context *ctx, nsa_kv_cache *c
     if (c->desc.device.index < 0 || c->desc.device.index >= ndev)
         return nsa_fail(ctx, NSA_ERR_DEVICE, "desc.device: CUDA device %d does not exist (%d "
                         "found)", c->desc.device.index, ndev);
-    nsa_cu_kv *k = (nsa_cu_kv *)calloc(1, sizeof *k);
+    nsa_cu_kv *k = (nsa_cu_kv *)nsa_calloc(1, sizeof *k);
     if (!k) return nsa_fail(ctx, NSA_ERR_NOMEM, "cache: out of host memory");
     c->dev = k;
     const nsa_config *g = &c->desc.cfg;

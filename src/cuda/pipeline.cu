@@ -19,7 +19,7 @@ static size_t up256(size_t x) { return (x + 255) & ~(size_t)255; }
 static nsa_status begin_rows(nsa_context *ctx, nsa_fwd_work *w, const int32_t *rows, int64_t R) {
     const nsa_fwd_args *a = w->a;
     const nsa_shape *s = w->s;
-    nsa_cu_fwd *st = (nsa_cu_fwd *)calloc(1, sizeof *st);
+    nsa_cu_fwd *st = (nsa_cu_fwd *)nsa_calloc(1, sizeof *st);
     if (!st) return nsa_fail(ctx, NSA_ERR_NOMEM, "CUDA pipeline: out of host memory");
     w->impl = st;
     w->acc_size = 4;

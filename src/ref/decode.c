@@ -42,16 +42,16 @@ static int scratch_init(step_scratch *s, const nsa_kv_cache *c, int64_t t_max) {
     const size_t Hq = (size_t)g->Hq, Hkv = (size_t)g->Hkv, n = (size_t)g->n;
     const size_t rows = (size_t)t_max + 1, wrows = c->nwin > 0 ? (size_t)c->nwin : 1;
     memset(s, 0, sizeof *s);
-    s->q = malloc(sizeof(double) * Hq * (size_t)g->Dk);
-    s->gates = malloc(sizeof(double) * Hq * 3);
-    s->o = malloc(sizeof(double) * (3 * Hq * (size_t)g->Dv + 3 * Hq + Hq * (size_t)g->Dv));
-    s->hk = malloc(sizeof(double) * rows * (size_t)c->rk);
-    s->hv = malloc(sizeof(double) * rows * (size_t)c->rv);
-    s->wk = malloc(sizeof(double) * wrows * (size_t)c->rk);
-    s->wv = malloc(sizeof(double) * wrows * (size_t)c->rv);
-    s->blocks = malloc(sizeof(int32_t) * Hkv * n);
-    s->ranges = malloc(sizeof(int64_t) * Hkv * n * 2);
-    s->nr = malloc(sizeof(int) * Hkv);
+    s->q = nsa_malloc(sizeof(double) * Hq * (size_t)g->Dk);
+    s->gates = nsa_malloc(sizeof(double) * Hq * 3);
+    s->o = nsa_malloc(sizeof(double) * (3 * Hq * (size_t)g->Dv + 3 * Hq + Hq * (size_t)g->Dv));
+    s->hk = nsa_malloc(sizeof(double) * rows * (size_t)c->rk);
+    s->hv = nsa_malloc(sizeof(double) * rows * (size_t)c->rv);
+    s->wk = nsa_malloc(sizeof(double) * wrows * (size_t)c->rk);
+    s->wv = nsa_malloc(sizeof(double) * wrows * (size_t)c->rv);
+    s->blocks = nsa_malloc(sizeof(int32_t) * Hkv * n);
+    s->ranges = nsa_malloc(sizeof(int64_t) * Hkv * n * 2);
+    s->nr = nsa_malloc(sizeof(int) * Hkv);
     s->has_w = nsa_ref_scratch_init(&s->w, g, t_max) == NSA_OK;
     if (!s->q || !s->gates || !s->o || !s->hk || !s->hv || !s->wk || !s->wv || !s->blocks ||
         !s->ranges || !s->nr || !s->has_w) {

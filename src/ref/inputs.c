@@ -10,7 +10,7 @@
 
 double *nsa_ref_gather(const nsa_tensor *t) {
     int64_t n = nsa_tensor_numel(t);
-    double *x = malloc(sizeof(double) * (size_t)(n > 0 ? n : 1));
+    double *x = nsa_malloc(sizeof(double) * (size_t)(n > 0 ? n : 1));
     if (!x) return NULL;
     int64_t i = 0;
     for (int64_t a = 0; a < t->shape[0]; a++)
@@ -78,8 +78,8 @@ nsa_status nsa_ref_load(nsa_context *ctx, const nsa_fwd_args *a, const nsa_shape
         G(rk, &a->k_cmp);
         G(rv, &a->v_cmp);
         size_t nk = (size_t)(s->B * (s->Tc > 0 ? s->Tc : 1) * s->Hkv);
-        in->kc = malloc(sizeof(double) * nk * (size_t)s->Dk);
-        in->vc = malloc(sizeof(double) * nk * (size_t)s->Dv);
+        in->kc = nsa_malloc(sizeof(double) * nk * (size_t)s->Dk);
+        in->vc = nsa_malloc(sizeof(double) * nk * (size_t)s->Dv);
         if (!in->kc || !in->vc) {
             free(in->kc);
             free(in->vc);

@@ -78,7 +78,7 @@ nsa_status nsa_kv_cache_create(nsa_context *ctx, const nsa_kv_cache_desc *desc,
     *out = NULL;
     kv_sizes z;
     NSA_TRY(check_desc(ctx, desc, &z));
-    nsa_kv_cache *c = calloc(1, KV_OBJECT_BYTES);
+    nsa_kv_cache *c = nsa_calloc(1, KV_OBJECT_BYTES);
     if (!c) return nsa_fail(ctx, NSA_ERR_NOMEM, "cache: out of memory");
     const nsa_config *g = &desc->cfg;
     c->desc = *desc;
@@ -93,7 +93,7 @@ nsa_status nsa_kv_cache_create(nsa_context *ctx, const nsa_kv_cache_desc *desc,
     const int on_dev = desc->device.kind == NSA_DEVICE_CUDA; /* buffers on the device */
 #define ALLOC(p, n, sz)                                                                            \
     do {                                                                                           \
-        if ((n) > 0 && !((p) = calloc((size_t)(n), (sz)))) ok = 0;                                 \
+        if ((n) > 0 && !((p) = nsa_calloc((size_t)(n), (sz)))) ok = 0;                             \
     } while (0)
     if (!on_dev) {
     ALLOC(c->ks, B * (size_t)(desc->max_len * c->rk), e);

@@ -173,9 +173,9 @@ static void scratch_free(item_scratch *x) {
 static int scratch_init(item_scratch *x, const nsa_config *c, const nsa_shape *s) {
     memset(x, 0, sizeof *x);
     if (nsa_ref_scratch_init(&x->w, c, s->T - 1) != NSA_OK) return 0;
-    x->o = malloc(sizeof(double) * (size_t)(3 * s->G * s->Dv + 3 * s->G + s->Dv));
-    x->blocks = malloc(sizeof(int32_t) * (size_t)c->n);
-    x->ranges = malloc(sizeof(int64_t) * (size_t)(2 * c->n));
+    x->o = nsa_malloc(sizeof(double) * (size_t)(3 * s->G * s->Dv + 3 * s->G + s->Dv));
+    x->blocks = nsa_malloc(sizeof(int32_t) * (size_t)c->n);
+    x->ranges = nsa_malloc(sizeof(int64_t) * (size_t)(2 * c->n));
     if (!x->o || !x->blocks || !x->ranges) {
         scratch_free(x);
         return 0;
@@ -235,7 +235,7 @@ nsa_status nsa_ref_backward(nsa_context *ctx, const nsa_fwd_args *a, const nsa_b
     for (int i = 0; i < NGRAD && ok; i++) {
         if (!nsa_present(gt[i])) continue;
         const int64_t n = nsa_tensor_numel(gt[i]);
-        ga.buf[i] = calloc((size_t)(n > 0 ? n : 1), sizeof(double));
+        ga.buf[i] = nsa_calloc((size_t)(n > 0 ? n : 1), sizeof(double));
         ok = ga.buf[i] != NULL;
     }
     const size_t nkc = (size_t)(s->B * s->Tc * s->Hkv);
@@ -243,9 +243,9 @@ nsa_status nsa_ref_backward(nsa_context *ctx, const nsa_fwd_args *a, const nsa_b
         ga.dkc = ga.buf[GKC];
         ga.dvc = ga.buf[GVC];
     } else if (ok) {
-        if (ga.buf[GKC]) ok = (ga.dkc = calloc(nkc * (size_t)s->Dk + 1, sizeof(double))) != NULL;
+        if (ga.buf[GKC]) ok = (ga.dkc = nsa_calloc(nkc * (size_t)s->Dk + 1, sizeof(double))) != NULL;
         if (ok && ga.buf[GVC])
-            ok = (ga.dvc = calloc(nkc * (size_t)s->Dv + 1, sizeof(double))) != NULL;
+            ok = (ga.dvc = nsa_calloc(nkc * (size_t)s->Dv + 1, sizeof(double))) != NULL;
     }
     const int nt = nsa_ref_threads(ctx);
     const int64_t items = s->B * s->Hkv;

@@ -59,10 +59,10 @@ nsa_status nsa_ref_forward(nsa_context *ctx, const nsa_fwd_args *a, const nsa_sh
     {
         nsa_ref_scratch w;
         const int Hq = s->Hq, Dv = s->Dv;
-        double *o = malloc(sizeof(double) * (size_t)(3 * Hq * Dv + 3 * Hq + Hq * Dv));
-        int32_t *blocks = malloc(sizeof(int32_t) * (size_t)(s->Hkv * c->n));
-        int64_t *ranges = malloc(sizeof(int64_t) * (size_t)(s->Hkv * c->n * 2));
-        int *nr = malloc(sizeof(int) * (size_t)s->Hkv);
+        double *o = nsa_malloc(sizeof(double) * (size_t)(3 * Hq * Dv + 3 * Hq + Hq * Dv));
+        int32_t *blocks = nsa_malloc(sizeof(int32_t) * (size_t)(s->Hkv * c->n));
+        int64_t *ranges = nsa_malloc(sizeof(int64_t) * (size_t)(s->Hkv * c->n * 2));
+        int *nr = nsa_malloc(sizeof(int) * (size_t)s->Hkv);
         int ok = o && blocks && ranges && nr && nsa_ref_scratch_init(&w, c, s->T - 1) == NSA_OK;
         if (!ok) {
 #pragma omp atomic write

@@ -22,10 +22,10 @@ nsa_status nsa_ref_scratch_init(nsa_ref_scratch *w, const nsa_config *c, int64_t
     int64_t nc = nsa_num_cmp(c, t_max + 1);
     int64_t nb = t_max / c->lp + 1;
     w->nc_cap = nc;
-    w->p = malloc(sizeof(double) * (size_t)(c->Hq * (nc > 0 ? nc : 1)));
-    w->s = malloc(sizeof(double) * (size_t)(t_max + 1));
-    w->score = malloc(sizeof(float) * (size_t)nb);
-    w->order = malloc(sizeof(int32_t) * (size_t)nb);
+    w->p = nsa_malloc(sizeof(double) * (size_t)(c->Hq * (nc > 0 ? nc : 1)));
+    w->s = nsa_malloc(sizeof(double) * (size_t)(t_max + 1));
+    w->score = nsa_malloc(sizeof(float) * (size_t)nb);
+    w->order = nsa_malloc(sizeof(int32_t) * (size_t)nb);
     if (!w->p || !w->s || !w->score || !w->order) {
         nsa_ref_scratch_free(w);
         return NSA_ERR_NOMEM;

@@ -41,17 +41,17 @@ static void cpu_end(nsa_fwd_work *w) {
 static nsa_status cpu_begin(nsa_context *ctx, nsa_fwd_work *w) {
     const nsa_shape *s = w->s;
     const size_t rows = (size_t)(s->B * s->T), n = (size_t)w->a->cfg.n;
-    cpu_state *st = calloc(1, sizeof *st);
+    cpu_state *st = nsa_calloc(1, sizeof *st);
     w->impl = st;
     w->acc_size = sizeof(double);
     int ok = st != NULL;
     for (int b = 0; b < 3 && ok; b++) {
-        w->o[b] = malloc(sizeof(double) * (rows * (size_t)s->Hq * (size_t)s->Dv + 1));
-        w->lse[b] = malloc(sizeof(double) * (rows * (size_t)s->Hq + 1));
+        w->o[b] = nsa_malloc(sizeof(double) * (rows * (size_t)s->Hq * (size_t)s->Dv + 1));
+        w->lse[b] = nsa_malloc(sizeof(double) * (rows * (size_t)s->Hq + 1));
         ok = w->o[b] && w->lse[b];
     }
-    w->blocks = ok ? malloc(sizeof(int32_t) * (rows * (size_t)s->Hkv * n + 1)) : NULL;
-    w->ranges = ok ? malloc(sizeof(int32_t) * (rows * (size_t)s->Hkv * n * 2 + 1)) : NULL;
+    w->blocks = ok ? nsa_malloc(sizeof(int32_t) * (rows * (size_t)s->Hkv * n + 1)) : NULL;
+    w->ranges = ok ? nsa_malloc(sizeof(int32_t) * (rows * (size_t)s->Hkv * n * 2 + 1)) : NULL;
     if (!w->blocks || !w->ranges) {
         cpu_end(w);
         return nsa_fail(ctx, NSA_ERR_NOMEM, "cpu pipeline: out of memory for work buffers");
@@ -84,10 +84,10 @@ static nsa_status for_rows(nsa_context *ctx, nsa_fwd_work *w, nsa_branch br, row
 #pragma omp parallel if (rows > 1) num_threads(threads_of(ctx))
     {
         thread_scratch ts;
-        ts.o = malloc(sizeof(double) * (size_t)s->Hq * (size_t)s->Dv);
-        ts.lse = malloc(sizeof(double) * (size_t)s->Hq);
-        ts.blocks = malloc(sizeof(int32_t) * n);
-        ts.ranges = malloc(sizeof(int64_t) * 2 * n);
+        ts.o = nsa_malloc(sizeof(double) * (size_t)s->Hq * (size_t)s->Dv);
+        ts.lse = nsa_malloc(sizeof(double) * (size_t)s->Hq);
+        ts.blocks = nsa_malloc(sizeof(int32_t) * n);
+        ts.ranges = nsa_malloc(sizeof(int64_t) * 2 * n);
         int ok = ts.o && ts.lse && ts.blocks && ts.ranges &&
                  nsa_ref_scratch_init(&ts.sc, &w->a->cfg, s->T - 1) == NSA_OK;
         if (!ok) {

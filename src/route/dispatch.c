@@ -71,7 +71,7 @@ static nsa_status route(nsa_context *ctx, const nsa_fwd_args *a, const nsa_shape
 /* A contiguous (B, T, Hq, 3) one-hot gates tensor of dtype dt for NSA_FORCE_BRANCH. */
 static nsa_status one_hot_gates(nsa_context *ctx, const nsa_shape *s, int br, nsa_tensor *g) {
     const int64_t cnt = s->B * s->T * s->Hq * 3;
-    void *data = malloc(nsa_dtype_size(s->dt) * (size_t)(cnt + 1));
+    void *data = nsa_malloc(nsa_dtype_size(s->dt) * (size_t)(cnt + 1));
     if (!data) return nsa_fail(ctx, NSA_ERR_NOMEM, "gates: out of memory for one-hot gates");
     *g = nsa_tensor_4d(data, s->dt, s->B, s->T, s->Hq, 3);
     for (int64_t i = 0; i < cnt; i++) nsa_store(g, i, i % 3 == br ? 1.0 : 0.0);
@@ -110,7 +110,7 @@ static nsa_status ref_whole(nsa_context *ctx, const nsa_fwd_args *a, const nsa_s
         NSA_TRY(one_hot_gates(ctx, s, ctx->flags.force_branch, &a2.gates));
     if (strict) {
         const int64_t cnt = s->B * s->T * s->Hkv * a->cfg.n * 2;
-        ranges = malloc(sizeof(int32_t) * (size_t)(cnt + 1));
+        ranges = nsa_malloc(sizeof(int32_t) * (size_t)(cnt + 1));
         if (!ranges) st = nsa_fail(ctx, NSA_ERR_NOMEM, "strict asserts: out of memory");
         int64_t shape[5] = {s->B, s->T, s->Hkv, a->cfg.n, 2};
         a2.sel_ranges = nsa_tensor_make(ranges, NSA_DTYPE_I32, 5, shape);
@@ -182,7 +182,7 @@ static nsa_status strict_step(nsa_context *ctx, const nsa_pipeline *pl,
     NSA_TRY(nsa_strict_spans(ctx, plan->be[NSA_BRANCH_CMP], NSA_BRANCH_CMP, w));
     NSA_TRY(nsa_strict_spans(ctx, plan->be[NSA_BRANCH_WIN], NSA_BRANCH_WIN, w));
     const size_t cnt = (size_t)(w->s->B * w->s->T * w->s->Hkv * w->a->cfg.n * 2);
-    int32_t *host = malloc(sizeof(int32_t) * (cnt + 1));
+    int32_t *host = nsa_malloc(sizeof(int32_t) * (cnt + 1));
     if (!host) return nsa_fail(ctx, NSA_ERR_NOMEM, "strict asserts: out of memory");
     nsa_status st = pl->to_host(ctx, w, w->ranges, host, sizeof(int32_t) * cnt);
     if (st == NSA_OK)
@@ -262,7 +262,7 @@ static nsa_status strict_backward(nsa_context *ctx, const nsa_fwd_args *fwd, con
         return NSA_OK; /* the CUDA backward validates device sel_ranges itself */
     /* ranges handed back for reuse are read by the backward: check them too */
     const int n = fwd->cfg.n;
-    int32_t *r = malloc(sizeof(int32_t) * (size_t)(s->B * s->T * s->Hkv * n * 2));
+    int32_t *r = nsa_malloc(sizeof(int32_t) * (size_t)(s->B * s->T * s->Hkv * n * 2));
     if (!r) return nsa_fail(ctx, NSA_ERR_NOMEM, "strict asserts: out of memory");
     load_ranges(&fwd->sel_ranges, r, s, n);
     nsa_status st = nsa_strict_ranges(ctx, r, s->B, s->T, s->Hkv, n, 0);

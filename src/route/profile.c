@@ -232,7 +232,7 @@ nsa_status nsa_profiles_load_dir(nsa_context *ctx, const char *dir, const nsa_pr
 }
 
 nsa_status nsa_profiles_init(nsa_context *ctx) {
-    nsa_profile_set *set = malloc(sizeof *set);
+    nsa_profile_set *set = nsa_malloc(sizeof *set);
     if (!set) return nsa_fail(ctx, NSA_ERR_NOMEM, "profiles: out of memory");
     nsa_profiles_builtin(set);
     ctx->profiles = set;
