@@ -40,11 +40,11 @@ int lm_corpus_load(lm_corpus *c, const char *path, int seq_len, char *err, size_
         len += r;
         if (r == 0) break;
     }
-    int rerr = ferror(f);
+    const int rerr = ferror(f) ? errno : 0; /* a directory: EISDIR */
     fclose(f);
     if (!buf || rerr) {
         free(buf);
-        snprintf(err, n, "data: %s: %s", path, rerr ? "read error" : "out of memory");
+        snprintf(err, n, "data: %s: %s", path, rerr ? strerror(rerr) : "out of memory");
         return -1;
     }
     if (len == 0) {

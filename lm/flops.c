@@ -30,8 +30,11 @@ double lm_attn_reads(const lm_model_config *m, int T) {
 double lm_flops_per_token(const lm_model_config *m, int T) {
     const double D = m->n_head > 0 ? (double)(m->dim / m->n_head) : 0.0;
     /* forward: 2 per multiply-add; QKᵀ and PV are 2·(Dk + Dv) per (query head, key read) */
-    double fwd = 2.0 * lm_matmul_params(m) + m->n_layer * m->n_head * 2.0 * (D + D) * lm_attn_reads(m, T);
-    if (m->phi == LM_PHI_LEARNED) /* φ's MLP (l·D → D → D) on k and v per KV head, every d tokens */
-        fwd += m->n_layer * 2.0 * m->n_kv_head * 2.0 * (m->l * D * D + D * D) / (m->d > 0 ? m->d : 1);
+    double fwd = 2.0 * lm_matmul_params(m);
+    fwd += m->n_layer * m->n_head * 2.0 * (D + D) * lm_attn_reads(m, T);
+    if (m->phi == LM_PHI_LEARNED) { /* φ's MLP (l·D → D → D) on k and v per KV head, per d tokens */
+        const double mlp = 2.0 * (m->l * D * D + D * D);
+        fwd += m->n_layer * 2.0 * m->n_kv_head * mlp / (m->d > 0 ? m->d : 1);
+    }
     return 3.0 * fwd; /* the backward computes two products of each forward one */
 }

@@ -182,7 +182,7 @@ int lm_train(const lm_train_config *c, const lm_train_opts *o) {
     int rc = 1;
     const int tty = isatty(2) && !o->quiet;
 
-    if (lm_config_check(c, err, sizeof err) || mkdirs(c->out, err, sizeof err)) goto fail;
+    if (lm_config_check(c, err, sizeof err)) goto fail;
     const char *data = c->data[0] ? c->data : lm_default_corpus();
     if (!data) {
         snprintf(err, sizeof err, "data: the built-in corpus was not found (installed "
@@ -231,6 +231,8 @@ int lm_train(const lm_train_config *c, const lm_train_opts *o) {
         }
         step0 = meta.step;
     }
+    /* the output directory only now: a bad input above leaves nothing behind */
+    if (mkdirs(c->out, err, sizeof err)) goto fail;
     /* a new run leaves no checkpoint of an old one beside its new heartbeat and config */
     if (!o->resume && unlink(ckpt) && errno != ENOENT) {
         snprintf(err, sizeof err, "%s: cannot remove the old checkpoint: %s", ckpt, strerror(errno));

@@ -2,7 +2,8 @@
 /* test_lm_report.c — what `nsa train` reports: the JSON writer's strings (any bytes in, valid
  * JSON out, valid UTF-8 unchanged) and objects, and the model FLOPs behind the MFU (the matmul
  * term against the model's own tensor table, the attention reads and the total against counts
- * done by hand in the comments), and the out-of-memory message of model creation.
+ * done by hand in the comments), the out-of-memory message of model creation, and that a
+ * directory given as a config file is an error (it read as an empty config).
  */
 #include "harness.h"
 #include "lm.h"
@@ -93,7 +94,7 @@ static void flops_by_hand(void) {
     /* D=8: wq 16·16, wk/wv 6·16·8, wg 16·6, wo 16·16, mlp 3·16·16, head 256·16 = 6240;
      * attention 1 layer · 2 heads · 2·(8+8) · 81/8 = 648; 3 · (2·6240 + 648) = 39384 */
     CHECK(lm_flops_per_token(&m, 8) == 39384.0, "flops %g", lm_flops_per_token(&m, 8));
-    /* φ learned adds 1 layer · 2 (k, v) · 1 KV head · 2 · (4·8·8 + 8·8) / d=2 = 640 per forward */
+    /* φ learned adds per forward 1 layer · 2 (k, v) · 1 KV head · 2 · (4·8·8 + 8·8) / d=2 = 640 */
     m.phi = LM_PHI_LEARNED;
     CHECK(lm_flops_per_token(&m, 8) == 39384.0 + 3 * 640.0, "flops %g", lm_flops_per_token(&m, 8));
     /* the paper's config: the last query of 8192 reads num_cmp (8192-32)/16+1 = 511, n·lp = 1024
@@ -130,6 +131,16 @@ static void oom_message(void) {
     nsa_context_destroy(ctx);
 }
 
+static void config_directory(void) {
+    lm_train_config c, d;
+    lm_train_config_default(&c);
+    d = c;
+    char err[512] = "";
+    CHECK(lm_config_load(&c, "/tmp", err, sizeof err) == -1, "a directory loaded as a config");
+    CHECK(strstr(err, "/tmp: cannot read"), "%s", err);
+    CHECK(!memcmp(&c, &d, sizeof c), "the config changed");
+}
+
 int main(int argc, char **argv) {
     static const nsa_case cases[] = {
         {"json_utf8", json_utf8},
@@ -137,6 +148,7 @@ int main(int argc, char **argv) {
         {"flops_matmul_matches_layout", flops_matmul_matches_layout},
         {"flops_by_hand", flops_by_hand},
         {"oom_message", oom_message},
+        {"config_directory", config_directory},
     };
     return nsa_test_main(argc, argv, cases, (int)(sizeof cases / sizeof cases[0]));
 }

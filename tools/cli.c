@@ -147,7 +147,8 @@ int cli_parse(const cli_command *cmd, int argc, char **argv, void *opts) {
             return 1;
         }
         if (strncmp(a, "--", 2) || !a[2])
-            return cli_usage_error(cmd->name, "unexpected argument '%s' (options start with --)", a);
+            return cli_usage_error(cmd->name, "unexpected argument '%s' (options start with --)",
+                                   a);
         const char *name = a + 2, *eq = strchr(name, '=');
         const size_t len = eq ? (size_t)(eq - name) : strlen(name);
         const cli_opt *o = find(cmd, name, len);
@@ -155,11 +156,13 @@ int cli_parse(const cli_command *cmd, int argc, char **argv, void *opts) {
         const char *val = NULL;
         if (eq) {
             val = eq + 1;
-            if (!takes_value) return cli_usage_error(cmd->name, "--%.*s takes no value", (int)len, name);
+            if (!takes_value)
+                return cli_usage_error(cmd->name, "--%.*s takes no value", (int)len, name);
         } else if (takes_value) {
             if (i + 1 >= argc || !strncmp(argv[i + 1], "--", 2))
                 return cli_usage_error(cmd->name, "--%s: missing value%s%s", name,
-                                       i + 1 < argc ? " before " : "", i + 1 < argc ? argv[i + 1] : "");
+                                       i + 1 < argc ? " before " : "",
+                                       i + 1 < argc ? argv[i + 1] : "");
             val = argv[++i];
         }
         if (o) {

@@ -28,7 +28,8 @@ typedef struct {
 /* --precision, --device, --threads and --out have the defaults of `nsa train`: a checkpoint
  * samples with the numerics it was trained with unless told otherwise. */
 static const cli_opt table[] = {
-    {"ckpt", CLI_FILE, O(ckpt), "FILE", NULL, 0, 0, NULL, "checkpoint (default: DIR/model.safetensors)", NULL},
+    {"ckpt", CLI_FILE, O(ckpt), "FILE", NULL, 0, 0, NULL,
+     "checkpoint to load instead of DIR/model.safetensors of --out", NULL},
     {"out", CLI_STR, O(out), "DIR", "runs/kjv", 0, 0, NULL, "run directory of nsa train", NULL},
     {"prompt", CLI_STR, O(prompt), "TEXT", "Ge1:1 In the beginning", 0, 0, NULL,
      "bytes to prefill (at least one)", NULL},
@@ -38,7 +39,8 @@ static const cli_opt table[] = {
      "sample among the K most likely bytes; 0 = all", NULL},
     {"seed", CLI_U64, O(seed), "S", "1", 0, 0, NULL, "sampling seed", NULL},
     {"threads", CLI_INT, O(threads), "N", "0", 0, 4096, NULL, "CPU threads (0: all cores)", NULL},
-    {"device", CLI_CHOICE, O(device), NULL, "cpu", 0, 0, "cpu|cuda", "cuda: KV caches and decode on the GPU", NULL},
+    {"device", CLI_CHOICE, O(device), NULL, "cpu", 0, 0, "cpu|cuda",
+     "cuda: KV caches and decode on the GPU", NULL},
     {"precision", CLI_CHOICE, O(precision), NULL, "bf16", 0, 0, "bf16|f32",
      "cuda: bf16 or f32 attention and GEMMs (as nsa train)", NULL},
 };
@@ -58,7 +60,8 @@ static int sample_run(void *opts) {
     nsa_decode_reads reads;
     memset(&reads, 0, sizeof reads);
     lm_sample_opts o = {a->temperature, a->top_k, a->seed, &reads};
-    if (!prompt[0]) return cli_usage_error("sample", "--prompt: empty; the decode needs at least one byte");
+    if (!prompt[0])
+        return cli_usage_error("sample", "--prompt: empty; the decode needs at least one byte");
     char path[700], err[1024];
     if (!ckpt) {
         snprintf(path, sizeof path, "%s/model.safetensors", a->out);
@@ -90,7 +93,8 @@ static int sample_run(void *opts) {
     }
     memset(&m, 0, sizeof m);
     const lm_backend *be = &lm_cpu_backend;
-    if (!strcmp(a->device, "cuda")) be = lm_cuda_backend(!strcmp(a->precision, "f32"), err, sizeof err);
+    if (!strcmp(a->device, "cuda"))
+        be = lm_cuda_backend(!strcmp(a->precision, "f32"), err, sizeof err);
     if (!be || lm_model_create_on(&m, &mc, ctx, be, 0, err, sizeof err) ||
         lm_ckpt_load(ckpt, &m, NULL, NULL, NULL, err, sizeof err) ||
         lm_generate(&m, (const uint8_t *)prompt, len, tokens, &o, gen, err, sizeof err)) {

@@ -105,6 +105,10 @@ static int train_run(void *opts) {
     for (int i = 0; i < a->nkeys; i++)
         lm_config_set(&c, a->key[i], a->val[i], err, sizeof err); /* checked at parse */
     if (lm_config_check(&c, err, sizeof err)) return cli_usage_error("train", "%s", err);
+    struct stat st;
+    if (c.data[0] && (stat(c.data, &st) || !S_ISREG(st.st_mode)))
+        return cli_usage_error("train", "--data: '%s' is %s, expected a file", c.data,
+                               access(c.data, F_OK) ? "missing" : "not a regular file");
     snprintf(ckpt, sizeof ckpt, "%s/model.safetensors", c.out);
     snprintf(hb, sizeof hb, "%s/heartbeat.jsonl", c.out);
     if (a->resume && access(ckpt, R_OK) != 0)

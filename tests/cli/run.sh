@@ -49,6 +49,14 @@ help)
     "$nsa" "$c" -h >c.txt || fail "nsa $c -h: exit code $?"
     grep -q "^usage: nsa $c" a.txt || fail "nsa help $c: no usage line"
     cmp -s a.txt b.txt && cmp -s a.txt c.txt || fail "nsa help $c, --help and -h differ"
+    # every option the help lists, given its listed default, is one the parser takes
+    while IFS= read -r row; do
+      [[ $row =~ ^\ \ --([A-Za-z0-9_-]+).*\(default:\ (.*)\)$ ]] || continue
+      o=${BASH_REMATCH[1]} d=${BASH_REMATCH[2]}
+      [ "$d" = '""' ] && d=
+      "$nsa" "$c" "--$o=$d" --help >/dev/null 2>err.txt ||
+        fail "nsa $c --$o=$d (its listed default) is refused: $(cat err.txt)"
+    done <a.txt
   done
   rm -f ./*.txt
   usage_error "nosuch" help nosuch
@@ -68,7 +76,9 @@ bad_values)
   usage_error --flag route --flag NOEQUALS
   usage_error --dim train --dim 1x
   usage_error --lr train --lr nan
-  usage_error steps train --steps 0 --out run ;;
+  usage_error steps train --steps 0 --out run
+  usage_error --data train --data . --out run
+  usage_error --data train --data nosuch --out run ;;
 bad_flags)
   usage_error --config train --config
   usage_error --out sample --out --tokens 5
