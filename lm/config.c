@@ -61,6 +61,9 @@ static const key_info keys[] = {
     {"data", K_STR, T(data), 0, "training text (default: the built-in KJV corpus)"},
     {"device", K_STR, T(device), 0, "where to train: cpu or cuda"},
     {"precision", K_STR, T(precision), 0, "cuda: bf16 (GEMMs, attention) or f32"},
+    {"documents", K_STR, T(documents), 0,
+     "pack documents (cu_seqlens): 'books' (one per KJV book) or a separator that starts each "
+     "one (\\n escapes); empty: off (docs/varlen.md)"},
 };
 #undef M
 #undef T
@@ -242,6 +245,10 @@ int lm_config_check(const lm_train_config *c, char *err, size_t n) {
         c->device);
     CHK(!strcmp(c->precision, "bf16") || !strcmp(c->precision, "f32"),
         "precision: '%s', expected bf16 or f32", c->precision);
+    CHK(!c->documents[0] || !strcmp(c->device, "cpu"),
+        "documents: the cuda trainer does not pack documents yet (docs/varlen.md)");
+    CHK(!c->documents[0] || c->m.phi == LM_PHI_AVG,
+        "documents: phi learned does not pack documents yet (phi avg does)");
     return 0;
 }
 

@@ -360,8 +360,11 @@ __global__ void k_mean(double *out, const double *x, int64_t n) {
         out[0] = n > 0 ? t / n : 0.0;
     }
 }
-static float g_cross_entropy(float *probs, const float *logits, const uint8_t *targets, int M,
-                             int V) {
+/* mask: packed documents are not trained on the GPU yet (lm_config_check refuses them), so a
+ * mask never reaches this backend; NaN if one does. */
+static float g_cross_entropy(float *probs, const float *logits, const uint8_t *targets,
+                             const uint8_t *mask, int M, int V) {
+    if (mask) return NAN;
     if (M == 0 || V != 256) return 0.0f;
     const uint8_t *t = targets ? bytes_buf(&S.targ, &S.targ_cap, targets, (size_t)M) : NULL;
     double *rl = NULL;
@@ -390,9 +393,9 @@ __global__ void k_ce_bwd(G *dl, const float *p, const uint8_t *targ, int V, floa
     put(&dl[i], d);
 }
 template <typename G>
-static void ce_backward(float *dlogits, const float *probs, const uint8_t *targets, int M,
-                        int V) {
-    if (!M) return;
+static void ce_backward(float *dlogits, const float *probs, const uint8_t *targets,
+                        const uint8_t *mask, int M, int V) {
+    if (!M || mask) return;
     const uint8_t *t = bytes_buf(&S.targ, &S.targ_cap, targets, (size_t)M);
     if (!t) return;
     const int64_t n = (int64_t)M * V;

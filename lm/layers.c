@@ -140,8 +140,10 @@ void lm_gates_backward(float *dz, const float *dg, const float *g, int64_t MH, i
     }
 }
 
-float lm_cross_entropy(float *probs, const float *logits, const uint8_t *targets, int M, int V) {
+float lm_cross_entropy(float *probs, const float *logits, const uint8_t *targets,
+                       const uint8_t *mask, int M, int V) {
     double total = 0.0;
+    int cnt = 0;
     for (int i = 0; i < M; i++) {
         const float *li = logits + (int64_t)i * V;
         float *pi = probs + (int64_t)i * V;
@@ -152,19 +154,24 @@ float lm_cross_entropy(float *probs, const float *logits, const uint8_t *targets
         for (int v = 0; v < V; v++) s += (pi[v] = expf(li[v] - mx));
         const float inv = (float)(1.0 / s);
         for (int v = 0; v < V; v++) pi[v] *= inv;
+        if (mask && !mask[i]) continue;
+        cnt++;
         if (targets) total += -((double)li[targets[i]] - mx - log(s));
     }
-    return M > 0 ? (float)(total / M) : 0.0f;
+    return cnt > 0 ? (float)(total / cnt) : 0.0f;
 }
 
-void lm_cross_entropy_backward(float *dlogits, const float *probs, const uint8_t *targets, int M,
-                               int V) {
-    const float inv = 1.0f / (float)M;
+void lm_cross_entropy_backward(float *dlogits, const float *probs, const uint8_t *targets,
+                               const uint8_t *mask, int M, int V) {
+    int cnt = 0;
+    for (int i = 0; i < M; i++) cnt += !mask || mask[i];
+    const float inv = cnt > 0 ? 1.0f / (float)cnt : 0.0f;
     for (int i = 0; i < M; i++) {
         const float *pi = probs + (int64_t)i * V;
         float *di = dlogits + (int64_t)i * V;
-        for (int v = 0; v < V; v++) di[v] = pi[v] * inv;
-        di[targets[i]] -= inv;
+        const float w = !mask || mask[i] ? inv : 0.0f;
+        for (int v = 0; v < V; v++) di[v] = pi[v] * w;
+        di[targets[i]] -= w;
     }
 }
 

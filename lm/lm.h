@@ -46,6 +46,8 @@ typedef struct {
     char device[512];    /* "cpu" or "cuda": where the model computes (not a model field)  */
     char precision[512]; /* cuda: "bf16" (bf16 GEMMs and attention, fp32 master weights and
                             loss) or "f32"; the CPU is always f32                          */
+    char documents[512]; /* packed documents (docs/varlen.md): "" off, "books" (one per book
+                            of the KJV corpus), or a separator that starts each document    */
 } lm_train_config;
 
 /* ---- config (lm/config.c) */
@@ -179,10 +181,13 @@ typedef struct lm_backend {
     void (*gates)(float *g, const float *z, int64_t MH, int kind, float temp);
     void (*gates_backward)(float *dz, const float *dg, const float *g, int64_t MH, int kind,
                            float temp);
-    float (*cross_entropy)(float *probs, const float *logits, const uint8_t *targets, int M,
-                           int V);
+    /* mask (M) host bytes or NULL (every row): rows with mask 0 have no loss and no gradient
+     * (a document's last byte, whose target is the next document's first), and the mean is
+     * over the others */
+    float (*cross_entropy)(float *probs, const float *logits, const uint8_t *targets,
+                           const uint8_t *mask, int M, int V);
     void (*cross_entropy_backward)(float *dlogits, const float *probs, const uint8_t *targets,
-                                   int M, int V);
+                                   const uint8_t *mask, int M, int V);
     /* x (N, C) = emb[tokens];  demb (256, C) += Σ rows of dx by token */
     void (*embed)(float *x, const float *emb, const uint8_t *tokens, int N, int C);
     void (*embed_backward)(float *demb, const float *dx, const uint8_t *tokens, int N, int C);
@@ -238,6 +243,11 @@ struct lm_model {
     float *rope_cos, *rope_sin;           /* (rope_len, D/2)                    */
     int rope_len;
     const uint8_t *targets;               /* (N) of the last forward, or NULL   */
+    /* packed documents of the batch (lm_model_set_docs; docs/varlen.md): doc_n documents
+     * over the N = B·T rows, host arrays; doc_n = 0: every row one sequence               */
+    int doc_n, doc_max, doc_cap;
+    int32_t *doc_cu;                      /* (doc_n + 1) offsets in rows          */
+    uint8_t *doc_mask;                    /* (N) 0: no loss (a document's last byte) */
     /* gate statistics of the last forward, over layers, rows and heads */
     double gate_entropy_mean, gate_collapse_frac, gate_share[3];
 };
@@ -261,6 +271,12 @@ void lm_model_destroy(lm_model *m);
  * every attention call is an nsa_kv_cache_prefill into them. -1 on a library error (err). */
 int lm_forward(lm_model *m, const uint8_t *tokens, const uint8_t *targets, int B, int T,
                nsa_kv_cache **caches, float *loss, char *err, size_t n);
+/* Packs the next forward/backward's batch (B, T) into documents: bound (B, T) host bytes, 1
+ * where the target y[b][t] is the first byte of a new document (lm_batch's bound). Each row
+ * starts a document; a document never spans rows; positions (RoPE) and attention restart per
+ * document, and a bound row has no loss. bound NULL: plain rows. The CPU backend only (the
+ * CUDA trainer does not pack yet). -1 with err. */
+int lm_model_set_docs(lm_model *m, const uint8_t *bound, int B, int T, char *err, size_t n);
 /* Gradients of the last forward's loss into m->grads (overwritten). -1 on error. */
 int lm_backward(lm_model *m, const uint8_t *tokens, char *err, size_t n);
 /* One decode token at position pos (= cache length) for batch row 0: logits (256). */
@@ -304,11 +320,13 @@ void lm_swiglu_backward(float *da, float *db, const float *dh, const float *a, c
 void lm_gates(float *g, const float *z, int64_t MH, int kind, float temp);
 void lm_gates_backward(float *dz, const float *dg, const float *g, int64_t MH, int kind,
                        float temp);
-/* Mean cross-entropy (nats) of logits (M, V) against targets; probs (M, V) = softmax. */
-float lm_cross_entropy(float *probs, const float *logits, const uint8_t *targets, int M, int V);
-/* dlogits (M, V) = (probs - onehot) / M. */
-void lm_cross_entropy_backward(float *dlogits, const float *probs, const uint8_t *targets, int M,
-                               int V);
+/* Mean cross-entropy (nats) of logits (M, V) against targets over the rows whose mask byte is
+ * set (mask NULL: all); probs (M, V) = softmax of every row. */
+float lm_cross_entropy(float *probs, const float *logits, const uint8_t *targets,
+                       const uint8_t *mask, int M, int V);
+/* dlogits (M, V) = (probs - onehot) / count on rows in the mask, 0 on the others. */
+void lm_cross_entropy_backward(float *dlogits, const float *probs, const uint8_t *targets,
+                               const uint8_t *mask, int M, int V);
 /* Learnable φ over raw (B, T, Hkv, D) → (B, Tc, Hkv, D): out = mean(block) + W2·silu(W1·u),
  * u = flatten(block + pe). Saves u (B·Tc·Hkv, l·D) and hpre (2, B·Tc·Hkv, D): the hidden
  * pre-activation, then its silu. */
@@ -339,7 +357,14 @@ typedef struct {
     size_t len;
     size_t train_len;   /* train = [0, train_len), val = [train_len, len) */
     uint64_t hash;      /* FNV-1a of the whole file: checkpoints record it */
+    uint8_t *starts;    /* (len) 1 where a document starts (lm_corpus_documents); NULL: none */
+    int64_t ndocs;
 } lm_corpus;
+/* Splits the corpus into documents (docs/varlen.md): spec "books" starts one at each line whose
+ * verse reference is chapter 1 verse 1 ("Ge1:1 ", "Exo1:1 ": the KJV's books); any other spec
+ * is a separator (\n, \t and \\ escapes) whose every occurrence starts a document. Byte 0
+ * always starts one. -1 with err (empty spec, out of memory). */
+int lm_corpus_documents(lm_corpus *c, const char *spec, char *err, size_t n);
 /* Reads path whole; the last 10% is validation. -1 with err (missing, empty, too short for
  * seq_len + 1 in either split). */
 int lm_corpus_load(lm_corpus *c, const char *path, int seq_len, char *err, size_t n);
@@ -347,17 +372,20 @@ void lm_corpus_free(lm_corpus *c);
 /* The built-in corpus: the installed copy beside the running program (<bin>/../share/nsa), then
  * the build tree's, then the configured install prefix's; NULL if none. Not thread-safe. */
 const char *lm_default_corpus(void);
-/* Batch of step (a pure function of seed and step): x, y (B, T) from the train split. */
+/* Batch of step (a pure function of seed and step): x, y (B, T) from the train split; bound
+ * (B, T) when not NULL: 1 where y[b][t] starts a document (lm_model_set_docs reads it; all 0
+ * without documents). */
 void lm_batch(const lm_corpus *c, uint64_t seed, int64_t step, int B, int T, uint8_t *x,
-              uint8_t *y);
-/* Validation batch k of a fixed evenly spaced set. */
-void lm_val_batch(const lm_corpus *c, int k, int nbatches, int B, int T, uint8_t *x, uint8_t *y);
+              uint8_t *y, uint8_t *bound);
+/* Validation batch k of a fixed evenly spaced set (bound as lm_batch's). */
+void lm_val_batch(const lm_corpus *c, int k, int nbatches, int B, int T, uint8_t *x, uint8_t *y,
+                  uint8_t *bound);
 
 /* A loader thread that prefetches the batches of steps step0, step0+1, ... */
 typedef struct lm_loader lm_loader;
 lm_loader *lm_loader_start(const lm_corpus *c, uint64_t seed, int64_t step0, int B, int T);
-/* Copies the next batch into x, y; returns the seconds the caller waited. */
-double lm_loader_next(lm_loader *L, uint8_t *x, uint8_t *y);
+/* Copies the next batch into x, y and (when not NULL) bound; returns the seconds waited. */
+double lm_loader_next(lm_loader *L, uint8_t *x, uint8_t *y, uint8_t *bound);
 void lm_loader_stop(lm_loader *L);
 
 /* ---- checkpoints (lm/ckpt.c): safetensors with params, "adam.m.*", "adam.v.*" and metadata */

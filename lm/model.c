@@ -345,5 +345,7 @@ void lm_model_destroy(lm_model *m) {
         if (m->rope_sin) m->be->release(m->rope_sin);
         free_act(m);
     }
+    free(m->doc_cu);
+    free(m->doc_mask);
     memset(m, 0, sizeof *m);
 }

@@ -55,6 +55,46 @@ static void att_layout(const lm_model *m, int N, int half, att_set *s) {
 #undef TAKE
 }
 
+/* Packed documents (lm_model_set_docs): the (B, T, ...) tensors ts[0..nt) of one call as one
+ * row (1, B·T, ...) — the same contiguous memory — for a call that reads the documents'
+ * offsets. */
+static void one_row(nsa_tensor *const *ts, int nt) {
+    for (int i = 0; i < nt; i++) {
+        if (!ts[i]->data) continue;
+        ts[i]->shape[1] *= ts[i]->shape[0];
+        ts[i]->shape[0] = 1;
+    }
+}
+
+/* The documents' offsets for a call over one row of B·T tokens. */
+static void docs_args(const lm_model *m, nsa_fwd_args *a) {
+    nsa_tensor *ts[17] = {&a->q,       &a->k_cmp,   &a->v_cmp,   &a->k_sel,   &a->v_sel,
+                          &a->k_win,   &a->v_win,   &a->gates,   &a->out,     &a->out_cmp,
+                          &a->out_sel, &a->out_win, &a->lse_cmp, &a->lse_sel, &a->lse_win,
+                          &a->sel_blocks, &a->sel_ranges};
+    one_row(ts, 17);
+    const int64_t shape[1] = {m->doc_n + 1};
+    a->cu_seqlens = nsa_tensor_make(m->doc_cu, NSA_DTYPE_I32, 1, shape);
+    a->max_seqlen = m->doc_max;
+}
+
+/* RoPE over x (B, T, H, D): at positions pos0 + t, or, with packed documents, at each
+ * document's own positions 0, 1, ... (inverse = 1: rotate back). */
+static void rope_rows(const lm_model *m, float *x, int B, int T, int H, int64_t pos0,
+                      int inverse) {
+    const int D = m->D;
+    if (!m->doc_n) {
+        m->be->rope(x, m->rope_cos, m->rope_sin, B, T, H, D, pos0, inverse);
+        return;
+    }
+    for (int i = 0; i < m->doc_n; i++) {
+        const int len = m->doc_cu[i + 1] - m->doc_cu[i];
+        if (len > 0)
+            m->be->rope(x + (int64_t)m->doc_cu[i] * H * D, m->rope_cos, m->rope_sin, 1, len, H,
+                        D, 0, inverse);
+    }
+}
+
 /* The library's view of layer A's attention inputs for (B, T); in a cast backend the inputs
  * are converted into att_mem here, and a->out points there (see att_out). layer >= 0: the
  * layer's selection ranges ride along (written by the training forward, reused by backward),
@@ -116,6 +156,7 @@ static void fwd_args(const lm_model *m, int layer, const lm_layer_act *A, int B,
             l[b]->device.kind = m->be->device;
         }
     }
+    if (m->doc_n) docs_args(m, a);
 }
 
 /* After the attention call: the output back into A->att (f32) when it was cast. */
@@ -174,7 +215,7 @@ static int qkv_ld(const lm_model *m) {
 static int qkv_fused(const lm_model *m, const lm_layer_w *W) {
     const int64_t C = m->cfg.dim, HD = (int64_t)m->cfg.n_head * m->D;
     const int64_t KD = (int64_t)m->cfg.n_kv_head * m->D;
-    if (!m->be->qkv_split) return 0;
+    if (!m->be->qkv_split || m->doc_n) return 0; /* its RoPE runs at pos0 + t */
     const float *p = W->wq + HD * C;
     for (int b = 0; b < 3; b++) {
         if (W->wk[b] != p || W->wv[b] != p + KD * C) return 0;
@@ -201,10 +242,10 @@ static int layer_forward(lm_model *m, int layer, int B, int T, int64_t pos0, pas
                     m->be->name);
     } else {
         m->be->matmul(A->q, A->ln1, W->wq, N, C, Hq * D, 0);
-        m->be->rope(A->q, m->rope_cos, m->rope_sin, B, T, Hq, D, pos0, 0);
+        rope_rows(m, A->q, B, T, Hq, pos0, 0);
         for (int b = 0; b < 3; b++) {
             m->be->matmul(A->k[b], A->ln1, W->wk[b], N, C, Hkv * D, 0);
-            m->be->rope(A->k[b], m->rope_cos, m->rope_sin, B, T, Hkv, D, pos0, 0);
+            rope_rows(m, A->k[b], B, T, Hkv, pos0, 0);
             m->be->matmul(A->v[b], A->ln1, W->wv[b], N, C, Hkv * D, 0);
         }
         m->be->matmul(A->z, A->ln1, W->wg, N, C, Hq * 3, 0);
@@ -286,6 +327,10 @@ static int run_forward(lm_model *m, const uint8_t *tokens, const uint8_t *target
                        int64_t pos0, pass_mode mode, nsa_kv_cache **caches, float *loss,
                        char *err, size_t n) {
     if (B < 1 || T < 1) return lm_fail(err, n, "forward: B=%d, T=%d, expected >= 1", B, T);
+    if (m->doc_n && (mode != PASS_TRAIN || m->doc_cu[m->doc_n] != B * T))
+        return lm_fail(err, n, "forward: packed documents of %d rows set for a %s of %d rows "
+                       "(lm_model_set_docs(m, NULL, ...) clears them)", m->doc_cu[m->doc_n],
+                       mode == PASS_TRAIN ? "forward" : "prefill or decode", B * T);
     if (lm_model_ensure_act(m, B, T, err, n) || lm_model_ensure_rope(m, pos0 + T, err, n))
         return -1;
     const lm_model_config *c = &m->cfg;
@@ -306,7 +351,8 @@ static int run_forward(lm_model *m, const uint8_t *tokens, const uint8_t *target
     for (int b = 0; b < 3; b++) m->gate_share[b] = sh[b] / cnt;
     m->be->rmsnorm(m->xf, m->rstdf, m->xL, m->w.lnf, N, C);
     m->be->matmul(m->logits, m->xf, m->w.head, N, C, LM_VOCAB, 0);
-    float ce = m->be->cross_entropy(m->probs, m->logits, targets, N, LM_VOCAB);
+    float ce = m->be->cross_entropy(m->probs, m->logits, targets, m->doc_n ? m->doc_mask : NULL,
+                                    N, LM_VOCAB);
     m->targets = targets;
     if (loss) *loss = ce;
     return m->be->sync(err, n);
@@ -359,7 +405,8 @@ int lm_backward(lm_model *m, const uint8_t *tokens, char *err, size_t n) {
     }
     m->be->zero(m->grads, m->nparams);
 
-    m->be->cross_entropy_backward(dlogits, m->probs, m->targets, N, LM_VOCAB);
+    m->be->cross_entropy_backward(dlogits, m->probs, m->targets, m->doc_n ? m->doc_mask : NULL,
+                                  N, LM_VOCAB);
     mmb_lo(m, dbuf, m->dw.head, dlogits, LM_VOCAB, m->xf, m->w.head, N, C, LM_VOCAB, 0);
     m->be->zero(dres, (size_t)N * C);
     m->be->rmsnorm_backward(dres, m->dw.lnf, dbuf, m->xL, m->w.lnf, m->rstdf, N, C);
@@ -406,6 +453,11 @@ int lm_backward(lm_model *m, const uint8_t *tokens, char *err, size_t n) {
             m->be->zero(dv[2], (size_t)N * Hkv * D);
         }
         ga.dgates = tens(m, gs.g, dt, B, T, Hq, 3);
+        if (m->doc_n) {
+            nsa_tensor *gt[9] = {&ga.dout,   &ga.dq,     &ga.dk_cmp, &ga.dv_cmp, &ga.dk_sel,
+                                 &ga.dv_sel, &ga.dk_win, &ga.dv_win, &ga.dgates};
+            one_row(gt, 9);
+        }
         nsa_status st = nsa_backward(m->ctx, &fa, &ga);
         if (st != NSA_OK) return lib_fail(m, l, "nsa_backward", st, err, n);
         if (att_cast(m)) {
@@ -442,10 +494,10 @@ int lm_backward(lm_model *m, const uint8_t *tokens, char *err, size_t n) {
             mmb_lo(m, dbuf, dW->wq, dqkv, qkv_ld(m), A->ln1, W->wq, N, C, qkv_cols(m), 0);
         } else {
             m->be->matmul_backward(dbuf, dW->wg, dz, A->ln1, W->wg, N, C, Hq * 3, 0);
-            m->be->rope(dq, m->rope_cos, m->rope_sin, B, T, Hq, D, 0, 1);
+            rope_rows(m, dq, B, T, Hq, 0, 1);
             m->be->matmul_backward(dbuf, dW->wq, dq, A->ln1, W->wq, N, C, Hq * D, 1);
             for (int b = 0; b < 3; b++) {
-                m->be->rope(dk[b], m->rope_cos, m->rope_sin, B, T, Hkv, D, 0, 1);
+                rope_rows(m, dk[b], B, T, Hkv, 0, 1);
                 m->be->matmul_backward(dbuf, dW->wk[b], dk[b], A->ln1, W->wk[b], N, C, Hkv * D,
                                        1);
                 m->be->matmul_backward(dbuf, dW->wv[b], dv[b], A->ln1, W->wv[b], N, C, Hkv * D,

@@ -146,12 +146,14 @@ static void progress_line(int tty, const progress *p) {
 
 /* Mean validation loss over the fixed validation batches. */
 static int evaluate(lm_model *m, const lm_corpus *cor, const lm_train_config *c, uint8_t *x,
-                    uint8_t *y, double *val, char *err, size_t n) {
+                    uint8_t *y, uint8_t *bound, double *val, char *err, size_t n) {
     double s = 0.0;
     for (int k = 0; k < c->eval_batches; k++) {
         float l;
-        lm_val_batch(cor, k, c->eval_batches, c->batch, c->seq_len, x, y);
-        if (lm_forward(m, x, y, c->batch, c->seq_len, NULL, &l, err, n)) return -1;
+        lm_val_batch(cor, k, c->eval_batches, c->batch, c->seq_len, x, y, bound);
+        if (lm_model_set_docs(m, cor->starts ? bound : NULL, c->batch, c->seq_len, err, n) ||
+            lm_forward(m, x, y, c->batch, c->seq_len, NULL, &l, err, n))
+            return -1;
         s += l;
     }
     *val = s / c->eval_batches;
@@ -176,7 +178,7 @@ int lm_train(const lm_train_config *c, const lm_train_opts *o) {
     float *mom = NULL, *vel = NULL;   /* moments in the backend's memory      */
     float *hmom = NULL, *hvel = NULL; /* host copies for checkpoints (GPU)    */
     const lm_backend *be = &lm_cpu_backend;
-    uint8_t *x = NULL, *y = NULL;
+    uint8_t *x = NULL, *y = NULL, *bound = NULL;
     lm_loader *L = NULL;
     beat b = {0};
     int rc = 1;
@@ -190,6 +192,7 @@ int lm_train(const lm_train_config *c, const lm_train_opts *o) {
         goto fail;
     }
     if (lm_corpus_load(&cor, data, c->seq_len, err, sizeof err)) goto fail;
+    if (c->documents[0] && lm_corpus_documents(&cor, c->documents, err, sizeof err)) goto fail;
     if (nsa_context_create(&ctx, err, sizeof err) != NSA_OK) goto fail;
     if (c->threads > 0) nsa_context_set_threads(ctx, c->threads);
     lm_blas_threads(c->threads);
@@ -204,7 +207,8 @@ int lm_train(const lm_train_config *c, const lm_train_opts *o) {
     hvel = on_host ? vel : calloc(m.nparams, sizeof(float));
     x = malloc((size_t)c->batch * c->seq_len);
     y = malloc((size_t)c->batch * c->seq_len);
-    if (!mom || !vel || !hmom || !hvel || !x || !y) {
+    bound = malloc((size_t)c->batch * c->seq_len);
+    if (!mom || !vel || !hmom || !hvel || !x || !y || !bound) {
         snprintf(err, sizeof err, "out of memory");
         goto fail;
     }
@@ -264,6 +268,8 @@ int lm_train(const lm_train_config *c, const lm_train_opts *o) {
     if (!on_host && lm_cuda_peak_flops(!strcmp(c->precision, "f32"), &peak)) peak = NAN;
     lm_json_num(&b.j, "flops_per_token", flops_tok);
     if (!on_host) lm_json_num(&b.j, "peak_flops", peak);
+    lm_json_str(&b.j, "documents", c->documents);
+    lm_json_int(&b.j, "docs", cor.ndocs);
     rec_end(&b);
     if (!o->quiet)
         fprintf(stderr, "nsa train: %zu parameters, %d layers, dim %d, corpus %s (%zu bytes), "
@@ -280,7 +286,7 @@ int lm_train(const lm_train_config *c, const lm_train_opts *o) {
     lm_ckpt_meta meta = {0, c->seed, cor.hash, ""};
     lm_model_config_str(&c->m, meta.config, sizeof meta.config);
     if (step0 == 0) { /* the starting point of the validation curve */
-        if (evaluate(&m, &cor, c, x, y, &last_val, err, sizeof err)) goto fail;
+        if (evaluate(&m, &cor, c, x, y, bound, &last_val, err, sizeof err)) goto fail;
         eval_record(&b, last_val, c);
     }
     if (!o->quiet) { /* a first line at once, not after log_every steps */
@@ -291,7 +297,10 @@ int lm_train(const lm_train_config *c, const lm_train_opts *o) {
     int64_t toks_int = 0;
     for (int64_t step = step0; step < c->steps; step++) {
         float loss;
-        fetch_int += lm_loader_next(L, x, y);
+        fetch_int += lm_loader_next(L, x, y, bound);
+        if (lm_model_set_docs(&m, cor.starts ? bound : NULL, c->batch, c->seq_len, err,
+                              sizeof err))
+            goto fail;
         if (lm_forward(&m, x, y, c->batch, c->seq_len, NULL, &loss, err, sizeof err)) goto fail;
         float norm = NAN;
         if (isfinite(loss)) {
@@ -358,7 +367,7 @@ int lm_train(const lm_train_config *c, const lm_train_opts *o) {
         const double t_aside = mono_s(); /* evals and checkpoints are not training time */
         if (done % c->eval_every == 0 || last) {
             double val;
-            if (evaluate(&m, &cor, c, x, y, &val, err, sizeof err)) goto fail;
+            if (evaluate(&m, &cor, c, x, y, bound, &val, err, sizeof err)) goto fail;
             eval_record(&b, val, c);
             last_val = val;
             if (!isfinite(val)) {
@@ -413,6 +422,7 @@ out:
     lm_json_free(&b.j);
     free(x);
     free(y);
+    free(bound);
     if (hmom != mom) free(hmom);
     if (hvel != vel) free(hvel);
     if (mom) be->release(mom);

@@ -132,21 +132,29 @@ static void cross_entropy_grad(void) {
     const int M = 3, V = 11;
     float *lg = rnd(M * V, 2), *pr = rnd(M * V, 0), *dl = rnd(M * V, 0);
     uint8_t t[3] = {1, 7, 10};
-    lm_cross_entropy(pr, lg, t, M, V);
-    lm_cross_entropy_backward(dl, pr, t, M, V);
-    for (int i = 0; i < M * V; i++) {
-        const float keep = lg[i], h = 1e-2f;
-        lg[i] = keep + h;
-        double lp = lm_cross_entropy(pr, lg, t, M, V);
-        lg[i] = keep - h;
-        double lm = lm_cross_entropy(pr, lg, t, M, V);
-        lg[i] = keep;
-        double fd = (lp - lm) / (2 * h);
-        CHECK(fabs(fd - dl[i]) < 1e-3, "dlogits[%d]: fd %g analytic %g", i, fd, dl[i]);
+    /* unmasked, then row 1 masked out (a document's last byte): no loss, no gradient there */
+    static const uint8_t mask1[3] = {1, 0, 1};
+    const uint8_t *masks[2] = {NULL, mask1};
+    for (int k = 0; k < 2; k++) {
+        const uint8_t *mk = masks[k];
+        lm_cross_entropy(pr, lg, t, mk, M, V);
+        lm_cross_entropy_backward(dl, pr, t, mk, M, V);
+        for (int i = 0; i < M * V; i++) {
+            const float keep = lg[i], h = 1e-2f;
+            lg[i] = keep + h;
+            double lp = lm_cross_entropy(pr, lg, t, mk, M, V);
+            lg[i] = keep - h;
+            double lm = lm_cross_entropy(pr, lg, t, mk, M, V);
+            lg[i] = keep;
+            double fd = (lp - lm) / (2 * h);
+            CHECK(fabs(fd - dl[i]) < 1e-3, "mask %d: dlogits[%d]: fd %g analytic %g", k, i, fd,
+                  dl[i]);
+            if (mk && !mk[i / V]) CHECK(dl[i] == 0.0f, "masked row %d has a gradient", i / V);
+        }
     }
     /* the loss of uniform logits is ln V */
     memset(lg, 0, sizeof(float) * M * V);
-    CHECK(fabs(lm_cross_entropy(pr, lg, t, M, V) - log((double)V)) < 1e-6);
+    CHECK(fabs(lm_cross_entropy(pr, lg, t, NULL, M, V) - log((double)V)) < 1e-6);
     free(lg), free(pr), free(dl);
 }
 

@@ -543,8 +543,8 @@ static void loader_order(void) {
     lm_loader *L = lm_loader_start(&cor, 42, 7, B, T);
     CHECK(L != NULL);
     for (int s = 7; s < 20; s++) {
-        double w = lm_loader_next(L, x, y);
-        lm_batch(&cor, 42, s, B, T, x2, y2);
+        double w = lm_loader_next(L, x, y, NULL);
+        lm_batch(&cor, 42, s, B, T, x2, y2, NULL);
         CHECK(w >= 0 && memcmp(x, x2, sizeof x) == 0 && memcmp(y, y2, sizeof y) == 0, "step %d", s);
         for (int b = 0; b < B; b++) {
             int found = 0;
@@ -555,11 +555,11 @@ static void loader_order(void) {
         }
     }
     lm_loader_stop(L);
-    lm_batch(&cor, 43, 7, B, T, x2, y2);
-    lm_batch(&cor, 42, 7, B, T, x, y);
+    lm_batch(&cor, 43, 7, B, T, x2, y2, NULL);
+    lm_batch(&cor, 42, 7, B, T, x, y, NULL);
     CHECK(memcmp(x, x2, sizeof x) != 0, "the seed does not change the batches");
     for (int k = 0; k < 4; k++) {
-        lm_val_batch(&cor, k, 4, B, T, x, y);
+        lm_val_batch(&cor, k, 4, B, T, x, y, NULL);
         for (int b = 0; b < B; b++) {
             int found = 0;
             for (size_t o = cor.train_len; o + T + 1 <= cor.len && !found; o++)

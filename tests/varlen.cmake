@@ -8,3 +8,7 @@ nsa_test(test_varlen_kv SOURCES test_varlen_kv.c test_decode_util.c
   CASES prefill_docs_then_decode prefill_docs_refused)
 nsa_test(test_varlen_route SOURCES test_varlen_route.c
   CASES cuda_varlen_is_reference cutoffs_use_longest strict_per_document)
+if(TARGET nsa_lm)
+  nsa_test(test_lm_docs SOURCES test_lm_docs.c LIBS nsa_lm
+    CASES packed_row_equals_docs kjv_books separator_documents)
+endif()
