@@ -115,6 +115,8 @@ int lm_config_set(lm_train_config *c, const char *key, const char *val, char *er
     }
     char *p = (char *)c + k->off, *end = NULL;
     errno = 0;
+    /* strto* would skip leading space: " 5" is not a number here (config lines come trimmed) */
+    if (k->type != K_STR && isspace((unsigned char)val[0])) goto bad;
     switch (k->type) {
     case K_INT: {
         long v = strtol(val, &end, 10);

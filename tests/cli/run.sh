@@ -76,6 +76,9 @@ bad_values)
   usage_error --flag route --flag NOEQUALS
   usage_error --dim train --dim 1x
   usage_error --lr train --lr nan
+  usage_error --dim train --dim " 5"
+  usage_error --steps train --steps 99999999999
+  usage_error --seed train --seed -1
   usage_error steps train --steps 0 --out run
   usage_error --data train --data . --out run
   usage_error --data train --data nosuch --out run ;;
