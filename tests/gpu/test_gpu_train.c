@@ -255,6 +255,11 @@ static void train_cuda(void) {
     double first = NAN, last = NAN;
     while (fgets(line, sizeof line, f)) {
         if (strstr(line, "\"gpu_mem_alloc\"") && strstr(line, "\"gpu_mem_reserved\"")) gpu_fields++;
+        if (strstr(line, "\"msg\":\"progress\"")) { /* MFU: a share of the device's peak */
+            const char *mfu = strstr(line, "\"mfu\":");
+            CHECK(mfu && atof(mfu + 6) > 0 && atof(mfu + 6) < 1,
+                  "a progress record without an mfu in (0, 1)");
+        }
         if (strstr(line, "\"reason\":\"done\"")) done = 1;
         const char *p = strstr(line, "\"val_loss\":");
         if (p) {
