@@ -226,6 +226,16 @@ typedef struct {
      * longer than max_seqlen) is NSA_ERR_SHAPE naming the field; nothing is written. */
     nsa_tensor cu_seqlens; /* (n_docs + 1) i32, on the tensors' device                     */
     int64_t max_seqlen;    /* ≥ the longest document; the router's length cutoffs use it   */
+
+    /* Caller-supplied selection (fla's block_indices); absent = selection computed. When
+     * present, scoring and top-n are skipped and these blocks are attended as given (forced
+     * blocks are then the caller's business); sel_blocks, if requested, echoes them. Per
+     * (b, t, g): block indices ascending without duplicates, each 0 <= j <= t/lp (causal: the
+     * block starts at or before t; its end is clipped to t+1 as usual), -1 padding only after
+     * the last block (all -1: the sel branch sees no key). A fault is NSA_ERR_INVALID_ARG
+     * naming the element. The backward uses them as the forward does. This build runs them on
+     * the CPU only (CUDA: NSA_ERR_UNSUPPORTED) and not with cu_seqlens. */
+    nsa_tensor block_indices; /* (B, T, Hkv, n) i32 input */
 } nsa_fwd_args;
 
 /* Compressed blocks of packed documents: Σ_i num_cmp(cu_seqlens[i+1] - cu_seqlens[i]) over a
@@ -384,6 +394,10 @@ typedef struct {
     nsa_tensor gates;                /* (B, 1, Hq, 3)   */
     nsa_tensor out;                  /* (B, 1, Hq, Dv)  */
     const uint8_t *active;           /* host array of B flags; NULL = every row             */
+    nsa_tensor sel_blocks;           /* optional output (B, 1, Hkv, n) i32: the blocks the step
+                                        selected, ascending, -1 padded (like nsa_fwd_args'
+                                        sel_blocks); rows not active are left untouched. CPU
+                                        caches only in this build (CUDA: NSA_ERR_UNSUPPORTED) */
 } nsa_decode_args;
 NSA_API nsa_status nsa_decode_step(nsa_context *ctx, nsa_kv_cache *cache, const nsa_decode_args *a);
 

@@ -230,7 +230,7 @@ double ut_loss(const prob *p, const double *q, const double *kc, const double *v
         for (int64_t t = 0; t < s.T; t++) {
             const int64_t row = b * s.T + t;
             nsa_ref_row_out r = {o,      o + 3 * Hq * Dv, o + 3 * Hq * Dv + 3 * Hq,
-                                 blocks + row * s.Hkv * n, ranges, nr, {0, 0, 0}};
+                                 blocks + row * s.Hkv * n, ranges, nr, {0, 0, 0}, NULL};
             nsa_ref_row(c, s.scale, t, q + row * Hq * s.Dk, gates + row * Hq * 3, kv, &w, &r);
             for (int64_t i = 0; i < (int64_t)Hq * Dv; i++) L += R[row * Hq * Dv + i] * r.out[i];
         }

@@ -56,7 +56,7 @@ def _fwd_fields():
         f.append((name, Tensor))
         if name == "v_cmp":
             f.append(("cmp_compressed", ctypes.c_int))
-    f += [("cu_seqlens", Tensor), ("max_seqlen", ctypes.c_int64)]
+    f += [("cu_seqlens", Tensor), ("max_seqlen", ctypes.c_int64), ("block_indices", Tensor)]
     return f
 
 
@@ -80,7 +80,7 @@ class PrefillExtra(ctypes.Structure):
 class DecodeArgs(ctypes.Structure):
     _fields_ = [("cfg", Config)] + [(n, Tensor) for n in (
         "q", "k_cmp", "v_cmp", "k_sel", "v_sel", "k_win", "v_win", "kc_new", "vc_new", "gates",
-        "out")] + [("active", ctypes.POINTER(ctypes.c_uint8))]
+        "out")] + [("active", ctypes.POINTER(ctypes.c_uint8)), ("sel_blocks", Tensor)]
 
 
 class Toolchain(ctypes.Structure):

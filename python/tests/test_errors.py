@@ -59,3 +59,11 @@ def test_error_leaves_the_next_call_working():
     with pytest.raises(nsa.NsaError):
         call(q, kv, gates[..., :2], cfg)
     assert torch.isfinite(call(q, kv, gates, cfg)).all()
+
+
+def test_block_indices_refused_by_element():
+    cfg, q, kv, gates = problem(B=1, T=20)
+    bi = torch.full((1, 20, 2, cfg.n), -1, dtype=torch.int32)
+    bi[0, 5, 1, 0] = 1  # block 1 starts at 8 > t = 5
+    with pytest.raises(nsa.NsaError, match=r"block_indices\[0, 5, 1, 0\] = 1 starts after"):
+        call(q, kv, gates, cfg, block_indices=bi)

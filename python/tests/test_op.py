@@ -126,3 +126,34 @@ def test_autocast_runs_in_the_autocast_dtype():
     want = call(q.bfloat16(), [(k.bfloat16(), v.bfloat16()) for k, v in kv], gates.bfloat16(),
                 cfg)
     torch.testing.assert_close(out, want, atol=0, rtol=0)
+
+
+def random_blocks(cfg, B, T, Hkv, seed):
+    """Valid caller blocks: per (b, t, g) a random subset of 0..t//lp, ascending, -1 padded."""
+    g = torch.Generator().manual_seed(seed)
+    bi = torch.full((B, T, Hkv, cfg.n), -1, dtype=torch.int32)
+    for b in range(B):
+        for t in range(T):
+            for h in range(Hkv):
+                cand = torch.randperm(t // cfg.lp + 1, generator=g)[:cfg.n]
+                k = int(torch.randint(0, len(cand) + 1, (1,), generator=g))
+                sel = sorted(cand[:k].tolist())
+                bi[b, t, h, :len(sel)] = torch.tensor(sel, dtype=torch.int32)
+    return bi
+
+
+def test_block_indices_given():
+    """Caller-supplied blocks (fla's block_indices) against the reference attending the same
+    blocks; gradients too (the blocks are constants)."""
+    cfg, q, kv, gates = problem(B=1, T=30, seed=31)
+    bi = random_blocks(cfg, 1, 30, 2, seed=3)
+    leaves = [x.clone().requires_grad_() for x in (q, *[t for p in kv for t in p], gates)]
+    kv_ = [(leaves[1 + 2 * i], leaves[2 + 2 * i]) for i in range(3)]
+    out, blocks = call(leaves[0], kv_, leaves[-1], cfg, block_indices=bi, return_blocks=True)
+    assert torch.equal(blocks, bi), "sel_blocks does not echo the caller's blocks"
+    t, (r_out, _, _) = ref_of(q, kv, gates, cfg, block_indices=bi)
+    torch.testing.assert_close(out.to(D64), r_out, atol=2e-6, rtol=2e-6)
+    out.sum().backward()
+    r_out.sum().backward()
+    for got, want in zip(leaves, t):
+        torch.testing.assert_close(got.grad.to(D64), want.grad, atol=1e-5, rtol=1e-5)

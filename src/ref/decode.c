@@ -121,12 +121,17 @@ static nsa_status step_row(nsa_context *ctx, nsa_kv_cache *c, const nsa_decode_a
                                              : nsa_load(&a->gates, nsa_off4(&a->gates, b, 0, h, x));
     }
     nsa_ref_row_out r = {s->o, s->o + 3 * Hq * Dv, s->o + 3 * Hq * Dv + 3 * Hq, s->blocks,
-                         s->ranges, s->nr, {0, 0, 0}};
+                         s->ranges, s->nr, {0, 0, 0}, NULL};
     nsa_ref_row(g, (double)nsa_config_scale(g), t, s->q, s->gates, kv, &s->w, &r);
     if (ctx->flags.strict_asserts) NSA_TRY(strict_ranges(ctx, g, b, t, &r));
     for (int h = 0; h < Hq; h++)
         for (int x = 0; x < Dv; x++)
             nsa_store(&a->out, nsa_off4(&a->out, b, 0, h, x), r.out[(int64_t)h * Dv + x]);
+    if (nsa_present(&a->sel_blocks))
+        for (int h = 0; h < g->Hkv; h++)
+            for (int k = 0; k < g->n; k++)
+                ((int32_t *)a->sel_blocks.data)[nsa_off4(&a->sel_blocks, b, 0, h, k)] =
+                    r.blocks[h * g->n + k];
 
     nsa_decode_reads *rd = &c->row[b].reads;
     rd->cmp = r.reads[NSA_BRANCH_CMP];
@@ -165,6 +170,11 @@ nsa_status nsa_decode_step(nsa_context *ctx, nsa_kv_cache *c, const nsa_decode_a
     }
     NSA_TRY(nsa_check_tensor(ctx, "gates", &a->gates, dt, dev, 4, gs));
     NSA_TRY(nsa_check_tensor(ctx, "out", &a->out, dt, dev, 4, os));
+    int64_t bs[4] = {B, 1, g->Hkv, g->n};
+    NSA_TRY(nsa_check_opt_tensor(ctx, "sel_blocks", &a->sel_blocks, NSA_DTYPE_I32, dev, 4, bs));
+    if (nsa_present(&a->sel_blocks) && dev == NSA_DEVICE_CUDA)
+        return nsa_fail(ctx, NSA_ERR_UNSUPPORTED, "sel_blocks: a decode step reports its blocks "
+                        "on CPU caches only in this build");
 
     int64_t t_max = -1;
     int emits = 0;

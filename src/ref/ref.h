@@ -65,9 +65,14 @@ nsa_tensor nsa_tensor_rows(const nsa_tensor *t, int64_t t0, int64_t len);
  * stride p_stride) are the group's compressed-attention probabilities, nc = num_cmp(t+1).
  * Writes blocks[0..n) (ascending, -1 padded) and ranges[0..2n) ([start, end) pairs, end
  * clipped to t+1, unused pairs [0, 0)); returns the number of ranges. score (at least
- * t/lp + 1 floats) and order (as many ints) are scratch. */
+ * t/lp + 1 floats) and order (as many ints) are scratch. given: NULL, or the caller's n blocks
+ * (block_indices, validated), which are used instead of scoring. */
 int nsa_ref_select(const nsa_config *c, int64_t t, const double *p, int G, int64_t p_stride,
-                   int64_t nc, int32_t *blocks, int64_t *ranges, float *score, int32_t *order);
+                   int64_t nc, const int32_t *given, int32_t *blocks, int64_t *ranges,
+                   float *score, int32_t *order);
+/* The caller's blocks of (b, t, group g) copied into buf[0..n), or NULL when a->block_indices
+ * is absent (selection computed). */
+const int32_t *nsa_ref_given(const nsa_fwd_args *a, int64_t b, int64_t t, int g, int32_t *buf);
 
 /* Softmax attention of one query q (Dk) over the keys at the listed ranges of K (row stride
  * ks) and V (row stride vs). Writes out (Dv) and, when p is not NULL, the probability of each
@@ -122,6 +127,7 @@ typedef struct {
     int64_t *ranges;
     int *nr;
     int64_t reads[3]; /* keys read per branch (set by nsa_ref_row): cmp, sel, win */
+    const int32_t *given; /* input: NULL, or (Hkv, n) caller-supplied blocks (block_indices) */
 } nsa_ref_row_out;
 
 /* The whole NSA of one query at position t, all heads: q (Hq, Dk), gates (Hq, 3); kv[3] the

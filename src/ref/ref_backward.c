@@ -27,7 +27,7 @@ typedef struct {
     double *o;       /* (3, G, Dv) branch outputs      */
     double *lse;     /* (3, G)                          */
     double *dO;      /* (Dv) gradient of one branch output */
-    int32_t *blocks; /* (n)                             */
+    int32_t *blocks; /* (2n): selected, then caller's  */
     int64_t *ranges; /* (n, 2)                          */
 } item_scratch;
 
@@ -109,8 +109,9 @@ static void backward_item(const nsa_fwd_args *a, const nsa_shape *s, const nsa_r
         if (nsa_present(&a->sel_ranges))
             nr[1] = read_ranges(&a->sel_ranges, c->n, b, t, hk, x->ranges);
         else
-            nr[1] = nsa_ref_select(c, t, x->w.p, G, nc, nc, x->blocks, x->ranges, x->w.score,
-                                   x->w.order);
+            nr[1] = nsa_ref_select(c, t, x->w.p, G, nc, nc,
+                                   nsa_ref_given(a, b, t, hk, x->blocks + c->n), x->blocks,
+                                   x->ranges, x->w.score, x->w.order);
         for (int br = 1; br < 3; br++)
             for (int u = 0; u < G; u++) {
                 const double *qh = in->q + (row * Hq + hk * G + u) * Dk;
@@ -174,7 +175,7 @@ static int scratch_init(item_scratch *x, const nsa_config *c, const nsa_shape *s
     memset(x, 0, sizeof *x);
     if (nsa_ref_scratch_init(&x->w, c, s->T - 1) != NSA_OK) return 0;
     x->o = nsa_malloc(sizeof(double) * (size_t)(3 * s->G * s->Dv + 3 * s->G + s->Dv));
-    x->blocks = nsa_malloc(sizeof(int32_t) * (size_t)c->n);
+    x->blocks = nsa_malloc(sizeof(int32_t) * (size_t)(2 * c->n));
     x->ranges = nsa_malloc(sizeof(int64_t) * (size_t)(2 * c->n));
     if (!x->o || !x->blocks || !x->ranges) {
         scratch_free(x);

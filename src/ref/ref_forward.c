@@ -60,7 +60,8 @@ nsa_status nsa_ref_forward(nsa_context *ctx, const nsa_fwd_args *a, const nsa_sh
         nsa_ref_scratch w;
         const int Hq = s->Hq, Dv = s->Dv;
         double *o = nsa_malloc(sizeof(double) * (size_t)(3 * Hq * Dv + 3 * Hq + Hq * Dv));
-        int32_t *blocks = nsa_malloc(sizeof(int32_t) * (size_t)(s->Hkv * c->n));
+        /* blocks: (Hkv, n) selected, then (Hkv, n) for the caller's block_indices */
+        int32_t *blocks = nsa_malloc(sizeof(int32_t) * (size_t)(2 * s->Hkv * c->n));
         int64_t *ranges = nsa_malloc(sizeof(int64_t) * (size_t)(s->Hkv * c->n * 2));
         int *nr = nsa_malloc(sizeof(int) * (size_t)s->Hkv);
         int ok = o && blocks && ranges && nr && nsa_ref_scratch_init(&w, c, s->T - 1) == NSA_OK;
@@ -75,7 +76,12 @@ nsa_status nsa_ref_forward(nsa_context *ctx, const nsa_fwd_args *a, const nsa_sh
             nsa_ref_kv kv[3];
             nsa_ref_kv_of(&in, s, b, kv);
             nsa_ref_row_out r = {o, o + 3 * Hq * Dv, o + 3 * Hq * Dv + 3 * Hq, blocks, ranges, nr,
-                                 {0, 0, 0}};
+                                 {0, 0, 0}, NULL};
+            if (nsa_present(&a->block_indices)) {
+                int32_t *given = blocks + s->Hkv * c->n;
+                for (int g = 0; g < s->Hkv; g++) nsa_ref_given(a, b, t, g, given + g * c->n);
+                r.given = given;
+            }
             nsa_ref_row(c, s->scale, t, in.q + row * Hq * s->Dk, in.gates + row * Hq * 3, kv, &w,
                         &r);
             store_row(a, s, b, t, &r);

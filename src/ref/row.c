@@ -65,7 +65,8 @@ void nsa_ref_row(const nsa_config *c, double scale, int64_t t, const double *q,
     for (int g = 0; g < Hkv; g++) {
         int32_t *blocks = r->blocks + (int64_t)g * c->n;
         int64_t *ranges = r->ranges + (int64_t)g * c->n * 2;
-        int nr = nsa_ref_select(c, t, w->p + (int64_t)g * G * nc, G, nc, nc, blocks, ranges,
+        int nr = nsa_ref_select(c, t, w->p + (int64_t)g * G * nc, G, nc, nc,
+                                r->given ? r->given + (int64_t)g * c->n : NULL, blocks, ranges,
                                 w->score, w->order);
         r->nr[g] = nr;
         r->reads[NSA_BRANCH_SEL] += nsa_ref_range_len(ranges, nr);

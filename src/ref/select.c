@@ -17,8 +17,36 @@ int64_t nsa_ref_range_len(const int64_t *ranges, int nr) {
     return n;
 }
 
+/* 6: merge the nsel ascending blocks into ranges of adjacent blocks, ends clipped to t+1;
+ * unused pairs [0, 0). */
+static int merge_ranges(const nsa_config *c, int64_t t, const int32_t *blocks, int nsel,
+                        int64_t *ranges) {
+    int nr = 0;
+    for (int a = 0; a < nsel; nr++)
+        a = nsa_ix_run(blocks, nsel, a, c->lp, t, &ranges[2 * nr], &ranges[2 * nr + 1]);
+    for (int r = nr; r < c->n; r++) ranges[2 * r] = ranges[2 * r + 1] = 0;
+    return nr;
+}
+
+const int32_t *nsa_ref_given(const nsa_fwd_args *a, int64_t b, int64_t t, int g, int32_t *buf) {
+    const nsa_tensor *gt = &a->block_indices;
+    if (!nsa_present(gt)) return NULL;
+    for (int k = 0; k < a->cfg.n; k++)
+        buf[k] = ((const int32_t *)gt->data)[nsa_off4(gt, b, t, g, k)];
+    return buf;
+}
+
 int nsa_ref_select(const nsa_config *c, int64_t t, const double *p, int G, int64_t p_stride,
-                   int64_t nc, int32_t *blocks, int64_t *ranges, float *score, int32_t *order) {
+                   int64_t nc, const int32_t *given, int32_t *blocks, int64_t *ranges,
+                   float *score, int32_t *order) {
+    if (given) { /* the caller's blocks, validated by nsa_args_check_fwd: only merge them */
+        int nsel = 0;
+        for (int k = 0; k < c->n; k++) {
+            blocks[k] = given[k];
+            nsel += given[k] >= 0;
+        }
+        return merge_ranges(c, t, blocks, nsel, ranges);
+    }
     const int64_t cur = t / c->lp;                         /* block holding t (maybe partial) */
     const int64_t ncomplete = nsa_ix_ncomplete(c->lp, t); /* candidates are j < ncomplete    */
 
@@ -48,13 +76,7 @@ int nsa_ref_select(const nsa_config *c, int64_t t, const double *p, int G, int64
     int nsel = nf + k;
     nsa_ix_sort_blocks(blocks, nsel);
     for (int a = nsel; a < c->n; a++) blocks[a] = -1;
-
-    /* 6: merge adjacent blocks into ranges, clip ends to t+1. */
-    int nr = 0;
-    for (int a = 0; a < nsel; nr++)
-        a = nsa_ix_run(blocks, nsel, a, c->lp, t, &ranges[2 * nr], &ranges[2 * nr + 1]);
-    for (int r = nr; r < c->n; r++) ranges[2 * r] = ranges[2 * r + 1] = 0;
-    return nr;
+    return merge_ranges(c, t, blocks, nsel, ranges);
 }
 
 double nsa_ref_attend(const double *q, const double *K, int64_t ks, const double *V, int64_t vs,

@@ -69,7 +69,7 @@ typedef struct {
     nsa_ref_scratch sc;
     double *o;       /* (Hq, Dv) discarded outputs (selection recomputes cmp)   */
     double *lse;     /* (Hq) discarded log-sum-exps                             */
-    int32_t *blocks; /* (n)                                                     */
+    int32_t *blocks; /* (2n): selected, then the caller's block_indices row    */
     int64_t *ranges; /* (n, 2)                                                  */
 } thread_scratch;
 
@@ -86,7 +86,7 @@ static nsa_status for_rows(nsa_context *ctx, nsa_fwd_work *w, nsa_branch br, row
         thread_scratch ts;
         ts.o = nsa_malloc(sizeof(double) * (size_t)s->Hq * (size_t)s->Dv);
         ts.lse = nsa_malloc(sizeof(double) * (size_t)s->Hq);
-        ts.blocks = nsa_malloc(sizeof(int32_t) * n);
+        ts.blocks = nsa_malloc(sizeof(int32_t) * 2 * n);
         ts.ranges = nsa_malloc(sizeof(int64_t) * 2 * n);
         int ok = ts.o && ts.lse && ts.blocks && ts.ranges &&
                  nsa_ref_scratch_init(&ts.sc, &w->a->cfg, s->T - 1) == NSA_OK;
@@ -210,7 +210,9 @@ static void select_row(const nsa_fwd_work *w, nsa_branch br, int64_t row, thread
     const int64_t t = row % s->T, nc = nsa_num_cmp(c, t + 1);
     cmp_row(w, row, &ts->sc, ts->o, ts->lse); /* only the probabilities are used */
     for (int g = 0; g < s->Hkv; g++) {
-        int nr = nsa_ref_select(c, t, ts->sc.p + (int64_t)g * s->G * nc, s->G, nc, nc, ts->blocks,
+        int32_t *given = ts->blocks + c->n; /* thread_scratch.blocks holds 2n */
+        int nr = nsa_ref_select(c, t, ts->sc.p + (int64_t)g * s->G * nc, s->G, nc, nc,
+                                nsa_ref_given(w->a, row / s->T, t, g, given), ts->blocks,
                                 ts->ranges, ts->sc.score, ts->sc.order);
         int32_t *ob = w->blocks + (row * s->Hkv + g) * c->n;
         int32_t *orr = w->ranges + ((row * s->Hkv + g) * c->n) * 2;
