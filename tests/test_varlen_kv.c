@@ -130,7 +130,78 @@ static void prefill_docs_refused(void) {
     nsa_context_destroy(ctx);
 }
 
+/* Tokens [t0, t0 + len) of t (dim 1): the test's own view, independent of the library's. */
+static nsa_tensor rows(nsa_tensor t, int64_t t0, int64_t len) {
+    t.data = (char *)t.data + t0 * t.stride[1] * (int64_t)nsa_dtype_size(t.dtype);
+    t.shape[1] = len;
+    return t;
+}
+
+/* A packed prefill leaves every byte of the cache as one prefill per document does (b0 = i),
+ * with φ = avg and with caller-compressed tokens (cmp_external: k_cmp packed per document). */
+static void prefill_docs_state(void) {
+    enum { N = 4 };
+    static const int L[N] = {5, 0, 12, 19};
+    static const int32_t cu[N + 1] = {0, 5, 5, 17, 36};
+    nsa_context *ctx = NULL;
+    CHECK(nsa_context_create(&ctx, NULL, 0) == NSA_OK);
+    nsa_context_set_flag(ctx, "NSA_FORCE_PARITY", "1");
+    for (int ext = 0; ext < 2; ext++) {
+        seq s;
+        CHECK(seq_new(ctx, &s, dec_cfg(), NSA_DTYPE_BF16, 1, 36), "%s", nsa_context_message(ctx));
+        const nsa_config *c = &s.c;
+        int64_t cc[N + 1];
+        const int64_t Tc = nsa_num_cmp_docs(c, cu, N, cc);
+        tbuf kcp = tb_new4(s.dt, 1, Tc, c->Hkv, c->Dk, 1.0);
+        tbuf vcp = tb_new4(s.dt, 1, Tc, c->Hkv, c->Dv, 1.0);
+        tbuf out = tb_new4(s.dt, 1, 36, c->Hq, c->Dv, 0.0);
+        int64_t cs[1] = {N + 1};
+        tbuf cut = tb_new(NSA_DTYPE_I32, 1, cs, 0.0);
+        memcpy(cut.base, cu, sizeof cu);
+        nsa_fwd_args a = seq_fwd(&s, 36, &out.t);
+        nsa_prefill_extra ex;
+        memset(&ex, 0, sizeof ex);
+        if (ext) {
+            a.cmp_compressed = 1;
+            a.k_cmp = kcp.t, a.v_cmp = vcp.t;
+            ex.raw_k_cmp = s.kc.t, ex.raw_v_cmp = s.vc.t;
+        }
+        nsa_kv_cache *A = dec_cache(ctx, &s, N, 36, ext), *Bc = dec_cache(ctx, &s, N, 36, ext);
+        CHECK(A && Bc);
+        nsa_fwd_args pa = a;
+        pa.cu_seqlens = cut.t;
+        pa.max_seqlen = 19;
+        CHECK_OK(ctx, nsa_kv_cache_prefill(ctx, A, &pa, &ex));
+        for (int i = 0; i < N; i++) {
+            if (L[i] == 0) continue; /* an empty document leaves its row empty */
+            nsa_fwd_args d = a;
+            nsa_tensor *ts[9] = {&d.q, &d.k_sel, &d.v_sel, &d.k_win, &d.v_win, &d.gates, &d.out,
+                                 &d.k_cmp, &d.v_cmp};
+            for (int k = 0; k < 9; k++)
+                *ts[k] = k >= 7 && ext ? rows(*ts[k], cc[i], cc[i + 1] - cc[i])
+                                       : rows(*ts[k], cu[i], L[i]);
+            nsa_prefill_extra de = {i, {0}, {0}};
+            if (ext) {
+                de.raw_k_cmp = rows(s.kc.t, cu[i], L[i]);
+                de.raw_v_cmp = rows(s.vc.t, cu[i], L[i]);
+            }
+            CHECK_OK(ctx, nsa_kv_cache_prefill(ctx, Bc, &d, &de));
+        }
+        size_t na, nb;
+        unsigned char *sa = kv_snapshot(A, &na), *sb = kv_snapshot(Bc, &nb);
+        CHECK(na == nb && !memcmp(sa, sb, na), "cmp_external=%d: the packed prefill's cache "
+              "differs from the per-document prefills'", ext);
+        free(sa), free(sb);
+        nsa_kv_cache_destroy(A);
+        nsa_kv_cache_destroy(Bc);
+        tb_free(&cut), tb_free(&out), tb_free(&kcp), tb_free(&vcp);
+        seq_free(&s);
+    }
+    nsa_context_destroy(ctx);
+}
+
 static const nsa_case cases[] = {
+    {"prefill_docs_state", prefill_docs_state},
     {"prefill_docs_then_decode", prefill_docs_then_decode},
     {"prefill_docs_refused", prefill_docs_refused},
 };
