@@ -13,8 +13,7 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 
 gpu=0
-case "$(nvidia-smi -L 2>/dev/null || true)" in GPU*) gpu=1 ;; esac
-[ -e /dev/nvidia0 ] && gpu=1
+bash scripts/has_gpu.sh && gpu=1
 cuda=${NSA_CUDA:-$([ "$gpu" = 1 ] && echo AUTO || echo OFF)}
 conf=(-DCMAKE_BUILD_TYPE=Release -DNSA_CUDA="$cuda")
 archs=${NSA_CUDA_ARCHS:-}
