@@ -31,8 +31,9 @@ class Config:
     w: int = 512
     scale: float = 0.0
 
-    def ints(self):
-        return [self.l, self.d, self.lp, self.n, self.n_init, self.n_local, self.w]
+    def ints(self, max_seqlen=0):
+        """The op's int arguments: the config, then max_seqlen (varlen; 0 otherwise)."""
+        return [self.l, self.d, self.lp, self.n, self.n_init, self.n_local, self.w, max_seqlen]
 
 
 def num_cmp(cfg, T):
@@ -68,7 +69,7 @@ class _Bound:
         self.args = a = L.FwdArgs()
         q = named["q"]
         c = a.cfg
-        c.l, c.d, c.lp, c.n, c.n_init, c.n_local, c.w = cfg_ints
+        c.l, c.d, c.lp, c.n, c.n_init, c.n_local, c.w, a.max_seqlen = cfg_ints
         c.scale = scale
         c.Hq, c.Dk = q.shape[2], q.shape[3]
         c.Hkv, c.Dv = named["k_sel"].shape[2], named["v_sel"].shape[3]
@@ -92,7 +93,7 @@ def _branch_names(nk, prefix):
             3: (f"{prefix}_cmp", f"{prefix}_sel", f"{prefix}_win")}[nk]
 
 
-def _named_inputs(q, ks, vs, gates, block_indices):
+def _named_inputs(q, ks, vs, gates, block_indices, cu_seqlens):
     """Field name -> tensor for the inputs; one shared k/v fills all three branches."""
     named = {"q": q}
     if len(ks) != len(vs) or len(ks) not in (1, 2, 3):
@@ -107,6 +108,8 @@ def _named_inputs(q, ks, vs, gates, block_indices):
     named["gates"] = gates
     if block_indices is not None:
         named["block_indices"] = block_indices
+    if cu_seqlens is not None:
+        named["cu_seqlens"] = cu_seqlens
     return named
 
 
@@ -158,10 +161,11 @@ def _out_shapes(q, ks, vs, cfg_ints):
 
 @torch.library.custom_op("nsa::forward", mutates_args=())
 def _forward(q: torch.Tensor, ks: List[torch.Tensor], vs: List[torch.Tensor],
-             gates: torch.Tensor, block_indices: Optional[torch.Tensor], cfg: List[int],
-             scale: float, cmp_compressed: bool, want_lse: bool,
+             gates: torch.Tensor, block_indices: Optional[torch.Tensor],
+             cu_seqlens: Optional[torch.Tensor], cfg: List[int], scale: float,
+             cmp_compressed: bool, want_lse: bool,
              want_blocks: bool) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    named = _named_inputs(q, ks, vs, gates, block_indices)
+    named = _named_inputs(q, ks, vs, gates, block_indices, cu_seqlens)
     dev = _check_devices(named)
     os_, ls, bs = _out_shapes(q, ks, vs, cfg)
     out = q.new_empty(os_)
@@ -181,8 +185,8 @@ def _forward(q: torch.Tensor, ks: List[torch.Tensor], vs: List[torch.Tensor],
 
 
 @_forward.register_fake
-def _forward_fake(q, ks, vs, gates, block_indices, cfg, scale, cmp_compressed, want_lse,
-                  want_blocks):
+def _forward_fake(q, ks, vs, gates, block_indices, cu_seqlens, cfg, scale, cmp_compressed,
+                  want_lse, want_blocks):
     os_, ls, bs = _out_shapes(q, ks, vs, cfg)
     return (q.new_empty(os_),
             q.new_empty(ls if want_lse else (0,), dtype=torch.float32),
@@ -216,9 +220,9 @@ def _grad_like(t, want):
 @torch.library.custom_op("nsa::backward", mutates_args=())
 def _backward(dout: torch.Tensor, q: torch.Tensor, ks: List[torch.Tensor],
               vs: List[torch.Tensor], gates: torch.Tensor, block_indices: Optional[torch.Tensor],
-              cfg: List[int], scale: float, cmp_compressed: bool,
-              need: List[bool]) -> List[torch.Tensor]:
-    named = _named_inputs(q, ks, vs, gates, block_indices)
+              cu_seqlens: Optional[torch.Tensor], cfg: List[int], scale: float,
+              cmp_compressed: bool, need: List[bool]) -> List[torch.Tensor]:
+    named = _named_inputs(q, ks, vs, gates, block_indices, cu_seqlens)
     dev = _check_devices(named)
     nk = len(ks)
     dq = _grad_like(q, need[0])
@@ -247,16 +251,18 @@ def _backward(dout: torch.Tensor, q: torch.Tensor, ks: List[torch.Tensor],
 
 
 @_backward.register_fake
-def _backward_fake(dout, q, ks, vs, gates, block_indices, cfg, scale, cmp_compressed, need):
+def _backward_fake(dout, q, ks, vs, gates, block_indices, cu_seqlens, cfg, scale, cmp_compressed,
+                   need):
     return ([_grad_like(q, need[0])] + [_grad_like(k, need[1]) for k in ks] +
             [_grad_like(v, need[2]) for v in vs] + [_grad_like(gates, need[3])])
 
 
 def _setup_context(ctx, inputs, output):
-    q, ks, vs, gates, block_indices, cfg, scale, cmp_compressed, _, _ = inputs
+    q, ks, vs, gates, block_indices, cu_seqlens, cfg, scale, cmp_compressed, _, _ = inputs
     ctx.nk = len(ks)
     ctx.has_bi = block_indices is not None
-    extra = [block_indices] if ctx.has_bi else []
+    ctx.has_cu = cu_seqlens is not None
+    extra = ([block_indices] if ctx.has_bi else []) + ([cu_seqlens] if ctx.has_cu else [])
     ctx.save_for_backward(q, gates, *ks, *vs, *extra)
     ctx.cfg, ctx.scale, ctx.cmp_compressed = cfg, scale, cmp_compressed
     ctx.mark_non_differentiable(output[1], output[2])
@@ -268,14 +274,15 @@ def _autograd(ctx, dout, dlse, dblocks):
     q, gates = saved[0], saved[1]
     ks, vs = list(saved[2:2 + nk]), list(saved[2 + nk:2 + 2 * nk])
     bi = saved[2 + 2 * nk] if ctx.has_bi else None
+    cu = saved[2 + 2 * nk + ctx.has_bi] if ctx.has_cu else None
     nig = ctx.needs_input_grad
     need = [bool(nig[0]), bool(nig[1]), bool(nig[2]), bool(nig[3])]
     if not any(need):
-        return None, None, None, None, None, None, None, None, None, None
-    g = _backward(dout, q, ks, vs, gates, bi, ctx.cfg, ctx.scale, ctx.cmp_compressed, need)
+        return (None,) * 11
+    g = _backward(dout, q, ks, vs, gates, bi, cu, ctx.cfg, ctx.scale, ctx.cmp_compressed, need)
     dq, dks, dvs, dg = g[0], g[1:1 + nk], g[1 + nk:1 + 2 * nk], g[1 + 2 * nk]
     return (dq if need[0] else None, dks if need[1] else None, dvs if need[2] else None,
-            dg if need[3] else None, None, None, None, None, None, None)
+            dg if need[3] else None, None, None, None, None, None, None, None)
 
 
 _forward.register_autograd(_autograd, setup_context=_setup_context)
@@ -291,7 +298,8 @@ def _autocast(tensors, device_type):
 
 
 def attention(q, k, v, gates, config=None, *, k_sel=None, v_sel=None, k_win=None, v_win=None,
-              cmp_compressed=False, block_indices=None, return_lse=False, return_blocks=False):
+              cmp_compressed=False, block_indices=None, cu_seqlens=None, max_seqlen=None,
+              return_lse=False, return_blocks=False):
     """Native Sparse Attention (docs/design.md §1) through libnsa, with autograd.
 
     q: (B, T, Hq, Dk). k, v: (B, T, Hkv, Dk/Dv) — the keys/values of every branch when k_sel,
@@ -301,7 +309,9 @@ def attention(q, k, v, gates, config=None, *, k_sel=None, v_sel=None, k_win=None
     config.w == 0). gates: (B, T, Hq, 3) in the order cmp, sel, win, used as given.
     config: nsa.Config (paper defaults when None). block_indices: optional (B, T, Hkv, n) int32
     selected blocks to use instead of the computed selection (ascending, -1 padding at the end,
-    causal: block j needs j·lp <= t); they are constants for the backward.
+    causal: block j needs j·lp <= t); they are constants for the backward. cu_seqlens: optional
+    (n_docs + 1,) int32 offsets of documents packed in one row (B = 1; docs/varlen.md), each its
+    own causal NSA sequence; max_seqlen (the longest document) is computed when not given.
 
     Returns out (B, T, Hq, Dv), and when asked (in this order): lse (B, T, Hq, 3) float32,
     natural log, per branch (-inf where a branch sees no key; not differentiable), blocks
@@ -328,7 +338,13 @@ def attention(q, k, v, gates, config=None, *, k_sel=None, v_sel=None, k_win=None
     ks, vs = flat[2:2 + nk], flat[2 + nk:]
     if gates.dtype != q.dtype:
         gates = gates.to(q.dtype)
-    out, lse, blocks = _forward(q, ks, vs, gates, block_indices, cfg.ints(), float(cfg.scale),
+    if cu_seqlens is not None:
+        if cu_seqlens.dtype != torch.int32:
+            cu_seqlens = cu_seqlens.to(torch.int32)
+        if max_seqlen is None:  # a host sync on CUDA: pass max_seqlen to avoid it
+            max_seqlen = int((cu_seqlens[1:] - cu_seqlens[:-1]).max()) if cu_seqlens.numel() > 1 else 0
+    out, lse, blocks = _forward(q, ks, vs, gates, block_indices, cu_seqlens,
+                                cfg.ints(int(max_seqlen or 0)), float(cfg.scale),
                                 bool(cmp_compressed), bool(return_lse), bool(return_blocks))
     res = (out,) + ((lse,) if return_lse else ()) + ((blocks,) if return_blocks else ())
     return res[0] if len(res) == 1 else res

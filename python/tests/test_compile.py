@@ -41,7 +41,8 @@ def test_opcheck():
     """torch.library.opcheck: schema, fake kernel and autograd registration agree."""
     cfg, q, kv, gates = problem(B=1, T=16, per_branch=False, seed=29)
     q.requires_grad_()
-    args = (q, [kv[0][0]], [kv[0][1]], gates, None, cfg.ints(), 0.0, False, True, True)
+    args = (q, [kv[0][0]], [kv[0][1]], gates, None, None, cfg.ints(), 0.0, False, True,
+            True)
     torch.library.opcheck(nsa._op._forward, args,
                           test_utils=("test_schema", "test_faketensor",
                                       "test_autograd_registration", "test_aot_dispatch_dynamic"))

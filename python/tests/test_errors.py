@@ -51,7 +51,8 @@ def test_meta_device_is_refused_by_name():
     cfg, q, kv, gates = problem()
     with pytest.raises(ValueError, match=r"nsa: q: device meta not supported"):
         nsa._op._forward._init_fn(q.to("meta"), [kv[0][0].to("meta")], [kv[0][1].to("meta")],
-                                  gates.to("meta"), None, cfg.ints(), 0.0, False, False, False)
+                                  gates.to("meta"), None, None, cfg.ints(), 0.0, False, False,
+                                  False)
 
 
 def test_error_leaves_the_next_call_working():

@@ -157,3 +157,15 @@ def test_block_indices_given():
     r_out.sum().backward()
     for got, want in zip(leaves, t):
         torch.testing.assert_close(got.grad.to(D64), want.grad, atol=1e-5, rtol=1e-5)
+
+
+def test_cu_seqlens_equals_documents_alone():
+    """Packed documents (varlen): each document's rows equal the document passed alone."""
+    cfg, q, kv, gates = problem(B=1, T=37, seed=41)
+    cu = torch.tensor([0, 9, 9, 30, 37], dtype=torch.int32)
+    out = call(q, kv, gates, cfg, cu_seqlens=cu)
+    for a, b in zip(cu[:-1].tolist(), cu[1:].tolist()):
+        if a == b:
+            continue
+        part = call(q[:, a:b], [(k[:, a:b], v[:, a:b]) for k, v in kv], gates[:, a:b], cfg)
+        torch.testing.assert_close(out[:, a:b], part, atol=0, rtol=0)
