@@ -234,7 +234,8 @@ typedef struct {
      * block starts at or before t; its end is clipped to t+1 as usual), -1 padding only after
      * the last block (all -1: the sel branch sees no key). A fault is NSA_ERR_INVALID_ARG
      * naming the element. The backward uses them as the forward does. This build runs them on
-     * the CPU only (CUDA: NSA_ERR_UNSUPPORTED) and not with cu_seqlens. */
+     * the CPU only (CUDA: NSA_ERR_UNSUPPORTED). With cu_seqlens, (1, T, Hkv, n) and t, j count
+     * from the document's first token, like sel_blocks. */
     nsa_tensor block_indices; /* (B, T, Hkv, n) i32 input */
 } nsa_fwd_args;
 

@@ -274,7 +274,46 @@ static void bad_cu_seqlens(void) {
     nsa_context_destroy(ctx);
 }
 
+/* Caller-supplied blocks with packed documents: the blocks a packed forward selected
+ * (document-relative) given back as block_indices reproduce it bit for bit, forward and
+ * backward; a block past a document's own position is refused. */
+static void given_blocks_docs(void) {
+    nsa_context *ctx = new_ctx();
+    CHECK(ctx);
+    packed k;
+    packed_init(&k, vcfg(), NSA_DTYPE_F32, lens_mix, NMIX, P_EXTRAS);
+    CHECK_OK(ctx, nsa_forward(ctx, &k.p.a));
+    tbuf out0 = tb_new4(NSA_DTYPE_F32, 1, k.off[NMIX], k.p.c.Hq, k.p.c.Dv, 0.0);
+    memcpy(out0.base, k.p.out.base, k.p.out.bytes);
+    tbuf given = tb_new4(NSA_DTYPE_I32, 1, k.off[NMIX], k.p.c.Hkv, k.p.c.n, 0.0);
+    memcpy(given.base, k.p.blocks.base, k.p.blocks.bytes);
+    nsa_fwd_args a = k.p.a;
+    a.block_indices = given.t;
+    memset(k.p.out.base, 0x7f, k.p.out.bytes);
+    CHECK_OK(ctx, nsa_forward(ctx, &a));
+    CHECK(!memcmp(out0.base, k.p.out.base, k.p.out.bytes), "out differs with the blocks given");
+    pgrad g0, g1;
+    pgrad_init(&g0, &k.p);
+    pgrad_init(&g1, &k.p);
+    memcpy(g1.dout.base, g0.dout.base, g0.dout.bytes);
+    CHECK_OK(ctx, nsa_backward(ctx, &k.p.a, &g0.g));
+    CHECK_OK(ctx, nsa_backward(ctx, &a, &g1.g));
+    for (int j = 0; j < 8; j++)
+        CHECK(!memcmp(g0.d[j].base, g1.d[j].base, g0.d[j].bytes), "%s differs", pgrad_names[j]);
+    /* the first query of document 6 (tokens [17, 38)) may only see its own block 0; block 1
+     * would be causal at the row's position 17 (17/lp = 2), not at the document's 0 */
+    ((int32_t *)given.base)[(int64_t)17 * k.p.c.Hkv * k.p.c.n] = 1;
+    nsa_status st = nsa_forward(ctx, &a);
+    CHECK(st == NSA_ERR_INVALID_ARG && strstr(nsa_context_message(ctx), "block_indices"),
+          "%s: %s", nsa_status_name(st), nsa_context_message(ctx));
+    pgrad_free(&g0), pgrad_free(&g1);
+    tb_free(&given), tb_free(&out0);
+    packed_free(&k);
+    nsa_context_destroy(ctx);
+}
+
 static const nsa_case cases[] = {
+    {"given_blocks_docs", given_blocks_docs},
     {"fwd_docs_bitwise", fwd_docs_bitwise},
     {"fwd_docs_compressed", fwd_docs_compressed},
     {"fwd_docs_shared_kv", fwd_docs_shared_kv},

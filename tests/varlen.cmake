@@ -3,7 +3,8 @@
 # one plain call per document, bad offsets, and KV-cache prefill of several rows then decode.
 nsa_test(test_varlen SOURCES test_varlen.c LIBS nsa_ref_util
   CASES fwd_docs_bitwise fwd_docs_compressed fwd_docs_shared_kv one_doc_is_plain
-        bwd_docs_bitwise bwd_docs_compressed bwd_docs_shared_kv bad_cu_seqlens)
+        bwd_docs_bitwise bwd_docs_compressed bwd_docs_shared_kv bad_cu_seqlens
+        given_blocks_docs)
 nsa_test(test_varlen_kv SOURCES test_varlen_kv.c test_decode_util.c
   CASES prefill_docs_then_decode prefill_docs_refused prefill_docs_state)
 nsa_test(test_varlen_route SOURCES test_varlen_route.c

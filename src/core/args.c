@@ -24,8 +24,10 @@ static nsa_status check_size(nsa_context *ctx, const char *name, int64_t a, int6
 }
 
 /* Caller-supplied blocks (block_indices): shape, then every row ascending, causal, -1 only as
- * trailing padding. Read on the host, so CPU tensors only. */
-static nsa_status check_given(nsa_context *ctx, const nsa_fwd_args *a, int64_t B, int64_t T) {
+ * trailing padding. Read on the host, so CPU tensors only. With packed documents (s->n_docs)
+ * the blocks count from each document's first token, like sel_blocks. */
+static nsa_status check_given(nsa_context *ctx, const nsa_fwd_args *a, int64_t B, int64_t T,
+                              const nsa_shape *s) {
     const nsa_tensor *g = &a->block_indices;
     if (!nsa_present(g)) return NSA_OK;
     const nsa_config *c = &a->cfg;
@@ -34,10 +36,11 @@ static nsa_status check_given(nsa_context *ctx, const nsa_fwd_args *a, int64_t B
     if (g->device.kind != NSA_DEVICE_CPU)
         return nsa_fail(ctx, NSA_ERR_UNSUPPORTED, "block_indices: caller-supplied blocks run on "
                         "the CPU only in this build (the CUDA pipelines select on the device)");
-    if (nsa_present(&a->cu_seqlens))
-        return nsa_fail(ctx, NSA_ERR_UNSUPPORTED, "block_indices: not supported with cu_seqlens");
+    int64_t doc = 0;
     for (int64_t b = 0; b < B; b++)
-        for (int64_t t = 0; t < T; t++)
+        for (int64_t t = 0; t < T; t++) {
+            while (s->n_docs && t >= s->cu[doc + 1]) doc++;
+            const int64_t pos = s->n_docs ? t - s->cu[doc] : t; /* the query's position */
             for (int h = 0; h < c->Hkv; h++) {
                 int32_t prev = -1;
                 for (int k = 0; k < c->n; k++) {
@@ -48,7 +51,7 @@ static nsa_status check_given(nsa_context *ctx, const nsa_fwd_args *a, int64_t B
                     else if (prev == INT32_MAX) why = "follows -1 padding";
                     else if (j <= prev) why = "is not above the previous block (ascending, "
                                               "no duplicates)";
-                    else if ((int64_t)j > t / c->lp) why = "starts after the query (j*lp > t)";
+                    else if ((int64_t)j > pos / c->lp) why = "starts after the query (j*lp > t)";
                     else prev = j;
                     if (why)
                         return nsa_fail(ctx, NSA_ERR_INVALID_ARG,
@@ -56,6 +59,7 @@ static nsa_status check_given(nsa_context *ctx, const nsa_fwd_args *a, int64_t B
                                         (long long)b, (long long)t, h, k, (int)j, why);
                 }
             }
+        }
     return NSA_OK;
 }
 
@@ -111,7 +115,7 @@ nsa_status nsa_args_check_fwd(nsa_context *ctx, const nsa_fwd_args *a, nsa_shape
     NSA_TRY(nsa_check_opt_tensor(ctx, "lse_win", &a->lse_win, NSA_DTYPE_F32, dev, 3, ls));
     NSA_TRY(nsa_check_opt_tensor(ctx, "sel_blocks", &a->sel_blocks, NSA_DTYPE_I32, dev, 4, bs));
     NSA_TRY(nsa_check_opt_tensor(ctx, "sel_ranges", &a->sel_ranges, NSA_DTYPE_I32, dev, 5, rs));
-    NSA_TRY(check_given(ctx, a, B, T));
+    NSA_TRY(check_given(ctx, a, B, T, s));
     if (T > INT32_MAX)
         return nsa_fail(ctx, NSA_ERR_OVERFLOW, "q: T = %lld exceeds int32 token indices",
                         (long long)T);

@@ -122,7 +122,7 @@ void nsa_varlen_doc(const nsa_fwd_args *a, const nsa_shape *s, int64_t i, nsa_fw
 #define ROWS(f) ai->f = nsa_tensor_rows(&a->f, t0, len)
     ROWS(q); ROWS(k_sel); ROWS(v_sel); ROWS(k_win); ROWS(v_win); ROWS(gates); ROWS(out);
     ROWS(out_cmp); ROWS(out_sel); ROWS(out_win); ROWS(lse_cmp); ROWS(lse_sel); ROWS(lse_win);
-    ROWS(sel_blocks); ROWS(sel_ranges);
+    ROWS(sel_blocks); ROWS(sel_ranges); ROWS(block_indices);
 #undef ROWS
     const int cc = a->cmp_compressed; /* compressed rows, or raw tokens */
     ai->k_cmp = nsa_tensor_rows(&a->k_cmp, cc ? c0 : t0, cc ? nc : len);
