@@ -114,8 +114,9 @@ typedef struct {
 } nsa_tensor;
 
 /* A contiguous (row-major) CPU tensor over data with ndim dims taken from shape[0..ndim). The
- * descriptor only points at data (not copied, not owned); ndim outside 0..NSA_MAX_DIMS gives an
- * ndim of 0, which every entry point rejects. */
+ * descriptor only points at data (not copied, not owned); ndim outside 0..NSA_MAX_DIMS or a NULL
+ * shape gives an ndim of 0, which every entry point rejects. A stride that int64 cannot hold
+ * is INT64_MAX, which every entry point rejects with NSA_ERR_OVERFLOW. */
 NSA_API nsa_tensor nsa_tensor_make(void *data, nsa_dtype dt, int ndim, const int64_t *shape);
 /* Shorthands for contiguous CPU tensors of 3, 4 and 5 dims. */
 NSA_API nsa_tensor nsa_tensor_3d(void *data, nsa_dtype dt, int64_t a, int64_t b, int64_t c);
@@ -123,7 +124,8 @@ NSA_API nsa_tensor nsa_tensor_4d(void *data, nsa_dtype dt, int64_t a, int64_t b,
                                  int64_t d);
 NSA_API nsa_tensor nsa_tensor_5d(void *data, nsa_dtype dt, int64_t a, int64_t b, int64_t c,
                                  int64_t d, int64_t e);
-/* Number of elements (product of shape); 0 for an absent tensor. */
+/* Number of elements (product of shape); 0 for an absent tensor; -1 when a dim is negative or
+ * the product overflows int64. */
 NSA_API int64_t nsa_tensor_numel(const nsa_tensor *t);
 
 /* bf16/f16 <-> f32 conversion for callers that fill tensors: to 16 bits rounds to nearest, ties
@@ -136,9 +138,18 @@ NSA_API float nsa_f16_to_f32(uint16_t x);
 
 /* ---------------------------------------------------------------- config */
 
-/* The NSA configuration of docs/design.md §1. Validity: l ≥ 1, d ≥ 1, d | l, d | lp, lp ≥ 1,
- * n ≥ n_init + n_local, n_init ≥ 0, n_local ≥ 0, w ≥ 0 (0 turns the window branch off),
- * Hq ≥ 1, Hkv ≥ 1, Hq % Hkv == 0, Dk ≥ 1, Dv ≥ 1, scale finite and > 0 (0 means 1/sqrt(Dk)). */
+/* Upper bounds of the config fields (docs/hardening.md): far above any published model (the
+ * paper: l 32, lp 64, n 16, Dk 192; head counts ≤ 128) and low enough that every size derived
+ * from them in int64 cannot overflow before the tensor extents are checked. */
+#define NSA_MAX_BLOCK 65536    /* l, d, lp                 */
+#define NSA_MAX_SELECTED 65536 /* n (and n_init, n_local)  */
+#define NSA_MAX_HEADS 4096     /* Hq, Hkv                  */
+#define NSA_MAX_HEAD_DIM 4096  /* Dk, Dv                   */
+
+/* The NSA configuration of docs/design.md §1. Validity: 1 ≤ l, d, lp ≤ NSA_MAX_BLOCK, d | l, d | lp,
+ * n_init, n_local ≥ 0, n_init + n_local ≤ n ≤ NSA_MAX_SELECTED, w ≥ 0 (0 turns the window
+ * branch off), 1 ≤ Hq, Hkv ≤ NSA_MAX_HEADS, Hq % Hkv == 0, 1 ≤ Dk, Dv ≤ NSA_MAX_HEAD_DIM, scale
+ * finite and > 0 (0 means 1/sqrt(Dk)). */
 typedef struct {
     int l;       /* compression block length                                  */
     int d;       /* compression stride                                        */
@@ -154,7 +165,8 @@ typedef struct {
 /* Paper defaults (l=32, d=16, lp=64, n=16, n_init=1, n_local=2, w=512, scale=0) for the given
  * head layout. */
 NSA_API nsa_config nsa_config_default(int Hq, int Hkv, int Dk, int Dv);
-/* Number of compressed blocks complete after T tokens: T < l ? 0 : (T - l)/d + 1. */
+/* Number of compressed blocks complete after T tokens: T < l ? 0 : (T - l)/d + 1; 0 for a NULL
+ * cfg or one with l < 1 or d < 1. */
 NSA_API int64_t nsa_num_cmp(const nsa_config *cfg, int64_t T);
 /* The softmax scale in force (cfg->scale, or 1/sqrt(Dk) when it is 0). */
 NSA_API float nsa_config_scale(const nsa_config *cfg);

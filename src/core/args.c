@@ -80,6 +80,8 @@ nsa_status nsa_args_check_fwd(nsa_context *ctx, const nsa_fwd_args *a, nsa_shape
     NSA_TRY(nsa_check_tensor(ctx, "q", &a->q, dt, dev, 4, qs));
     NSA_TRY(check_size(ctx, "q", B, T, c->Hq, c->Dk > c->Dv ? c->Dk : c->Dv));
     NSA_TRY(check_size(ctx, "k_sel", B, T, c->Hkv, c->Dk + c->Dv));
+    /* the selection scratch: (B, T, Hkv, n) blocks and their (lo, hi) ranges */
+    NSA_TRY(check_size(ctx, "cfg.n", B, T, c->Hkv, 2 * (int64_t)c->n));
     nsa_shape_tokens(s, c, T);
     NSA_TRY(nsa_varlen_check(ctx, a, B, T, s));
     const int64_t Tc = s->Tc;

@@ -8,32 +8,30 @@
 
 #include <math.h>
 
-bool nsa_mul_ok(int64_t a, int64_t b, int64_t *out) {
-    if (a < 0 || b < 0) return false;
-    if (a != 0 && b > INT64_MAX / a) return false;
-    *out = a * b;
-    return true;
-}
-
 nsa_status nsa_check_config(nsa_context *ctx, const nsa_config *c) {
     if (!c) return nsa_fail(ctx, NSA_ERR_INVALID_ARG, "cfg: NULL pointer");
 #define BAD(field, ...) return nsa_fail(ctx, NSA_ERR_CONFIG, "cfg." field ": " __VA_ARGS__)
-    if (c->l < 1) BAD("l", "%d must be >= 1", c->l);
-    if (c->d < 1) BAD("d", "%d must be >= 1", c->d);
-    if (c->lp < 1) BAD("lp", "%d must be >= 1", c->lp);
+    if (c->l < 1 || c->l > NSA_MAX_BLOCK) BAD("l", "%d, expected 1..%d", c->l, NSA_MAX_BLOCK);
+    if (c->d < 1 || c->d > NSA_MAX_BLOCK) BAD("d", "%d, expected 1..%d", c->d, NSA_MAX_BLOCK);
+    if (c->lp < 1 || c->lp > NSA_MAX_BLOCK) BAD("lp", "%d, expected 1..%d", c->lp, NSA_MAX_BLOCK);
     if (c->l % c->d != 0) BAD("d", "%d does not divide l=%d", c->d, c->l);
     if (c->lp % c->d != 0) BAD("d", "%d does not divide lp=%d", c->d, c->lp);
-    if (c->n_init < 0) BAD("n_init", "%d must be >= 0", c->n_init);
-    if (c->n_local < 0) BAD("n_local", "%d must be >= 0", c->n_local);
-    if (c->n < 1) BAD("n", "%d must be >= 1", c->n);
-    if (c->n < c->n_init + c->n_local)
+    if (c->n_init < 0 || c->n_init > NSA_MAX_SELECTED)
+        BAD("n_init", "%d, expected 0..%d", c->n_init, NSA_MAX_SELECTED);
+    if (c->n_local < 0 || c->n_local > NSA_MAX_SELECTED)
+        BAD("n_local", "%d, expected 0..%d", c->n_local, NSA_MAX_SELECTED);
+    if (c->n < 1 || c->n > NSA_MAX_SELECTED) BAD("n", "%d, expected 1..%d", c->n, NSA_MAX_SELECTED);
+    if (c->n < c->n_init + c->n_local) /* both ≤ NSA_MAX_SELECTED: the sum fits int */
         BAD("n", "%d must be >= n_init + n_local = %d", c->n, c->n_init + c->n_local);
     if (c->w < 0) BAD("w", "%d must be >= 0 (0 turns the window off)", c->w);
-    if (c->Hq < 1) BAD("Hq", "%d must be >= 1", c->Hq);
-    if (c->Hkv < 1) BAD("Hkv", "%d must be >= 1", c->Hkv);
+    if (c->Hq < 1 || c->Hq > NSA_MAX_HEADS) BAD("Hq", "%d, expected 1..%d", c->Hq, NSA_MAX_HEADS);
+    if (c->Hkv < 1 || c->Hkv > NSA_MAX_HEADS)
+        BAD("Hkv", "%d, expected 1..%d", c->Hkv, NSA_MAX_HEADS);
     if (c->Hq % c->Hkv != 0) BAD("Hkv", "%d does not divide Hq=%d", c->Hkv, c->Hq);
-    if (c->Dk < 1) BAD("Dk", "%d must be >= 1", c->Dk);
-    if (c->Dv < 1) BAD("Dv", "%d must be >= 1", c->Dv);
+    if (c->Dk < 1 || c->Dk > NSA_MAX_HEAD_DIM)
+        BAD("Dk", "%d, expected 1..%d", c->Dk, NSA_MAX_HEAD_DIM);
+    if (c->Dv < 1 || c->Dv > NSA_MAX_HEAD_DIM)
+        BAD("Dv", "%d, expected 1..%d", c->Dv, NSA_MAX_HEAD_DIM);
     if (!(isfinite(c->scale) && c->scale >= 0.0f))
         BAD("scale", "%g must be finite and >= 0 (0 = 1/sqrt(Dk))", (double)c->scale);
 #undef BAD

@@ -26,7 +26,7 @@ nsa_config nsa_config_default(int Hq, int Hkv, int Dk, int Dv) {
 }
 
 int64_t nsa_num_cmp(const nsa_config *cfg, int64_t T) {
-    if (!cfg || cfg->d < 1) return 0;
+    if (!cfg || cfg->d < 1 || cfg->l < 1) return 0;
     return nsa_ix_num_cmp(cfg->l, cfg->d, T);
 }
 

@@ -7,6 +7,7 @@
 #ifndef NSA_INTERNAL_H
 #define NSA_INTERNAL_H
 
+#include "checked.h"
 #include "nsa.h"
 
 #include <stdarg.h>
@@ -113,9 +114,6 @@ nsa_status nsa_check_disjoint(nsa_context *ctx, int n, const char *const *names,
 /* Copies bytes of CUDA device memory to the host and waits (src/cuda/device.cu; a CPU build
  * returns NSA_ERR_UNSUPPORTED from src/core/device_cpu.c). */
 nsa_status nsa_device_cuda_read(nsa_context *ctx, void *dst, const void *src, size_t bytes);
-
-/* Overflow-checked a*b into *out; false on overflow or negative inputs. */
-bool nsa_mul_ok(int64_t a, int64_t b, int64_t *out);
 
 /* ------------------------------------------------------------------ allocation (alloc.c) */
 

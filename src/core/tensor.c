@@ -43,13 +43,15 @@ nsa_tensor nsa_tensor_make(void *data, nsa_dtype dt, int ndim, const int64_t *sh
     t.data = data;
     t.dtype = dt;
     t.device.kind = NSA_DEVICE_CPU;
-    if (ndim < 0 || ndim > NSA_MAX_DIMS) ndim = 0;
+    if (ndim < 0 || ndim > NSA_MAX_DIMS || !shape) ndim = 0;
     t.ndim = ndim;
+    /* a stride past int64 (the shape has more elements than int64 counts) is INT64_MAX: the
+     * entry points' extent check then reports NSA_ERR_OVERFLOW naming the tensor */
     int64_t s = 1;
     for (int i = ndim - 1; i >= 0; i--) {
         t.shape[i] = shape[i];
         t.stride[i] = s;
-        s *= shape[i];
+        if (s != INT64_MAX && !nsa_mul_ok(s, shape[i] > 0 ? shape[i] : 0, &s)) s = INT64_MAX;
     }
     return t;
 }
@@ -73,7 +75,8 @@ nsa_tensor nsa_tensor_5d(void *data, nsa_dtype dt, int64_t a, int64_t b, int64_t
 int64_t nsa_tensor_numel(const nsa_tensor *t) {
     if (!t || !t->data) return 0;
     int64_t n = 1;
-    for (int i = 0; i < t->ndim; i++) n *= t->shape[i];
+    for (int i = 0; i < t->ndim; i++)
+        if (!nsa_mul_ok(n, t->shape[i], &n)) return -1;
     return n;
 }
 

@@ -61,8 +61,8 @@ nsa_status nsa_ref_forward(nsa_context *ctx, const nsa_fwd_args *a, const nsa_sh
         const int Hq = s->Hq, Dv = s->Dv;
         double *o = nsa_malloc(sizeof(double) * (size_t)(3 * Hq * Dv + 3 * Hq + Hq * Dv));
         /* blocks: (Hkv, n) selected, then (Hkv, n) for the caller's block_indices */
-        int32_t *blocks = nsa_malloc(sizeof(int32_t) * (size_t)(2 * s->Hkv * c->n));
-        int64_t *ranges = nsa_malloc(sizeof(int64_t) * (size_t)(s->Hkv * c->n * 2));
+        int32_t *blocks = nsa_malloc(sizeof(int32_t) * 2 * (size_t)s->Hkv * (size_t)c->n);
+        int64_t *ranges = nsa_malloc(sizeof(int64_t) * (size_t)s->Hkv * (size_t)c->n * 2);
         int *nr = nsa_malloc(sizeof(int) * (size_t)s->Hkv);
         int ok = o && blocks && ranges && nr && nsa_ref_scratch_init(&w, c, s->T - 1) == NSA_OK;
         if (!ok) {
