@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: Apache-2.0
-# setup.sh — installs what nsa needs on Debian 12 (build tools, OpenBLAS, gnuplot); idempotent.
+# setup.sh — installs what nsa needs on Debian 12 (build tools, OpenBLAS, gnuplot, clang's
+# libFuzzer runtime for scripts/fuzz.sh); idempotent.
 set -euo pipefail
-pkgs=(cmake ninja-build gcc clang make pkg-config libopenblas-openmp-dev gnuplot-nox zlib1g-dev)
+pkgs=(cmake ninja-build gcc clang libclang-rt-dev make pkg-config libopenblas-openmp-dev gnuplot-nox zlib1g-dev)
 missing=()
 for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if ((${#missing[@]})); then

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: Apache-2.0
 # test.sh — the README's test command: set up, build (gcc, -Werror), run every test, then the
-# Python package's pytest suite (torch on the CPU), the
-# whole CPU suite again under AddressSanitizer + UndefinedBehaviorSanitizer, and a clang build.
+# Python package's pytest suite (torch on the CPU), the whole CPU suite again under
+# AddressSanitizer + UndefinedBehaviorSanitizer, a clang build, and each libFuzzer target for 60 s
+# (scripts/fuzz.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -36,4 +37,6 @@ ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
 echo "== clang -Werror build"
 CC=clang cmake -S . -B build-clang -G Ninja -DCMAKE_BUILD_TYPE=Release -DNSA_CUDA=OFF -DNSA_TESTS=OFF >/dev/null
 cmake --build build-clang -j"$jobs"
+echo "== fuzzers (60 s each, ASan + UBSan)"
+bash scripts/fuzz.sh 60
 echo "== all tests passed"

@@ -44,6 +44,24 @@ static void tensor_make_overflow(void) {
     nsa_context_destroy(ctx);
 }
 
+/* Found by fuzz_api: a descriptor whose largest offset is exactly INT64_MAX made the extent
+ * check compute INT64_MAX + 1 (signed overflow; only UBSan sees it, the wrapped value was
+ * refused by luck). */
+static void extent_at_int64_max(void) {
+    float x[4];
+    nsa_context *ctx;
+    CHECK(nsa_context_create(&ctx, NULL, 0) == NSA_OK);
+    nsa_fwd_args a;
+    memset(&a, 0, sizeof a);
+    a.cfg = nsa_config_default(1, 1, 1, 1);
+    a.q = nsa_tensor_4d(x, NSA_DTYPE_F32, 2, 1, 1, 1);
+    a.q.stride[0] = INT64_MAX;
+    nsa_status st = nsa_forward(ctx, &a);
+    CHECK(st == NSA_ERR_OVERFLOW && strstr(nsa_context_message(ctx), "q"), "%s: %s",
+          nsa_status_name(st), nsa_context_message(ctx));
+    nsa_context_destroy(ctx);
+}
+
 /* num_cmp on negative and huge T, and on a config it cannot use (l < 1: T - l overflowed). */
 static void num_cmp_extremes(void) {
     nsa_config c = nsa_config_default(1, 1, 1, 1); /* l 32, d 16 */
@@ -128,6 +146,7 @@ int main(int argc, char **argv) {
     static const nsa_case cases[] = {
         {"tensor_make_null_shape", tensor_make_null_shape},
         {"tensor_make_overflow", tensor_make_overflow},
+        {"extent_at_int64_max", extent_at_int64_max},
         {"num_cmp_extremes", num_cmp_extremes},
         {"config_sum_overflow", config_sum_overflow},
         {"config_upper_bounds", config_upper_bounds},

@@ -67,8 +67,8 @@ static nsa_status check_common(nsa_context *ctx, const char *name, const nsa_ten
             maxoff += span;
         }
     }
-    int64_t bytes;
-    if (!nsa_mul_ok(maxoff + 1, (int64_t)nsa_dtype_size(dt), &bytes))
+    int64_t elems, bytes;
+    if (!nsa_add_ok(maxoff, 1, &elems) || !nsa_mul_ok(elems, (int64_t)nsa_dtype_size(dt), &bytes))
         return nsa_fail(ctx, NSA_ERR_OVERFLOW, "%s: byte extent overflows int64", name);
     return NSA_OK;
 }

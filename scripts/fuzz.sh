@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
+# fuzz.sh [SECONDS] [TARGET...] — builds the libFuzzer targets with clang (ASan + UBSan, CPU
+# only, build-fuzz/) and runs each for SECONDS (default 60) over its committed seed corpus
+# tests/fuzz/corpus/<target>/ (read only; new inputs go to build-fuzz/corpus/<target>/).
+# Exits non-zero on the first target that finds a crash, a leak, UB or a timeout; the input
+# that did it is in build-fuzz/artifacts/. CI (scripts/test.sh) runs it with 60 s per target.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+secs=${1:-60}
+shift || true
+targets=("$@")
+((${#targets[@]})) || targets=(fuzz_api fuzz_ckpt fuzz_config fuzz_profile)
+CC=clang cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DNSA_CUDA=OFF \
+  -DNSA_TESTS=OFF -DNSA_FUZZ=ON >/dev/null
+cmake --build build-fuzz -j"$(nproc)" --target fuzz
+mkdir -p build-fuzz/artifacts
+for t in "${targets[@]}"; do
+  mkdir -p "build-fuzz/corpus/$t"
+  rm -f "build-fuzz/artifacts/$t-"*
+  echo "== $t: ${secs}s"
+  # -timeout: one input may take at most 10 s (the API target caps work at B·T <= 64)
+  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 ASAN_OPTIONS=detect_leaks=1 \
+    "build-fuzz/tests/fuzz/$t" -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 \
+    -print_final_stats=1 -artifact_prefix="build-fuzz/artifacts/$t-" \
+    "build-fuzz/corpus/$t" "tests/fuzz/corpus/$t" 2>&1 | grep -E "^(#[0-9]+ +DONE|Done|stat::number_of_executed_units|==[0-9]+==|SUMMARY)|runtime error" || true
+  if compgen -G "build-fuzz/artifacts/$t-*" >/dev/null; then
+    echo "fuzz.sh: $t found a problem: $(ls build-fuzz/artifacts/$t-*)" >&2
+    exit 1
+  fi
+done
+echo "== fuzzers: nothing found"
