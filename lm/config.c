@@ -212,21 +212,45 @@ int lm_config_load(lm_train_config *c, const char *path, char *err, size_t n) {
         }                                                                                          \
     } while (0)
 
-int lm_config_check(const lm_train_config *c, char *err, size_t n) {
-    const lm_model_config *m = &c->m;
+int lm_model_config_check(const lm_model_config *m, char *err, size_t n) {
     CHK(m->n_layer >= 1 && m->n_layer <= LM_MAX_LAYERS, "layers: %d, expected 1..%d", m->n_layer,
         LM_MAX_LAYERS);
-    CHK(m->dim >= 2 && m->n_head >= 1 && m->dim % m->n_head == 0,
-        "dim: %d must be a multiple of heads=%d", m->dim, m->n_head);
-    CHK((m->dim / m->n_head) % 2 == 0, "dim/heads: %d, RoPE needs an even head dim",
-        m->dim / m->n_head);
-    CHK(m->n_kv_head >= 1 && m->n_head % m->n_kv_head == 0, "kv_heads: %d must divide heads=%d",
-        m->n_kv_head, m->n_head);
-    CHK(m->ffn >= 1, "ffn: %d, expected >= 1", m->ffn);
-    CHK(m->gate_temp > 0, "gate_temp: %g, expected > 0", m->gate_temp);
-    CHK(m->rope_base > 1, "rope_base: %g, expected > 1", m->rope_base);
-    CHK(c->seq_len >= 2, "seq_len: %d, expected >= 2", c->seq_len);
-    CHK(c->batch >= 1, "batch: %d, expected >= 1", c->batch);
+    CHK(m->dim >= 2 && m->dim <= LM_MAX_DIM, "dim: %d, expected 2..%d", m->dim, LM_MAX_DIM);
+    CHK(m->n_head >= 1 && m->n_head <= NSA_MAX_HEADS, "heads: %d, expected 1..%d", m->n_head,
+        NSA_MAX_HEADS);
+    CHK(m->dim % m->n_head == 0, "dim: %d must be a multiple of heads=%d", m->dim, m->n_head);
+    CHK((m->dim / m->n_head) % 2 == 0 && m->dim / m->n_head <= NSA_MAX_HEAD_DIM,
+        "dim/heads: %d, expected an even head dim (RoPE) of at most %d", m->dim / m->n_head,
+        NSA_MAX_HEAD_DIM);
+    CHK(m->n_kv_head >= 1 && m->n_kv_head <= m->n_head && m->n_head % m->n_kv_head == 0,
+        "kv_heads: %d must divide heads=%d", m->n_kv_head, m->n_head);
+    CHK(m->ffn >= 1 && m->ffn <= LM_MAX_FFN, "ffn: %d, expected 1..%d", m->ffn, LM_MAX_FFN);
+    /* the NSA fields' ranges; how they fit together (d | l, d | lp, n ≥ 3) the library's
+     * validator says when the model is created (lm_model_create's probe) */
+    CHK(m->l >= 1 && m->l <= NSA_MAX_BLOCK, "l: %d, expected 1..%d", m->l, NSA_MAX_BLOCK);
+    CHK(m->d >= 1 && m->d <= NSA_MAX_BLOCK, "d: %d, expected 1..%d", m->d, NSA_MAX_BLOCK);
+    CHK(m->lp >= 1 && m->lp <= NSA_MAX_BLOCK, "lp: %d, expected 1..%d", m->lp, NSA_MAX_BLOCK);
+    CHK(m->n >= 3 && m->n <= NSA_MAX_SELECTED,
+        "n: %d, expected 3..%d (1 initial + 2 local blocks are always selected)", m->n,
+        NSA_MAX_SELECTED);
+    CHK(m->w >= 0, "w: %d, expected >= 0 (0: no window)", m->w);
+    CHK(m->phi == LM_PHI_AVG || m->phi == LM_PHI_LEARNED, "phi: %d, expected avg or learned", m->phi);
+    CHK(m->gate == LM_GATE_SIGMOID || m->gate == LM_GATE_SOFTMAX,
+        "gate: %d, expected sigmoid or softmax", m->gate);
+    CHK(m->gate_temp > 0 && m->gate_temp <= 1e4f, "gate_temp: %g, expected (0, 1e4]",
+        (double)m->gate_temp);
+    CHK(m->rope_base > 1 && m->rope_base <= 1e9f, "rope_base: %g, expected (1, 1e9]",
+        (double)m->rope_base);
+    return 0;
+}
+
+int lm_config_check(const lm_train_config *c, char *err, size_t n) {
+    if (lm_model_config_check(&c->m, err, n)) return -1;
+    CHK(c->seq_len >= 2 && c->seq_len <= LM_MAX_TOKENS, "seq_len: %d, expected 2..%d",
+        c->seq_len, LM_MAX_TOKENS);
+    CHK(c->batch >= 1 && c->batch <= LM_MAX_TOKENS / c->seq_len,
+        "batch: %d, expected 1..%d (batch x seq_len <= %d tokens a step)", c->batch,
+        LM_MAX_TOKENS / c->seq_len, LM_MAX_TOKENS);
     CHK(c->steps >= 1, "steps: %d, expected >= 1", c->steps);
     CHK(c->warmup >= 0, "warmup: %d, expected >= 0", c->warmup);
     CHK(c->lr > 0, "lr: %g, expected > 0", c->lr);
@@ -239,9 +263,10 @@ int lm_config_check(const lm_train_config *c, char *err, size_t n) {
     CHK(c->clip >= 0, "clip: %g, expected >= 0", c->clip);
     CHK(c->log_every >= 1, "log_every: %d, expected >= 1", c->log_every);
     CHK(c->eval_every >= 1, "eval_every: %d, expected >= 1", c->eval_every);
-    CHK(c->eval_batches >= 1, "eval_batches: %d, expected >= 1", c->eval_batches);
+    CHK(c->eval_batches >= 1 && c->eval_batches <= 65536, "eval_batches: %d, expected 1..65536",
+        c->eval_batches);
     CHK(c->ckpt_every >= 1, "ckpt_every: %d, expected >= 1", c->ckpt_every);
-    CHK(c->threads >= 0, "threads: %d, expected >= 0", c->threads);
+    CHK(c->threads >= 0 && c->threads <= 4096, "threads: %d, expected 0..4096", c->threads);
     CHK(c->out[0], "out: empty output directory");
     CHK(!strcmp(c->device, "cpu") || !strcmp(c->device, "cuda"), "device: '%s', expected cpu or cuda",
         c->device);
@@ -329,6 +354,11 @@ int lm_model_config_parse(lm_model_config *m, const char *s, char *err, size_t n
             return -1;
         }
         if (lm_config_set(&c, tok, eq + 1, err, n)) return -1;
+    }
+    char e2[512];
+    if (lm_model_config_check(&c.m, e2, sizeof e2)) {
+        snprintf(err, n, "checkpoint config: %s", e2);
+        return -1;
     }
     *m = c.m;
     return 0;

@@ -207,7 +207,7 @@ static void *loader_main(void *arg) {
         while (!L->stop && L->next_make - L->next_take >= SLOTS) pthread_cond_wait(&L->cv, &L->mu);
         if (L->stop) break;
         const int64_t s = L->next_make;
-        uint8_t *slot = L->buf + (size_t)(s % SLOTS) * 3 * bt;
+        uint8_t *slot = L->buf + (size_t)((uint64_t)s % SLOTS) * 3 * bt;
         pthread_mutex_unlock(&L->mu);
         lm_batch(L->c, L->seed, s, L->B, L->T, slot, slot + bt, slot + 2 * bt);
         pthread_mutex_lock(&L->mu);
@@ -219,6 +219,7 @@ static void *loader_main(void *arg) {
 }
 
 lm_loader *lm_loader_start(const lm_corpus *c, uint64_t seed, int64_t step0, int B, int T) {
+    if (step0 < 0 || B < 1 || T < 1) return NULL;
     lm_loader *L = calloc(1, sizeof *L);
     if (!L) return NULL;
     L->c = c;
@@ -255,7 +256,7 @@ double lm_loader_next(lm_loader *L, uint8_t *x, uint8_t *y, uint8_t *bound) {
     pthread_mutex_lock(&L->mu);
     while (L->next_make <= L->next_take) pthread_cond_wait(&L->cv, &L->mu);
     const double waited = now_s() - t0;
-    const uint8_t *slot = L->buf + (size_t)(L->next_take % SLOTS) * 3 * bt;
+    const uint8_t *slot = L->buf + (size_t)((uint64_t)L->next_take % SLOTS) * 3 * bt;
     memcpy(x, slot, bt);
     memcpy(y, slot + bt, bt);
     if (bound) memcpy(bound, slot + 2 * bt, bt);

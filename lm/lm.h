@@ -21,6 +21,12 @@
 #define LM_VOCAB 256
 #define LM_MAX_LAYERS 64
 #define LM_MAX_TENSORS (16 + 24 * LM_MAX_LAYERS)
+/* Upper bounds of the model and batch (docs/hardening.md): above the largest published widths
+ * (16384) and SwiGLU hidden sizes (53248), and low enough that every size derived from them
+ * fits int64 and every GEMM dimension int. */
+#define LM_MAX_DIM 16384
+#define LM_MAX_FFN 131072
+#define LM_MAX_TOKENS (1 << 24) /* batch x seq_len */
 
 typedef enum { LM_PHI_AVG = 0, LM_PHI_LEARNED = 1 } lm_phi_kind;
 typedef enum { LM_GATE_SIGMOID = 0, LM_GATE_SOFTMAX = 1 } lm_gate_kind;
@@ -57,8 +63,12 @@ void lm_train_config_default(lm_train_config *c);
 int lm_config_set(lm_train_config *c, const char *key, const char *val, char *err, size_t n);
 /* Reads key = value lines (# comments) from path. 0 or -1 with err naming file and line. */
 int lm_config_load(lm_train_config *c, const char *path, char *err, size_t n);
-/* Checks every field; -1 with err naming the first bad one. */
+/* Checks every field (the model's with lm_model_config_check); -1 with err naming the first
+ * bad one. */
 int lm_config_check(const lm_train_config *c, char *err, size_t n);
+/* Checks every model field against its range (the one check of a model config, whether it
+ * comes from the command line, a config file or a checkpoint). -1 with err naming it. */
+int lm_model_config_check(const lm_model_config *m, char *err, size_t n);
 /* Writes the whole config as key=value lines (the format lm_config_load reads). */
 void lm_config_write(const lm_train_config *c, FILE *f);
 /* The i-th key of the table (0 <= i): its name, help and default as text (into def, n bytes).
@@ -66,7 +76,8 @@ void lm_config_write(const lm_train_config *c, FILE *f);
 int lm_config_key(int i, const char **name, const char **help, char *def, size_t n);
 /* 1 if key names a config key ('-' and '_' alike). */
 int lm_config_is_key(const char *key);
-/* The model config as one "k=v k=v" string (checkpoint metadata), and back. */
+/* The model config as one "k=v k=v" string (checkpoint metadata), and back (checked with
+ * lm_model_config_check). */
 void lm_model_config_str(const lm_model_config *m, char *buf, size_t n);
 int lm_model_config_parse(lm_model_config *m, const char *s, char *err, size_t n);
 /* -1 and err naming the first field where a and b differ. */
@@ -381,7 +392,8 @@ void lm_batch(const lm_corpus *c, uint64_t seed, int64_t step, int B, int T, uin
 void lm_val_batch(const lm_corpus *c, int k, int nbatches, int B, int T, uint8_t *x, uint8_t *y,
                   uint8_t *bound);
 
-/* A loader thread that prefetches the batches of steps step0, step0+1, ... */
+/* A loader thread that prefetches the batches of steps step0, step0+1, ...; NULL when it
+ * cannot start (no memory or thread, or step0 < 0, B < 1, T < 1). */
 typedef struct lm_loader lm_loader;
 lm_loader *lm_loader_start(const lm_corpus *c, uint64_t seed, int64_t step0, int B, int T);
 /* Copies the next batch into x, y and (when not NULL) bound; returns the seconds waited. */
@@ -394,18 +406,63 @@ typedef struct {
     uint64_t seed;
     uint64_t data_hash;
     char config[1024];     /* lm_model_config_str */
+    int weights_only;      /* read: no optimizer state, step or seed (plain safetensors, or an
+                              nsa file saved without moments): sampling or fine-tuning only */
+    char note[512];        /* read: what the file lacks or how it was read, for the user; "" */
 } lm_ckpt_meta;
 /* Writes path atomically (temp file, fsync, rename, fsync of the directory) from m->hparams
  * (call lm_model_pull first for a model on a device); mom/vel (host) may be NULL (model only).
  * -1 with err; the old file at path is untouched on failure. */
 int lm_ckpt_save(const char *path, const lm_model *m, const float *mom, const float *vel,
                  const lm_ckpt_meta *meta, char *err, size_t n);
-/* Reads only the metadata (to build the model before loading). */
+/* Reads only the metadata (to build the model before loading); the whole file is still
+ * checked. A plain safetensors file without a model config gets one inferred from its shapes
+ * (layers, dim, heads, kv_heads, ffn, phi; the rest defaults), said in meta->note. */
 int lm_ckpt_read_meta(const char *path, lm_ckpt_meta *meta, char *err, size_t n);
 /* Loads params (and host mom/vel when not NULL) into m (hparams, then pushed to the model's
- * device); every tensor must be present with its exact shape. -1 with err naming the field; m is unchanged on failure. */
+ * device); every parameter must be present with its exact shape and no other tensor may be.
+ * A weights-only file (plain safetensors, F32/BF16/F16, or an nsa file saved without moments)
+ * loads its weights, sets mom/vel to zero and meta->step to 0, and says so in meta->note.
+ * -1 with err naming the field; m is unchanged on failure. */
 int lm_ckpt_load(const char *path, lm_model *m, float *mom, float *vel, lm_ckpt_meta *meta,
                  char *err, size_t n);
+/* Writes the parameters alone as a plain bf16 safetensors file (metadata: the model config)
+ * that Python's safetensors and lm_ckpt_load read; atomically like lm_ckpt_save. */
+int lm_ckpt_export(const char *path, const lm_model *m, char *err, size_t n);
+
+/* ---- safetensors files (lm/safetensors.c): strict reading of nsa checkpoints and of plain
+ * safetensors files (docs/hardening.md has the format and what is checked) */
+typedef enum { LM_ST_F32 = 0, LM_ST_BF16 = 1, LM_ST_F16 = 2 } lm_st_dtype;
+typedef struct {
+    char name[80];
+    int dtype;        /* lm_st_dtype                                      */
+    int ndim;         /* 1..4                                             */
+    int64_t shape[4];
+    uint64_t o0, o1;  /* byte range in the data section                   */
+} lm_st_tensor;
+typedef struct {
+    uint8_t *file;          /* the whole file (owned)                     */
+    size_t size;
+    const uint8_t *data;    /* the data section, data_len bytes           */
+    size_t data_len;
+    lm_st_tensor *t;        /* (nt) in header order                       */
+    int nt;
+    int nsa;                /* 0: plain safetensors; 1: nsa-lm-1; 2: nsa-lm-2 */
+    int has_optimizer;      /* nsa with optimizer "adamw"                 */
+    int has_config;         /* meta.config came from the metadata         */
+    lm_ckpt_meta meta;      /* nsa: all of it; plain: config if present   */
+} lm_st_file;
+#define LM_FNV0 1469598103934665603ULL
+/* FNV-1a 64 of p[0..n) continuing from h (LM_FNV0 to start). */
+uint64_t lm_fnv(uint64_t h, const void *p, size_t n);
+/* Parses buf[0..size) (taken over: lm_st_free frees it, also after a failure). 0, or -1 with
+ * err naming path and the field. */
+int lm_st_parse(lm_st_file *f, uint8_t *buf, size_t size, const char *path, char *err, size_t n);
+/* Reads path whole, then lm_st_parse. */
+int lm_st_read(lm_st_file *f, const char *path, char *err, size_t n);
+void lm_st_free(lm_st_file *f);
+/* The tensor of that name, or NULL. */
+const lm_st_tensor *lm_st_find(const lm_st_file *f, const char *name);
 
 /* ---- JSON writer (lm/json.c): one object per line, non-finite numbers as null */
 typedef struct {

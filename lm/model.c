@@ -6,6 +6,7 @@
  * Not an autograd: backward replays the forward's saved activations in reverse by hand.
  * Invariant: q and every raw key are rotated by the same RoPE table at absolute positions.
  */
+#include "checked.h"
 #include "lm.h"
 
 #include <math.h>
@@ -28,6 +29,7 @@ typedef struct {
     float *base; /* NULL: build the table; else bind views into base */
     lm_weights *w;
     int i;
+    const char *overflow; /* the first tensor whose size overflowed int64, or NULL */
 } layout_state;
 
 static void put(layout_state *s, float **slot, const char *name, int ndim, int64_t a, int64_t b,
@@ -41,14 +43,19 @@ static void put(layout_state *s, float **slot, const char *name, int ndim, int64
         t->shape[0] = a;
         t->shape[1] = ndim > 1 ? b : 1;
         t->decay = decay;
-        m->nparams += (size_t)(a * (ndim > 1 ? b : 1));
+        int64_t cnt, total;
+        if (!nsa_mul_ok(a, ndim > 1 ? b : 1, &cnt) || !nsa_add_ok((int64_t)m->nparams, cnt, &total))
+            s->overflow = s->overflow ? s->overflow : name;
+        else
+            m->nparams = (size_t)total;
     } else {
         *slot = s->base + m->tensors[s->i++].off;
     }
 }
 
-static void layout(lm_model *m, float *base, lm_weights *w) {
-    layout_state s = {m, base, w, 0};
+/* Returns the first tensor whose size overflowed (only when counting), or NULL. */
+static const char *layout(lm_model *m, float *base, lm_weights *w) {
+    layout_state s = {m, base, w, 0, NULL};
     const lm_model_config *c = &m->cfg;
     const int C = c->dim, D = m->D, Hq = c->n_head, Hkv = c->n_kv_head, F = c->ffn;
     static const char *br[3] = {"cmp", "sel", "win"}, *kv[2] = {"k", "v"};
@@ -62,17 +69,17 @@ static void layout(lm_model *m, float *base, lm_weights *w) {
         put(&s, &L->field, nm, __VA_ARGS__);                                                       \
     } while (0)
         P(ln1, "ln1", 1, C, 0, 0);
-        P(wq, "attn.wq", 2, Hq * D, C, 1);
+        P(wq, "attn.wq", 2, (int64_t)Hq * D, C, 1);
         for (int b = 0; b < 3; b++) {
             char k1[24], v1[24];
             snprintf(k1, sizeof k1, "attn.wk_%s", br[b]);
             snprintf(v1, sizeof v1, "attn.wv_%s", br[b]);
-            P(wk[b], k1, 2, Hkv * D, C, 1);
-            P(wv[b], v1, 2, Hkv * D, C, 1);
+            P(wk[b], k1, 2, (int64_t)Hkv * D, C, 1);
+            P(wv[b], v1, 2, (int64_t)Hkv * D, C, 1);
         }
-        P(wg, "attn.wg", 2, Hq * 3, C, 1);
-        P(bg, "attn.bg", 1, Hq * 3, 0, 0);
-        P(wo, "attn.wo", 2, C, Hq * D, 1);
+        P(wg, "attn.wg", 2, (int64_t)Hq * 3, C, 1);
+        P(bg, "attn.bg", 1, (int64_t)Hq * 3, 0, 0);
+        P(wo, "attn.wo", 2, C, (int64_t)Hq * D, 1);
         P(ln2, "ln2", 1, C, 0, 0);
         P(w1, "mlp.w1", 2, F, C, 1);
         P(w3, "mlp.w3", 2, F, C, 1);
@@ -84,13 +91,14 @@ static void layout(lm_model *m, float *base, lm_weights *w) {
                 snprintf(a2, sizeof a2, "attn.phi_%s.w1", kv[j]);
                 snprintf(a3, sizeof a3, "attn.phi_%s.w2", kv[j]);
                 P(phi_pe[j], a1, 2, c->l, D, 0);
-                P(phi_w1[j], a2, 2, D, c->l * D, 1);
+                P(phi_w1[j], a2, 2, D, (int64_t)c->l * D, 1);
                 P(phi_w2[j], a3, 2, D, D, 1);
             }
 #undef P
     }
     put(&s, &w->lnf, "lnf", 1, C, 0, 0);
     put(&s, &w->head, "head", 2, LM_VOCAB, C, 1);
+    return s.overflow;
 }
 
 static void init_params(lm_model *m, uint64_t seed) {
@@ -256,8 +264,8 @@ int lm_model_ensure_rope(lm_model *m, int64_t P, char *err, size_t n) {
 
 /* The library validates the NSA fields and names the bad one: ask it with a 1-token forward. */
 static int probe_nsa(lm_model *m, nsa_context *ctx, char *err, size_t n) {
-    const int Hq = m->cfg.n_head, Hkv = m->cfg.n_kv_head, D = m->D;
-    float *z = calloc((size_t)(2 * Hq * D + Hkv * D + 3 * Hq), sizeof(float));
+    const int64_t Hq = m->cfg.n_head, Hkv = m->cfg.n_kv_head, D = m->D;
+    float *z = calloc((size_t)(2 * Hq * D + Hkv * D + 3 * Hq), sizeof(float)); /* ≤ 2^26 */
     if (!z) return lm_fail(err, n, "out of memory");
     nsa_fwd_args a;
     memset(&a, 0, sizeof a);
@@ -285,21 +293,22 @@ int lm_model_create_on(lm_model *m, const lm_model_config *cfg, nsa_context *ctx
     m->ctx = ctx;
     m->be = be;
     const lm_model_config *c = cfg;
-    if (c->n_layer < 1 || c->n_layer > LM_MAX_LAYERS)
-        return lm_fail(err, n, "layers: %d, expected 1..%d", c->n_layer, LM_MAX_LAYERS);
-    if (c->n_head < 1 || c->dim < 1 || c->dim % c->n_head)
-        return lm_fail(err, n, "dim: %d is not a multiple of heads=%d", c->dim, c->n_head);
+    if (lm_model_config_check(c, err, n)) return -1;
     m->D = c->dim / c->n_head;
-    if (m->D % 2) return lm_fail(err, n, "dim/heads = %d: RoPE needs an even head dim", m->D);
-    if (c->n_kv_head < 1 || c->n_head % c->n_kv_head)
-        return lm_fail(err, n, "kv_heads: %d does not divide heads=%d", c->n_kv_head, c->n_head);
-    if (c->ffn < 1) return lm_fail(err, n, "ffn: %d, expected >= 1", c->ffn);
     if (be->device != NSA_DEVICE_CPU && c->phi == LM_PHI_LEARNED)
         return lm_fail(err, n, "phi: learned is not supported on %s yet (use phi=avg)", be->name);
     m->nsa = lm_nsa_config(c);
     if (probe_nsa(m, ctx, err, n)) return -1;
     lm_weights table_only; /* layout() takes slot addresses even when only counting */
-    layout(m, NULL, &table_only);
+    const char *big = layout(m, NULL, &table_only);
+    int64_t bytes;
+    if (big || !nsa_mul_ok((int64_t)m->nparams, (int64_t)sizeof(float), &bytes) ||
+        (uint64_t)bytes > SIZE_MAX) {
+        const size_t np = m->nparams;
+        memset(m, 0, sizeof *m);
+        return lm_fail(err, n, "parameters: the size of %s overflows (%zu parameters before it)",
+                       big ? big : "the parameter array", np);
+    }
     m->params = be->alloc(m->nparams * sizeof(float));
     m->grads = be->alloc(m->nparams * sizeof(float));
     m->decay = be->alloc(m->nparams);

@@ -283,7 +283,7 @@ int lm_train(const lm_train_config *c, const lm_train_opts *o) {
     }
     const double ln2 = log(2.0);
     double last_val = NAN;
-    lm_ckpt_meta meta = {0, c->seed, cor.hash, ""};
+    lm_ckpt_meta meta = {0, c->seed, cor.hash, "", 0, ""};
     lm_model_config_str(&c->m, meta.config, sizeof meta.config);
     if (step0 == 0) { /* the starting point of the validation curve */
         if (evaluate(&m, &cor, c, x, y, bound, &last_val, err, sizeof err)) goto fail;

@@ -98,7 +98,7 @@ static void ckpt_roundtrip(void) {
         m1[i] = (float)nsa_rng_normal(), v1[i] = (float)nsa_rng_uniform(), a.params[i] += (float)nsa_rng_normal();
     a.params[0] = -0.0f; /* signed zero and denormals survive bitwise */
     a.params[1] = 1e-40f;
-    lm_ckpt_meta meta = {77, 5, 0xabcdefULL, ""}, got;
+    lm_ckpt_meta meta = {77, 5, 0xabcdefULL, "", 0, ""}, got;
     lm_model_config_str(&c.m, meta.config, sizeof meta.config);
     snprintf(p1, sizeof p1, "%s/a.safetensors", dir);
     snprintf(p2, sizeof p2, "%s/b.safetensors", dir);

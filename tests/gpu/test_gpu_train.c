@@ -201,7 +201,7 @@ static void ckpt_interchange(void) {
     tokens(x, y, TB * TT);
     float lg, lc, lg2;
     CHECK(lm_forward(&mg, x, y, TB, TT, NULL, &lg, err, sizeof err) == 0, "%s", err);
-    lm_ckpt_meta meta = {5, 1, 2, ""};
+    lm_ckpt_meta meta = {5, 1, 2, "", 0, ""};
     lm_model_config_str(&c, meta.config, sizeof meta.config);
     lm_model_pull(&mg);
     CHECK(lm_ckpt_save(path, &mg, NULL, NULL, &meta, err, sizeof err) == 0, "%s", err);
