@@ -9,28 +9,54 @@
 
 #include <cblas.h>
 #include <math.h>
+#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 
+/* CPU GEMMs in fixed output tiles: each tile of C is one single-threaded sgemm holding the
+ * whole reduction, and the tiles are spread over the threads. The tiles depend on the shape
+ * only, so every element is the same bits for any thread count. OpenBLAS's own threading
+ * does not keep that: it splits by the thread count, and 1 vs 2 threads differed in the last
+ * bits of y, dx and dW at (1024 x 128) · (128 x 128) (measured 2026-12-08, OpenBLAS 0.3.21,
+ * Debian 12). 64 x 128 tiles: small enough that the model's (N, 128..384) GEMMs give each of
+ * 16 threads work, large enough that packing stays a small share of each call. */
+#define TILE_R 64
+#define TILE_C 128
+
+static int gemm_threads; /* 0: not set yet (lm_blas_threads(0) on the first GEMM) */
+
 void lm_blas_threads(int n) {
-    if (n > 0) openblas_set_num_threads(n);
+    openblas_set_num_threads(1); /* the tiles are the parallelism */
+    gemm_threads = n > 0 ? n : omp_get_max_threads();
+}
+
+/* C (R, Cn) = op(A) (R, K) · op(B) (K, Cn) + beta·C, tile by tile (row-major, leading dims lda,
+ * ldb, ldc as cblas takes them). */
+static void gemm(int ta, int tb, int R, int Cn, int K, const float *A, int lda, const float *B,
+                 int ldb, float beta, float *C, int ldc) {
+    if (!gemm_threads) lm_blas_threads(0);
+    const int tr = (R + TILE_R - 1) / TILE_R, tc = (Cn + TILE_C - 1) / TILE_C;
+#pragma omp parallel for schedule(static) num_threads(gemm_threads) if (tr * tc > 1)
+    for (int t = 0; t < tr * tc; t++) {
+        const int r0 = t / tc * TILE_R, c0 = t % tc * TILE_C;
+        const int r = R - r0 < TILE_R ? R - r0 : TILE_R, c = Cn - c0 < TILE_C ? Cn - c0 : TILE_C;
+        const float *a = ta ? A + r0 : A + (int64_t)r0 * lda;
+        const float *b = tb ? B + (int64_t)c0 * ldb : B + c0;
+        cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
+                    r, c, K, 1.0f, a, lda, b, ldb, beta, C + (int64_t)r0 * ldc + c0, ldc);
+    }
 }
 
 void lm_matmul(float *y, const float *x, const float *W, int M, int K, int O, int acc) {
     if (M == 0 || O == 0) return;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, O, K, 1.0f, x, K, W, K,
-                acc ? 1.0f : 0.0f, y, O);
+    gemm(0, 1, M, O, K, x, K, W, K, acc ? 1.0f : 0.0f, y, O);
 }
 
 void lm_matmul_backward(float *dx, float *dW, const float *dy, const float *x, const float *W,
                         int M, int K, int O, int acc_dx) {
     if (M == 0) return;
-    if (dx)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, K, O, 1.0f, dy, O, W, K,
-                    acc_dx ? 1.0f : 0.0f, dx, K);
-    if (dW)
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, O, K, M, 1.0f, dy, O, x, K, 1.0f, dW,
-                    K);
+    if (dx) gemm(0, 0, M, K, O, dy, O, W, K, acc_dx ? 1.0f : 0.0f, dx, K);
+    if (dW) gemm(1, 0, O, K, M, dy, O, x, K, 1.0f, dW, K);
 }
 
 #define RMS_EPS 1e-5f

@@ -305,7 +305,8 @@ int lm_model_ensure_rope(lm_model *m, int64_t P, char *err, size_t n);
 
 /* ---- layers (lm/layers.c): each forward has its backward; d-arrays accumulate (+=) where
  * noted, and overwrite otherwise. */
-/* Threads OpenBLAS may use (n ≤ 0: leave its default, all cores). */
+/* Threads the CPU GEMMs use (n ≤ 0: OpenMP's default, all cores); any count gives the same
+ * bits (fixed output tiles, lm/layers.c). */
 void lm_blas_threads(int n);
 /* y (M, O) = x (M, K) · W (O, K)^T (+ y if acc). */
 void lm_matmul(float *y, const float *x, const float *W, int M, int K, int O, int acc);

@@ -8,8 +8,10 @@
 #include "gpu.h"
 #include "lm.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <math.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -20,6 +22,8 @@ typedef struct {
     FILE *hb;
     lm_json j;
     int64_t step;
+    int64_t logged_until; /* resume: the heartbeat has step records up to here already */
+    int drop;             /* the record being built repeats a logged step: not written */
 } beat;
 
 static double wall_s(void) {
@@ -50,11 +54,15 @@ static void rec_begin(beat *b, const char *msg) {
     lm_json_int(&b->j, "rank", 0);
     lm_json_int(&b->j, "step", b->step);
     lm_json_str(&b->j, "msg", msg);
+    /* after a resume, the records of a step the heartbeat already has are left out: the run
+     * repeats those steps bit for bit, so the lines there already say what these would */
+    b->drop = b->step <= b->logged_until &&
+              (!strcmp(msg, "progress") || !strcmp(msg, "eval") || !strcmp(msg, "checkpoint"));
 }
 
 static void rec_end(beat *b) {
     const char *line = lm_json_end(&b->j);
-    if (line && b->hb) {
+    if (line && b->hb && !b->drop) {
         fputs(line, b->hb);
         fflush(b->hb);
     }
@@ -92,6 +100,48 @@ static int mkdirs(const char *path, char *err, size_t n) {
     fclose(f);
     unlink(probe);
     return 0;
+}
+
+/* The largest step of the progress, eval and checkpoint records in the heartbeat at path;
+ * -1 when there is none (or no file). */
+static int64_t logged_until(const char *path) {
+    FILE *f = fopen(path, "r");
+    if (!f) return -1;
+    char line[4096];
+    int64_t max = -1;
+    while (fgets(line, sizeof line, f)) {
+        const char *s = strstr(line, "\"step\":");
+        if (!s || !(strstr(line, "\"msg\":\"progress\"") || strstr(line, "\"msg\":\"eval\"") ||
+                    strstr(line, "\"msg\":\"checkpoint\"")))
+            continue;
+        const long long v = strtoll(s + 7, NULL, 10);
+        if (v > max) max = v;
+    }
+    fclose(f);
+    return max;
+}
+
+/* Removes the temporary files a killed save left in out: <name>.tmp.<pid> of our own files
+ * (model.safetensors, config.txt) and .write-test.<pid>, only when that pid is not alive. */
+static void remove_orphans(const char *out) {
+    static const char *const ours[] = {"model.safetensors.tmp.", "config.txt.tmp.", ".write-test."};
+    DIR *d = opendir(out);
+    if (!d) return;
+    for (struct dirent *e; (e = readdir(d));) {
+        for (size_t i = 0; i < sizeof ours / sizeof ours[0]; i++) {
+            const size_t k = strlen(ours[i]);
+            if (strncmp(e->d_name, ours[i], k) || !e->d_name[k]) continue;
+            char *end;
+            errno = 0;
+            const long pid = strtol(e->d_name + k, &end, 10);
+            if (*end || errno || pid <= 0 || pid == (long)getpid()) continue;
+            if (kill((pid_t)pid, 0) == 0 || errno != ESRCH) continue; /* alive, or not ours to ask */
+            char p[1200];
+            snprintf(p, sizeof p, "%s/%s", out, e->d_name);
+            unlink(p);
+        }
+    }
+    closedir(d);
 }
 
 static int write_config(const lm_train_config *c, char *err, size_t n) {
@@ -216,19 +266,24 @@ int lm_train(const lm_train_config *c, const lm_train_opts *o) {
     snprintf(ckpt, sizeof ckpt, "%s/model.safetensors", c->out);
     snprintf(hbpath, sizeof hbpath, "%s/heartbeat.jsonl", c->out);
     int64_t step0 = 0;
+    lm_ckpt_meta rmeta;
+    memset(&rmeta, 0, sizeof rmeta);
     if (o->resume) {
         lm_ckpt_meta meta;
         if (lm_ckpt_load(o->resume, &m, hmom, hvel, &meta, err, sizeof err)) goto fail;
+        rmeta = meta;
         if (!on_host) {
             be->upload(mom, hmom, m.nparams * sizeof(float));
             be->upload(vel, hvel, m.nparams * sizeof(float));
         }
-        if (meta.seed != c->seed) {
+        if (meta.note[0] && !o->quiet) fprintf(stderr, "nsa train: %s\n", meta.note);
+        /* weights only: a fine-tuning run from step 0, on any seed and corpus */
+        if (!meta.weights_only && meta.seed != c->seed) {
             snprintf(err, sizeof err, "seed: checkpoint has %llu, this run has %llu",
                      (unsigned long long)meta.seed, (unsigned long long)c->seed);
             goto fail;
         }
-        if (meta.data_hash != cor.hash) {
+        if (!meta.weights_only && meta.data_hash != cor.hash) {
             snprintf(err, sizeof err, "data: %s is not the corpus the checkpoint was trained on",
                      data);
             goto fail;
@@ -237,11 +292,15 @@ int lm_train(const lm_train_config *c, const lm_train_opts *o) {
     }
     /* the output directory only now: a bad input above leaves nothing behind */
     if (mkdirs(c->out, err, sizeof err)) goto fail;
+    remove_orphans(c->out);
     /* a new run leaves no checkpoint of an old one beside its new heartbeat and config */
     if (!o->resume && unlink(ckpt) && errno != ENOENT) {
         snprintf(err, sizeof err, "%s: cannot remove the old checkpoint: %s", ckpt, strerror(errno));
         goto fail;
     }
+    /* a resumed run continues the heartbeat after what it already logged; a fine-tuning run
+     * from weights restarts the step count, so all its steps are new records */
+    b.logged_until = o->resume && !rmeta.weights_only ? logged_until(hbpath) : -1;
     b.hb = fopen(hbpath, o->resume ? "a" : "w");
     if (!b.hb) {
         snprintf(err, sizeof err, "%s: %s", hbpath, strerror(errno));
@@ -271,6 +330,14 @@ int lm_train(const lm_train_config *c, const lm_train_opts *o) {
     lm_json_str(&b.j, "documents", c->documents);
     lm_json_int(&b.j, "docs", cor.ndocs);
     rec_end(&b);
+    if (o->resume) {
+        rec_begin(&b, "resume");
+        lm_json_str(&b.j, "checkpoint", o->resume);
+        lm_json_int(&b.j, "logged_until", b.logged_until);
+        lm_json_int(&b.j, "weights_only", rmeta.weights_only);
+        if (rmeta.note[0]) lm_json_str(&b.j, "note", rmeta.note);
+        rec_end(&b);
+    }
     if (!o->quiet)
         fprintf(stderr, "nsa train: %zu parameters, %d layers, dim %d, corpus %s (%zu bytes), "
                         "out %s%s\n", m.nparams, c->m.n_layer, c->m.dim, data, cor.len, c->out,
@@ -313,6 +380,7 @@ int lm_train(const lm_train_config *c, const lm_train_opts *o) {
                      "optimizer step, the last checkpoint (%s) is kept",
                      isfinite(loss) ? "the gradient norm" : "the loss", (long long)step, ckpt);
             rec_begin(&b, "progress");
+            b.drop = 0; /* what stopped this run: new even at a step the heartbeat has */
             lm_json_num(&b.j, "loss", loss);
             lm_json_num(&b.j, "grad_norm", norm);
             rec_end(&b);

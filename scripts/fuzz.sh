@@ -19,9 +19,9 @@ for t in "${targets[@]}"; do
   mkdir -p "build-fuzz/corpus/$t"
   rm -f "build-fuzz/artifacts/$t-"*
   echo "== $t: ${secs}s"
-  # -timeout: one input may take at most 10 s (the API target caps work at B·T <= 64)
+  # -timeout: one input may take at most 30 s (inputs take well under 1 s; CI machines are shared)
   UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 ASAN_OPTIONS=detect_leaks=1 \
-    "build-fuzz/tests/fuzz/$t" -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 \
+    "build-fuzz/tests/fuzz/$t" -max_total_time="$secs" -timeout=30 -rss_limit_mb=2048 \
     -print_final_stats=1 -artifact_prefix="build-fuzz/artifacts/$t-" \
     "build-fuzz/corpus/$t" "tests/fuzz/corpus/$t" 2>&1 | grep -E "^(#[0-9]+ +DONE|Done|stat::number_of_executed_units|==[0-9]+==|SUMMARY)|runtime error" || true
   if compgen -G "build-fuzz/artifacts/$t-*" >/dev/null; then

@@ -7,3 +7,5 @@ nsa_test(test_harden_api SOURCES test_harden_api.c LIBS nsa_ref_util
 nsa_test(test_harden_ckpt SOURCES test_harden_ckpt.c LIBS nsa_lm
   CASES header_ends_in_list checksum_covers_header negative_step step_not_a_number
         offsets_must_tile format_tag_checked plain_safetensors)
+nsa_test(test_harden_train SOURCES test_harden_train.c LIBS nsa_lm
+  CASES orphan_tmp_removed heartbeat_no_repeat threads_bitwise weights_finetune)
