@@ -9,3 +9,8 @@ nsa_test(test_harden_ckpt SOURCES test_harden_ckpt.c LIBS nsa_lm
         offsets_must_tile format_tag_checked plain_safetensors)
 nsa_test(test_harden_train SOURCES test_harden_train.c LIBS nsa_lm
   CASES orphan_tmp_removed heartbeat_no_repeat threads_bitwise weights_finetune)
+# decode-demo's error paths free what they made: under ASan (build-asan, CI) LeakSanitizer
+# reports a leak on stderr (the exit code stays the error's 1)
+add_test(NAME harden.decode_demo_error_no_leak
+  COMMAND sh -c "out=$($0 decode-demo --Hq 3 --Hkv 2 --prompt 4 --steps 1 --no-table --seed 1 2>&1); test $? -eq 1 && ! printf '%s' \"$out\" | grep -q leaked"
+          $<TARGET_FILE:nsa_cli>)

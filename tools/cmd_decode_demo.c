@@ -269,14 +269,16 @@ static int demo_run(void *opts) {
     printf("reads are tokens per KV head per step: cmp = compressed tokens, sel = selected raw "
            "tokens, win = window tokens; budget = num_cmp(S) + n*lp + min(w, S); dense = S\n\n");
 
-    int rc = 0;
+    /* every error below leaves through `out`, which frees whatever was made */
+    int rc = 1;
     const int64_t T = o.prompt + o.steps;
-    tokens x = tokens_new(&c, dt, T);
+    tokens x = tokens_new(&c, dt, T), y;
+    memset(&y, 0, sizeof y);
     size_t bytes;
-    nsa_kv_cache *cache = new_cache(ctx, &c, dt, T, &bytes);
-    if (!cache) return 1;
+    nsa_kv_cache *cache = new_cache(ctx, &c, dt, T, &bytes), *cs = NULL;
+    if (!cache) goto out;
     double t0 = now_s();
-    if (fill(ctx, cache, &c, &x, o.prompt, 1, dt)) return 1;
+    if (fill(ctx, cache, &c, &x, o.prompt, 1, dt)) goto out;
     printf("prefill of %lld random tokens: %.2f s; cache of %lld tokens: %zu bytes\n",
            (long long)o.prompt, now_s() - t0, (long long)T, bytes);
     printf("decode %lld steps (S = %lld .. %lld), every %lld-th shown:\n", (long long)o.steps,
@@ -285,11 +287,10 @@ static int demo_run(void *opts) {
            "dense", "dense/tot");
     nsa_decode_reads r;
     t0 = now_s();
-    if (decode(ctx, cache, &c, &x, o.prompt, T, o.every, dt, &r)) return 1;
+    if (decode(ctx, cache, &c, &x, o.prompt, T, o.every, dt, &r)) goto out;
     printf("%lld steps: %.3f ms per step (reference, includes converting the history to double)\n\n",
            (long long)o.steps, 1e3 * (now_s() - t0) / (double)o.steps);
-    nsa_kv_cache_destroy(cache);
-    tokens_free(&x);
+    rc = 0;
 
     if (!o.no_table) {
         printf("Table 4 of the paper: tokens read by one decode step at S tokens (measured: the\n"
@@ -297,17 +298,19 @@ static int demo_run(void *opts) {
                fill_prefill ? "a prefill" : "append");
         printf("%8s %6s %6s %6s %9s %8s %7s %8s %9s  %s\n", "S", "cmp", "sel", "win", "measured",
                "budget", "paper", "dense", "dense/msr", "fill s");
+        int bad = 0;
         for (int i = 0; i < o.nlens; i++) {
             const int64_t S = o.lens[i];
-            tokens y = tokens_new(&c, dt, S);
-            nsa_kv_cache *cs = new_cache(ctx, &c, dt, S, &bytes);
-            if (!cs) return 1;
+            rc = 1;
+            y = tokens_new(&c, dt, S);
+            cs = new_cache(ctx, &c, dt, S, &bytes);
+            if (!cs) goto out;
             fprintf(stderr, "decode-demo: S = %lld: filling %lld tokens\n", (long long)S,
                     (long long)S - 1);
             t0 = now_s();
-            if (fill(ctx, cs, &c, &y, S - 1, fill_prefill, dt)) return 1;
+            if (fill(ctx, cs, &c, &y, S - 1, fill_prefill, dt)) goto out;
             const double tf = now_s() - t0;
-            if (decode(ctx, cs, &c, &y, S - 1, S, 0, dt, &r)) return 1;
+            if (decode(ctx, cs, &c, &y, S - 1, S, 0, dt, &r)) goto out;
             const int64_t exact = nsa_num_cmp(&c, S) + (int64_t)c.n * c.lp + (c.w < S ? c.w : S);
             /* Table 4 of the paper as published (it rounds the budget) */
             static const int64_t paper_S[4] = {8192, 16384, 32768, 65536};
@@ -321,15 +324,23 @@ static int demo_run(void *opts) {
                    (double)r.dense / (double)r.total, tf);
             /* at most the budget; exactly it once S >= n·lp is a multiple of lp (Table 4) */
             const int must_equal = S % c.lp == 0 && S >= (int64_t)c.n * c.lp;
-            if (r.total > exact || (must_equal && r.total != exact)) rc = 1;
+            if (r.total > exact || (must_equal && r.total != exact)) bad = 1;
             nsa_kv_cache_destroy(cs);
             tokens_free(&y);
+            cs = NULL;
+            memset(&y, 0, sizeof y);
         }
+        rc = bad;
         printf("%s\n", rc ? "MISMATCH: a measured count exceeds the budget, or differs from it at "
                                "a multiple of lp >= n*lp"
                           : "every measured count is within the budget num_cmp(S) + n*lp + min(w, S), "
                             "and equals it at multiples of lp >= n*lp");
     }
+out:
+    nsa_kv_cache_destroy(cs);
+    nsa_kv_cache_destroy(cache);
+    tokens_free(&y);
+    tokens_free(&x);
     nsa_context_destroy(ctx);
     return rc;
 }
