@@ -14,3 +14,7 @@ nsa_test(test_harden_train SOURCES test_harden_train.c LIBS nsa_lm
 add_test(NAME harden.decode_demo_error_no_leak
   COMMAND sh -c "out=$($0 decode-demo --Hq 3 --Hkv 2 --prompt 4 --steps 1 --no-table --seed 1 2>&1); test $? -eq 1 && ! printf '%s' \"$out\" | grep -q leaked"
           $<TARGET_FILE:nsa_cli>)
+# nsa export writes a bf16 weights file that nsa sample loads (saying it is weights only)
+add_test(NAME harden.export_then_sample
+  COMMAND sh -c "d=$(mktemp -d) && $0 train --out $d/r --steps 2 --layers 1 --dim 16 --heads 2 --kv_heads 1 --ffn 24 --seq_len 32 --batch 2 --eval_batches 1 --quiet && $0 export --out $d/r && $0 sample --ckpt $d/r/weights.bf16.safetensors --tokens 4 --prompt In 2>$d/err >/dev/null && grep -q 'weights only' $d/err; rc=$?; rm -rf $d; exit $rc"
+          $<TARGET_FILE:nsa_cli>)

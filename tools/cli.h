@@ -95,6 +95,6 @@ int cli_parse_docs(const char *v, int offsets, int32_t *cu, int cap, int64_t *n_
                    size_t n);
 
 extern const cli_command cmd_selfcheck, cmd_route, cmd_parity, cmd_train, cmd_sample,
-    cmd_decode_demo, cmd_version;
+    cmd_export, cmd_decode_demo, cmd_version;
 
 #endif

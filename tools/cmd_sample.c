@@ -74,6 +74,7 @@ static int sample_run(void *opts) {
         fprintf(stderr, "nsa sample: %s\nhint: train first: nsa train --out DIR\n", err);
         return 1;
     }
+    if (meta.note[0]) fprintf(stderr, "nsa sample: %s\n", meta.note); /* a weights-only file */
     nsa_context *ctx;
     if (nsa_context_create(&ctx, err, sizeof err) != NSA_OK) {
         fprintf(stderr, "nsa sample: %s\n", err);

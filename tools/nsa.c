@@ -9,8 +9,8 @@
 #include <string.h>
 
 static const cli_command *const commands[] = {
-    &cmd_selfcheck, &cmd_route, &cmd_parity, &cmd_train, &cmd_sample, &cmd_decode_demo,
-    &cmd_version,
+    &cmd_selfcheck, &cmd_route, &cmd_parity, &cmd_train, &cmd_sample, &cmd_export,
+    &cmd_decode_demo, &cmd_version,
 };
 #define NCOMMANDS (int)(sizeof commands / sizeof commands[0])
 
