@@ -38,15 +38,22 @@ static inline int fz_int(fz_in *f, int small) {
     return v > INT_MAX ? INT_MAX : v < INT_MIN ? INT_MIN : (int)v;
 }
 
-/* Writes the input to this process's scratch file and returns its path. */
-static inline const char *fz_file(const uint8_t *data, size_t size) {
+/* This process's scratch file, in /dev/shm when there is one (no disk in the loop). */
+static inline const char *fz_path(void) {
     static char path[64];
-    if (!path[0]) snprintf(path, sizeof path, "/tmp/nsa_fuzz_%ld", (long)getpid());
-    FILE *f = fopen(path, "wb");
-    if (!f) return path;
+    if (!path[0])
+        snprintf(path, sizeof path, "%s/nsa_fuzz_%ld", access("/dev/shm", W_OK) ? "/tmp" : "/dev/shm",
+                 (long)getpid());
+    return path;
+}
+
+/* Writes the input to the scratch file and returns its path. */
+static inline const char *fz_file(const uint8_t *data, size_t size) {
+    FILE *f = fopen(fz_path(), "wb");
+    if (!f) return fz_path();
     if (size) fwrite(data, 1, size, f);
     fclose(f);
-    return path;
+    return fz_path();
 }
 
 #endif /* NSA_FUZZ_H */

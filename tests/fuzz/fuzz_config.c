@@ -17,8 +17,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     lm_train_config_default(&c);
     if (lm_config_load(&c, fz_file(data, size), err, sizeof err) == 0 &&
         lm_config_check(&c, err, sizeof err) == 0) {
-        char path[80];
-        snprintf(path, sizeof path, "/tmp/nsa_fuzz_w_%ld", (long)getpid());
+        char path[96];
+        snprintf(path, sizeof path, "%s.w", fz_path());
         FILE *f = fopen(path, "w");
         if (!f) return 0;
         lm_config_write(&c, f);
