@@ -10,45 +10,10 @@
 #define _GNU_SOURCE /* memmem */
 #include "harness.h"
 #include "lm.h"
+#include "lm_test_util.h"
 
 #include <stdlib.h>
 #include <string.h>
-
-static char dir[64];
-
-static int setup(void) {
-    snprintf(dir, sizeof dir, "/tmp/nsa_harden_XXXXXX");
-    return mkdtemp(dir) != NULL;
-}
-
-static void teardown(void) {
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", dir);
-}
-
-static uint8_t *slurp(const char *path, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    const long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    uint8_t *b = malloc((size_t)n + 1);
-    if (b && fread(b, 1, (size_t)n, f) != (size_t)n) {
-        free(b);
-        b = NULL;
-    }
-    fclose(f);
-    *len = (size_t)n;
-    return b;
-}
-
-static int spit(const char *path, const void *p, size_t n) {
-    FILE *f = fopen(path, "wb");
-    if (!f) return -1;
-    const int ok = fwrite(p, 1, n, f) == n;
-    return fclose(f) == 0 && ok ? 0 : -1;
-}
 
 static lm_model_config tiny(void) {
     return (lm_model_config){.n_layer = 1, .dim = 8, .n_head = 2, .n_kv_head = 1, .ffn = 12,
@@ -92,16 +57,17 @@ typedef struct {
 /* A tiny model saved with moments at step 123. */
 static int fx_init(fixture *f) {
     memset(f, 0, sizeof *f);
-    if (!setup() || nsa_context_create(&f->ctx, NULL, 0) != NSA_OK) return -1;
+    lmt_mkdir();
+    if (!lmt_dir[0] || nsa_context_create(&f->ctx, NULL, 0) != NSA_OK) return -1;
     lm_model_config c = tiny();
     if (lm_model_create(&f->m, &c, f->ctx, 7, f->err, sizeof f->err)) return -1;
     f->mom = calloc(f->m.nparams, 4), f->vel = calloc(f->m.nparams, 4);
     lm_ckpt_meta meta = {123, 5, 0xabcdefULL, "", 0, ""};
     lm_model_config_str(&c, meta.config, sizeof meta.config);
-    snprintf(f->path, sizeof f->path, "%s/a.safetensors", dir);
-    snprintf(f->bad, sizeof f->bad, "%s/bad.safetensors", dir);
+    snprintf(f->path, sizeof f->path, "%s/a.safetensors", lmt_dir);
+    snprintf(f->bad, sizeof f->bad, "%s/bad.safetensors", lmt_dir);
     if (lm_ckpt_save(f->path, &f->m, f->mom, f->vel, &meta, f->err, sizeof f->err)) return -1;
-    f->good = slurp(f->path, &f->n);
+    f->good = (uint8_t *)lmt_slurp(f->path, &f->n);
     return f->good ? 0 : -1;
 }
 
@@ -109,12 +75,12 @@ static void fx_free(fixture *f) {
     free(f->good), free(f->mom), free(f->vel);
     lm_model_destroy(&f->m);
     nsa_context_destroy(f->ctx);
-    teardown();
+    lmt_rmdir();
 }
 
 /* Loads b as a checkpoint with moments; 0 on success, the message in f->err. */
 static int load_bytes(fixture *f, const uint8_t *b, size_t n, lm_ckpt_meta *meta) {
-    if (spit(f->bad, b, n)) return -2;
+    if (lmt_spit(f->bad, b, n)) return -2;
     return lm_ckpt_load(f->bad, &f->m, f->mom, f->vel, meta, f->err, sizeof f->err);
 }
 
@@ -132,7 +98,7 @@ static void header_ends_in_list(void) {
         for (int k = 0; k < 8; k++) b[k] = (uint8_t)((uint64_t)hl >> (8 * k));
         memcpy(b + 8, heads[i], hl);
         lm_ckpt_meta meta;
-        CHECK(spit(f.bad, b, 8 + hl) == 0);
+        CHECK(lmt_spit(f.bad, b, 8 + hl) == 0);
         free(b);
         CHECK(lm_ckpt_read_meta(f.bad, &meta, f.err, sizeof f.err) != 0 && strstr(f.err, "corrupt"),
               "header %zu: %s", i, f.err);
@@ -165,8 +131,8 @@ static void negative_step(void) {
     uint8_t text[300];
     for (int i = 0; i < 300; i++) text[i] = (uint8_t)('a' + i % 26);
     char cp[128];
-    snprintf(cp, sizeof cp, "%s/c.txt", dir);
-    CHECK(spit(cp, text, sizeof text) == 0);
+    snprintf(cp, sizeof cp, "%s/c.txt", lmt_dir);
+    CHECK(lmt_spit(cp, text, sizeof text) == 0);
     CHECK(lm_corpus_load(&cor, cp, 8, f.err, sizeof f.err) == 0, "%s", f.err);
     lm_loader *L = lm_loader_start(&cor, 1, -3, 2, 8);
     CHECK(L == NULL, "the loader started at step -3");
@@ -275,7 +241,7 @@ static void plain_safetensors(void) {
     memcpy(file + 8 + hl, data, off);
     lm_ckpt_meta meta;
     for (size_t i = 0; i < m->nparams; i++) f.mom[i] = 1.0f;
-    CHECK(spit(f.bad, file, 8 + hl + off) == 0);
+    CHECK(lmt_spit(f.bad, file, 8 + hl + off) == 0);
     CHECK(lm_ckpt_read_meta(f.bad, &meta, f.err, sizeof f.err) == 0, "read_meta: %s", f.err);
     lm_model_config got, c = tiny();
     CHECK(lm_model_config_parse(&got, meta.config, f.err, sizeof f.err) == 0, "%s", f.err);

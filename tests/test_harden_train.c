@@ -6,6 +6,7 @@
  */
 #include "harness.h"
 #include "lm.h"
+#include "lm_test_util.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -13,65 +14,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-static char dir[64];
-
-static int setup(void) {
-    snprintf(dir, sizeof dir, "/tmp/nsa_hardtr_XXXXXX");
-    return mkdtemp(dir) != NULL;
-}
-
-static void teardown(void) {
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", dir);
-}
-
-static char *slurp(const char *path, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    const long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *b = malloc((size_t)n + 1);
-    if (b && fread(b, 1, (size_t)n, f) != (size_t)n) {
-        free(b);
-        b = NULL;
-    }
-    fclose(f);
-    if (b) b[n] = 0;
-    *len = (size_t)n;
-    return b;
-}
-
-static int spit(const char *path, const void *p, size_t n) {
-    FILE *f = fopen(path, "wb");
-    if (!f) return -1;
-    const int ok = fwrite(p, 1, n, f) == n;
-    return fclose(f) == 0 && ok ? 0 : -1;
-}
-
-static int same_file(const char *a, const char *b) {
-    size_t na, nb;
-    char *x = slurp(a, &na), *y = slurp(b, &nb);
-    const int same = x && y && na == nb && memcmp(x, y, na) == 0;
-    free(x), free(y);
-    return same;
-}
-
 static int exists(const char *p) {
     struct stat st;
     return stat(p, &st) == 0;
-}
-
-static void corpus(char *path, size_t n) {
-    snprintf(path, n, "%s/corpus.txt", dir);
-    static const char *w[] = {"light", "earth", "water", "day", "night", "God", "saw", "good"};
-    char buf[8192];
-    size_t len = 0;
-    for (int i = 0; len + 40 < sizeof buf; i++)
-        len += (size_t)snprintf(buf + len, sizeof buf - len, "And the %s was %s %d. ", w[i % 8],
-                                w[(i * 5 + 3) % 8], i);
-    spit(path, buf, len);
 }
 
 static void tiny(lm_train_config *c, const char *data, const char *out) {
@@ -96,17 +41,18 @@ static long dead_pid(void) {
 /* model.safetensors.tmp.<dead> and config.txt.tmp.<dead> go; a live process's temp file, and
  * files that are not ours, stay. */
 static void orphan_tmp_removed(void) {
-    CHECK(setup());
+    lmt_mkdir();
+    CHECK(lmt_dir[0]);
     char data[128], out[128], p[4][192];
-    corpus(data, sizeof data);
-    snprintf(out, sizeof out, "%s/run", dir);
+    lmt_corpus(data, sizeof data, 8192);
+    snprintf(out, sizeof out, "%s/run", lmt_dir);
     CHECK(mkdir(out, 0777) == 0);
     const long dead = dead_pid();
     snprintf(p[0], sizeof p[0], "%s/model.safetensors.tmp.%ld", out, dead);
     snprintf(p[1], sizeof p[1], "%s/config.txt.tmp.%ld", out, dead);
     snprintf(p[2], sizeof p[2], "%s/model.safetensors.tmp.%ld", out, (long)getppid());
     snprintf(p[3], sizeof p[3], "%s/notes.tmp.%ld", out, dead);
-    for (int i = 0; i < 4; i++) CHECK(spit(p[i], "x", 1) == 0);
+    for (int i = 0; i < 4; i++) CHECK(lmt_spit(p[i], "x", 1) == 0);
     lm_train_config c;
     tiny(&c, data, out);
     c.steps = 1;
@@ -115,7 +61,7 @@ static void orphan_tmp_removed(void) {
     CHECK(!exists(p[0]) && !exists(p[1]), "the dead process's temp files are still there");
     CHECK(exists(p[2]), "a live process's temp file was removed");
     CHECK(exists(p[3]), "a file that is not ours was removed");
-    teardown();
+    lmt_rmdir();
 }
 
 /* Largest "step" of progress/eval/checkpoint records, and whether any repeats within a kind. */
@@ -142,11 +88,12 @@ static int scan(const char *text, int *repeats, int *resumes) {
 /* Killed after logging step 8 with the checkpoint of step 4 on disk (simulated: the step-4
  * checkpoint of an identical run put back), then resumed: steps 6 and 8 were logged twice. */
 static void heartbeat_no_repeat(void) {
-    CHECK(setup());
+    lmt_mkdir();
+    CHECK(lmt_dir[0]);
     char data[128], a[128], b[128], cka[192], ckb[192], hb[192];
-    corpus(data, sizeof data);
-    snprintf(a, sizeof a, "%s/a", dir);
-    snprintf(b, sizeof b, "%s/b", dir);
+    lmt_corpus(data, sizeof data, 8192);
+    snprintf(a, sizeof a, "%s/a", lmt_dir);
+    snprintf(b, sizeof b, "%s/b", lmt_dir);
     lm_train_config c;
     tiny(&c, data, a);
     lm_train_opts o = {NULL, 1, NULL, 4};
@@ -157,31 +104,32 @@ static void heartbeat_no_repeat(void) {
     snprintf(cka, sizeof cka, "%s/model.safetensors", a);
     snprintf(ckb, sizeof ckb, "%s/model.safetensors", b);
     size_t n;
-    char *ck4 = slurp(cka, &n);
-    CHECK(ck4 && spit(ckb, ck4, n) == 0);
+    char *ck4 = lmt_slurp(cka, &n);
+    CHECK(ck4 && lmt_spit(ckb, ck4, n) == 0);
     free(ck4);
     c.steps = 12;
     o.resume = ckb;
     CHECK(lm_train(&c, &o) == 0);
     snprintf(hb, sizeof hb, "%s/heartbeat.jsonl", b);
-    char *text = slurp(hb, &n);
+    char *text = lmt_slurp(hb, &n);
     CHECK(text != NULL);
     int repeats, resumes;
     const int max = scan(text, &repeats, &resumes);
     free(text);
     CHECK(max == 12 && repeats == 0 && resumes == 1, "max step %d, %d repeated records, %d resume "
           "records", max, repeats, resumes);
-    teardown();
+    lmt_rmdir();
 }
 
 /* The same run with 1, 2 and 3 threads ends with the same bits (weights and moments), at a
  * size where OpenBLAS splits its GEMMs over threads (M = 256 rows, dims 64..192). */
 static void threads_bitwise(void) {
-    CHECK(setup());
+    lmt_mkdir();
+    CHECK(lmt_dir[0]);
     char data[128], out[3][128], ck[3][192];
-    corpus(data, sizeof data);
+    lmt_corpus(data, sizeof data, 8192);
     for (int t = 0; t < 3; t++) {
-        snprintf(out[t], sizeof out[t], "%s/t%d", dir, t + 1);
+        snprintf(out[t], sizeof out[t], "%s/t%d", lmt_dir, t + 1);
         lm_train_config c;
         tiny(&c, data, out[t]);
         c.m.dim = 64, c.m.n_head = 4, c.m.n_kv_head = 2, c.m.ffn = 192;
@@ -191,18 +139,19 @@ static void threads_bitwise(void) {
         CHECK(lm_train(&c, &o) == 0);
         snprintf(ck[t], sizeof ck[t], "%s/model.safetensors", out[t]);
     }
-    CHECK(same_file(ck[0], ck[1]), "1 and 2 threads differ");
-    CHECK(same_file(ck[0], ck[2]), "1 and 3 threads differ");
-    teardown();
+    CHECK(lmt_same_file(ck[0], ck[1]), "1 and 2 threads differ");
+    CHECK(lmt_same_file(ck[0], ck[2]), "1 and 3 threads differ");
+    lmt_rmdir();
 }
 
 /* A weights-only file (the bf16 export of a trained model) as --resume: fine-tunes from step 0
  * with fresh moments and says so in the heartbeat. */
 static void weights_finetune(void) {
-    CHECK(setup());
+    lmt_mkdir();
+    CHECK(lmt_dir[0]);
     char data[128], out[128], ck[192], hb[192], err[512];
-    corpus(data, sizeof data);
-    snprintf(out, sizeof out, "%s/run", dir);
+    lmt_corpus(data, sizeof data, 8192);
+    snprintf(out, sizeof out, "%s/run", lmt_dir);
     lm_train_config c;
     tiny(&c, data, out);
     c.steps = 2;
@@ -223,14 +172,14 @@ static void weights_finetune(void) {
     CHECK(lm_train(&c, &o) == 0);
     snprintf(hb, sizeof hb, "%s/heartbeat.jsonl", out);
     size_t n;
-    char *text = slurp(hb, &n);
+    char *text = lmt_slurp(hb, &n);
     CHECK(text && strstr(text, "\"msg\":\"resume\"") && strstr(text, "\"weights_only\":1"),
           "no weights-only resume record");
     lm_ckpt_meta meta;
     CHECK(lm_ckpt_read_meta(ck, &meta, err, sizeof err) == 0 && meta.step == 3 && !meta.weights_only,
           "%s: step %lld", err, (long long)meta.step);
     free(text);
-    teardown();
+    lmt_rmdir();
 }
 
 int main(int argc, char **argv) {

@@ -8,6 +8,7 @@
  */
 #include "harness.h"
 #include "lm.h"
+#include "lm_test_util.h"
 
 #include <ctype.h>
 #include <math.h>
@@ -15,60 +16,6 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
-
-static char dir[64];
-
-static void mkdir_tmp(void) {
-    snprintf(dir, sizeof dir, "/tmp/nsa_lm_test_XXXXXX");
-    if (!mkdtemp(dir)) dir[0] = 0;
-}
-
-static void rm_tmp(void) {
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    if (dir[0] && system(cmd) != 0) fprintf(stderr, "could not remove %s\n", dir);
-}
-
-static char *slurp(const char *path, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *b = malloc((size_t)n + 1);
-    if (b && fread(b, 1, (size_t)n, f) != (size_t)n) n = 0;
-    fclose(f);
-    if (b) b[n] = 0;
-    *len = (size_t)n;
-    return b;
-}
-
-static int spit(const char *path, const void *p, size_t n) {
-    FILE *f = fopen(path, "wb");
-    if (!f) return -1;
-    int ok = fwrite(p, 1, n, f) == n;
-    return fclose(f) == 0 && ok ? 0 : -1;
-}
-
-static int same_file(const char *a, const char *b) {
-    size_t na, nb;
-    char *x = slurp(a, &na), *y = slurp(b, &nb);
-    int same = x && y && na == nb && memcmp(x, y, na) == 0;
-    free(x), free(y);
-    return same;
-}
-
-/* A tiny corpus: 4 KB of numbered sentences (no 24-byte window repeats). */
-static void write_corpus(char *path, size_t n) {
-    snprintf(path, n, "%s/corpus.txt", dir);
-    static const char *w[] = {"light", "earth", "water", "day", "night", "God", "saw", "good"};
-    char buf[4096];
-    size_t len = 0;
-    for (int i = 0; len + 40 < sizeof buf; i++)
-        len += (size_t)snprintf(buf + len, sizeof buf - len, "And the %s was %s %d. ", w[i % 8],
-                                w[(i * 5 + 3) % 8], i);
-    spit(path, buf, len);
-}
 
 static void tiny_config(lm_train_config *c, const char *corpus, const char *out) {
     lm_train_config_default(c);
@@ -82,8 +29,8 @@ static void tiny_config(lm_train_config *c, const char *corpus, const char *out)
 }
 
 static void ckpt_roundtrip(void) {
-    mkdir_tmp();
-    CHECK(dir[0]);
+    lmt_mkdir();
+    CHECK(lmt_dir[0]);
     nsa_context *ctx;
     CHECK(nsa_context_create(&ctx, NULL, 0) == NSA_OK);
     lm_train_config c;
@@ -100,29 +47,29 @@ static void ckpt_roundtrip(void) {
     a.params[1] = 1e-40f;
     lm_ckpt_meta meta = {77, 5, 0xabcdefULL, "", 0, ""}, got;
     lm_model_config_str(&c.m, meta.config, sizeof meta.config);
-    snprintf(p1, sizeof p1, "%s/a.safetensors", dir);
-    snprintf(p2, sizeof p2, "%s/b.safetensors", dir);
+    snprintf(p1, sizeof p1, "%s/a.safetensors", lmt_dir);
+    snprintf(p2, sizeof p2, "%s/b.safetensors", lmt_dir);
     CHECK(lm_ckpt_save(p1, &a, m1, v1, &meta, err, sizeof err) == 0, "%s", err);
     CHECK(lm_ckpt_load(p1, &b, m2, v2, &got, err, sizeof err) == 0, "%s", err);
     CHECK(memcmp(a.params, b.params, 4 * a.nparams) == 0, "params differ after load");
     CHECK(memcmp(m1, m2, 4 * a.nparams) == 0 && memcmp(v1, v2, 4 * a.nparams) == 0, "moments differ");
     CHECK(got.step == 77 && got.seed == 5 && got.data_hash == 0xabcdefULL, "metadata");
     CHECK(lm_ckpt_save(p2, &b, m2, v2, &got, err, sizeof err) == 0, "%s", err);
-    CHECK(same_file(p1, p2), "save(load(file)) is not byte-identical to file");
+    CHECK(lmt_same_file(p1, p2), "save(load(file)) is not byte-identical to file");
     free(m1), free(v1), free(m2), free(v2);
     lm_model_destroy(&a), lm_model_destroy(&b);
     nsa_context_destroy(ctx);
-    rm_tmp();
+    lmt_rmdir();
 }
 
 /* Runs A (uninterrupted) and B (stopped after 5 steps, then resumed) must end bitwise equal. */
 static void resume_bitwise(void) {
-    mkdir_tmp();
-    CHECK(dir[0]);
+    lmt_mkdir();
+    CHECK(lmt_dir[0]);
     char corpus[128], outa[128], outb[128], ca[160], cb[160];
-    write_corpus(corpus, sizeof corpus);
-    snprintf(outa, sizeof outa, "%s/a", dir);
-    snprintf(outb, sizeof outb, "%s/b", dir);
+    lmt_corpus(corpus, sizeof corpus, 4096);
+    snprintf(outa, sizeof outa, "%s/a", lmt_dir);
+    snprintf(outb, sizeof outb, "%s/b", lmt_dir);
     lm_train_config c;
     tiny_config(&c, corpus, outa);
     lm_train_opts o = {NULL, 1, NULL, 0};
@@ -136,12 +83,12 @@ static void resume_bitwise(void) {
     char err[512];
     CHECK(lm_ckpt_read_meta(cb, &meta, err, sizeof err) == 0 && meta.step == 5, "step %lld",
           (long long)meta.step);
-    CHECK(!same_file(ca, cb), "the interrupted run already equals the full one");
+    CHECK(!lmt_same_file(ca, cb), "the interrupted run already equals the full one");
     o.stop_after = 0;
     o.resume = cb;
     CHECK(lm_train(&c, &o) == 0);
-    CHECK(same_file(ca, cb), "resumed run differs from the uninterrupted one");
-    rm_tmp();
+    CHECK(lmt_same_file(ca, cb), "resumed run differs from the uninterrupted one");
+    lmt_rmdir();
 }
 
 /* ------------------------------------------------------------------ a small JSON parser */
@@ -301,18 +248,18 @@ static int is_int(const jfield *f) { return f && f->type == J_INT; }
 
 /* Every line of a real run's heartbeat parses and carries its record's fields and types. */
 static void heartbeat_json(void) {
-    mkdir_tmp();
-    CHECK(dir[0]);
+    lmt_mkdir();
+    CHECK(lmt_dir[0]);
     char corpus[128], out[128], hb[160];
-    write_corpus(corpus, sizeof corpus);
-    snprintf(out, sizeof out, "%s/run", dir);
+    lmt_corpus(corpus, sizeof corpus, 4096);
+    snprintf(out, sizeof out, "%s/run", lmt_dir);
     lm_train_config c;
     tiny_config(&c, corpus, out);
     lm_train_opts o = {NULL, 1, NULL, 0};
     CHECK(lm_train(&c, &o) == 0);
     snprintf(hb, sizeof hb, "%s/heartbeat.jsonl", out);
     size_t n;
-    char *text = slurp(hb, &n);
+    char *text = lmt_slurp(hb, &n);
     CHECK(text && n > 0, "no heartbeat at %s", hb);
     int counts[5] = {0}, ln = 0;
     static const char *kinds[5] = {"boot", "progress", "eval", "checkpoint", "stop"};
@@ -363,17 +310,17 @@ static void heartbeat_json(void) {
     jdoc d;
     CHECK(jparse(&d, "{\"a\":nan}") != 0 && jparse(&d, "{\"a\":1,}") != 0 && jparse(&d, "{\"a\":null}") == 0);
     free(text);
-    rm_tmp();
+    lmt_rmdir();
 }
 
 /* A NaN parameter makes the first loss NaN: the run stops with a "nonfinite" stop record
  * before any optimizer step and leaves the checkpoint byte for byte as it was. */
 static void nonfinite_stops(void) {
-    mkdir_tmp();
-    CHECK(dir[0]);
+    lmt_mkdir();
+    CHECK(lmt_dir[0]);
     char corpus[128], out[128], ck[160], copy[160], hb[160];
-    write_corpus(corpus, sizeof corpus);
-    snprintf(out, sizeof out, "%s/run", dir);
+    lmt_corpus(corpus, sizeof corpus, 4096);
+    snprintf(out, sizeof out, "%s/run", lmt_dir);
     lm_train_config c;
     tiny_config(&c, corpus, out);
     c.steps = 4;
@@ -391,32 +338,32 @@ static void nonfinite_stops(void) {
     CHECK(lm_ckpt_load(ck, &m, mo, ve, &meta, err, sizeof err) == 0, "%s", err);
     m.w.layer[0].wq[3] = NAN;
     CHECK(lm_ckpt_save(ck, &m, mo, ve, &meta, err, sizeof err) == 0, "%s", err);
-    snprintf(copy, sizeof copy, "%s/before.safetensors", dir);
+    snprintf(copy, sizeof copy, "%s/before.safetensors", lmt_dir);
     size_t n;
-    char *bytes = slurp(ck, &n);
-    CHECK(bytes && spit(copy, bytes, n) == 0);
+    char *bytes = lmt_slurp(ck, &n);
+    CHECK(bytes && lmt_spit(copy, bytes, n) == 0);
     free(bytes);
     c.steps = 8;
     c.ckpt_every = 1; /* any step that got through would write a checkpoint */
     o.resume = ck;
     CHECK(lm_train(&c, &o) == 1, "a NaN loss must fail the run");
-    CHECK(same_file(ck, copy), "the checkpoint changed");
+    CHECK(lmt_same_file(ck, copy), "the checkpoint changed");
     snprintf(hb, sizeof hb, "%s/heartbeat.jsonl", out);
-    char *text = slurp(hb, &n);
+    char *text = lmt_slurp(hb, &n);
     CHECK(text && strstr(text, "\"msg\":\"stop\",\"reason\":\"nonfinite\""), "no nonfinite stop record");
     CHECK(strstr(text, "\"loss\":null"), "the NaN loss is not written as null");
     free(text), free(mo), free(ve);
     lm_model_destroy(&m);
     nsa_context_destroy(ctx);
-    rm_tmp();
+    lmt_rmdir();
 }
 
 static void bad_inputs(void) {
-    mkdir_tmp();
-    CHECK(dir[0]);
+    lmt_mkdir();
+    CHECK(lmt_dir[0]);
     char corpus[128], out[128], ck[160], bad[160], err[512];
-    write_corpus(corpus, sizeof corpus);
-    snprintf(out, sizeof out, "%s/run", dir);
+    lmt_corpus(corpus, sizeof corpus, 4096);
+    snprintf(out, sizeof out, "%s/run", lmt_dir);
     lm_train_config c;
     tiny_config(&c, corpus, out);
     c.steps = 2;
@@ -424,7 +371,7 @@ static void bad_inputs(void) {
     CHECK(lm_train(&c, &o) == 0);
     snprintf(ck, sizeof ck, "%s/model.safetensors", out);
     size_t n;
-    char *good = slurp(ck, &n);
+    char *good = lmt_slurp(ck, &n);
     CHECK(good && n > 64);
     nsa_context *ctx;
     CHECK(nsa_context_create(&ctx, NULL, 0) == NSA_OK);
@@ -432,18 +379,18 @@ static void bad_inputs(void) {
     CHECK(lm_model_create(&m, &c.m, ctx, 9, err, sizeof err) == 0, "%s", err);
     float *before = malloc(4 * m.nparams);
     memcpy(before, m.params, 4 * m.nparams);
-    snprintf(bad, sizeof bad, "%s/bad.safetensors", dir);
+    snprintf(bad, sizeof bad, "%s/bad.safetensors", lmt_dir);
     /* corrupted: one flipped bit in the data */
     good[n - 5] ^= 0x10;
-    CHECK(spit(bad, good, n) == 0);
+    CHECK(lmt_spit(bad, good, n) == 0);
     good[n - 5] ^= 0x10;
     CHECK(lm_ckpt_load(bad, &m, NULL, NULL, NULL, err, sizeof err) != 0 && strstr(err, "checksum"),
           "corrupted: %s", err);
     /* truncated */
-    CHECK(spit(bad, good, n - 100) == 0);
+    CHECK(lmt_spit(bad, good, n - 100) == 0);
     CHECK(lm_ckpt_load(bad, &m, NULL, NULL, NULL, err, sizeof err) != 0 && strstr(err, "truncated"),
           "truncated: %s", err);
-    CHECK(spit(bad, good, 5) == 0);
+    CHECK(lmt_spit(bad, good, 5) == 0);
     CHECK(lm_ckpt_load(bad, &m, NULL, NULL, NULL, err, sizeof err) != 0 && strstr(err, "truncated"),
           "5 bytes: %s", err);
     CHECK(memcmp(before, m.params, 4 * m.nparams) == 0, "a failed load changed the model");
@@ -463,10 +410,10 @@ static void bad_inputs(void) {
     o.resume = NULL;
     /* empty and missing corpus */
     lm_corpus cor;
-    snprintf(bad, sizeof bad, "%s/empty.txt", dir);
-    CHECK(spit(bad, "", 0) == 0);
+    snprintf(bad, sizeof bad, "%s/empty.txt", lmt_dir);
+    CHECK(lmt_spit(bad, "", 0) == 0);
     CHECK(lm_corpus_load(&cor, bad, 24, err, sizeof err) != 0 && strstr(err, "empty"), "%s", err);
-    snprintf(bad, sizeof bad, "%s/missing.txt", dir);
+    snprintf(bad, sizeof bad, "%s/missing.txt", lmt_dir);
     CHECK(lm_corpus_load(&cor, bad, 24, err, sizeof err) != 0 && strstr(err, "cannot open"), "%s", err);
     lm_train_config c4 = c;
     snprintf(c4.data, sizeof c4.data, "%s", bad);
@@ -476,23 +423,23 @@ static void bad_inputs(void) {
     snprintf(c5.out, sizeof c5.out, "%s/sub", corpus);
     CHECK(lm_train(&c5, &o) == 1);
     size_t n2;
-    char *after = slurp(ck, &n2);
+    char *after = lmt_slurp(ck, &n2);
     CHECK(after && n2 == n && memcmp(after, good, n) == 0, "a failed run touched the checkpoint");
     free(after), free(good), free(before);
     lm_model_destroy(&m);
     nsa_context_destroy(ctx);
-    rm_tmp();
+    lmt_rmdir();
 }
 
 /* Config file, flags and the checkpoint's model-config string. */
 static void config_file(void) {
-    mkdir_tmp();
-    CHECK(dir[0]);
+    lmt_mkdir();
+    CHECK(lmt_dir[0]);
     char path[128], err[512];
-    snprintf(path, sizeof path, "%s/c.txt", dir);
+    snprintf(path, sizeof path, "%s/c.txt", lmt_dir);
     const char *text = "# comment\n  dim = 64  \nphi=learned\ngate = softmax # trailing\n"
                        "lr = 0.0005\nseed = 18446744073709551615\nkv-heads = 1\n\n";
-    CHECK(spit(path, text, strlen(text)) == 0);
+    CHECK(lmt_spit(path, text, strlen(text)) == 0);
     lm_train_config c;
     lm_train_config_default(&c);
     CHECK(lm_config_load(&c, path, err, sizeof err) == 0, "%s", err);
@@ -505,7 +452,7 @@ static void config_file(void) {
     CHECK(lm_config_set(&c, "nope", "1", err, sizeof err) != 0 && strstr(err, "nope"), "%s", err);
     CHECK(lm_config_set(&c, "seed", "-1", err, sizeof err) != 0, "negative seed accepted");
     const char *bad = "dim = 64\nthis line has no equals sign\n";
-    CHECK(spit(path, bad, strlen(bad)) == 0);
+    CHECK(lmt_spit(path, bad, strlen(bad)) == 0);
     CHECK(lm_config_load(&c, path, err, sizeof err) != 0 && strstr(err, ":2:"), "%s", err);
     /* written config reads back to the same values */
     lm_train_config a, b;
@@ -525,16 +472,16 @@ static void config_file(void) {
     CHECK(lm_model_config_diff(&a.m, &m2, err, sizeof err) == 0, "%s", err);
     m2.lp = 32;
     CHECK(lm_model_config_diff(&a.m, &m2, err, sizeof err) != 0 && strstr(err, "lp"), "%s", err);
-    rm_tmp();
+    lmt_rmdir();
 }
 
 /* The loader thread hands out exactly lm_batch(seed, step0), lm_batch(seed, step0 + 1), ...;
  * targets are the inputs shifted by one byte; validation windows lie in the last 10%. */
 static void loader_order(void) {
-    mkdir_tmp();
-    CHECK(dir[0]);
+    lmt_mkdir();
+    CHECK(lmt_dir[0]);
     char corpus[128], err[512];
-    write_corpus(corpus, sizeof corpus);
+    lmt_corpus(corpus, sizeof corpus, 4096);
     lm_corpus cor;
     CHECK(lm_corpus_load(&cor, corpus, 24, err, sizeof err) == 0, "%s", err);
     CHECK(cor.train_len == cor.len - cor.len / 10);
@@ -568,7 +515,7 @@ static void loader_order(void) {
         }
     }
     lm_corpus_free(&cor);
-    rm_tmp();
+    lmt_rmdir();
 }
 
 int main(int argc, char **argv) {
