@@ -18,10 +18,11 @@ typedef struct {
 
 #define O(f) CLI_OPT(export_args, f)
 static const cli_opt table[] = {
-    {"ckpt", CLI_FILE, O(ckpt), "FILE", NULL, 0, 0, NULL, "checkpoint (default: DIR/model.safetensors)", NULL},
+    {"ckpt", CLI_FILE, O(ckpt), "FILE", NULL, 0, 0, NULL,
+     "checkpoint to read instead of DIR/model.safetensors of --out", NULL},
     {"out", CLI_STR, O(out), "DIR", "runs/kjv", 0, 0, NULL, "run directory of nsa train", NULL},
     {"to", CLI_STR, O(to), "FILE", NULL, 0, 0, NULL,
-     "the bf16 file to write (default: DIR/weights.bf16.safetensors)", NULL},
+     "the bf16 file to write instead of DIR/weights.bf16.safetensors of --out", NULL},
 };
 #undef O
 
