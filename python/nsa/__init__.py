@@ -31,6 +31,8 @@ if not (TORCH_MIN <= _torch_version() < TORCH_BELOW):
 from ._lib import NsaError, set_threads, toolchain  # noqa: E402
 from ._op import Config, attention, num_cmp  # noqa: E402
 from .fla import parallel_nsa  # noqa: E402
+from .lm import NSALM, load_checkpoint, save_checkpoint  # noqa: E402
+from .module import KVCache, NSAttention  # noqa: E402
 
-__all__ = ["Config", "NsaError", "attention", "num_cmp", "parallel_nsa", "set_threads", "toolchain"]
+__all__ = ["Config", "KVCache", "NSALM", "NSAttention", "load_checkpoint", "save_checkpoint", "NsaError", "attention", "num_cmp", "parallel_nsa", "set_threads", "toolchain"]
 __version__ = "0.1.0"
