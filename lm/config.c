@@ -139,7 +139,8 @@ int lm_config_set(lm_train_config *c, const char *key, const char *val, char *er
     }
     case K_STR:
         if (strlen(val) >= 512) goto bad;
-        snprintf(p, 512, "%s", val);
+        memset(p, 0, 512); /* no old bytes after the new text: configs compare with memcmp */
+        memcpy(p, val, strlen(val));
         break;
     case K_PHI:
         if (!strcmp(val, "avg")) *(int *)p = LM_PHI_AVG;

@@ -19,4 +19,4 @@ add_test(NAME harden.export_then_sample
   COMMAND sh -c "d=$(mktemp -d) && $0 train --out $d/r --steps 2 --layers 1 --dim 16 --heads 2 --kv_heads 1 --ffn 24 --seq_len 32 --batch 2 --eval_batches 1 --quiet && $0 export --out $d/r && $0 sample --ckpt $d/r/weights.bf16.safetensors --tokens 4 --prompt In 2>$d/err >/dev/null && grep -q 'weights only' $d/err; rc=$?; rm -rf $d; exit $rc"
           $<TARGET_FILE:nsa_cli>)
 nsa_test(test_harden_model SOURCES test_harden_model.c LIBS nsa_lm
-  CASES huge_model_fields ckpt_config_checked)
+  CASES huge_model_fields ckpt_config_checked config_set_clears_strings)

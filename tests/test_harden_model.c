@@ -61,10 +61,25 @@ static void ckpt_config_checked(void) {
     CHECK(lm_model_config_parse(&m, s, err, sizeof err) == 0, "%s", err);
 }
 
+/* Found by fuzz_config: a string key set twice ("data = long", then "data =") kept the old
+ * bytes after the new terminator, so two equal configs compared unequal byte for byte (the
+ * write/read round trip, and test_lm_train config_file, compare configs with memcmp). */
+static void config_set_clears_strings(void) {
+    lm_train_config a, b;
+    char err[256];
+    lm_train_config_default(&a);
+    lm_train_config_default(&b);
+    CHECK(lm_config_set(&a, "data", "a-long-path.txt", err, sizeof err) == 0, "%s", err);
+    CHECK(lm_config_set(&a, "data", "", err, sizeof err) == 0, "%s", err);
+    CHECK(lm_config_set(&b, "data", "", err, sizeof err) == 0, "%s", err);
+    CHECK(memcmp(&a, &b, sizeof a) == 0, "equal configs differ in their bytes");
+}
+
 int main(int argc, char **argv) {
     static const nsa_case cases[] = {
         {"huge_model_fields", huge_model_fields},
         {"ckpt_config_checked", ckpt_config_checked},
+        {"config_set_clears_strings", config_set_clears_strings},
     };
     return nsa_test_main(argc, argv, cases, (int)(sizeof cases / sizeof cases[0]));
 }
