@@ -41,7 +41,9 @@ static const key_info keys[] = {
     {"gate_temp", K_FLOAT, M(gate_temp), 1, "softmax gate temperature"},
     {"rope_base", K_FLOAT, M(rope_base), 1, "RoPE base"},
     {"seq_len", K_INT, T(seq_len), 0, "tokens per sequence T"},
-    {"batch", K_INT, T(batch), 0, "sequences per step B"},
+    {"batch", K_INT, T(batch), 0, "sequences per micro-batch B (one forward and backward)"},
+    {"grad_accum", K_INT, T(grad_accum), 0,
+     "micro-batches per optimizer step: the global batch is batch x grad_accum sequences"},
     {"steps", K_INT, T(steps), 0, "optimizer steps"},
     {"warmup", K_INT, T(warmup), 0, "linear warm-up steps"},
     {"lr", K_FLOAT, T(lr), 0, "peak learning rate"},
@@ -77,6 +79,7 @@ void lm_train_config_default(lm_train_config *c) {
                              .rope_base = 10000.0f};
     c->seq_len = 128;
     c->batch = 8;
+    c->grad_accum = 1;
     c->steps = 800;
     c->warmup = 60;
     c->lr = 3e-3f;
@@ -252,6 +255,10 @@ int lm_config_check(const lm_train_config *c, char *err, size_t n) {
     CHK(c->batch >= 1 && c->batch <= LM_MAX_TOKENS / c->seq_len,
         "batch: %d, expected 1..%d (batch x seq_len <= %d tokens a step)", c->batch,
         LM_MAX_TOKENS / c->seq_len, LM_MAX_TOKENS);
+    CHK(c->grad_accum >= 1, "grad_accum: %d, expected >= 1", c->grad_accum);
+    CHK((int64_t)c->batch * c->grad_accum <= INT32_MAX / c->seq_len,
+        "grad_accum: batch %d x grad_accum %d x seq_len %d tokens per step, expected at most %d",
+        c->batch, c->grad_accum, c->seq_len, INT32_MAX);
     CHK(c->steps >= 1, "steps: %d, expected >= 1", c->steps);
     CHK(c->warmup >= 0, "warmup: %d, expected >= 0", c->warmup);
     CHK(c->lr > 0, "lr: %g, expected > 0", c->lr);

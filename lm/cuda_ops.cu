@@ -394,12 +394,13 @@ __global__ void k_ce_bwd(G *dl, const float *p, const uint8_t *targ, int V, floa
 }
 template <typename G>
 static void ce_backward(float *dlogits, const float *probs, const uint8_t *targets,
-                        const uint8_t *mask, int M, int V) {
+                        const uint8_t *mask, int M, int V, int64_t rows) {
     if (!M || mask) return;
     const uint8_t *t = bytes_buf(&S.targ, &S.targ_cap, targets, (size_t)M);
     if (!t) return;
     const int64_t n = (int64_t)M * V;
-    k_ce_bwd<<<blocks_for(n), TPB>>>((G *)dlogits, probs, t, V, 1.0f / (float)M, n);
+    const float inv = 1.0f / (float)(rows > 0 ? rows : M); /* rows: lm.h's micro-batch share */
+    k_ce_bwd<<<blocks_for(n), TPB>>>((G *)dlogits, probs, t, V, inv, n);
 }
 
 /* ------------------------------------------------------------------ embedding, bias */

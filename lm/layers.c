@@ -188,9 +188,10 @@ float lm_cross_entropy(float *probs, const float *logits, const uint8_t *targets
 }
 
 void lm_cross_entropy_backward(float *dlogits, const float *probs, const uint8_t *targets,
-                               const uint8_t *mask, int M, int V) {
-    int cnt = 0;
-    for (int i = 0; i < M; i++) cnt += !mask || mask[i];
+                               const uint8_t *mask, int M, int V, int64_t rows) {
+    int64_t cnt = rows > 0 ? rows : 0;
+    if (rows <= 0)
+        for (int i = 0; i < M; i++) cnt += !mask || mask[i];
     const float inv = cnt > 0 ? 1.0f / (float)cnt : 0.0f;
     for (int i = 0; i < M; i++) {
         const float *pi = probs + (int64_t)i * V;

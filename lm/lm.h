@@ -45,6 +45,7 @@ typedef struct {
 typedef struct {
     lm_model_config m;
     int seq_len, batch, steps, warmup;
+    int grad_accum;      /* micro-batches of `batch` sequences per optimizer step (>= 1)   */
     float lr, lr_min_ratio, weight_decay, beta1, beta2, eps, clip;
     uint64_t seed;
     int log_every, eval_every, eval_batches, ckpt_every, threads;
@@ -194,11 +195,12 @@ typedef struct lm_backend {
                            float temp);
     /* mask (M) host bytes or NULL (every row): rows with mask 0 have no loss and no gradient
      * (a document's last byte, whose target is the next document's first), and the mean is
-     * over the others */
+     * over the others; the backward's rows > 0 divides by rows instead (a micro-batch of a
+     * global batch of `rows` loss rows, lm_cross_entropy_backward) */
     float (*cross_entropy)(float *probs, const float *logits, const uint8_t *targets,
                            const uint8_t *mask, int M, int V);
     void (*cross_entropy_backward)(float *dlogits, const float *probs, const uint8_t *targets,
-                                   const uint8_t *mask, int M, int V);
+                                   const uint8_t *mask, int M, int V, int64_t rows);
     /* x (N, C) = emb[tokens];  demb (256, C) += Σ rows of dx by token */
     void (*embed)(float *x, const float *emb, const uint8_t *tokens, int N, int C);
     void (*embed_backward)(float *demb, const float *dx, const uint8_t *tokens, int N, int C);
@@ -290,6 +292,12 @@ int lm_forward(lm_model *m, const uint8_t *tokens, const uint8_t *targets, int B
 int lm_model_set_docs(lm_model *m, const uint8_t *bound, int B, int T, char *err, size_t n);
 /* Gradients of the last forward's loss into m->grads (overwritten). -1 on error. */
 int lm_backward(lm_model *m, const uint8_t *tokens, char *err, size_t n);
+/* The same for one micro-batch of a global batch (gradient accumulation): the loss is the sum
+ * over this batch's loss rows divided by rows (the global batch's loss rows; 0: this batch's,
+ * as lm_backward), and accumulate = 1 adds to m->grads instead of overwriting them, so that
+ * micro-batches taken in order give the global batch's gradient up to summation order. */
+int lm_backward_acc(lm_model *m, const uint8_t *tokens, int64_t rows, int accumulate, char *err,
+                    size_t n);
 /* One decode token at position pos (= cache length) for batch row 0: logits (256). */
 int lm_decode(lm_model *m, nsa_kv_cache **caches, uint8_t token, int64_t pos, float *logits,
               char *err, size_t n);
@@ -336,9 +344,11 @@ void lm_gates_backward(float *dz, const float *dg, const float *g, int64_t MH, i
  * set (mask NULL: all); probs (M, V) = softmax of every row. */
 float lm_cross_entropy(float *probs, const float *logits, const uint8_t *targets,
                        const uint8_t *mask, int M, int V);
-/* dlogits (M, V) = (probs - onehot) / count on rows in the mask, 0 on the others. */
+/* dlogits (M, V) = (probs - onehot) / count on rows in the mask, 0 on the others; count is
+ * the rows in the mask, or rows when rows > 0 (a micro-batch's share of a global batch's mean:
+ * the same 1/rows as the global batch's own backward, so its rows match bit for bit). */
 void lm_cross_entropy_backward(float *dlogits, const float *probs, const uint8_t *targets,
-                               const uint8_t *mask, int M, int V);
+                               const uint8_t *mask, int M, int V, int64_t rows);
 /* Learnable φ over raw (B, T, Hkv, D) → (B, Tc, Hkv, D): out = mean(block) + W2·silu(W1·u),
  * u = flatten(block + pe). Saves u (B·Tc·Hkv, l·D) and hpre (2, B·Tc·Hkv, D): the hidden
  * pre-activation, then its silu. */

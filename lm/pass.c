@@ -373,6 +373,11 @@ int lm_decode(lm_model *m, nsa_kv_cache **caches, uint8_t token, int64_t pos, fl
 }
 
 int lm_backward(lm_model *m, const uint8_t *tokens, char *err, size_t n) {
+    return lm_backward_acc(m, tokens, 0, 0, err, n);
+}
+
+int lm_backward_acc(lm_model *m, const uint8_t *tokens, int64_t rows, int accumulate, char *err,
+                    size_t n) {
     if (!m->targets || !m->act_mem) return lm_fail(err, n, "backward: no forward with targets");
     const lm_model_config *c = &m->cfg;
     const int B = m->B, T = m->T, N = B * T, C = c->dim, D = m->D, Hq = c->n_head;
@@ -403,10 +408,12 @@ int lm_backward(lm_model *m, const uint8_t *tokens, char *err, size_t n) {
         dvc = p;                     p += Mc * D;                /* (B, Tc, Hkv, D) */
         work = p;                                                /* (Mc, l·D + 2D)  */
     }
-    m->be->zero(m->grads, m->nparams);
+    /* every parameter gradient below is added (+=) into m->grads: skipping the zero is the
+     * whole of accumulation */
+    if (!accumulate) m->be->zero(m->grads, m->nparams);
 
     m->be->cross_entropy_backward(dlogits, m->probs, m->targets, m->doc_n ? m->doc_mask : NULL,
-                                  N, LM_VOCAB);
+                                  N, LM_VOCAB, rows);
     mmb_lo(m, dbuf, m->dw.head, dlogits, LM_VOCAB, m->xf, m->w.head, N, C, LM_VOCAB, 0);
     m->be->zero(dres, (size_t)N * C);
     m->be->rmsnorm_backward(dres, m->dw.lnf, dbuf, m->xL, m->w.lnf, m->rstdf, N, C);

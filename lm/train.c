@@ -210,6 +210,45 @@ static int evaluate(lm_model *m, const lm_corpus *cor, const lm_train_config *c,
     return 0;
 }
 
+/* The gradient of one optimizer step into m->grads: the global batch x, y, bound (batch ·
+ * grad_accum rows of lm_batch) as grad_accum micro-batches of `batch` rows, in order, each
+ * backward adding to the last with the global batch's 1/rows (lm_backward_acc). *loss is the
+ * global batch's mean (each micro-batch's mean weighted by its loss rows); NaN and no gradient
+ * when one is not finite. The gate statistics become the means over the micro-batches. */
+static int step_grads(lm_model *m, const lm_corpus *cor, const lm_train_config *c,
+                      const uint8_t *x, const uint8_t *y, const uint8_t *bound, float *loss,
+                      char *err, size_t n) {
+    const int64_t per = (int64_t)c->batch * c->seq_len;
+    int64_t rows = per * c->grad_accum;
+    if (cor->starts) /* a document's last byte has no loss (lm_model_set_docs) */
+        for (int64_t r = 0; r < per * c->grad_accum; r++) rows -= bound[r];
+    double sum = 0.0, ent = 0.0, col = 0.0, sh[3] = {0, 0, 0};
+    for (int i = 0; i < c->grad_accum; i++) {
+        const int64_t o = i * per;
+        float li;
+        if (lm_model_set_docs(m, cor->starts ? bound + o : NULL, c->batch, c->seq_len, err, n) ||
+            lm_forward(m, x + o, y + o, c->batch, c->seq_len, NULL, &li, err, n))
+            return -1;
+        if (!isfinite(li)) {
+            *loss = li;
+            return 0;
+        }
+        int64_t ri = per;
+        if (cor->starts)
+            for (int64_t r = 0; r < per; r++) ri -= bound[o + r];
+        sum += (double)li * (double)ri;
+        ent += m->gate_entropy_mean;
+        col += m->gate_collapse_frac;
+        for (int b = 0; b < 3; b++) sh[b] += m->gate_share[b];
+        if (lm_backward_acc(m, x + o, rows, i > 0, err, n)) return -1;
+    }
+    *loss = rows > 0 ? (float)(sum / (double)rows) : 0.0f;
+    m->gate_entropy_mean = ent / c->grad_accum;
+    m->gate_collapse_frac = col / c->grad_accum;
+    for (int b = 0; b < 3; b++) m->gate_share[b] = sh[b] / c->grad_accum;
+    return 0;
+}
+
 static void eval_record(beat *b, double val, const lm_train_config *c) {
     rec_begin(b, "eval");
     lm_json_num(&b->j, "val_loss", val);
@@ -255,9 +294,10 @@ int lm_train(const lm_train_config *c, const lm_train_opts *o) {
     const int on_host = be->device == NSA_DEVICE_CPU;
     hmom = on_host ? mom : calloc(m.nparams, sizeof(float));
     hvel = on_host ? vel : calloc(m.nparams, sizeof(float));
-    x = malloc((size_t)c->batch * c->seq_len);
-    y = malloc((size_t)c->batch * c->seq_len);
-    bound = malloc((size_t)c->batch * c->seq_len);
+    const int gbatch = c->batch * c->grad_accum; /* sequences per optimizer step */
+    x = malloc((size_t)gbatch * c->seq_len);
+    y = malloc((size_t)gbatch * c->seq_len);
+    bound = malloc((size_t)gbatch * c->seq_len);
     if (!mom || !vel || !hmom || !hvel || !x || !y || !bound) {
         snprintf(err, sizeof err, "out of memory");
         goto fail;
@@ -317,6 +357,7 @@ int lm_train(const lm_train_config *c, const lm_train_opts *o) {
     lm_json_str(&b.j, "model", cfgs);
     lm_json_int(&b.j, "seq_len", c->seq_len);
     lm_json_int(&b.j, "batch", c->batch);
+    lm_json_int(&b.j, "grad_accum", c->grad_accum);
     lm_json_int(&b.j, "steps", c->steps);
     lm_json_str(&b.j, "resume", o->resume ? o->resume : "");
     lm_json_str(&b.j, "backend", be->name);
@@ -343,7 +384,7 @@ int lm_train(const lm_train_config *c, const lm_train_opts *o) {
                         "out %s%s\n", m.nparams, c->m.n_layer, c->m.dim, data, cor.len, c->out,
                 o->resume ? " (resumed)" : "");
 
-    L = lm_loader_start(&cor, c->seed, step0, c->batch, c->seq_len);
+    L = lm_loader_start(&cor, c->seed, step0, gbatch, c->seq_len);
     if (!L) {
         snprintf(err, sizeof err, "cannot start the loader thread");
         goto fail;
@@ -365,15 +406,9 @@ int lm_train(const lm_train_config *c, const lm_train_opts *o) {
     for (int64_t step = step0; step < c->steps; step++) {
         float loss;
         fetch_int += lm_loader_next(L, x, y, bound);
-        if (lm_model_set_docs(&m, cor.starts ? bound : NULL, c->batch, c->seq_len, err,
-                              sizeof err))
-            goto fail;
-        if (lm_forward(&m, x, y, c->batch, c->seq_len, NULL, &loss, err, sizeof err)) goto fail;
+        if (step_grads(&m, &cor, c, x, y, bound, &loss, err, sizeof err)) goto fail;
         float norm = NAN;
-        if (isfinite(loss)) {
-            if (lm_backward(&m, x, err, sizeof err)) goto fail;
-            norm = be->clip_grads(m.grads, m.nparams, c->clip);
-        }
+        if (isfinite(loss)) norm = be->clip_grads(m.grads, m.nparams, c->clip);
         if (!isfinite(loss) || !isfinite(norm)) {
             b.step = step;
             snprintf(err, sizeof err, "%s is not finite at step %lld; stopped before the "
@@ -392,7 +427,7 @@ int lm_train(const lm_train_config *c, const lm_train_opts *o) {
         lm_adamw(&m, mom, vel, (int)step + 1, lr, c);
         const int64_t done = step + 1;
         b.step = done;
-        toks_int += (int64_t)c->batch * c->seq_len;
+        toks_int += (int64_t)gbatch * c->seq_len;
         const int last = done == c->steps;
         const int stopping = (o->stop && *o->stop) || (o->stop_after > 0 && done >= o->stop_after);
         const double t = mono_s(), dt = t - t_int;

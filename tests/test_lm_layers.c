@@ -138,7 +138,7 @@ static void cross_entropy_grad(void) {
     for (int k = 0; k < 2; k++) {
         const uint8_t *mk = masks[k];
         lm_cross_entropy(pr, lg, t, mk, M, V);
-        lm_cross_entropy_backward(dl, pr, t, mk, M, V);
+        lm_cross_entropy_backward(dl, pr, t, mk, M, V, 0);
         for (int i = 0; i < M * V; i++) {
             const float keep = lg[i], h = 1e-2f;
             lg[i] = keep + h;
