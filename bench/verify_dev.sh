@@ -4,11 +4,15 @@
 # issues ask: builds (Release, sm_90a), every GPU test but the slow ones (ctest -L gpu -LE slow),
 # compute-sanitizer memcheck/racecheck on the small cases of the tensor-core backward, the
 # decode and the forward, shape A and B forward+backward against torch SDPA cuDNN in the same
-# call, and a short `nsa train --device cuda` run with a sample (heartbeat kept for the plot).
+# call, bench_train's short and long configs beside the PyTorch baseline of the same models
+# (bench/torch_train.py: eager and torch.compile, cuDNN SDPA, issue 18), and a short
+# `nsa train --device cuda` run with a sample (heartbeat kept for the plot).
 # usage (device): OUT=$OUT [PHASES="test bench train"] bash bench/verify_dev.sh [SRC]
 #   SRC: the tree (default: the repo); the build directory build-verify is reused by later calls.
 #   bench: A_S, B_S (lengths), A_TUNES (nsa_cuda_tune settings measured in turn at shape A);
-#   train: TRAIN_S seconds of `nsa train --device cuda` with TRAIN_ARGS, then a sample.
+#   train: bench_train and torch_train.py (TORCH_MODES, default "eager compile") on each of
+#   TRAIN_CONFIGS (default "short long"), TRAIN_STEPS timed steps each, CSVs train_*.csv; then
+#   TRAIN_S seconds of `nsa train --device cuda` with TRAIN_ARGS, then a sample.
 # Logs and CSVs go to $OUT; nothing here asserts a time.
 set -u
 SRC=${1:-$(cd "$(dirname "$0")/.." && pwd)}
@@ -41,6 +45,21 @@ if has bench; then
     tee "$OUT/fwdbwd_B.csv"
   timeout 150 python3 "$SRC/bench/sdpa_bwd.py" --shape B --S ${B_S:-8192,16384,32768,65536} \
     --reps 3 2>&1 | tee "$OUT/sdpa_B.csv"
+fi
+if has train; then
+  for cfg in ${TRAIN_CONFIGS:-short long}; do
+    timeout 300 $B/bench/bench_train --config $cfg --steps ${TRAIN_STEPS:-10} \
+      >"$OUT/train_${cfg}_nsa.csv" 2>"$OUT/train_${cfg}_nsa.err"
+    log "bench_train $cfg rc=$?"
+    grep -A1 "^config," "$OUT/train_${cfg}_nsa.csv" | tail -1 | tee -a "$OUT/summary.txt"
+    for mode in ${TORCH_MODES:-eager compile}; do
+      timeout 420 python3 "$SRC/bench/torch_train.py" --config $cfg --mode $mode \
+        --steps ${TRAIN_STEPS:-10} >"$OUT/train_${cfg}_torch_$mode.csv" \
+        2>"$OUT/train_${cfg}_torch_$mode.err"
+      log "torch_train $cfg $mode rc=$?"
+      grep -E "^# sdpa|^$cfg," "$OUT/train_${cfg}_torch_$mode.csv" | tee -a "$OUT/summary.txt"
+    done
+  done
 fi
 if has train && [ "${TRAIN_S:-0}" -gt 0 ]; then
   timeout --foreground -s INT "$TRAIN_S" "$B/nsa" train --device cuda --out /tmp/vt_run \
