@@ -11,8 +11,9 @@
 #   SRC: the tree (default: the repo); the build directory build-verify is reused by later calls.
 #   bench: A_S, B_S (lengths), A_TUNES (nsa_cuda_tune settings measured in turn at shape A);
 #   train: bench_train and torch_train.py (TORCH_MODES, default "eager compile") on each of
-#   TRAIN_CONFIGS (default "short long"), TRAIN_STEPS timed steps each, CSVs train_*.csv; then
-#   TRAIN_S seconds of `nsa train --device cuda` with TRAIN_ARGS, then a sample.
+#   TRAIN_CONFIGS (default "short long"), TRAIN_STEPS timed steps each, CSVs train_*.csv (the
+#   torch.compile runs compile for minutes: PHASES=train alone is one call); then TRAIN_S
+#   seconds of `nsa train --device cuda` with TRAIN_ARGS, then a sample.
 # Logs and CSVs go to $OUT; nothing here asserts a time.
 set -u
 SRC=${1:-$(cd "$(dirname "$0")/.." && pwd)}
