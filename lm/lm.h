@@ -516,12 +516,25 @@ typedef struct {
 int lm_train(const lm_train_config *c, const lm_train_opts *o);
 
 /* ---- sampling (lm/sample.c) */
+/* What a generation took (wall clock, monotonic): prefill_s from the start (KV caches created,
+ * every prompt prefilled) to the first token of every row; decode_s the decode steps after it,
+ * which produced decode_tokens tokens (rows · (n − 1)). */
+typedef struct {
+    int rows;
+    int64_t prompt_tokens, decode_tokens;
+    double prefill_s, decode_s;
+} lm_sample_stats;
 typedef struct {
     float temperature; /* 0: greedy */
     int top_k;         /* 0: all    */
     uint64_t seed;
     nsa_decode_reads *reads; /* not NULL: the token reads of layer 0's last decode step */
+    float top_p;             /* nucleus mass in (0, 1); 0 or >= 1: no nucleus filter      */
+    lm_sample_stats *stats;  /* not NULL: filled after a successful generation             */
 } lm_sample_opts;
+/* One token from logits (256) with o's temperature, top-k, then top-p; rng advances by one
+ * draw unless greedy. */
+uint8_t lm_sample_pick(const float *logits, const lm_sample_opts *o, uint64_t *rng);
 /* Generates n tokens after prompt (len ≥ 1) through the KV-cache decode; out (n). */
 int lm_generate(lm_model *m, const uint8_t *prompt, int len, int n, const lm_sample_opts *o,
                 uint8_t *out, char *err, size_t errn);

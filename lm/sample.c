@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 /* sample.c — text generation: the prompt is prefilled into one KV cache per layer, then every
- * new byte goes through the library's decode (nsa_decode_step), with temperature and top-k.
+ * new byte goes through the library's decode (nsa_decode_step), with temperature, top-k and
+ * top-p (applied in that order); the time to the first token and the decode speed are measured.
  * Not a second model: lm_decode runs the very layer code of training (lm/pass.c).
  * Invariant: with temperature 0 the tokens equal the argmax of a full forward recomputed at
  * every step (tests/test_lm_model.c checks it).
@@ -10,10 +11,44 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+
+static double mono_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* Top-p: keeps the most likely bytes (ties: lowest byte first) up to and including the one at
+ * which their mass reaches top_p of the total; zeroes the others in p and returns the kept
+ * mass, summed in byte order as the draw walks. The most likely byte is always kept. */
+static double nucleus(double *p, double top_p) {
+    int ord[LM_VOCAB], n = 0;
+    double total = 0.0;
+    for (int v = 0; v < LM_VOCAB; v++) {
+        if (p[v] <= 0.0) continue;
+        total += p[v];
+        int i = n++; /* insertion: descending p, a tie after the lower byte already placed */
+        while (i > 0 && p[ord[i - 1]] < p[v]) {
+            ord[i] = ord[i - 1];
+            i--;
+        }
+        ord[i] = v;
+    }
+    const double target = top_p * total;
+    double cum = 0.0;
+    int keep = 0;
+    while (keep < n && (keep == 0 || cum < target)) cum += p[ord[keep++]];
+    for (int i = keep; i < n; i++) p[ord[i]] = 0.0;
+    double sum = 0.0;
+    for (int v = 0; v < LM_VOCAB; v++) sum += p[v];
+    return sum;
+}
 
 /* The next token from logits (256): argmax for temperature 0 (ties: lowest byte), else a draw
- * from softmax(logits / temperature) over the top_k most likely bytes. */
-static uint8_t pick(const float *logits, const lm_sample_opts *o, uint64_t *rng) {
+ * from softmax(logits / temperature) over the top_k most likely bytes, then over the nucleus
+ * of top_p of their mass. */
+uint8_t lm_sample_pick(const float *logits, const lm_sample_opts *o, uint64_t *rng) {
     int best = 0;
     for (int v = 1; v < LM_VOCAB; v++)
         if (logits[v] > logits[best]) best = v;
@@ -37,6 +72,7 @@ static uint8_t pick(const float *logits, const lm_sample_opts *o, uint64_t *rng)
         p[v] = logits[v] >= thr ? exp((double)(logits[v] - logits[best]) / o->temperature) : 0.0;
         sum += p[v];
     }
+    if (o->top_p > 0.0f && o->top_p < 1.0f) sum = nucleus(p, o->top_p);
     double u = lm_rng_uniform(rng) * sum;
     for (int v = 0; v < LM_VOCAB; v++) {
         u -= p[v];
@@ -62,6 +98,7 @@ int lm_generate(lm_model *m, const uint8_t *prompt, int len, int n, const lm_sam
     desc.max_len = (int64_t)len + n;
     desc.cmp_external = m->cfg.phi == LM_PHI_LEARNED;
     int rc = -1;
+    const double t0 = mono_s();
     for (int l = 0; l < L; l++) {
         nsa_status st = nsa_kv_cache_create(m->ctx, &desc, &caches[l]);
         if (st != NSA_OK) {
@@ -74,10 +111,19 @@ int lm_generate(lm_model *m, const uint8_t *prompt, int len, int n, const lm_sam
     if (lm_forward(m, prompt, NULL, 1, len, caches, NULL, err, errn)) goto out;
     m->be->download(logits, m->logits + (size_t)(len - 1) * LM_VOCAB, sizeof logits);
     uint64_t rng = o->seed;
+    double t1 = t0;
     for (int i = 0; i < n; i++) {
-        out[i] = pick(logits, o, &rng);
+        out[i] = lm_sample_pick(logits, o, &rng);
+        if (i == 0) t1 = mono_s();
         if (i + 1 < n && lm_decode(m, caches, out[i], (int64_t)len + i, logits, err, errn))
             goto out;
+    }
+    if (o->stats) {
+        o->stats->rows = 1;
+        o->stats->prompt_tokens = len;
+        o->stats->prefill_s = t1 - t0;
+        o->stats->decode_s = mono_s() - t1;
+        o->stats->decode_tokens = n > 1 ? n - 1 : 0;
     }
     if (o->reads && n > 1 && nsa_kv_cache_last_reads(m->ctx, caches[0], 0, o->reads) != NSA_OK) {
         snprintf(err, errn, "nsa_kv_cache_last_reads: %s", nsa_context_message(m->ctx));

@@ -134,7 +134,7 @@ static void greedy_decode(int phi) {
     enum { P = 5, G = 40 };
     uint8_t seq[P + G];
     for (int i = 0; i < P; i++) seq[i] = (uint8_t)nsa_rng_int(32, 126);
-    lm_sample_opts o = {0.0f, 0, 1, NULL};
+    lm_sample_opts o = {.temperature = 0.0f, .seed = 1};
     CHECK(lm_generate(&m, seq, P, G, &o, seq + P, err, sizeof err) == 0, "%s", err);
     for (int i = 0; i < G; i++) {
         CHECK(lm_forward(&m, seq, NULL, 1, P + i, NULL, NULL, err, sizeof err) == 0, "%s", err);

@@ -50,7 +50,7 @@ int cli_parse_u64(const char *s, uint64_t *out) {
     return 0;
 }
 
-static int parse_float(const char *s, double lo, double hi, float *out) {
+int cli_parse_float(const char *s, double lo, double hi, float *out) {
     if (!plain_start(s, 1)) return -1;
     char *end;
     errno = 0;
@@ -94,7 +94,7 @@ static int set_value(const cli_opt *o, void *opts, const char *val, char *err, s
         }
         return 0;
     case CLI_FLOAT:
-        if (parse_float(val, o->lo, o->hi, (float *)p)) {
+        if (cli_parse_float(val, o->lo, o->hi, (float *)p)) {
             snprintf(err, n, "'%s' is not a finite number in %g..%g", val, o->lo, o->hi);
             return -1;
         }

@@ -87,6 +87,8 @@ int cli_usage_error(const char *cmd, const char *fmt, ...)
 /* Strict number parsing shared with custom setters: the whole text, in [lo, hi]. 0 or -1. */
 int cli_parse_i64(const char *s, int64_t lo, int64_t hi, int64_t *out);
 int cli_parse_u64(const char *s, uint64_t *out);
+/* A finite number in [lo, hi], the whole text (as CLI_FLOAT reads it). 0 or -1. */
+int cli_parse_float(const char *s, double lo, double hi, float *out);
 
 /* Packed-document offsets (tools/docs_arg.c) for --docs / --cu-seqlens: text v of document
  * lengths "4096,4096" (offsets = 0) or of offsets "0,4096,8192" (offsets = 1) into cu[0..n_docs]

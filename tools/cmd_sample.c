@@ -1,14 +1,19 @@
 // SPDX-License-Identifier: Apache-2.0
 /* cmd_sample.c — `nsa sample`: loads a checkpoint written by `nsa train`, prefills a prompt and
- * generates bytes through the library's KV-cache decode; prints prompt + continuation.
+ * generates bytes through the library's KV-cache decode; prints prompt + continuation, and the
+ * measured speed (stderr, and --report FILE as JSON).
+ * Not the sampler (lm/sample.c). Invariant: the report file is whole or absent (tmp + rename).
  */
 #include "cli.h"
 #include "gpu.h"
 #include "lm.h"
 
+#include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 /* Library log lines go to stderr, except the per-step decode.reads lines: their summary is
  * printed once at the end. */
@@ -18,11 +23,22 @@ static void log_line(void *user, const char *tag, const char *line) {
 }
 
 typedef struct {
-    const char *ckpt, *out, *prompt, *device, *precision;
+    const char *ckpt, *out, *prompt, *device, *precision, *report;
     int tokens, top_k, threads;
-    float temperature;
+    float temperature, top_p;
     uint64_t seed;
 } sample_args;
+
+/* --top-p: in (0, 1]; 0 would keep no byte, so it is refused rather than read as "off". */
+static int set_top_p(void *opts, const char *val, char *err, size_t n) {
+    float p;
+    if (cli_parse_float(val, 0.0, 1.0, &p) || !(p > 0.0f)) {
+        snprintf(err, n, "'%s' is not a number in (0, 1]", val);
+        return -1;
+    }
+    ((sample_args *)opts)->top_p = p;
+    return 0;
+}
 
 #define O(f) CLI_OPT(sample_args, f)
 /* --precision, --device, --threads and --out have the defaults of `nsa train`: a checkpoint
@@ -37,12 +53,16 @@ static const cli_opt table[] = {
     {"temperature", CLI_FLOAT, O(temperature), "T", "0.8", 0, 100, NULL, "0 = greedy", NULL},
     {"top-k", CLI_INT, O(top_k), "K", "40", 0, 256, NULL,
      "sample among the K most likely bytes; 0 = all", NULL},
+    {"top-p", CLI_CUSTOM, O(top_p), "P", "1", 0, 0, NULL,
+     "then among the most likely of those up to mass P, in (0, 1]; 1 = all", set_top_p},
     {"seed", CLI_U64, O(seed), "S", "1", 0, 0, NULL, "sampling seed", NULL},
     {"threads", CLI_INT, O(threads), "N", "0", 0, 4096, NULL, "CPU threads (0: all cores)", NULL},
     {"device", CLI_CHOICE, O(device), NULL, "cpu", 0, 0, "cpu|cuda",
      "cuda: KV caches and decode on the GPU", NULL},
     {"precision", CLI_CHOICE, O(precision), NULL, "bf16", 0, 0, "bf16|f32",
      "cuda: bf16 or f32 attention and GEMMs (as nsa train)", NULL},
+    {"report", CLI_STR, O(report), "FILE", NULL, 0, 0, NULL,
+     "also write the measured speed as one JSON object to FILE (docs/decode.md)", NULL},
 };
 #undef O
 
@@ -53,13 +73,53 @@ const cli_command cmd_sample = {
     "through the library's KV-cache decode; prints prompt + continuation.",
     table, CLI_NOPTS(table), sizeof(sample_args), sample_run, NULL, NULL};
 
+/* The speed line (stderr) and, with --report, the same numbers as JSON written to a temporary
+ * file renamed over FILE. 0, or -1 with why in err. */
+static int report(const sample_args *a, const lm_sample_stats *st, char *err, size_t n) {
+    const double tps = st->decode_s > 0 ? (double)st->decode_tokens / st->decode_s : 0.0;
+    fprintf(stderr, "nsa sample: %d row(s), %lld prompt bytes: first token after %.1f ms "
+                    "(prefill); decode %lld tokens in %.3f s = %.1f tokens/s\n",
+            st->rows, (long long)st->prompt_tokens, 1e3 * st->prefill_s,
+            (long long)st->decode_tokens, st->decode_s, tps);
+    if (!a->report) return 0;
+    lm_json j;
+    lm_json_begin(&j);
+    lm_json_str(&j, "device", a->device);
+    lm_json_str(&j, "precision", !strcmp(a->device, "cuda") ? a->precision : "f32");
+    lm_json_int(&j, "rows", st->rows);
+    lm_json_int(&j, "prompt_tokens", st->prompt_tokens);
+    lm_json_int(&j, "tokens_per_row", a->tokens);
+    lm_json_num(&j, "time_to_first_token_s", st->prefill_s);
+    lm_json_int(&j, "decode_tokens", st->decode_tokens);
+    lm_json_num(&j, "decode_s", st->decode_s);
+    lm_json_num(&j, "decode_tokens_per_s", st->decode_s > 0 ? tps : NAN);
+    const char *line = lm_json_end(&j);
+    char tmp[4200];
+    snprintf(tmp, sizeof tmp, "%s.tmp.%ld", a->report, (long)getpid());
+    FILE *f = line ? fopen(tmp, "w") : NULL;
+    int ok = f && fputs(line, f) >= 0;
+    ok = f && fclose(f) == 0 && ok;
+    if (!ok || rename(tmp, a->report)) {
+        snprintf(err, n, "--report %s: %s", a->report, line ? strerror(errno) : "out of memory");
+        if (f) unlink(tmp);
+        lm_json_free(&j);
+        return -1;
+    }
+    lm_json_free(&j);
+    return 0;
+}
+
 static int sample_run(void *opts) {
     const sample_args *a = opts;
     const char *ckpt = a->ckpt, *prompt = a->prompt;
     const int tokens = a->tokens, threads = a->threads;
     nsa_decode_reads reads;
     memset(&reads, 0, sizeof reads);
-    lm_sample_opts o = {a->temperature, a->top_k, a->seed, &reads};
+    lm_sample_stats stats;
+    memset(&stats, 0, sizeof stats);
+    lm_sample_opts o = {a->temperature, a->top_k, a->seed, &reads, a->top_p, &stats};
+    if (a->report && !a->report[0])
+        return cli_usage_error("sample", "--report: empty file name");
     if (!prompt[0])
         return cli_usage_error("sample", "--prompt: empty; the decode needs at least one byte");
     char path[700], err[1024];
@@ -111,6 +171,10 @@ static int sample_run(void *opts) {
                     (long long)reads.win, (long long)(reads.cmp + reads.sel + reads.win),
                     (long long)reads.budget, (long long)reads.dense);
         rc = 0;
+        if (report(a, &stats, err, sizeof err)) {
+            fprintf(stderr, "nsa sample: %s\n", err);
+            rc = 1;
+        }
     }
     free(gen);
     lm_model_destroy(&m);

@@ -66,6 +66,9 @@ bad_values)
   usage_error --temperature sample --temperature=inf
   usage_error --tokens sample --tokens 99999999999
   usage_error --top-k sample --top-k 5x
+  for p in 0 -0.1 1.5 nan inf 0.5x "" 1e-400; do usage_error --top-p sample --top-p "$p"; done
+  usage_error --top-p sample --top-p=0
+  usage_error --report sample --report ""
   usage_error --seed sample --seed -1
   usage_error --device sample --device gpu
   usage_error --prompt decode-demo --prompt abc

@@ -339,7 +339,7 @@ static void greedy_sample_gpu(void) {
     enum { P = 5, G = 40 };
     uint8_t seq[P + G];
     for (int i = 0; i < P; i++) seq[i] = (uint8_t)nsa_rng_int(0, 255);
-    lm_sample_opts o = {0.0f, 0, 1, NULL};
+    lm_sample_opts o = {.temperature = 0.0f, .seed = 1};
     CHECK(lm_generate(&mg, seq, P, G, &o, seq + P, err, sizeof err) == 0, "%s", err);
     CHECK(lm_forward(&mc, seq, NULL, 1, P + G - 1, NULL, NULL, err, sizeof err) == 0, "%s", err);
     for (int i = 0; i < G; i++) {
