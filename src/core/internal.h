@@ -29,6 +29,7 @@ typedef struct {
     int64_t fa2_min_len_cmp; /* NSA_FA2_MIN_LEN_CMP -1 = profile  */
     int use_triton_sel;   /* NSA_USE_TRITON_SEL   -1/0/1          */
     int triton_sel_force; /* NSA_TRITON_SEL_FORCE 0/1             */
+    int use_hopper;       /* NSA_USE_HOPPER       0/1: opt-in backend rows (the sm90 kernels) */
     int force_branch;     /* NSA_FORCE_BRANCH     -1 or nsa_branch */
     int strict_asserts;   /* NSA_STRICT_ASSERTS   0/1             */
     int64_t log_limit;    /* NSA_LOG_LIMIT        lines per tag (default 10); 0 = silent */

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 /* backends.cu — the CUDA backends of the routing table (src/route/backend.h): the reference
- * role for every branch, FA-2 for cmp and win, the fused group-centric selection ("triton").
+ * role for every branch, FA-2 for cmp and win (and its Hopper kernels, opt-in: NSA_USE_HOPPER=1),
+ * the fused group-centric selection ("triton").
  * Not kernels: each fwd() hands the pipeline state to its kernel file's launcher.
  * Invariant: supports() and the launchers ask nsa_cuda_role_supported, the one place that knows
  * what each role can run, so the router never picks a backend that would refuse the call.
@@ -45,7 +46,12 @@ static int cu_supports(const nsa_backend *self, const nsa_route_problem *p, nsa_
     else if ((self->role == NSA_ROLE_FA2 || self->role == NSA_ROLE_FUSED_SEL) && dev->sm < 80)
         w = "tensor-core kernels need sm_80+";
     else if (!(self->branches & NSA_BRANCH_BIT(br))) w = "branch not served";
-    else if (nsa_cuda_role_supported(p, br, self->role, &w)) return 1;
+    else if (self->opt_in && dev->sm != 90) w = "the Hopper kernels need sm_90 (wgmma, TMA)";
+    else if (self->opt_in && p->pass != NSA_PASS_FORWARD) w = "the Hopper kernels run the forward";
+    else if (self->opt_in) {
+        const nsa_shape s = nsa_cu_shape_of(p);
+        if (nsa_cu_fa3_supported(&s, br, &w)) return 1;
+    } else if (nsa_cuda_role_supported(p, br, self->role, &w)) return 1;
     snprintf(why, why_len, "%s", w);
     return 0;
 }
@@ -58,9 +64,11 @@ static nsa_status ref_fwd(nsa_context *ctx, const nsa_backend *self, nsa_branch 
     return nsa_cu_ref_attend(ctx, (cudaStream_t)w->stream, st->dt, st->kc_dt, &st->P, br);
 }
 
-static nsa_status fa2_fwd(nsa_context *ctx, const nsa_backend *self, nsa_branch br,
-                          nsa_fwd_work *w) {
-    (void)self;
+/* The tensor-core cmp/win step on kernel `attend` (fa2.cu, or sm90/fa3.cu for the Hopper row):
+ * cmp reads the compressed K/V in the call dtype and also writes the scores' input P. */
+typedef nsa_status (*tc_attend_fn)(nsa_context *, nsa_cu_stream, nsa_dtype, const nsa_cu_params *,
+                                   nsa_branch);
+static nsa_status tc_fwd(nsa_context *ctx, tc_attend_fn attend, nsa_branch br, nsa_fwd_work *w) {
     nsa_cu_fwd *st = nsa_cu_state(w);
     nsa_cu_params P = st->P;
     if (br == NSA_BRANCH_CMP) {
@@ -68,9 +76,19 @@ static nsa_status fa2_fwd(nsa_context *ctx, const nsa_backend *self, nsa_branch 
         P.vc = st->vcT;
         st->P_valid = 0;
     }
-    NSA_TRY(nsa_cu_fa2_attend(ctx, (cudaStream_t)w->stream, st->dt, &P, br));
+    NSA_TRY(attend(ctx, (cudaStream_t)w->stream, st->dt, &P, br));
     if (br == NSA_BRANCH_CMP) st->P_valid = 1;
     return NSA_OK;
+}
+static nsa_status fa2_fwd(nsa_context *ctx, const nsa_backend *self, nsa_branch br,
+                          nsa_fwd_work *w) {
+    (void)self;
+    return tc_fwd(ctx, nsa_cu_fa2_attend, br, w);
+}
+static nsa_status fa3_fwd(nsa_context *ctx, const nsa_backend *self, nsa_branch br,
+                          nsa_fwd_work *w) {
+    (void)self;
+    return tc_fwd(ctx, nsa_cu_fa3_attend, br, w);
 }
 
 static nsa_status fused_fwd(nsa_context *ctx, const nsa_backend *self, nsa_branch br,
@@ -83,13 +101,16 @@ static nsa_status fused_fwd(nsa_context *ctx, const nsa_backend *self, nsa_branc
 
 extern "C" const nsa_backend nsa_cuda_backend_ref = {
     "cuda.ref", NSA_ROLE_REF, NSA_BRANCHES_ALL, NSA_DEVICE_CUDA, cu_supports, ref_fwd, NULL,
-    NULL, NULL};
+    NULL, NULL, 0};
+extern "C" const nsa_backend nsa_cuda_backend_fa3 = {
+    "cuda.fa3", NSA_ROLE_FA2, NSA_BRANCH_BIT(NSA_BRANCH_CMP) | NSA_BRANCH_BIT(NSA_BRANCH_WIN),
+    NSA_DEVICE_CUDA, cu_supports, fa3_fwd, NULL, NULL, NULL, 1};
 extern "C" const nsa_backend nsa_cuda_backend_fa2 = {
     "cuda.fa2", NSA_ROLE_FA2, NSA_BRANCH_BIT(NSA_BRANCH_CMP) | NSA_BRANCH_BIT(NSA_BRANCH_WIN),
-    NSA_DEVICE_CUDA, cu_supports, fa2_fwd, NULL, NULL, NULL};
+    NSA_DEVICE_CUDA, cu_supports, fa2_fwd, NULL, NULL, NULL, 0};
 extern "C" const nsa_backend nsa_cuda_backend_triton = {
     "cuda.triton", NSA_ROLE_FUSED_SEL, NSA_BRANCH_BIT(NSA_BRANCH_SEL), NSA_DEVICE_CUDA,
-    cu_supports, fused_fwd, NULL, NULL, NULL};
+    cu_supports, fused_fwd, NULL, NULL, NULL, 0};
 
 static nsa_status tiled_fwd(nsa_context *ctx, const nsa_backend *self, nsa_branch br,
                             nsa_fwd_work *w) {
@@ -101,12 +122,14 @@ static nsa_status tiled_fwd(nsa_context *ctx, const nsa_backend *self, nsa_branc
 
 extern "C" const nsa_backend nsa_cuda_backend_masked = {
     "cuda.masked", NSA_ROLE_MASKED, NSA_BRANCH_BIT(NSA_BRANCH_CMP) | NSA_BRANCH_BIT(NSA_BRANCH_WIN),
-    NSA_DEVICE_CUDA, cu_supports, tiled_fwd, NULL, NULL, NULL};
+    NSA_DEVICE_CUDA, cu_supports, tiled_fwd, NULL, NULL, NULL, 0};
 extern "C" const nsa_backend nsa_cuda_backend_packed = {
     "cuda.packed", NSA_ROLE_PACKED, NSA_BRANCH_BIT(NSA_BRANCH_SEL), NSA_DEVICE_CUDA, cu_supports,
-    tiled_fwd, NULL, NULL, NULL};
+    tiled_fwd, NULL, NULL, NULL, 0};
 
-static const nsa_backend *const cuda_backends[] = {&nsa_cuda_backend_ref, &nsa_cuda_backend_fa2,
+/* cuda.fa3 before cuda.fa2: an opt-in row is tried first when opted in */
+static const nsa_backend *const cuda_backends[] = {&nsa_cuda_backend_ref, &nsa_cuda_backend_fa3,
+                                                   &nsa_cuda_backend_fa2,
                                                    &nsa_cuda_backend_triton,
                                                    &nsa_cuda_backend_masked,
                                                    &nsa_cuda_backend_packed};

@@ -146,6 +146,7 @@ typedef struct {
                                  for G | 16, fa2.cu's union walk otherwise), 1 = union walk,
                                  2 = split-key kernel for every G <= 16                  */
     int bwd_dq_stages;        /* FA-2 backward dq kernel K/V stages: 1, 2; 0 = default (1) */
+    int hopper;               /* 1: nsa_cuda_forward's FA-2 role runs the sm90 kernels     */
 } nsa_cu_tuning_t;
 extern nsa_cu_tuning_t nsa_cu_tuning;
 
@@ -200,6 +201,16 @@ nsa_status nsa_cu_tiled_attend(nsa_context *ctx, nsa_cu_stream st, nsa_dtype dt,
 /* fa2.cu: tensor-core cmp (also writes P.P) and win. */
 int nsa_cu_fa2_supported(const nsa_shape *s, nsa_branch br, const char **why);
 nsa_status nsa_cu_fa2_attend(nsa_context *ctx, nsa_cu_stream st, nsa_dtype dt,
+                             const nsa_cu_params *P, nsa_branch br);
+/* fa2.cu: the operand check of the tensor-core roles: full rows (no row list), q/K/V rows
+ * contiguous and 16-byte aligned; NSA_ERR_UNSUPPORTED naming `name` otherwise. */
+nsa_status nsa_cu_tc_views(nsa_context *ctx, const nsa_cu_params *P, const nsa_cu_view *K,
+                           const nsa_cu_view *V, const char *name);
+/* sm90/fa3.cu (built for sm_90a only): the Hopper cmp (also writes P.P) and win kernels; the
+ * same shapes as fa2.cu. Launching on another architecture fails (no kernel image): callers
+ * check the device first (backends.cu). */
+int nsa_cu_fa3_supported(const nsa_shape *s, nsa_branch br, const char **why);
+nsa_status nsa_cu_fa3_attend(nsa_context *ctx, nsa_cu_stream st, nsa_dtype dt,
                              const nsa_cu_params *P, nsa_branch br);
 /* sel_fused.cu: group-centric tensor-core selection. */
 int nsa_cu_fused_supported(const nsa_shape *s, const char **why);

@@ -50,7 +50,9 @@ nsa_status nsa_cuda_fill_normal(nsa_context *ctx, void *p, nsa_dtype dt, int64_t
 /* Sets one kernel tile choice for this process ("sel_stages": 1 or 2, 0 = by head dim;
  * "sel_union": 1 = the union-walk selection kernel for every G, 2 = the split-key one for every
  * G <= 16, 0 = by G; "bwd_dq_stages": 1 or 2 K/V stages of the FA-2 backward's dq kernel,
- * 0 = the default), for benchmarks and tests that measure the alternatives.
+ * 0 = the default; "hopper": 1 = the FA-2 role of nsa_cuda_forward runs the Hopper kernels
+ * (sm90/fa3.cu; an sm_90 device only), 0 = the sm80 ones), for benchmarks and tests that measure
+ * the alternatives.
  * NSA_ERR_INVALID_ARG for an unknown key or value. Not thread-safe; call between calls. */
 nsa_status nsa_cuda_tune(const char *key, int value);
 

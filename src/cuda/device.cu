@@ -94,6 +94,7 @@ extern "C" nsa_status nsa_cuda_tune(const char *key, int value) {
     else if (!strcmp(key, "sel_union") && value >= 0 && value <= 2) nsa_cu_tuning.sel_union = value;
     else if (!strcmp(key, "bwd_dq_stages") && value >= 0 && value <= 2)
         nsa_cu_tuning.bwd_dq_stages = value;
+    else if (!strcmp(key, "hopper") && value >= 0 && value <= 1) nsa_cu_tuning.hopper = value;
     else return NSA_ERR_INVALID_ARG;
     return NSA_OK;
 }

@@ -454,8 +454,8 @@ static nsa_status launch_br(nsa_context *ctx, nsa_cu_stream st, nsa_dtype dt,
     return launch_dims<__half, BR>(ctx, st, P, K, V);
 }
 
-static nsa_status check_views(nsa_context *ctx, const nsa_cu_params *P, const nsa_cu_view *K,
-                              const nsa_cu_view *V, const char *name) {
+nsa_status nsa_cu_tc_views(nsa_context *ctx, const nsa_cu_params *P, const nsa_cu_view *K,
+                           const nsa_cu_view *V, const char *name) {
     if (P->rows) return nsa_fail(ctx, NSA_ERR_UNSUPPORTED, "%s: row lists run on the reference", name);
     if (!nsa_cu_aligned16(&P->q, P->Dk) || !nsa_cu_aligned16(K, P->Dk) ||
         !nsa_cu_aligned16(V, P->Dv))
@@ -468,19 +468,19 @@ nsa_status nsa_cu_fa2_attend(nsa_context *ctx, nsa_cu_stream st, nsa_dtype dt,
                              const nsa_cu_params *P, nsa_branch br) {
     if (P->R == 0) return NSA_OK;
     if (br == NSA_BRANCH_CMP) {
-        NSA_TRY(check_views(ctx, P, &P->kc, &P->vc, "k_cmp"));
+        NSA_TRY(nsa_cu_tc_views(ctx, P, &P->kc, &P->vc, "k_cmp"));
         return launch_br<NSA_BRANCH_CMP>(ctx, st, dt, P, &P->kc, &P->vc);
     }
     if (P->w == 0) /* branch off: the reference writes zeros and lse -inf without reading */
         return nsa_cu_ref_attend(ctx, st, dt, dt, P, br);
-    NSA_TRY(check_views(ctx, P, &P->kw, &P->vw, "k_win"));
+    NSA_TRY(nsa_cu_tc_views(ctx, P, &P->kw, &P->vw, "k_win"));
     return launch_br<NSA_BRANCH_WIN>(ctx, st, dt, P, &P->kw, &P->vw);
 }
 
 nsa_status nsa_cu_fused_sel(nsa_context *ctx, nsa_cu_stream st, nsa_dtype dt,
                             const nsa_cu_params *P) {
     if (P->R == 0) return NSA_OK;
-    NSA_TRY(check_views(ctx, P, &P->ks, &P->vs, "k_sel"));
+    NSA_TRY(nsa_cu_tc_views(ctx, P, &P->ks, &P->vs, "k_sel"));
     /* the split-key kernel (sel_fused.cu) where G | 16; the union walk where the split-key tile
      * would pad: measured 2026-11-26 H100, issue 8's short config (G = 6, T 2048, B 8): sel
      * 0.57 ms on the union walk vs 1.18 on the split-key kernel (bench/RESULTS.md) */

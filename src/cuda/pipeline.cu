@@ -164,12 +164,15 @@ extern "C" const nsa_pipeline *nsa_device_cuda_pipeline(void) { return &nsa_cuda
 
 /* ---- driving the steps without the router ---- */
 
-/* The first CUDA backend of role `role` serving br (backends.cu's list). */
+/* The first CUDA backend of role `role` serving br (backends.cu's list); opt-in rows (the Hopper
+ * kernels) only when tuned in (nsa_cuda_tune("hopper", 1)). */
 static const nsa_backend *backend_of(nsa_role role, nsa_branch br) {
     int n = 0;
     const nsa_backend *const *list = nsa_device_cuda_backends(&n);
     for (int i = 0; i < n; i++)
-        if (list[i]->role == role && (list[i]->branches & NSA_BRANCH_BIT(br))) return list[i];
+        if (list[i]->role == role && (list[i]->branches & NSA_BRANCH_BIT(br)) &&
+            (!list[i]->opt_in || nsa_cu_tuning.hopper))
+            return list[i];
     return NULL;
 }
 

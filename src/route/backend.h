@@ -121,6 +121,9 @@ struct nsa_backend {
     void (*span)(const nsa_backend *self, nsa_branch br, const nsa_fwd_work *w, int64_t t,
                  int64_t *lo, int64_t *hi);
     const void *impl;        /* backend private constants                                     */
+    /* 1: an opt-in row (the Hopper kernels until their parity is accepted on the card): the
+     * router tries it, before the other rows of its role, only with NSA_USE_HOPPER=1 */
+    int opt_in;
 };
 
 /* ---- the router and the table (src/route/router.c, src/route/backends.c) ---- */

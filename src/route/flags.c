@@ -27,6 +27,7 @@ void nsa_flags_default(nsa_flags *f) {
     f->fa2_min_len_cmp = -1;
     f->use_triton_sel = -1;
     f->triton_sel_force = 0;
+    f->use_hopper = 0;
     f->force_branch = -1;
     f->strict_asserts = 0;
     f->log_limit = 10;
@@ -75,6 +76,7 @@ static const flag_row rows[] = {
     ROW("NSA_FA2_MIN_LEN_CMP", K_COUNT, fa2_min_len_cmp, "a non-negative integer"),
     ROW("NSA_USE_TRITON_SEL", K_TRI, use_triton_sel, "0 or 1"),
     ROW("NSA_TRITON_SEL_FORCE", K_BOOL, triton_sel_force, "0 or 1"),
+    ROW("NSA_USE_HOPPER", K_BOOL, use_hopper, "0 or 1"),
     ROW("NSA_FORCE_BRANCH", K_BRANCH, force_branch, "cmp, sel or win"),
     ROW("NSA_STRICT_ASSERTS", K_BOOL, strict_asserts, "0 or 1"),
     ROW("NSA_LOG_LIMIT", K_COUNT, log_limit, "a non-negative integer"),

@@ -148,13 +148,15 @@ static nsa_role policy_sel(const nsa_flags *f, const nsa_profile *prof, const ch
 }
 
 /* The first backend of role for (p, br, dev) whose supports() accepts; appends why others
- * declined. *existed = 1 when some backend of that role and device exists. */
-static const nsa_backend *find(const nsa_route_problem *p, nsa_branch br,
+ * declined. *existed = 1 when some backend of that role and device exists. Opt-in rows count
+ * only with NSA_USE_HOPPER=1. */
+static const nsa_backend *find(const nsa_flags *f, const nsa_route_problem *p, nsa_branch br,
                                const nsa_device_caps *dev, nsa_role role, char *r, int *existed) {
     *existed = 0;
     const nsa_backend *be;
     for (int i = 0; (be = nsa_backend_nth(i)) != NULL; i++) {
-        if (be->role != role || be->device != dev->kind || !(be->branches & NSA_BRANCH_BIT(br)))
+        if (be->role != role || be->device != dev->kind || !(be->branches & NSA_BRANCH_BIT(br)) ||
+            (be->opt_in && !f->use_hopper))
             continue;
         *existed = 1;
         char why[NSA_REASON_LEN] = "";
@@ -184,7 +186,7 @@ static void bind(const nsa_flags *f, const nsa_toolchain *tc, const nsa_route_pr
     for (int k = 0; k < 3; k++) {
         if (k > 0 && chain[k] == chain[k - 1]) continue;
         int existed = 0;
-        const nsa_backend *be = find(p, br, dev, chain[k], r, &existed);
+        const nsa_backend *be = find(f, p, br, dev, chain[k], r, &existed);
         if (be) {
             out->be[br] = be;
             out->d.backend[br] = be->name;
@@ -217,8 +219,8 @@ static const nsa_backend *fallback_of(const nsa_flags *f, const nsa_route_proble
     int existed;
     const nsa_backend *be = NULL;
     nsa_role base = base_role(f, br);
-    if (base != NSA_ROLE_REF && dev->compiled) be = find(p, br, dev, base, scratch, &existed);
-    if (!be || be == bound) be = find(p, br, dev, NSA_ROLE_REF, scratch, &existed);
+    if (base != NSA_ROLE_REF && dev->compiled) be = find(f, p, br, dev, base, scratch, &existed);
+    if (!be || be == bound) be = find(f, p, br, dev, NSA_ROLE_REF, scratch, &existed);
     return be ? be : bound;
 }
 
