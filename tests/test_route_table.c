@@ -44,7 +44,7 @@ static const nsa_backend fakes[] = {
     {"cuda.pack", NSA_ROLE_PACKED, SEL, NSA_DEVICE_CUDA, any_supports, never_runs, NULL, NULL,
      NULL, 0},
     {"cuda.fa2", NSA_ROLE_FA2, CMPWIN, NSA_DEVICE_CUDA, fa2_supports, never_runs, NULL, NULL,
-     NULL},
+     NULL, 0},
     {"cuda.tri", NSA_ROLE_FUSED_SEL, SEL, NSA_DEVICE_CUDA, any_supports, never_runs, NULL, NULL,
      NULL, 0},
 };
