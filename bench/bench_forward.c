@@ -5,6 +5,7 @@
  * Hkv=2 Dk=Dv=64, separate K/V, B=8), bf16, plus a cuBLAS bf16 GEMM peak measured in
  * the same process. CUDA events, warm-up, L2 flushed (256 MB memset) before every run, median
  * of --reps runs. Prints CSV rows: kind,shape,S,roles,step,ms,tflop,tflops,pct_peak.
+ * --roles hopper: the fast roles with cmp and win on the sm90 kernels (src/cuda/sm90/fa3.cu).
  * Not a test: it checks only that the forward ran (status, finite output sample).
  */
 #include "bench_util.h"
@@ -206,7 +207,7 @@ int main(int argc, char **argv) {
         else {
             fprintf(stderr, "usage: bench_forward [--shapes ABS] [--S 8192,...] [--reps 20] "
                             "[--heads Hq,Hkv] [--batch B] "
-                            "[--roles fast|fa2ref|tiled|ref] [--tune key=value ...]\n");
+                            "[--roles fast|hopper|fa2ref|tiled|ref] [--tune key=value ...]\n");
             return 2;
         }
     }
@@ -221,6 +222,7 @@ int main(int argc, char **argv) {
     nsa_role r[3] = {NSA_ROLE_FA2, NSA_ROLE_FUSED_SEL, NSA_ROLE_FA2};
     if (!strcmp(roles, "ref")) r[0] = r[1] = r[2] = NSA_ROLE_REF;
     if (!strcmp(roles, "fa2ref")) r[1] = NSA_ROLE_REF;
+    if (!strcmp(roles, "hopper") && nsa_cuda_tune("hopper", 1) != NSA_OK) return 2;
     if (!strcmp(roles, "tiled")) {
         r[0] = r[2] = NSA_ROLE_MASKED;
         r[1] = NSA_ROLE_PACKED;

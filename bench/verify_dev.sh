@@ -3,13 +3,16 @@
 # verify_dev.sh — one device call that verifies a tree on the GPU machine and measures what the
 # issues ask: builds (Release, sm_90a), every GPU test but the slow ones (ctest -L gpu -LE slow),
 # compute-sanitizer memcheck/racecheck on the small cases of the tensor-core backward, the
-# decode and the forward, shape A and B forward+backward against torch SDPA cuDNN in the same
-# call, bench_train's short and long configs beside the PyTorch baseline of the same models
-# (bench/torch_train.py: eager and torch.compile, cuDNN SDPA, issue 18), and a short
-# `nsa train --device cuda` run with a sample (heartbeat kept for the plot).
-# usage (device): OUT=$OUT [PHASES="test bench train"] bash bench/verify_dev.sh [SRC]
+# decode and the forward (and synccheck on the Hopper kernels, src/cuda/sm90/), shape A and B
+# forward+backward against torch SDPA cuDNN in the same call, the forward per branch with the
+# Hopper kernels beside the sm80 ones and cuDNN (phase hopper), bench_train's short and long
+# configs beside the PyTorch baseline of the same models (bench/torch_train.py: eager and
+# torch.compile, cuDNN SDPA, issue 18), and a short `nsa train --device cuda` run with a sample
+# (heartbeat kept for the plot).
+# usage (device): OUT=$OUT [PHASES="test bench hopper train"] bash bench/verify_dev.sh [SRC]
 #   SRC: the tree (default: the repo); the build directory build-verify is reused by later calls.
 #   bench: A_S, B_S (lengths), A_TUNES (nsa_cuda_tune settings measured in turn at shape A);
+#   hopper: F_S (lengths) of the forward, shapes A and B, roles fast then hopper, then cuDNN;
 #   train: bench_train and torch_train.py (TORCH_MODES, default "eager compile") on each of
 #   TRAIN_CONFIGS (default "short long"), TRAIN_STEPS timed steps each, CSVs train_*.csv (the
 #   torch.compile runs compile for minutes: PHASES=train alone is one call); then TRAIN_S
@@ -36,6 +39,20 @@ if has test; then
       log "$tool $c: $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' /tmp/san.log | head -1)"
     done
   done
+  for tool in memcheck racecheck synccheck; do
+    timeout 300 compute-sanitizer --tool $tool $B/tests/test_gpu_hopper hopper_sanitize \
+      >"$OUT/san_hopper_$tool.log" 2>&1
+    log "$tool test_gpu_hopper hopper_sanitize: rc=$? $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' \
+      "$OUT/san_hopper_$tool.log" | head -1)"
+  done
+fi
+if has hopper; then
+  for rl in fast hopper; do
+    timeout 240 $B/bench/bench_forward --S ${F_S:-16384,65536} --reps 10 --roles $rl 2>>"$OUT/build.log" |
+      tee -a "$OUT/fwd_hopper.csv"
+  done
+  timeout 240 python3 "$SRC/bench/sdpa_baseline.py" --S ${F_S:-16384,65536} --reps 10 2>&1 |
+    tee "$OUT/sdpa_fwd.csv"
 fi
 if has bench; then
   for tune in ${A_TUNES:-bwd_dq_stages=0}; do

@@ -43,25 +43,32 @@ static const parity_case cases[] = {
 #define NCASES ((int)(sizeof cases / sizeof cases[0]))
 #define MAX_DOCS 256
 
-/* A fast path: a role on a branch, and the flags that make the router choose it. */
+/* A fast path: a role on a branch, and the flags that make the router choose it; `backend`,
+ * when set, runs the path only where the router binds that backend (an opt-in row of a role). */
 typedef struct {
     nsa_role role;
     nsa_branch br;
     const char *flags[4][2];
+    const char *backend;
 } parity_path;
 
 static const parity_path paths[] = {
-    {NSA_ROLE_FA2, NSA_BRANCH_CMP, {{"NSA_USE_FA2_CMP", "1"}, {"NSA_FA2_MIN_LEN_CMP", "0"}}},
-    {NSA_ROLE_FA2, NSA_BRANCH_WIN, {{"NSA_USE_FA2_WIN", "1"}, {"NSA_FA2_MIN_LEN_WIN", "0"}}},
-    {NSA_ROLE_FUSED_SEL, NSA_BRANCH_SEL, {{"NSA_TRITON_SEL_FORCE", "1"}}},
+    {NSA_ROLE_FA2, NSA_BRANCH_CMP, {{"NSA_USE_FA2_CMP", "1"}, {"NSA_FA2_MIN_LEN_CMP", "0"}}, NULL},
+    {NSA_ROLE_FA2, NSA_BRANCH_WIN, {{"NSA_USE_FA2_WIN", "1"}, {"NSA_FA2_MIN_LEN_WIN", "0"}}, NULL},
+    /* the Hopper kernels (sm90, opt-in) */
+    {NSA_ROLE_FA2, NSA_BRANCH_CMP,
+     {{"NSA_USE_FA2_CMP", "1"}, {"NSA_FA2_MIN_LEN_CMP", "0"}, {"NSA_USE_HOPPER", "1"}}, "cuda.fa3"},
+    {NSA_ROLE_FA2, NSA_BRANCH_WIN,
+     {{"NSA_USE_FA2_WIN", "1"}, {"NSA_FA2_MIN_LEN_WIN", "0"}, {"NSA_USE_HOPPER", "1"}}, "cuda.fa3"},
+    {NSA_ROLE_FUSED_SEL, NSA_BRANCH_SEL, {{"NSA_TRITON_SEL_FORCE", "1"}}, NULL},
     /* the other branches pinned off their fast paths too, so a fast backend declining a shape
      * there (counted as a fallback) cannot fail this path's row */
     {NSA_ROLE_MASKED, NSA_BRANCH_CMP,
-     {{"NSA_USE_FA2", "0"}, {"NSA_USE_CMP_MASK", "1"}, {"NSA_USE_TRITON_SEL", "0"}}},
+     {{"NSA_USE_FA2", "0"}, {"NSA_USE_CMP_MASK", "1"}, {"NSA_USE_TRITON_SEL", "0"}}, NULL},
     {NSA_ROLE_MASKED, NSA_BRANCH_WIN,
-     {{"NSA_USE_FA2", "0"}, {"NSA_USE_WIN_MASK", "1"}, {"NSA_USE_TRITON_SEL", "0"}}},
+     {{"NSA_USE_FA2", "0"}, {"NSA_USE_WIN_MASK", "1"}, {"NSA_USE_TRITON_SEL", "0"}}, NULL},
     {NSA_ROLE_PACKED, NSA_BRANCH_SEL,
-     {{"NSA_USE_TRITON_SEL", "0"}, {"NSA_USE_SEL_PACK", "1"}, {"NSA_USE_FA2", "0"}}},
+     {{"NSA_USE_TRITON_SEL", "0"}, {"NSA_USE_SEL_PACK", "1"}, {"NSA_USE_FA2", "0"}}, NULL},
 };
 #define NPATHS ((int)(sizeof paths / sizeof paths[0]))
 
@@ -399,7 +406,8 @@ static int parity_run(void *opts) {
         for (int pi = 0; pi < NPATHS; pi++) {
             const parity_path *pp = &paths[pi];
             char name[32], absent[NSA_REASON_LEN] = "";
-            snprintf(name, sizeof name, "%s/%s", nsa_role_name(pp->role), nsa_branch_name(pp->br));
+            snprintf(name, sizeof name, "%s/%s", pp->backend ? pp->backend : nsa_role_name(pp->role),
+                     nsa_branch_name(pp->br));
             for (int ci = 0; ci < ncases; ci++)
                 for (size_t ti = 0; ti < sizeof dtypes / sizeof dtypes[0]; ti++) {
                     const parity_case *c = &cs[ci];
@@ -414,7 +422,8 @@ static int parity_run(void *opts) {
                     nsa_route_decision d;
                     nsa_status st = nsa_route_explain(pc, &p, &caps, &d);
                     nsa_context_destroy(pc);
-                    if (st != NSA_OK || d.role[pp->br] != pp->role) {
+                    if (st != NSA_OK || d.role[pp->br] != pp->role ||
+                        (pp->backend && strcmp(d.backend[pp->br], pp->backend))) {
                         if (!absent[0])
                             snprintf(absent, sizeof absent, "%s",
                                      st != NSA_OK ? nsa_status_name(st) : d.reason[pp->br]);

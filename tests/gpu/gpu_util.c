@@ -443,3 +443,38 @@ nsa_context *gp_context(void) {
     nsa_context_create(&ctx, NULL, 0);
     return ctx;
 }
+
+const char *gp_roles_name(const nsa_role r[3]) {
+    static char buf[64];
+    snprintf(buf, sizeof buf, "%s/%s/%s", nsa_role_name(r[0]), nsa_role_name(r[1]),
+             nsa_role_name(r[2]));
+    return buf;
+}
+
+int gp_run(nsa_context *ctx, nsa_config c, int B, int T, nsa_dtype dt, int shared,
+           const nsa_role roles[3], double max_tied) {
+    gprob p;
+    int ok = gp_make(ctx, &p, c, B, T, dt, shared);
+    p.kc_rounded = roles[NSA_BRANCH_CMP] == NSA_ROLE_FA2;
+    nsa_status st = ok ? gp_reference(ctx, &p) : NSA_ERR_NOMEM;
+    ok = ok && st == NSA_OK && gp_poison(ctx, &p);
+    nsa_fwd_args a = gp_args(&p, 1);
+    nsa_shape s;
+    if (ok) st = nsa_args_check_fwd(ctx, &a, &s);
+    if (ok && st == NSA_OK) st = nsa_cuda_forward(ctx, &a, &s, roles);
+    if (ok && st == NSA_OK) st = nsa_cuda_sync(ctx);
+    int fetched = ok && st == NSA_OK && gp_fetch(ctx, &p);
+    gp_report r;
+    memset(&r, 0, sizeof r);
+    if (fetched) gp_compare(&p, NULL, 0, &r);
+    int64_t rows = (int64_t)B * T * c.Hkv;
+    int pass = fetched && r.unwritten == 0 && r.bad == 0 && r.rows_mismatch == 0 &&
+               r.rows_tied <= max_tied * rows;
+    printf("  %-22s %-5s G=%-2d Dk=%-3d Dv=%-3d l=%d d=%d lp=%d n=%d w=%-4d B=%d T=%-5d %s: "
+           "worst %.3f of tol, tied %lld/%lld%s%s\n",
+           gp_roles_name(roles), nsa_dtype_name(dt), c.Hq / c.Hkv, c.Dk, c.Dv, c.l, c.d, c.lp, c.n,
+           c.w, B, T, shared ? "shared" : "separate", r.worst, (long long)r.rows_tied,
+           (long long)rows, pass ? "" : "  FAIL: ", pass ? "" : (st != NSA_OK ? nsa_context_message(ctx) : !fetched ? "guard overwritten or fetch failed" : r.first));
+    gp_free(&p);
+    return pass;
+}

@@ -63,6 +63,14 @@ typedef struct {
  * rows (host array of b·T + t) is not NULL, only those nrows rows are compared. */
 void gp_compare(gprob *p, const int32_t *rows, int64_t nrows, gp_report *r);
 
+/* "fa2/ref/fa2": the roles of a run, for messages (one static buffer). */
+const char *gp_roles_name(const nsa_role r[3]);
+/* One random problem on roles[] (nsa_cuda_forward) vs the CPU reference; prints one line and
+ * returns 1 when it passed. max_tied: selections differing by a near-tie allowed in that
+ * fraction of the (b, t, g) rows. */
+int gp_run(nsa_context *ctx, nsa_config c, int B, int T, nsa_dtype dt, int shared,
+           const nsa_role roles[3], double max_tied);
+
 /* 1 when a CUDA device exists; else the case is skipped. */
 int gp_have_gpu(void);
 /* A context for a GPU case, or NULL after nsa_test_skip when there is no CUDA device (a failed

@@ -26,51 +26,13 @@ static nsa_config cfg(int Hq, int Hkv, int Dk, int Dv, int l, int d, int lp, int
     return c;
 }
 
-static const char *roles_name(const nsa_role r[3]) {
-    static char buf[64];
-    snprintf(buf, sizeof buf, "%s/%s/%s", nsa_role_name(r[0]), nsa_role_name(r[1]),
-             nsa_role_name(r[2]));
-    return buf;
-}
-
-/* One problem on one role set vs the CPU reference; 1 when it passed. max_tied: ties allowed
- * (fraction of (b, t, g) rows). */
-static int run_one(nsa_context *ctx, nsa_config c, int B, int T, nsa_dtype dt, int shared,
-                   const nsa_role roles[3], double max_tied) {
-    gprob p;
-    int ok = gp_make(ctx, &p, c, B, T, dt, shared);
-    p.kc_rounded = roles[NSA_BRANCH_CMP] == NSA_ROLE_FA2;
-    nsa_status st = ok ? gp_reference(ctx, &p) : NSA_ERR_NOMEM;
-    ok = ok && st == NSA_OK && gp_poison(ctx, &p);
-    nsa_fwd_args a = gp_args(&p, 1);
-    nsa_shape s;
-    if (ok) st = nsa_args_check_fwd(ctx, &a, &s);
-    if (ok && st == NSA_OK) st = nsa_cuda_forward(ctx, &a, &s, roles);
-    if (ok && st == NSA_OK) st = nsa_cuda_sync(ctx);
-    int fetched = ok && st == NSA_OK && gp_fetch(ctx, &p);
-    gp_report r;
-    memset(&r, 0, sizeof r);
-    if (fetched) gp_compare(&p, NULL, 0, &r);
-    int64_t rows = (int64_t)B * T * c.Hkv;
-    int pass = fetched && r.unwritten == 0 && r.bad == 0 && r.rows_mismatch == 0 &&
-               r.rows_tied <= max_tied * rows;
-    printf("  %-22s %-5s G=%-2d Dk=%-3d Dv=%-3d l=%d d=%d lp=%d n=%d w=%-4d B=%d T=%-5d %s: "
-           "worst %.3f of tol, tied %lld/%lld%s%s\n",
-           roles_name(roles), nsa_dtype_name(dt), c.Hq / c.Hkv, c.Dk, c.Dv, c.l, c.d, c.lp, c.n,
-           c.w, B, T, shared ? "shared" : "separate", r.worst, (long long)r.rows_tied,
-           (long long)rows, pass ? "" : "  FAIL: ", pass ? "" : (st != NSA_OK ? nsa_context_message(ctx) : !fetched ? "guard overwritten or fetch failed" : r.first));
-    gp_free(&p);
-    return pass;
-}
-
-
 /* Reference role, f32: GQA 4, small dims, T below l, below lp, and ragged. */
 static void ref_f32(void) {
     nsa_context *ctx = gp_context();
     if (!ctx) return;
     nsa_config c = cfg(8, 2, 32, 24, 8, 4, 16, 4, 24);
     const int Ts[] = {5, 13, 203};
-    for (int i = 0; i < 3; i++) CHECK(run_one(ctx, c, 2, Ts[i], NSA_DTYPE_F32, 0, R_REF, 0.0));
+    for (int i = 0; i < 3; i++) CHECK(gp_run(ctx, c, 2, Ts[i], NSA_DTYPE_F32, 0, R_REF, 0.0));
     nsa_context_destroy(ctx);
 }
 
@@ -79,9 +41,9 @@ static void ref_bf16_f16(void) {
     nsa_context *ctx = gp_context();
     if (!ctx) return;
     nsa_config paper = nsa_config_default(16, 1, 192, 128);
-    CHECK(run_one(ctx, paper, 1, 700, NSA_DTYPE_BF16, 0, R_REF, 0.001));
+    CHECK(gp_run(ctx, paper, 1, 700, NSA_DTYPE_BF16, 0, R_REF, 0.001));
     nsa_config c = cfg(2, 2, 64, 64, 16, 8, 32, 6, 64);
-    CHECK(run_one(ctx, c, 2, 333, NSA_DTYPE_F16, 1, R_REF, 0.001));
+    CHECK(gp_run(ctx, c, 2, 333, NSA_DTYPE_F16, 1, R_REF, 0.001));
     nsa_context_destroy(ctx);
 }
 
@@ -98,9 +60,9 @@ static void fa2_cmp_win(void) {
                                          : cfg(gs[gi][0], gs[gi][1], dims[di][0], dims[di][1], 16, 8, 32, 6, 100);
             nsa_dtype dt = (di + gi) % 3 == 2 ? NSA_DTYPE_F16 : NSA_DTYPE_BF16;
             const int T = Ts[(di * 3 + gi) % 4];
-            CHECK(run_one(ctx, c, 1, T, dt, gi == 1, R_FA2, 0.002));
+            CHECK(gp_run(ctx, c, 1, T, dt, gi == 1, R_FA2, 0.002));
         }
-    CHECK(run_one(ctx, nsa_config_default(16, 1, 192, 128), 2, 1000, NSA_DTYPE_BF16, 0, R_FA2, 0.002));
+    CHECK(gp_run(ctx, nsa_config_default(16, 1, 192, 128), 2, 1000, NSA_DTYPE_BF16, 0, R_FA2, 0.002));
     nsa_context_destroy(ctx);
 }
 
@@ -108,11 +70,11 @@ static void fa2_cmp_win(void) {
 static void fused_sel(void) {
     nsa_context *ctx = gp_context();
     if (!ctx) return;
-    CHECK(run_one(ctx, nsa_config_default(16, 1, 192, 128), 1, 1000, NSA_DTYPE_BF16, 0, R_FUSED, 0.001));
-    CHECK(run_one(ctx, cfg(8, 2, 128, 128, 16, 8, 32, 6, 100), 1, 777, NSA_DTYPE_F16, 1, R_FUSED, 0.001));
-    CHECK(run_one(ctx, cfg(2, 2, 64, 64, 8, 4, 16, 5, 40), 2, 301, NSA_DTYPE_BF16, 0, R_FUSED, 0.001));
-    CHECK(run_one(ctx, nsa_config_default(4, 4, 64, 64), 1, 45, NSA_DTYPE_BF16, 0, R_FUSED, 0.001));
-    CHECK(run_one(ctx, cfg(16, 1, 64, 64, 32, 16, 128, 4, 64), 1, 900, NSA_DTYPE_BF16, 0, R_FUSED, 0.001));
+    CHECK(gp_run(ctx, nsa_config_default(16, 1, 192, 128), 1, 1000, NSA_DTYPE_BF16, 0, R_FUSED, 0.001));
+    CHECK(gp_run(ctx, cfg(8, 2, 128, 128, 16, 8, 32, 6, 100), 1, 777, NSA_DTYPE_F16, 1, R_FUSED, 0.001));
+    CHECK(gp_run(ctx, cfg(2, 2, 64, 64, 8, 4, 16, 5, 40), 2, 301, NSA_DTYPE_BF16, 0, R_FUSED, 0.001));
+    CHECK(gp_run(ctx, nsa_config_default(4, 4, 64, 64), 1, 45, NSA_DTYPE_BF16, 0, R_FUSED, 0.001));
+    CHECK(gp_run(ctx, cfg(16, 1, 64, 64, 32, 16, 128, 4, 64), 1, 900, NSA_DTYPE_BF16, 0, R_FUSED, 0.001));
     nsa_context_destroy(ctx);
 }
 
@@ -125,14 +87,14 @@ static void fast_any_g(void) {
     nsa_context *ctx = gp_context();
     if (!ctx) return;
     const nsa_config shortc = nsa_config_default(12, 2, 64, 64);
-    CHECK(run_one(ctx, shortc, 2, 777, NSA_DTYPE_BF16, 0, R_FAST, 0.01));
-    CHECK(run_one(ctx, shortc, 1, 1100, NSA_DTYPE_F16, 0, R_FAST, 0.01));
-    CHECK(run_one(ctx, cfg(12, 2, 192, 128, 16, 8, 32, 6, 100), 1, 333, NSA_DTYPE_BF16, 0, R_FAST, 0.01));
-    CHECK(run_one(ctx, cfg(12, 2, 192, 128, 32, 16, 64, 16, 512), 1, 613, NSA_DTYPE_F16, 1, R_FAST, 0.01));
-    CHECK(run_one(ctx, cfg(6, 2, 64, 64, 16, 8, 32, 6, 100), 2, 501, NSA_DTYPE_F16, 0, R_FAST, 0.01));
-    CHECK(run_one(ctx, cfg(6, 2, 192, 128, 32, 16, 64, 16, 512), 1, 203, NSA_DTYPE_BF16, 0, R_FAST, 0.01));
-    CHECK(run_one(ctx, nsa_config_default(12, 1, 64, 64), 1, 1000, NSA_DTYPE_BF16, 1, R_FAST, 0.01));
-    CHECK(run_one(ctx, cfg(12, 1, 192, 128, 16, 8, 32, 6, 100), 1, 450, NSA_DTYPE_F16, 0, R_FAST, 0.01));
+    CHECK(gp_run(ctx, shortc, 2, 777, NSA_DTYPE_BF16, 0, R_FAST, 0.01));
+    CHECK(gp_run(ctx, shortc, 1, 1100, NSA_DTYPE_F16, 0, R_FAST, 0.01));
+    CHECK(gp_run(ctx, cfg(12, 2, 192, 128, 16, 8, 32, 6, 100), 1, 333, NSA_DTYPE_BF16, 0, R_FAST, 0.01));
+    CHECK(gp_run(ctx, cfg(12, 2, 192, 128, 32, 16, 64, 16, 512), 1, 613, NSA_DTYPE_F16, 1, R_FAST, 0.01));
+    CHECK(gp_run(ctx, cfg(6, 2, 64, 64, 16, 8, 32, 6, 100), 2, 501, NSA_DTYPE_F16, 0, R_FAST, 0.01));
+    CHECK(gp_run(ctx, cfg(6, 2, 192, 128, 32, 16, 64, 16, 512), 1, 203, NSA_DTYPE_BF16, 0, R_FAST, 0.01));
+    CHECK(gp_run(ctx, nsa_config_default(12, 1, 64, 64), 1, 1000, NSA_DTYPE_BF16, 1, R_FAST, 0.01));
+    CHECK(gp_run(ctx, cfg(12, 1, 192, 128, 16, 8, 32, 6, 100), 1, 450, NSA_DTYPE_F16, 0, R_FAST, 0.01));
     nsa_context_destroy(ctx);
 }
 
@@ -142,14 +104,14 @@ static void fast_any_g(void) {
 static void fast_sel_pad(void) {
     nsa_context *ctx = gp_context();
     if (!ctx) return;
-    CHECK(run_one(ctx, cfg(24, 1, 64, 64, 16, 8, 32, 6, 100), 1, 300, NSA_DTYPE_BF16, 0, R_FAST, 0.01));
-    CHECK(run_one(ctx, cfg(40, 1, 128, 128, 16, 8, 32, 4, 64), 1, 150, NSA_DTYPE_F16, 1, R_FAST, 0.01));
+    CHECK(gp_run(ctx, cfg(24, 1, 64, 64, 16, 8, 32, 6, 100), 1, 300, NSA_DTYPE_BF16, 0, R_FAST, 0.01));
+    CHECK(gp_run(ctx, cfg(40, 1, 128, 128, 16, 8, 32, 4, 64), 1, 150, NSA_DTYPE_F16, 1, R_FAST, 0.01));
     CHECK_OK(ctx, nsa_cuda_tune("sel_union", 2));
-    CHECK(run_one(ctx, nsa_config_default(12, 2, 64, 64), 2, 700, NSA_DTYPE_BF16, 0, R_FUSED, 0.01));
-    CHECK(run_one(ctx, cfg(6, 2, 192, 128, 16, 8, 32, 6, 100), 1, 257, NSA_DTYPE_F16, 0, R_FUSED, 0.01));
-    CHECK(run_one(ctx, cfg(12, 1, 192, 128, 32, 16, 64, 16, 512), 1, 389, NSA_DTYPE_BF16, 0, R_FUSED, 0.01));
+    CHECK(gp_run(ctx, nsa_config_default(12, 2, 64, 64), 2, 700, NSA_DTYPE_BF16, 0, R_FUSED, 0.01));
+    CHECK(gp_run(ctx, cfg(6, 2, 192, 128, 16, 8, 32, 6, 100), 1, 257, NSA_DTYPE_F16, 0, R_FUSED, 0.01));
+    CHECK(gp_run(ctx, cfg(12, 1, 192, 128, 32, 16, 64, 16, 512), 1, 389, NSA_DTYPE_BF16, 0, R_FUSED, 0.01));
     CHECK_OK(ctx, nsa_cuda_tune("sel_union", 1));
-    CHECK(run_one(ctx, cfg(16, 1, 64, 64, 16, 8, 32, 6, 100), 1, 311, NSA_DTYPE_F16, 0, R_FUSED, 0.01));
+    CHECK(gp_run(ctx, cfg(16, 1, 64, 64, 16, 8, 32, 6, 100), 1, 311, NSA_DTYPE_F16, 0, R_FUSED, 0.01));
     CHECK_OK(ctx, nsa_cuda_tune("sel_union", 0));
     nsa_context_destroy(ctx);
 }
@@ -186,9 +148,9 @@ static void sanitize_g6(void) {
     nsa_context *ctx = gp_context();
     if (!ctx) return;
     nsa_config c = cfg(12, 2, 64, 64, 16, 8, 32, 4, 48);
-    CHECK(run_one(ctx, c, 2, 97, NSA_DTYPE_BF16, 0, R_FAST, 0.01));
+    CHECK(gp_run(ctx, c, 2, 97, NSA_DTYPE_BF16, 0, R_FAST, 0.01));
     CHECK_OK(ctx, nsa_cuda_tune("sel_union", 2));
-    CHECK(run_one(ctx, c, 1, 83, NSA_DTYPE_F16, 0, R_FUSED, 0.01));
+    CHECK(gp_run(ctx, c, 1, 83, NSA_DTYPE_F16, 0, R_FUSED, 0.01));
     CHECK_OK(ctx, nsa_cuda_tune("sel_union", 0));
     nsa_context_destroy(ctx);
 }
@@ -198,11 +160,11 @@ static void sanitize_g6(void) {
 static void tiled_roles(void) {
     nsa_context *ctx = gp_context();
     if (!ctx) return;
-    CHECK(run_one(ctx, cfg(8, 2, 32, 24, 8, 4, 16, 4, 24), 2, 203, NSA_DTYPE_F32, 0, R_TILED, 0.001));
-    CHECK(run_one(ctx, cfg(8, 2, 32, 24, 8, 4, 16, 4, 24), 1, 6, NSA_DTYPE_F32, 0, R_TILED, 0.0));
-    CHECK(run_one(ctx, nsa_config_default(16, 1, 192, 128), 1, 700, NSA_DTYPE_BF16, 0, R_TILED, 0.001));
-    CHECK(run_one(ctx, cfg(2, 2, 48, 40, 16, 8, 32, 6, 64), 2, 333, NSA_DTYPE_F16, 1, R_TILED, 0.001));
-    CHECK(run_one(ctx, cfg(32, 1, 32, 32, 16, 8, 48, 4, 40), 1, 150, NSA_DTYPE_F32, 0, R_TILED, 0.001));
+    CHECK(gp_run(ctx, cfg(8, 2, 32, 24, 8, 4, 16, 4, 24), 2, 203, NSA_DTYPE_F32, 0, R_TILED, 0.001));
+    CHECK(gp_run(ctx, cfg(8, 2, 32, 24, 8, 4, 16, 4, 24), 1, 6, NSA_DTYPE_F32, 0, R_TILED, 0.0));
+    CHECK(gp_run(ctx, nsa_config_default(16, 1, 192, 128), 1, 700, NSA_DTYPE_BF16, 0, R_TILED, 0.001));
+    CHECK(gp_run(ctx, cfg(2, 2, 48, 40, 16, 8, 32, 6, 64), 2, 333, NSA_DTYPE_F16, 1, R_TILED, 0.001));
+    CHECK(gp_run(ctx, cfg(32, 1, 32, 32, 16, 8, 48, 4, 40), 1, 150, NSA_DTYPE_F32, 0, R_TILED, 0.001));
     nsa_context_destroy(ctx);
 }
 
@@ -210,8 +172,8 @@ static void tiled_roles(void) {
 static void all_fast_paper(void) {
     nsa_context *ctx = gp_context();
     if (!ctx) return;
-    CHECK(run_one(ctx, nsa_config_default(32, 2, 192, 128), 1, 2048, NSA_DTYPE_BF16, 0, R_FAST, 0.01));
-    CHECK(run_one(ctx, nsa_config_default(16, 4, 128, 128), 1, 1500, NSA_DTYPE_F16, 1, R_FAST, 0.01));
+    CHECK(gp_run(ctx, nsa_config_default(32, 2, 192, 128), 1, 2048, NSA_DTYPE_BF16, 0, R_FAST, 0.01));
+    CHECK(gp_run(ctx, nsa_config_default(16, 4, 128, 128), 1, 1500, NSA_DTYPE_F16, 1, R_FAST, 0.01));
     nsa_context_destroy(ctx);
 }
 
@@ -240,7 +202,7 @@ static void ties_exact(void) {
         gp_report r;
         gp_compare(&p, NULL, 0, &r);
         CHECK(r.rows_tied == 0 && r.rows_mismatch == 0 && r.bad == 0 && r.unwritten == 0,
-              "%s: tied %lld mismatch %lld bad %lld unwritten %lld: %s", roles_name(sets[k]),
+              "%s: tied %lld mismatch %lld bad %lld unwritten %lld: %s", gp_roles_name(sets[k]),
               (long long)r.rows_tied, (long long)r.rows_mismatch, (long long)r.bad,
               (long long)r.unwritten, r.first);
         gp_free(&p);
@@ -327,9 +289,9 @@ static void sanitize_small(void) {
     nsa_context *ctx = gp_context();
     if (!ctx) return;
     nsa_config c = cfg(8, 2, 64, 64, 16, 8, 32, 4, 48);
-    CHECK(run_one(ctx, c, 1, 150, NSA_DTYPE_BF16, 0, R_FAST, 0.01));
-    CHECK(run_one(ctx, c, 1, 70, NSA_DTYPE_F32, 1, R_REF, 0.01));
-    CHECK(run_one(ctx, c, 1, 90, NSA_DTYPE_BF16, 0, R_TILED, 0.01));
+    CHECK(gp_run(ctx, c, 1, 150, NSA_DTYPE_BF16, 0, R_FAST, 0.01));
+    CHECK(gp_run(ctx, c, 1, 70, NSA_DTYPE_F32, 1, R_REF, 0.01));
+    CHECK(gp_run(ctx, c, 1, 90, NSA_DTYPE_BF16, 0, R_TILED, 0.01));
     nsa_context_destroy(ctx);
 }
 
