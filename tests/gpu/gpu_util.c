@@ -478,3 +478,27 @@ int gp_run(nsa_context *ctx, nsa_config c, int B, int T, nsa_dtype dt, int share
     gp_free(&p);
     return pass;
 }
+
+void gp_check_ties_exact(nsa_context *ctx, const nsa_role roles[3]) {
+    gprob p;
+    nsa_config c = nsa_config_default(16, 1, 64, 64);
+    c.n = 6;
+    CHECK(gp_make(ctx, &p, c, 1, 900, NSA_DTYPE_BF16, 1));
+    CHECK_OK(ctx, nsa_cuda_memset(ctx, p.q.d, 0, p.q.h.bytes));
+    memset(p.q.h.base, 0, p.q.h.bytes);
+    CHECK_OK(ctx, gp_reference(ctx, &p));
+    CHECK(gp_poison(ctx, &p));
+    nsa_fwd_args a = gp_args(&p, 1);
+    nsa_shape s;
+    CHECK_OK(ctx, nsa_args_check_fwd(ctx, &a, &s));
+    CHECK_OK(ctx, nsa_cuda_forward(ctx, &a, &s, roles));
+    CHECK_OK(ctx, nsa_cuda_sync(ctx));
+    CHECK(gp_fetch(ctx, &p), "guard overwritten");
+    gp_report r;
+    gp_compare(&p, NULL, 0, &r);
+    CHECK(r.rows_tied == 0 && r.rows_mismatch == 0 && r.bad == 0 && r.unwritten == 0,
+          "%s: tied %lld mismatch %lld bad %lld unwritten %lld: %s", gp_roles_name(roles),
+          (long long)r.rows_tied, (long long)r.rows_mismatch, (long long)r.bad,
+          (long long)r.unwritten, r.first);
+    gp_free(&p);
+}

@@ -71,6 +71,11 @@ const char *gp_roles_name(const nsa_role r[3]);
 int gp_run(nsa_context *ctx, nsa_config c, int B, int T, nsa_dtype dt, int shared,
            const nsa_role roles[3], double max_tied);
 
+/* q = 0 on roles[] (G 16, n 6, T 900, bf16): every compressed probability of a row is equal, so
+ * block scores tie exactly and the tie rule alone decides; CHECKs that the GPU picks exactly
+ * the reference's blocks (no near-tie allowance) and matches its outputs. */
+void gp_check_ties_exact(nsa_context *ctx, const nsa_role roles[3]);
+
 /* 1 when a CUDA device exists; else the case is skipped. */
 int gp_have_gpu(void);
 /* A context for a GPU case, or NULL after nsa_test_skip when there is no CUDA device (a failed

@@ -99,26 +99,7 @@ static void hopper_all_fast(void) {
 static void hopper_ties_exact(void) {
     nsa_context *ctx = hopper_context();
     if (!ctx) return;
-    gprob p;
-    nsa_config c = nsa_config_default(16, 1, 64, 64);
-    c.n = 6;
-    CHECK(gp_make(ctx, &p, c, 1, 900, NSA_DTYPE_BF16, 1));
-    CHECK_OK(ctx, nsa_cuda_memset(ctx, p.q.d, 0, p.q.h.bytes));
-    memset(p.q.h.base, 0, p.q.h.bytes);
-    CHECK_OK(ctx, gp_reference(ctx, &p));
-    CHECK(gp_poison(ctx, &p));
-    nsa_fwd_args a = gp_args(&p, 1);
-    nsa_shape s;
-    CHECK_OK(ctx, nsa_args_check_fwd(ctx, &a, &s));
-    CHECK_OK(ctx, nsa_cuda_forward(ctx, &a, &s, R_FAST));
-    CHECK_OK(ctx, nsa_cuda_sync(ctx));
-    CHECK(gp_fetch(ctx, &p), "guard overwritten");
-    gp_report r;
-    gp_compare(&p, NULL, 0, &r);
-    CHECK(r.rows_tied == 0 && r.rows_mismatch == 0 && r.bad == 0 && r.unwritten == 0,
-          "tied %lld mismatch %lld bad %lld unwritten %lld: %s", (long long)r.rows_tied,
-          (long long)r.rows_mismatch, (long long)r.bad, (long long)r.unwritten, r.first);
-    gp_free(&p);
+    gp_check_ties_exact(ctx, R_FAST);
     hopper_done(ctx);
 }
 

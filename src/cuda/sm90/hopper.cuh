@@ -93,64 +93,37 @@ __device__ __forceinline__ void hp_pack_a(uint32_t (&a)[4], const float (&d)[N],
     a[3] = pack2<T>(d[8 * kk + 6], d[8 * kk + 7]);
 }
 
-/* scale_d = 0 ignores the old D (D = A·B). imm-scale-a/b = 1; SS: both K-major (trans 0, 0);
- * RS: B MN-major (trans-b 1). */
-#define HP_SS64(TY) \
-  asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n" \
-    "wgmma.mma_async.sync.aligned.m64n64k16.f32." TY "." TY " {" \
+/* The asm of one wgmma: accumulators are operands %0.. (HP_REGS*, HP_OUT*), then SS: desc A,
+ * desc B, scale-d; RS: A0-A3, desc B, scale-d. scale_d = 0 ignores the old D (D = A·B);
+ * imm-scale-a/b = 1; SS: both K-major (trans 0, 0); RS: B MN-major (trans-b 1). */
+#define HP_REGS32 \
     "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, " \
-    "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31" \
-    "}, %32, %33, p, 1, 1, 0, 0;\n}\n" \
-    : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), \
-      "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), \
-      "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), \
-      "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]) \
-    : "l"(da), "l"(db), "r"(scale_d))
-#define HP_RS64(TY) \
-  asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n" \
-    "wgmma.mma_async.sync.aligned.m64n64k16.f32." TY "." TY " {" \
-    "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, " \
-    "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31" \
-    "}, {%32, %33, %34, %35}, %36, p, 1, 1, 1;\n}\n" \
-    : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), \
-      "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), \
-      "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), \
-      "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]) \
-    : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db), "r"(scale_d))
-#define HP_SS128(TY) \
-  asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n" \
-    "wgmma.mma_async.sync.aligned.m64n128k16.f32." TY "." TY " {" \
-    "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, " \
-    "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, " \
+    "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31"
+#define HP_REGS64 \
+    HP_REGS32 ", " \
     "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, " \
-    "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63" \
-    "}, %64, %65, p, 1, 1, 0, 0;\n}\n" \
-    : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), \
-      "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), \
-      "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), \
-      "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), \
-      "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), \
-      "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), \
-      "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), \
-      "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63]) \
-    : "l"(da), "l"(db), "r"(scale_d))
-#define HP_RS128(TY) \
-  asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %69, 0;\n" \
-    "wgmma.mma_async.sync.aligned.m64n128k16.f32." TY "." TY " {" \
-    "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, " \
-    "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, " \
-    "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, " \
-    "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63" \
-    "}, {%64, %65, %66, %67}, %68, p, 1, 1, 1;\n}\n" \
-    : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), \
-      "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), \
-      "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), \
-      "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), \
-      "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), \
-      "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), \
-      "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), \
-      "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63]) \
-    : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db), "r"(scale_d))
+    "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63"
+#define HP_OUT32 \
+    "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), \
+    "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), \
+    "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), \
+    "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+#define HP_OUT64 \
+    HP_OUT32, \
+    "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), \
+    "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), \
+    "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), \
+    "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+#define HP_SS(N, TY, REGS, OUTS, A, B, SC) \
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %" SC ", 0;\n" \
+                 "wgmma.mma_async.sync.aligned.m64n" N "k16.f32." TY "." TY " {" REGS "}, %" A \
+                 ", %" B ", p, 1, 1, 0, 0;\n}\n" \
+                 : OUTS : "l"(da), "l"(db), "r"(scale_d))
+#define HP_RS(N, TY, REGS, OUTS, A0, B, SC) \
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %" SC ", 0;\n" \
+                 "wgmma.mma_async.sync.aligned.m64n" N "k16.f32." TY "." TY " {" REGS "}, " A0 \
+                 ", %" B ", p, 1, 1, 1;\n}\n" \
+                 : OUTS : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db), "r"(scale_d))
 
 /* D (64 x N) += A·B with A (64 x 16) and B (16 x N) in shared memory, both K-major. */
 template <typename T, int N>
@@ -158,9 +131,11 @@ __device__ __forceinline__ void hp_wgmma_ss(float (&d)[N / 2], uint64_t da, uint
                                             int scale_d) {
     static_assert(N == 64 || N == 128, "wgmma N: 64 or 128");
     if constexpr (N == 64) {
-        if constexpr (hp_is_bf16<T>::value) HP_SS64("bf16"); else HP_SS64("f16");
+        if constexpr (hp_is_bf16<T>::value) HP_SS("64", "bf16", HP_REGS32, HP_OUT32, "32", "33", "34");
+        else HP_SS("64", "f16", HP_REGS32, HP_OUT32, "32", "33", "34");
     } else {
-        if constexpr (hp_is_bf16<T>::value) HP_SS128("bf16"); else HP_SS128("f16");
+        if constexpr (hp_is_bf16<T>::value) HP_SS("128", "bf16", HP_REGS64, HP_OUT64, "64", "65", "66");
+        else HP_SS("128", "f16", HP_REGS64, HP_OUT64, "64", "65", "66");
     }
 }
 /* D (64 x N) += A·B with A (64 x 16) in registers and B (16 x N) MN-major in shared memory. */
@@ -169,15 +144,19 @@ __device__ __forceinline__ void hp_wgmma_rs(float (&d)[N / 2], const uint32_t (&
                                             uint64_t db, int scale_d) {
     static_assert(N == 64 || N == 128, "wgmma N: 64 or 128");
     if constexpr (N == 64) {
-        if constexpr (hp_is_bf16<T>::value) HP_RS64("bf16"); else HP_RS64("f16");
+        if constexpr (hp_is_bf16<T>::value) HP_RS("64", "bf16", HP_REGS32, HP_OUT32, "{%32, %33, %34, %35}", "36", "37");
+        else HP_RS("64", "f16", HP_REGS32, HP_OUT32, "{%32, %33, %34, %35}", "36", "37");
     } else {
-        if constexpr (hp_is_bf16<T>::value) HP_RS128("bf16"); else HP_RS128("f16");
+        if constexpr (hp_is_bf16<T>::value) HP_RS("128", "bf16", HP_REGS64, HP_OUT64, "{%64, %65, %66, %67}", "68", "69");
+        else HP_RS("128", "f16", HP_REGS64, HP_OUT64, "{%64, %65, %66, %67}", "68", "69");
     }
 }
-#undef HP_SS64
-#undef HP_RS64
-#undef HP_SS128
-#undef HP_RS128
+#undef HP_SS
+#undef HP_RS
+#undef HP_REGS32
+#undef HP_REGS64
+#undef HP_OUT32
+#undef HP_OUT64
 
 /* ---- host: TMA tensor maps ---- */
 
