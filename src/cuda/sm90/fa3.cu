@@ -36,8 +36,8 @@ typedef struct {
 
 /* Shared memory (bytes, every region 1024-aligned): Q of each consumer warpgroup (64 rows × DK),
  * K and V stages (BN rows × DK / DV), the cmp score tile per warpgroup, then the full/empty
- * mbarriers; plus 1 KB to align the dynamic base. Budgets: win 192/128 208 KB, 128/128 160 KB,
- * 64/64 80 KB; cmp 192/128 162 KB, 128/128 130 KB, 64/64 81 KB (of 227 KB). */
+ * mbarriers; plus 1 KB to align the dynamic base. Budgets, that KB included: win 192/128 209 KB,
+ * 128/128 161 KB, 64/64 81 KB; cmp 192/128 163 KB, 128/128 131 KB, 64/64 83 KB (of 227 KB). */
 template <int DK, int DV, int BR> struct f3_smem {
     static constexpr int BN = f3_bn<BR>::value, PS = BN + 4;
     static constexpr int q_bytes = 64 * DK * 2, k_bytes = BN * DK * 2, v_bytes = BN * DV * 2;
