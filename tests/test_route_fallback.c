@@ -78,23 +78,23 @@ static void span_leak(const nsa_backend *self, nsa_branch br, const nsa_fwd_work
 #define CW (NSA_BRANCH_BIT(NSA_BRANCH_CMP) | NSA_BRANCH_BIT(NSA_BRANCH_WIN))
 #define SL NSA_BRANCH_BIT(NSA_BRANCH_SEL)
 static const nsa_backend be_nan = {"fake.nan", NSA_ROLE_FA2, CW, NSA_DEVICE_CPU, yes, fwd_nan,
-                                   NULL, NULL, NULL, 0};
+                                   NULL, NULL, NULL};
 static const nsa_backend be_err = {"fake.err", NSA_ROLE_FA2, CW, NSA_DEVICE_CPU, yes, fwd_err,
-                                   NULL, NULL, NULL, 0};
+                                   NULL, NULL, NULL};
 static const nsa_backend be_no = {"fake.no", NSA_ROLE_FA2, CW, NSA_DEVICE_CPU, no, fwd_ref, NULL,
-                                  NULL, NULL, 0};
+                                  NULL, NULL};
 static const nsa_backend be_fa2 = {"fake.fa2", NSA_ROLE_FA2, CW, NSA_DEVICE_CPU, yes, fwd_ref,
-                                   NULL, NULL, NULL, 0};
+                                   NULL, NULL, NULL};
 static const nsa_backend be_sel = {"fake.sel", NSA_ROLE_FUSED_SEL, SL, NSA_DEVICE_CPU, yes,
-                                   fwd_ref, NULL, NULL, NULL, 0};
+                                   fwd_ref, NULL, NULL, NULL};
 static const nsa_backend be_leak = {"fake.leak", NSA_ROLE_FUSED_SEL, SL, NSA_DEVICE_CPU, yes,
-                                    fwd_ref, select_leak, NULL, NULL, 0};
+                                    fwd_ref, select_leak, NULL, NULL};
 static const nsa_backend be_span = {"fake.span", NSA_ROLE_FA2, NSA_BRANCH_BIT(NSA_BRANCH_WIN),
-                                    NSA_DEVICE_CPU, yes, fwd_ref, NULL, span_leak, NULL, 0};
+                                    NSA_DEVICE_CPU, yes, fwd_ref, NULL, span_leak, NULL};
 static const nsa_backend be_mask_err = {"fake.maskerr", NSA_ROLE_MASKED, CW, NSA_DEVICE_CPU, yes,
-                                        fwd_err, NULL, NULL, NULL, 0};
+                                        fwd_err, NULL, NULL, NULL};
 static const nsa_backend be_nan_sel = {"fake.nansel", NSA_ROLE_FUSED_SEL, SL, NSA_DEVICE_CPU, yes,
-                                       fwd_nan, NULL, NULL, NULL, 0};
+                                       fwd_nan, NULL, NULL, NULL};
 
 /* ---- a small problem and its runs ---- */
 

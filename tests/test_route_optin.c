@@ -30,12 +30,12 @@ static nsa_status never_runs(nsa_context *ctx, const nsa_backend *self, nsa_bran
 }
 
 #define CW (NSA_BRANCH_BIT(NSA_BRANCH_CMP) | NSA_BRANCH_BIT(NSA_BRANCH_WIN))
-static const nsa_backend be_optin = {"fake.optin", NSA_ROLE_FA2, CW, NSA_DEVICE_CPU, yes,
-                                     never_runs, NULL, NULL, NULL, 1};
-static const nsa_backend be_optin_no = {"fake.optin", NSA_ROLE_FA2, CW, NSA_DEVICE_CPU, no,
-                                        never_runs, NULL, NULL, NULL, 1};
+static const nsa_backend be_optin = {"fake.optin", NSA_ROLE_FA2, CW | NSA_BACKEND_OPT_IN,
+                                     NSA_DEVICE_CPU, yes, never_runs, NULL, NULL, NULL};
+static const nsa_backend be_optin_no = {"fake.optin", NSA_ROLE_FA2, CW | NSA_BACKEND_OPT_IN,
+                                        NSA_DEVICE_CPU, no, never_runs, NULL, NULL, NULL};
 static const nsa_backend be_fa2 = {"fake.fa2", NSA_ROLE_FA2, CW, NSA_DEVICE_CPU, yes, never_runs,
-                                   NULL, NULL, NULL, 0};
+                                   NULL, NULL, NULL};
 
 /* The decision *d for a small problem on the CPU with FA-2 wanted, NSA_USE_HOPPER = hopper. */
 static void route(const char *hopper, nsa_route_decision *d) {

@@ -38,15 +38,15 @@ static nsa_status never_runs(nsa_context *ctx, const nsa_backend *self, nsa_bran
 #define SEL NSA_BRANCH_BIT(NSA_BRANCH_SEL)
 static const nsa_backend fakes[] = {
     {"cuda.ref", NSA_ROLE_REF, NSA_BRANCHES_ALL, NSA_DEVICE_CUDA, any_supports, never_runs, NULL,
-     NULL, NULL, 0},
+     NULL, NULL},
     {"cuda.mask", NSA_ROLE_MASKED, CMPWIN, NSA_DEVICE_CUDA, any_supports, never_runs, NULL, NULL,
-     NULL, 0},
+     NULL},
     {"cuda.pack", NSA_ROLE_PACKED, SEL, NSA_DEVICE_CUDA, any_supports, never_runs, NULL, NULL,
-     NULL, 0},
+     NULL},
     {"cuda.fa2", NSA_ROLE_FA2, CMPWIN, NSA_DEVICE_CUDA, fa2_supports, never_runs, NULL, NULL,
-     NULL, 0},
+     NULL},
     {"cuda.tri", NSA_ROLE_FUSED_SEL, SEL, NSA_DEVICE_CUDA, any_supports, never_runs, NULL, NULL,
-     NULL, 0},
+     NULL},
 };
 
 /* One golden row: device, dtype, T, Dk, w, pass, flags ("NAME=V NAME=V"), then per branch

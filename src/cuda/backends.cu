@@ -40,15 +40,16 @@ extern "C" int nsa_cuda_role_supported(const nsa_route_problem *p, nsa_branch br
 
 static int cu_supports(const nsa_backend *self, const nsa_route_problem *p, nsa_branch br,
                        const nsa_device_caps *dev, char *why, size_t why_len) {
+    const int hopper = (self->branches & NSA_BACKEND_OPT_IN) != 0; /* cuda.fa3 */
     const char *w = "";
     if (dev->kind != NSA_DEVICE_CUDA) w = "not a CUDA device";
     else if (!dev->compiled) w = "no code compiled for this architecture";
     else if ((self->role == NSA_ROLE_FA2 || self->role == NSA_ROLE_FUSED_SEL) && dev->sm < 80)
         w = "tensor-core kernels need sm_80+";
     else if (!(self->branches & NSA_BRANCH_BIT(br))) w = "branch not served";
-    else if (self->opt_in && dev->sm != 90) w = "the Hopper kernels need sm_90 (wgmma, TMA)";
-    else if (self->opt_in && p->pass != NSA_PASS_FORWARD) w = "the Hopper kernels run the forward";
-    else if (self->opt_in) {
+    else if (hopper && dev->sm != 90) w = "the Hopper kernels need sm_90 (wgmma, TMA)";
+    else if (hopper && p->pass != NSA_PASS_FORWARD) w = "the Hopper kernels run the forward";
+    else if (hopper) {
         const nsa_shape s = nsa_cu_shape_of(p);
         if (nsa_cu_fa3_supported(&s, br, &w)) return 1;
     } else if (nsa_cuda_role_supported(p, br, self->role, &w)) return 1;
@@ -101,16 +102,17 @@ static nsa_status fused_fwd(nsa_context *ctx, const nsa_backend *self, nsa_branc
 
 extern "C" const nsa_backend nsa_cuda_backend_ref = {
     "cuda.ref", NSA_ROLE_REF, NSA_BRANCHES_ALL, NSA_DEVICE_CUDA, cu_supports, ref_fwd, NULL,
-    NULL, NULL, 0};
+    NULL, NULL};
 extern "C" const nsa_backend nsa_cuda_backend_fa3 = {
-    "cuda.fa3", NSA_ROLE_FA2, NSA_BRANCH_BIT(NSA_BRANCH_CMP) | NSA_BRANCH_BIT(NSA_BRANCH_WIN),
-    NSA_DEVICE_CUDA, cu_supports, fa3_fwd, NULL, NULL, NULL, 1};
+    "cuda.fa3", NSA_ROLE_FA2,
+    NSA_BRANCH_BIT(NSA_BRANCH_CMP) | NSA_BRANCH_BIT(NSA_BRANCH_WIN) | NSA_BACKEND_OPT_IN,
+    NSA_DEVICE_CUDA, cu_supports, fa3_fwd, NULL, NULL, NULL};
 extern "C" const nsa_backend nsa_cuda_backend_fa2 = {
     "cuda.fa2", NSA_ROLE_FA2, NSA_BRANCH_BIT(NSA_BRANCH_CMP) | NSA_BRANCH_BIT(NSA_BRANCH_WIN),
-    NSA_DEVICE_CUDA, cu_supports, fa2_fwd, NULL, NULL, NULL, 0};
+    NSA_DEVICE_CUDA, cu_supports, fa2_fwd, NULL, NULL, NULL};
 extern "C" const nsa_backend nsa_cuda_backend_triton = {
     "cuda.triton", NSA_ROLE_FUSED_SEL, NSA_BRANCH_BIT(NSA_BRANCH_SEL), NSA_DEVICE_CUDA,
-    cu_supports, fused_fwd, NULL, NULL, NULL, 0};
+    cu_supports, fused_fwd, NULL, NULL, NULL};
 
 static nsa_status tiled_fwd(nsa_context *ctx, const nsa_backend *self, nsa_branch br,
                             nsa_fwd_work *w) {
@@ -122,10 +124,10 @@ static nsa_status tiled_fwd(nsa_context *ctx, const nsa_backend *self, nsa_branc
 
 extern "C" const nsa_backend nsa_cuda_backend_masked = {
     "cuda.masked", NSA_ROLE_MASKED, NSA_BRANCH_BIT(NSA_BRANCH_CMP) | NSA_BRANCH_BIT(NSA_BRANCH_WIN),
-    NSA_DEVICE_CUDA, cu_supports, tiled_fwd, NULL, NULL, NULL, 0};
+    NSA_DEVICE_CUDA, cu_supports, tiled_fwd, NULL, NULL, NULL};
 extern "C" const nsa_backend nsa_cuda_backend_packed = {
     "cuda.packed", NSA_ROLE_PACKED, NSA_BRANCH_BIT(NSA_BRANCH_SEL), NSA_DEVICE_CUDA, cu_supports,
-    tiled_fwd, NULL, NULL, NULL, 0};
+    tiled_fwd, NULL, NULL, NULL};
 
 /* cuda.fa3 before cuda.fa2: an opt-in row is tried first when opted in */
 static const nsa_backend *const cuda_backends[] = {&nsa_cuda_backend_ref, &nsa_cuda_backend_fa3,

@@ -171,7 +171,7 @@ static const nsa_backend *backend_of(nsa_role role, nsa_branch br) {
     const nsa_backend *const *list = nsa_device_cuda_backends(&n);
     for (int i = 0; i < n; i++)
         if (list[i]->role == role && (list[i]->branches & NSA_BRANCH_BIT(br)) &&
-            (!list[i]->opt_in || nsa_cu_tuning.hopper))
+            (!(list[i]->branches & NSA_BACKEND_OPT_IN) || nsa_cu_tuning.hopper))
             return list[i];
     return NULL;
 }

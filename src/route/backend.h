@@ -57,6 +57,10 @@ extern "C" {
 #define NSA_BRANCH_BIT(b) (1u << (unsigned)(b))
 #define NSA_BRANCHES_ALL (NSA_BRANCH_BIT(NSA_BRANCH_CMP) | NSA_BRANCH_BIT(NSA_BRANCH_SEL) | \
                           NSA_BRANCH_BIT(NSA_BRANCH_WIN))
+/* In nsa_backend.branches: an opt-in row (the Hopper kernels, until their parity is accepted on
+ * the card). The router tries it, before the other rows of its role, only with NSA_USE_HOPPER=1;
+ * otherwise it is never considered. */
+#define NSA_BACKEND_OPT_IN (1u << 31)
 
 /* The state of one forward call as it flows through the pipeline. Buffers belong to the
  * pipeline (allocated in begin, freed in end), are contiguous and live on the call's device. */
@@ -102,7 +106,7 @@ typedef struct nsa_backend nsa_backend;
 struct nsa_backend {
     const char *name;        /* shown by `nsa route` and log lines: "ref", "cuda.fa2", ...    */
     nsa_role role;
-    unsigned branches;       /* NSA_BRANCH_BIT of each branch it serves                       */
+    unsigned branches;       /* NSA_BRANCH_BIT of each branch it serves, | NSA_BACKEND_OPT_IN  */
     nsa_device_kind device;
     /* 1 when it can run branch br of p on dev; else 0 with why (a short phrase, no period),
      * e.g. "Dk=192 > 128". Cheap and pure: the router calls it for every decision. */
@@ -121,9 +125,6 @@ struct nsa_backend {
     void (*span)(const nsa_backend *self, nsa_branch br, const nsa_fwd_work *w, int64_t t,
                  int64_t *lo, int64_t *hi);
     const void *impl;        /* backend private constants                                     */
-    /* 1: an opt-in row (the Hopper kernels until their parity is accepted on the card): the
-     * router tries it, before the other rows of its role, only with NSA_USE_HOPPER=1 */
-    int opt_in;
 };
 
 /* ---- the router and the table (src/route/router.c, src/route/backends.c) ---- */

@@ -307,5 +307,5 @@ static int ref_supports(const nsa_backend *self, const nsa_route_problem *p, nsa
 
 const nsa_backend nsa_backend_ref_cpu = {
     "ref", NSA_ROLE_REF, NSA_BRANCHES_ALL, NSA_DEVICE_CPU, ref_supports, ref_fwd, NULL, NULL,
-    NULL, 0,
+    NULL,
 };

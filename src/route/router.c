@@ -156,7 +156,7 @@ static const nsa_backend *find(const nsa_flags *f, const nsa_route_problem *p, n
     const nsa_backend *be;
     for (int i = 0; (be = nsa_backend_nth(i)) != NULL; i++) {
         if (be->role != role || be->device != dev->kind || !(be->branches & NSA_BRANCH_BIT(br)) ||
-            (be->opt_in && !f->use_hopper))
+            ((be->branches & NSA_BACKEND_OPT_IN) && !f->use_hopper))
             continue;
         *existed = 1;
         char why[NSA_REASON_LEN] = "";
