@@ -41,6 +41,10 @@ static void cmp_blocks(void) {
                 for (int64_t p = i * d; p < i * d + l; p++) all &= p <= t;
                 CHECK(nsa_ix_cmp_sees(l, d, t, i) == all, "l=%d d=%d t=%lld i=%lld", l, d,
                       (long long)t, (long long)i);
+                int64_t first = 0; /* the first t that sees block i: its latest token */
+                for (int64_t p = i * d; p < i * d + l; p++) first = p > first ? p : first;
+                CHECK(nsa_ix_cmp_first_query(l, d, i) == first, "first query of block %lld",
+                      (long long)i);
                 CHECK(all == (i < nsa_ix_num_cmp(l, d, t + 1)), "sees vs num_cmp: t=%lld i=%lld",
                       (long long)t, (long long)i);
             }
@@ -104,15 +108,22 @@ static void window_span(void) {
             if (lo < 0) lo = t + 1; /* empty: [t+1, t+1) */
             CHECK(nsa_ix_win_lo(w, t) == lo, "w=%lld t=%lld: lo %lld, want %lld", (long long)w,
                   (long long)t, (long long)nsa_ix_win_lo(w, t), (long long)lo);
+            CHECK(nsa_ix_win_lo32((int)w, (int)t) == lo, "32-bit: w=%lld t=%lld", (long long)w,
+                  (long long)t);
             CHECK(nsa_ix_win_len(w, t) == n, "w=%lld t=%lld: len %lld, want %lld", (long long)w,
                   (long long)t, (long long)nsa_ix_win_len(w, t), (long long)n);
-            for (int64_t j = 0; j < T; j++)
+            for (int64_t j = 0; j < T; j++) {
                 CHECK(nsa_ix_win_sees(w, t, j) == (j <= t && t - j < w), "w=%lld t=%lld j=%lld",
                       (long long)w, (long long)t, (long long)j);
+                CHECK(nsa_ix_win_sees32((int)w, (int)t, (int)j) == (j <= t && t - j < w),
+                      "32-bit: w=%lld t=%lld j=%lld", (long long)w, (long long)t, (long long)j);
+            }
         }
     for (int64_t w = 0; w <= 12; w++)
         for (int64_t j = 0; j < T; j++) {
             const int64_t qe = nsa_ix_win_qend(w, j, T);
+            CHECK(nsa_ix_win_qend32((int)w, (int)j, (int)T) == qe, "32-bit qend: w=%lld j=%lld",
+                  (long long)w, (long long)j);
             for (int64_t u = 0; u < T; u++)
                 CHECK(nsa_ix_win_sees(w, u, j) == (u >= j && u < qe), "w=%lld key %lld query "
                       "%lld: queries [%lld, %lld)", (long long)w, (long long)j, (long long)u,

@@ -27,9 +27,14 @@ static NSA_HD int64_t nsa_ix_num_cmp(int64_t l, int64_t d, int64_t T) {
     return T < l ? 0 : (T - l) / d + 1;
 }
 
+/* The first query that sees compressed block i: its last token, i·d + l − 1. */
+static NSA_HD int64_t nsa_ix_cmp_first_query(int64_t l, int64_t d, int64_t i) {
+    return i * d + l - 1;
+}
+
 /* Does query t see compressed block i (all of its tokens are ≤ t)? */
 static NSA_HD int nsa_ix_cmp_sees(int64_t l, int64_t d, int64_t t, int64_t i) {
-    return i * d + l - 1 <= t;
+    return nsa_ix_cmp_first_query(l, d, i) <= t;
 }
 
 /* ---- Eq. 9 (§1.2 step 2): selection block j covers [j·lp, (j+1)·lp) ---- */
@@ -66,6 +71,7 @@ static NSA_HD void nsa_ix_score_span32(int l, int d, int lp, int j, int nc, int 
 
 /* First key of the window of query t. With w = 0 it is t + 1: the span [lo, t + 1) is empty. */
 static NSA_HD int64_t nsa_ix_win_lo(int64_t w, int64_t t) { return t - w + 1 > 0 ? t - w + 1 : 0; }
+static NSA_HD int nsa_ix_win_lo32(int w, int t) { return t - w + 1 > 0 ? t - w + 1 : 0; }
 
 /* Keys in the window of query t: min(w, t + 1) (0 when w = 0). The decode budget's min(w, S) is
  * nsa_ix_win_len(w, S − 1). */
@@ -73,11 +79,13 @@ static NSA_HD int64_t nsa_ix_win_len(int64_t w, int64_t t) { return t + 1 - nsa_
 
 /* Does query t see window key j? */
 static NSA_HD int nsa_ix_win_sees(int64_t w, int64_t t, int64_t j) { return j <= t && j > t - w; }
+static NSA_HD int nsa_ix_win_sees32(int w, int t, int j) { return j <= t && j > t - w; }
 
 /* One past the last query (of T) whose window holds key j < T: queries [j, that) see it. */
 static NSA_HD int64_t nsa_ix_win_qend(int64_t w, int64_t j, int64_t T) {
     return j + w < T ? j + w : T;
 }
+static NSA_HD int nsa_ix_win_qend32(int w, int j, int T) { return j + w < T ? j + w : T; }
 
 /* ---- selection (§1.2 steps 4–6) ---- */
 
@@ -85,8 +93,8 @@ static NSA_HD int64_t nsa_ix_win_qend(int64_t w, int64_t j, int64_t T) {
  * candidates; the block holding t is cur = t / lp (possibly partial). */
 static NSA_HD int64_t nsa_ix_ncomplete(int64_t lp, int64_t t) { return (t + 1) / lp; }
 
-/* Is j one of list[0..n)? (No early exit: a warp walks it in step.) */
-static NSA_HD int nsa_ix_member(const int32_t *list, int n, int64_t j) {
+/* Is block j one of list[0..n)? (No early exit: a warp walks it in step.) */
+static NSA_HD int nsa_ix_member(const int32_t *list, int n, int32_t j) {
     int in = 0;
     for (int q = 0; q < n; q++) in |= list[q] == j;
     return in;
@@ -99,7 +107,7 @@ static NSA_HD int nsa_ix_forced(int n_init, int n_local, int64_t cur, int32_t *b
     int nf = 0;
     for (int64_t j = 0; j < n_init && j <= cur; j++) blk[nf++] = (int32_t)j;
     for (int64_t k = 0; k < n_local && cur - k >= 0; k++)
-        if (!nsa_ix_member(blk, nf, cur - k)) blk[nf++] = (int32_t)(cur - k);
+        if (!nsa_ix_member(blk, nf, (int32_t)(cur - k))) blk[nf++] = (int32_t)(cur - k);
     return nf;
 }
 

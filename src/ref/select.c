@@ -69,7 +69,7 @@ int nsa_ref_select(const nsa_config *c, int64_t t, const double *p, int G, int64
     /* 5: the top n - |forced| of the other complete blocks. */
     int ncand = 0;
     for (int64_t j = 0; j < ncomplete; j++)
-        if (!nsa_ix_member(blocks, nf, j)) order[ncand++] = (int32_t)j;
+        if (!nsa_ix_member(blocks, nf, (int32_t)j)) order[ncand++] = (int32_t)j;
     int k = c->n - nf < ncand ? c->n - nf : ncand;
     nsa_ix_top_k(score, order, ncand, k);
     for (int a = 0; a < k; a++) blocks[nf + a] = order[a];
