@@ -70,8 +70,8 @@ __device__ __forceinline__ void fb_sdp(float sc[4][4], float dp[4][4], const T *
 
 /* Whether query t sees key j of branch BR. */
 template <int BR> __device__ __forceinline__ bool fb_sees(const nsa_cu_params &P, int t, int j) {
-    if (BR == NSA_BRANCH_CMP) return (int64_t)j * P.d + P.l - 1 <= t;
-    return j <= t && j > t - P.w;
+    if (BR == NSA_BRANCH_CMP) return nsa_ix_cmp_sees(P.l, P.d, t, j);
+    return nsa_ix_win_sees32(P.w, t, j);
 }
 
 /* Queries [qa, qz) that see some key of tile x (keys [64x, 64x + 64) ∩ [0, X)). */
@@ -80,12 +80,12 @@ __host__ __device__ __forceinline__ void fb_qrange(int T, int l, int d, int w, i
                                                    int *qa, int *qz) {
     const int j0 = x * FB_N, j1 = (j0 + FB_N < X ? j0 + FB_N : X) - 1;
     if (BR == NSA_BRANCH_CMP) {
-        const int64_t a = (int64_t)j0 * d + l - 1;
+        const int64_t a = nsa_ix_cmp_first_query(l, d, j0);
         *qa = a < T ? (int)a : T;
         *qz = T;
     } else {
         *qa = j0;
-        *qz = j1 + w < T ? j1 + w : T;
+        *qz = nsa_ix_win_qend32(w, j1, T);
     }
 }
 
@@ -336,7 +336,7 @@ __global__ void __launch_bounds__(FB_THREADS) fb_dq_kernel(fb_args A) {
     if (BR == NSA_BRANCH_CMP) {
         kend = (int)nsa_cu_num_cmp(P, tlast + 1);
     } else {
-        kb0 = max(0, t0 - P.w + 1);
+        kb0 = nsa_ix_win_lo32(P.w, t0);
         kend = tlast + 1;
     }
     const int ntiles = kend > kb0 ? (kend - kb0 + FB_N - 1) / FB_N : 0;

@@ -57,7 +57,7 @@ __global__ void __launch_bounds__(BT) bwd_query_kernel(nsa_cu_bwd W) {
         nkeys = nsa_cu_num_cmp(P, t + 1);
     } else if (BR == NSA_BRANCH_WIN) {
         if (P.w > 0) {
-            k0 = t - P.w + 1 > 0 ? t - P.w + 1 : 0;
+            k0 = nsa_ix_win_lo(P.w, t);
             nkeys = t + 1 - k0;
         }
     } else {
@@ -197,9 +197,9 @@ __global__ void __launch_bounds__(BT) bwd_key_kernel(nsa_cu_bwd W, int nk) {
         vj[e] = (double)nsa_cu_ld<TK>(vv, b, j, g, e);
         dv[e] = 0.0;
     }
-    const int64_t t_lo = BR == NSA_BRANCH_CMP ? j * P.d + P.l - 1 : j;
+    const int64_t t_lo = BR == NSA_BRANCH_CMP ? nsa_ix_cmp_first_query(P.l, P.d, j) : j;
     int64_t t_hi = P.T;
-    if (BR == NSA_BRANCH_WIN) t_hi = P.w == 0 ? j : j + P.w < P.T ? j + P.w : P.T;
+    if (BR == NSA_BRANCH_WIN) t_hi = P.w == 0 ? j : nsa_ix_win_qend(P.w, j, P.T);
     __syncthreads();
 
     for (int64_t tb = t_lo; tb < t_hi; tb += BT) {

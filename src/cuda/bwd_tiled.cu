@@ -21,8 +21,8 @@ __device__ __forceinline__ float tl_gate(const nsa_cu_bwd &W, int64_t b, int64_t
 /* Whether query t sees key j of branch BR, cmp or win (sel keys come from the ranges). */
 template <int BR>
 __device__ __forceinline__ bool tl_sees(const nsa_cu_params &P, int64_t t, int64_t j) {
-    if (BR == NSA_BRANCH_CMP) return j * P.d + P.l - 1 <= t;
-    return j <= t && j > t - P.w; /* win */
+    if (BR == NSA_BRANCH_CMP) return nsa_ix_cmp_sees(P.l, P.d, t, j);
+    return nsa_ix_win_sees(P.w, t, j); /* win */
 }
 
 __device__ __forceinline__ float tl_wmax(float x) {
@@ -120,7 +120,7 @@ __global__ void __launch_bounds__(NTH) tl_query_kernel(nsa_cu_bwd W, int nchunk)
     if (BR == NSA_BRANCH_CMP) {
         kz = nsa_cu_num_cmp(P, tmax + 1);
     } else if (BR == NSA_BRANCH_WIN) {
-        ka = tmin - P.w + 1 > 0 ? tmin - P.w + 1 : 0;
+        ka = nsa_ix_win_lo(P.w, tmin);
         kz = P.w > 0 ? tmax + 1 : 0;
     }
     const int32_t *rg = P.ranges + ((b * P.T + tsel) * P.Hkv + g) * (int64_t)P.n * 2;

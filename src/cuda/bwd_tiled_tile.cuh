@@ -51,11 +51,11 @@ __device__ __forceinline__ tl_tile_t tl_tile(const nsa_cu_params &P, int64_t x, 
         r.j0 = (int64_t)sub * KT;
         r.jend = r.j0 + KT < X ? r.j0 + KT : X;
         if (BR == NSA_BRANCH_CMP) {
-            r.tlo = r.j0 * P.d + P.l - 1;
+            r.tlo = nsa_ix_cmp_first_query(P.l, P.d, r.j0);
             r.nq = P.T - r.tlo;
         } else if (P.w > 0) {
             r.tlo = r.j0;
-            const int64_t thi = r.jend - 1 + P.w < P.T ? r.jend - 1 + P.w : P.T;
+            const int64_t thi = nsa_ix_win_qend(P.w, r.jend - 1, P.T);
             r.nq = thi - r.tlo;
         }
     }
@@ -87,7 +87,7 @@ static inline int tl_pps(const nsa_cu_params &P) {
 static inline int tl_maxsplit(const nsa_cu_params &P, nsa_branch br) {
     const int pps = tl_pps(P);
     int64_t q = P.T;
-    if (br == NSA_BRANCH_WIN) q = KT - 1 + (int64_t)P.w < P.T ? KT - 1 + (int64_t)P.w : P.T;
+    if (br == NSA_BRANCH_WIN) q = nsa_ix_win_qend(P.w, KT - 1, P.T);
     const int64_t n = (q * P.G + pps - 1) / pps;
     return n > 0 ? (int)n : 1;
 }

@@ -120,14 +120,30 @@ __device__ __forceinline__ void nsa_cu_row(const nsa_cu_params &P, int64_t r, in
 }
 
 __device__ __forceinline__ int64_t nsa_cu_num_cmp(const nsa_cu_params &P, int64_t T) {
-    return T < P.l ? 0 : (T - P.l) / P.d + 1;
+    return nsa_ix_num_cmp(P.l, P.d, T);
 }
 
-/* m(i, j) of docs/design.md §1.2 (same arithmetic as nsa_ref_overlap). */
-__device__ __forceinline__ int nsa_cu_overlap(const nsa_cu_params &P, int64_t i, int64_t j) {
-    int64_t a0 = i * P.d, a1 = a0 + P.l, b0 = j * P.lp, b1 = b0 + P.lp;
-    int64_t lo = a0 > b0 ? a0 : b0, hi = a1 < b1 ? a1 : b1;
-    return hi > lo ? (int)((hi - lo) / P.d) : 0;
+/* The block lists of queries t0 .. t0+qpb-1 of (row b, KV head g) into blk (qpb·n entries, -1
+ * for a query past T) and their union, ascending, into ulist, by a bitmap over blocks (the
+ * nsel_max/32 words after ulist). Block-wide, NT threads; thread 0 writes the union's size into
+ * the bitmap's first word, which it returns: read it after the caller's next __syncthreads. */
+template <int NT>
+__device__ __forceinline__ unsigned *nsa_cu_block_union(const nsa_cu_params &P, int b, int g,
+                                                        int t0, int qpb, int *blk, int *ulist) {
+    const int tid = threadIdx.x;
+    unsigned *bits = (unsigned *)(ulist + P.nsel_max);
+    const int words = (P.nsel_max + 31) / 32;
+    for (int i = tid; i < words; i += NT) bits[i] = 0u;
+    __syncthreads();
+    for (int i = tid; i < qpb * P.n; i += NT) {
+        int t = t0 + i / P.n;
+        int j = t < P.T ? P.blocks[(((int64_t)b * P.T + t) * P.Hkv + g) * P.n + i % P.n] : -1;
+        blk[i] = j;
+        if (j >= 0) atomicOr(&bits[j / 32], 1u << (j % 32));
+    }
+    __syncthreads();
+    if (tid == 0) bits[0] = (unsigned)nsa_ix_bits_list(bits, words, ulist);
+    return bits;
 }
 
 /* ---- host side ---- */

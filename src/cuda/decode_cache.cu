@@ -209,7 +209,7 @@ extern "C" nsa_status nsa_device_cuda_kv_reads(nsa_context *ctx, const nsa_kv_ca
     out->sel = r[1];
     out->win = r[2];
     out->total = r[0] + r[1] + r[2];
-    out->budget = nsa_num_cmp(g, S) + (int64_t)g->n * g->lp + (g->w < S ? g->w : S);
+    out->budget = nsa_num_cmp(g, S) + (int64_t)g->n * g->lp + nsa_ix_win_len(g->w, S - 1);
     out->dense = S;
     return NSA_OK;
 }

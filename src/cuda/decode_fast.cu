@@ -453,7 +453,7 @@ __device__ void fd_item1(const nsa_cu_dec &D, unsigned char *sm, int *last, int6
         }
     } else {
         const int s = k - 1 - D.pc;
-        const int64_t lo = t - D.w + 1 > 0 ? t - D.w + 1 : 0, nw = D.w > 0 ? S - lo : 0;
+        const int64_t lo = nsa_ix_win_lo(D.w, t), nw = D.w > 0 ? S - lo : 0;
         const int64_t c0 = s * span, nk = nw - c0 < span ? nw - c0 : span;
         if (nk > 0 && c0 + nk == nw) fd_push_win<T>(D, b, g, t);
         fd_split<T, MMA>(D, NSA_BRANCH_WIN, sm, b, g, c0, nk, lo, NULL, D.kw, D.vw,

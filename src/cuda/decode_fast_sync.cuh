@@ -71,13 +71,6 @@ __device__ __forceinline__ void fd_wait(const int32_t *flag, unsigned epoch) {
     __syncthreads();
 }
 
-/* m(i, j) of docs/design.md §1.2 in 32-bit arithmetic (positions < max_len < 2^31). */
-__device__ __forceinline__ int fd_overlap(const nsa_cu_dec &D, int i, int j) {
-    const int a0 = i * D.d, a1 = a0 + D.l, b0 = j * D.lp, b1 = b0 + D.lp;
-    const int lo = a0 > b0 ? a0 : b0, hi = a1 < b1 ? a1 : b1;
-    return hi > lo ? (hi - lo) / D.d : 0;
-}
-
 /* The selection of (row b, KV head g) at position t, block-wide: lse per head from the cmp
  * partials' headers (D.pc slots), group-summed probabilities pg (double; in shared memory when
  * D.pg_smem, else the global scratch), Eq. 9 block scores rounded to f32, forced blocks, top-n
@@ -92,7 +85,7 @@ __device__ void fd_select(const nsa_cu_dec &D, float *fsm, int64_t b, int g, int
     double *pg = D.pg_smem ? (double *)fsm : D.st.pg + bg * D.st.ncmp4;
     float *lse = D.pg_smem ? (float *)(pg + D.st.ncmp4) : fsm, *sc = lse + G;
     int32_t *blk = (int32_t *)(sc + D.nsel_cap);
-    const int64_t S = t + 1, nc = S < D.l ? 0 : (S - D.l) / D.d + 1;
+    const int64_t S = t + 1, nc = nsa_ix_num_cmp(D.l, D.d, S);
     const float *part = D.st.part + bg * D.st.nsplit * G * P;
     for (int u = wid; u < G; u += FD_T / 32) {
         float M = -INFINITY, L = 0.f;
@@ -129,25 +122,21 @@ __device__ void fd_select(const nsa_cu_dec &D, float *fsm, int64_t b, int g, int
         for (int q = 0; q < 4 && i0 + q < nc; q++) pg[i0 + q] = s4[q];
     }
     __syncthreads();
-    const int64_t cur = t / D.lp, ncomplete = S / D.lp;
+    const int64_t cur = t / D.lp, ncomplete = nsa_ix_ncomplete(D.lp, t);
     for (int64_t j = tid; j <= cur; j += FD_T) {
-        int64_t i_lo = j * D.lp < D.l ? 0 : (j * D.lp - D.l) / D.d + 1;
-        int64_t i_hi = ((j + 1) * D.lp - 1) / D.d;
-        if (i_hi > nc - 1) i_hi = nc - 1;
+        int64_t i_lo, i_hi;
+        nsa_ix_score_span(D.l, D.d, D.lp, j, nc, &i_lo, &i_hi);
         double sum = 0.0;
-        for (int64_t i = i_lo; i <= i_hi; i++) sum += pg[i] * (double)fd_overlap(D, (int)i, (int)j);
+        /* m(i, j) in 32-bit arithmetic (positions < max_len < 2^31) */
+        for (int64_t i = i_lo; i <= i_hi; i++)
+            sum += pg[i] * (double)nsa_ix_overlap32(D.l, D.d, D.lp, (int)i, (int)j);
         sc[j] = (float)sum;
     }
     __syncthreads();
     if (tid < 32) {
         int nf = 0;
         if (lane == 0) {
-            for (int64_t j = 0; j < D.n_init && j <= cur; j++) blk[nf++] = (int32_t)j;
-            for (int64_t k = 0; k < D.n_local && cur - k >= 0; k++) {
-                int dup = 0;
-                for (int f = 0; f < nf; f++) dup |= blk[f] == cur - k;
-                if (!dup) blk[nf++] = (int32_t)(cur - k);
-            }
+            nf = nsa_ix_forced(D.n_init, D.n_local, cur, blk);
             for (int f = 0; f < nf; f++) sc[blk[f]] = -1.0f; /* out of the pool */
         }
         nf = __shfl_sync(0xffffffffu, nf, 0);
@@ -183,30 +172,21 @@ __device__ void fd_select(const nsa_cu_dec &D, float *fsm, int64_t b, int g, int
         __syncwarp();
         if (lane == 0) {
             const int nsel = nf + k;
-            for (int a = 1; a < nsel; a++) {
-                const int32_t v = blk[a];
-                int c = a - 1;
-                while (c >= 0 && blk[c] > v) { blk[c + 1] = blk[c]; c--; }
-                blk[c + 1] = v;
-            }
+            nsa_ix_sort_blocks(blk, nsel);
             int32_t *rng = D.st.rng + bg * D.n * 2;
             int nr = 0, keys = 0;
-            for (int a = 0; a < nsel;) {
-                int c = a;
-                while (c + 1 < nsel && blk[c + 1] == blk[c] + 1) c++;
-                const int64_t e0 = ((int64_t)blk[c] + 1) * D.lp;
-                rng[2 * nr] = blk[a] * D.lp;
-                rng[2 * nr + 1] = (int32_t)(e0 > S ? S : e0);
-                keys += rng[2 * nr + 1] - rng[2 * nr];
-                nr++;
-                a = c + 1;
+            for (int a = 0; a < nsel; nr++) {
+                int64_t lo, hi;
+                a = nsa_ix_run(blk, nsel, a, D.lp, t, &lo, &hi);
+                rng[2 * nr] = (int32_t)lo;
+                rng[2 * nr + 1] = (int32_t)hi;
+                keys += (int)(hi - lo);
             }
             for (int q = nr; q < D.n; q++) rng[2 * q] = rng[2 * q + 1] = 0;
             D.st.selr[bg] = keys;
             if (g == 0) {
-                const int64_t lo = t - D.w + 1 > 0 ? t - D.w + 1 : 0;
                 D.st.reads[b * 4 + 0] = nc;
-                D.st.reads[b * 4 + 2] = D.w > 0 ? S - lo : 0;
+                D.st.reads[b * 4 + 2] = nsa_ix_win_len(D.w, t);
                 D.st.reads[b * 4 + 3] = S;
             }
         }

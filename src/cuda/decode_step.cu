@@ -167,35 +167,24 @@ __device__ void dec_attend(const nsa_cu_dec &D, dec_sm &s, int64_t b, int g, int
     __syncthreads();
 }
 
-__device__ __forceinline__ int dec_overlap(const nsa_cu_dec &D, int64_t i, int64_t j) {
-    int64_t a0 = i * D.d, a1 = a0 + D.l, b0 = j * D.lp, b1 = b0 + D.lp;
-    int64_t lo = a0 > b0 ? a0 : b0, hi = a1 < b1 ? a1 : b1;
-    return hi > lo ? (int)((hi - lo) / D.d) : 0;
-}
-
 /* Warp 0: scores of the selection blocks (Eq. 9, double, rounded once to f32), forced blocks,
  * top-n with ties to the lower index, merged ranges clipped to t+1 (src/ref/select.c). */
 __device__ void dec_select(const nsa_cu_dec &D, dec_sm &s, const double *pg, int64_t t,
                            int64_t nc) {
     const int lane = threadIdx.x % 32;
-    const int64_t cur = t / D.lp, ncomplete = (t + 1) / D.lp;
+    const int64_t cur = t / D.lp, ncomplete = nsa_ix_ncomplete(D.lp, t);
     for (int64_t j = lane; j <= cur; j += 32) {
-        int64_t i_lo = j * D.lp < D.l ? 0 : (j * D.lp - D.l) / D.d + 1;
-        int64_t i_hi = ((j + 1) * D.lp - 1) / D.d;
-        if (i_hi > nc - 1) i_hi = nc - 1;
+        int64_t i_lo, i_hi;
+        nsa_ix_score_span(D.l, D.d, D.lp, j, nc, &i_lo, &i_hi);
         double sum = 0.0;
-        for (int64_t i = i_lo; i <= i_hi; i++) sum += pg[i] * (double)dec_overlap(D, i, j);
+        for (int64_t i = i_lo; i <= i_hi; i++)
+            sum += pg[i] * (double)nsa_ix_overlap(D.l, D.d, D.lp, i, j);
         s.selsc[j] = (float)sum;
     }
     __syncwarp();
     int nf = 0;
     if (lane == 0) {
-        for (int64_t j = 0; j < D.n_init && j <= cur; j++) s.blk[nf++] = (int32_t)j;
-        for (int64_t k = 0; k < D.n_local && cur - k >= 0; k++) {
-            int dup = 0;
-            for (int f = 0; f < nf; f++) dup |= s.blk[f] == cur - k;
-            if (!dup) s.blk[nf++] = (int32_t)(cur - k);
-        }
+        nf = nsa_ix_forced(D.n_init, D.n_local, cur, s.blk);
         for (int f = 0; f < nf; f++) s.selsc[s.blk[f]] = -1.0f; /* out of the pool */
     }
     nf = __shfl_sync(0xffffffffu, nf, 0);
@@ -212,7 +201,7 @@ __device__ void dec_select(const nsa_cu_dec &D, dec_sm &s, const double *pg, int
         for (int o = 16; o > 0; o >>= 1) {
             const float os = __shfl_xor_sync(0xffffffffu, bs, o);
             const int oj = __shfl_xor_sync(0xffffffffu, bj, o);
-            if (os > bs || (os == bs && oj >= 0 && (bj < 0 || oj < bj))) { bs = os; bj = oj; }
+            if (oj >= 0 && (bj < 0 || nsa_ix_better(os, oj, bs, bj))) { bs = os; bj = oj; }
         }
         if (bj < 0) { k = a; break; }
         if (lane == 0) {
@@ -223,22 +212,14 @@ __device__ void dec_select(const nsa_cu_dec &D, dec_sm &s, const double *pg, int
     }
     if (lane != 0) return;
     const int nsel = nf + k;
-    for (int a = 1; a < nsel; a++) {
-        const int32_t v = s.blk[a];
-        int c = a - 1;
-        while (c >= 0 && s.blk[c] > v) { s.blk[c + 1] = s.blk[c]; c--; }
-        s.blk[c + 1] = v;
-    }
+    nsa_ix_sort_blocks(s.blk, nsel);
     int nr = 0, keys = 0;
-    for (int a = 0; a < nsel;) {
-        int c = a;
-        while (c + 1 < nsel && s.blk[c + 1] == s.blk[c] + 1) c++;
-        const int64_t e0 = ((int64_t)s.blk[c] + 1) * D.lp;
-        s.rng[2 * nr] = s.blk[a] * D.lp;
-        s.rng[2 * nr + 1] = (int32_t)(e0 > t + 1 ? t + 1 : e0);
-        keys += s.rng[2 * nr + 1] - s.rng[2 * nr];
-        nr++;
-        a = c + 1;
+    for (int a = 0; a < nsel; nr++) {
+        int64_t lo, hi;
+        a = nsa_ix_run(s.blk, nsel, a, D.lp, t, &lo, &hi);
+        s.rng[2 * nr] = (int32_t)lo;
+        s.rng[2 * nr + 1] = (int32_t)hi;
+        keys += (int)(hi - lo);
     }
     s.misc[0] = nr;
     s.misc[1] = keys;
@@ -325,7 +306,7 @@ __global__ void __launch_bounds__(DEC_THREADS) decode_kernel(nsa_cu_dec D) {
     __syncthreads();
     const int nr = s.misc[0], sel_keys = s.misc[1];
     dec_attend<T, NSA_BRANCH_SEL>(D, s, b, g, sel_keys, 0, nr);
-    const int64_t lo = t - D.w + 1 > 0 ? t - D.w + 1 : 0, nwk = D.w > 0 ? S - lo : 0;
+    const int64_t lo = nsa_ix_win_lo(D.w, t), nwk = D.w > 0 ? S - lo : 0;
     dec_attend<T, NSA_BRANCH_WIN>(D, s, b, g, nwk, lo, 0);
 
     for (int i = tid; i < G * D.Dv; i += DEC_THREADS) {

@@ -74,26 +74,11 @@ __global__ void __launch_bounds__(BM * 2) fa_kernel(nsa_cu_params P, nsa_cu_view
     if constexpr (BR == NSA_BRANCH_CMP) {
         ntiles = ((int)nsa_cu_num_cmp(P, tlast + 1) + FA_BN - 1) / FA_BN;
     } else if constexpr (BR == NSA_BRANCH_WIN) {
-        kbase0 = max(0, t0 - P.w + 1);
+        kbase0 = nsa_ix_win_lo32(P.w, t0);
         ntiles = (tlast + 1 - kbase0 + FA_BN - 1) / FA_BN;
     } else {
-        /* the queries' block lists, then their union via a bitmap over blocks */
-        unsigned *bits = (unsigned *)(ulist + P.nsel_max);
-        const int words = (P.nsel_max + 31) / 32;
-        for (int i = tid; i < words; i += FA_THREADS) bits[i] = 0u;
-        __syncthreads();
-        for (int i = tid; i < QPB * P.n; i += FA_THREADS) {
-            int qi = i / P.n, t = t0 + qi;
-            int j = t < P.T ? P.blocks[(((int64_t)b * P.T + t) * P.Hkv + g) * P.n + i % P.n] : -1;
-            blk[i] = j;
-            if (j >= 0) atomicOr(&bits[j / 32], 1u << (j % 32));
-        }
-        __syncthreads();
-        if (tid == 0) {
-            for (int wd = 0; wd < words; wd++)
-                for (unsigned x = bits[wd]; x; x &= x - 1) ulist[nunion++] = wd * 32 + __ffs(x) - 1;
-            bits[0] = (unsigned)nunion;
-        }
+        /* the queries' block lists, then their union */
+        const unsigned *bits = nsa_cu_block_union<FA_THREADS>(P, b, g, t0, QPB, blk, ulist);
         __syncthreads();
         nunion = (int)bits[0];
         cpb = (P.lp + FA_BN - 1) / FA_BN;
@@ -171,10 +156,7 @@ __global__ void __launch_bounds__(BM * 2) fa_kernel(nsa_cu_params P, nsa_cu_view
                 vhi[i] = t + 1;
             } else {
                 int j = ulist[it / cpb];
-                const int *bl = blk + (t - t0) * P.n;
-                bool member = false;
-                for (int q = 0; q < P.n; q++) member |= bl[q] == j;
-                if (member) {
+                if (nsa_ix_member(blk + (t - t0) * P.n, P.n, j)) {
                     vlo[i] = j * P.lp;
                     vhi[i] = min((j + 1) * P.lp, t + 1);
                 }

@@ -49,7 +49,7 @@ __global__ void __launch_bounds__(REF_THREADS) ref_attend_kernel(nsa_cu_params P
         nkeys = nsa_cu_num_cmp(P, t + 1);
     } else if (BR == NSA_BRANCH_WIN) {
         if (P.w > 0) {
-            k0 = t - P.w + 1 > 0 ? t - P.w + 1 : 0;
+            k0 = nsa_ix_win_lo(P.w, t);
             nkeys = t + 1 - k0;
         }
     } else {

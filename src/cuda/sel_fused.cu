@@ -52,23 +52,7 @@ __global__ void __launch_bounds__(S16_THREADS, ST == 1 ? 3 : 2) sel16_kernel(nsa
 
     /* block lists and their union (ascending): a bitmap over blocks when several queries */
     int *ulist = blk + QPB * P.n;
-    unsigned *bits = (unsigned *)(ulist + P.nsel_max);
-    const int words = (P.nsel_max + 31) / 32;
-    for (int i = tid; i < words; i += S16_THREADS) bits[i] = 0u;
-    __syncthreads();
-    for (int i = tid; i < QPB * P.n; i += S16_THREADS) {
-        int t = t0 + i / P.n;
-        int j = t < P.T ? P.blocks[(((int64_t)b * P.T + t) * P.Hkv + g) * P.n + i % P.n] : -1;
-        blk[i] = j;
-        if (j >= 0) atomicOr(&bits[j / 32], 1u << (j % 32));
-    }
-    __syncthreads();
-    if (tid == 0) {
-        int nu = 0;
-        for (int wd = 0; wd < words; wd++)
-            for (unsigned x = bits[wd]; x; x &= x - 1) ulist[nu++] = wd * 32 + __ffs(x) - 1;
-        bits[0] = (unsigned)nu;
-    }
+    const unsigned *bits = nsa_cu_block_union<S16_THREADS>(P, b, g, t0, QPB, blk, ulist);
     /* Q (16 rows) */
     for (int c = tid; c < 16 * (DK / 8); c += S16_THREADS) {
         int m = c / (DK / 8), ch = c % (DK / 8), t = t0 + m / G;

@@ -34,20 +34,17 @@ __global__ void select_kernel(nsa_cu_params P, sel_out U, int warps) {
     int64_t b, t;
     nsa_cu_row(P, r, &b, &t);
     const int64_t nc = nsa_cu_num_cmp(P, t + 1);
-    const int64_t cur = t / P.lp, ncomplete = (t + 1) / P.lp;
+    const int64_t cur = t / P.lp, ncomplete = nsa_ix_ncomplete(P.lp, t);
     const float *Pr = P.P + item * (int64_t)P.Tc;
 
     /* 32-bit index math (T < 2^31 is checked at the API): 64-bit divisions cost more than
      * the sums here */
     for (int j = lane; j <= (int)cur; j += 32) {
-        const int b0 = j * P.lp, b1 = b0 + P.lp;
-        const int i_lo = b0 < P.l ? 0 : (b0 - P.l) / P.d + 1;
-        const int i_hi = min((b1 - 1) / P.d, (int)nc - 1);
+        int i_lo, i_hi;
+        nsa_ix_score_span32(P.l, P.d, P.lp, j, (int)nc, &i_lo, &i_hi);
         double sum = 0.0;
-        for (int i = i_lo; i <= i_hi; i++) {
-            const int a0 = i * P.d, a1 = a0 + P.l;
-            sum += (double)Pr[i] * (double)((min(a1, b1) - max(a0, b0)) / P.d);
-        }
+        for (int i = i_lo; i <= i_hi; i++)
+            sum += (double)Pr[i] * (double)nsa_ix_overlap32(P.l, P.d, P.lp, i, j);
         sc[j] = (float)sum;
     }
     __syncwarp();
@@ -55,12 +52,7 @@ __global__ void select_kernel(nsa_cu_params P, sel_out U, int warps) {
      * real scores are ≥ 0). */
     int nf = 0;
     if (lane == 0) {
-        for (int64_t j = 0; j < P.n_init && j <= cur; j++) blk[nf++] = (int32_t)j;
-        for (int64_t k = 0; k < P.n_local && cur - k >= 0; k++) {
-            int dup = 0;
-            for (int f = 0; f < nf; f++) dup |= blk[f] == cur - k;
-            if (!dup) blk[nf++] = (int32_t)(cur - k);
-        }
+        nf = nsa_ix_forced(P.n_init, P.n_local, cur, blk);
         for (int f = 0; f < nf; f++) sc[blk[f]] = -1.0f;
     }
     nf = __shfl_sync(0xffffffffu, nf, 0);
@@ -149,14 +141,11 @@ __global__ void select_kernel(nsa_cu_params P, sel_out U, int warps) {
         if (ub) ub[a * U.blocks.sd] = v;
     }
     int nr = 0;
-    for (int a = 0; a < nsel;) {
-        int c = a;
-        while (c + 1 < nsel && blk[c + 1] == blk[c] + 1) c++;
-        int64_t e0 = ((int64_t)blk[c] + 1) * P.lp;
-        orr[2 * nr] = blk[a] * P.lp;
-        orr[2 * nr + 1] = (int32_t)(e0 > t + 1 ? t + 1 : e0);
-        nr++;
-        a = c + 1;
+    for (int a = 0; a < nsel; nr++) {
+        int64_t lo, hi;
+        a = nsa_ix_run(blk, nsel, a, P.lp, t, &lo, &hi);
+        orr[2 * nr] = (int32_t)lo;
+        orr[2 * nr + 1] = (int32_t)hi;
     }
     for (int q = nr; q < P.n; q++) orr[2 * q] = orr[2 * q + 1] = 0;
     if (ur)

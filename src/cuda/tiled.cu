@@ -74,26 +74,10 @@ __global__ void __launch_bounds__(TL_THREADS) tiled_kernel(nsa_cu_params P) {
     if (BR == NSA_BRANCH_CMP) {
         ntiles = ((int)nsa_cu_num_cmp(P, tlast + 1) + TL_BN - 1) / TL_BN;
     } else if (BR == NSA_BRANCH_WIN) {
-        k0 = max(0, t0 - P.w + 1);
+        k0 = nsa_ix_win_lo32(P.w, t0);
         ntiles = P.w > 0 ? (tlast + 1 - k0 + TL_BN - 1) / TL_BN : 0;
     } else {
-        unsigned *bits = (unsigned *)(ulist + P.nsel_max);
-        const int words = (P.nsel_max + 31) / 32;
-        for (int i = tid; i < words; i += TL_THREADS) bits[i] = 0u;
-        __syncthreads();
-        for (int i = tid; i < L.qpb * P.n; i += TL_THREADS) {
-            int t = t0 + i / P.n;
-            int j = t < P.T ? P.blocks[(((int64_t)b * P.T + t) * P.Hkv + g) * P.n + i % P.n] : -1;
-            blk[i] = j;
-            if (j >= 0) atomicOr(&bits[j / 32], 1u << (j % 32));
-        }
-        __syncthreads();
-        if (tid == 0) {
-            int nu = 0;
-            for (int wd = 0; wd < words; wd++)
-                for (unsigned x = bits[wd]; x; x &= x - 1) ulist[nu++] = wd * 32 + __ffs(x) - 1;
-            bits[0] = (unsigned)nu;
-        }
+        const unsigned *bits = nsa_cu_block_union<TL_THREADS>(P, b, g, t0, L.qpb, blk, ulist);
         __syncthreads();
         cpb = (P.lp + TL_BN - 1) / TL_BN;
         ntiles = (int)bits[0] * cpb;
@@ -134,13 +118,8 @@ __global__ void __launch_bounds__(TL_THREADS) tiled_kernel(nsa_cu_params P) {
             int m = c / TL_BN, k = c % TL_BN, key = base + k, t = row_t(m);
             bool vis = row_ok(m) && key < end;
             if (BR == NSA_BRANCH_CMP) vis = vis && key < (int)nsa_cu_num_cmp(P, t + 1);
-            else if (BR == NSA_BRANCH_WIN) vis = vis && key <= t && key > t - P.w;
-            else if (vis) {
-                bool member = false;
-                const int *bl = blk + (t - t0) * P.n;
-                for (int q = 0; q < P.n; q++) member |= bl[q] == jblk;
-                vis = member && key <= t;
-            }
+            else if (BR == NSA_BRANCH_WIN) vis = vis && nsa_ix_win_sees32(P.w, t, key);
+            else if (vis) vis = nsa_ix_member(blk + (t - t0) * P.n, P.n, jblk) && key <= t;
             float s = -INFINITY;
             if (vis) {
                 float dot = 0.f;
