@@ -102,18 +102,21 @@ def _torch_name(name):
 
 
 def read_safetensors(path):
-    """(tensors by name, metadata) of a safetensors file with F32 tensors (lm/ckpt.c's)."""
+    """(tensors by name as float32, metadata) of a safetensors file with F32 or BF16 tensors
+    (lm/ckpt.c's; docs/hardening.md checks the format strictly, this reader does not)."""
     with open(path, "rb") as f:
         n = struct.unpack("<Q", f.read(8))[0]
         header = json.loads(f.read(n))
         data = f.read()
     meta = header.pop("__metadata__", {})
     out = {}
+    dts = {"F32": torch.float32, "BF16": torch.bfloat16}
     for name, t in header.items():
-        if t["dtype"] != "F32":
-            raise ValueError(f"{path}: {name}: dtype {t['dtype']}, expected F32")
+        if t["dtype"] not in dts:
+            raise ValueError(f"{path}: {name}: dtype {t['dtype']}, expected F32 or BF16")
         a, b = t["data_offsets"]
-        out[name] = torch.frombuffer(bytearray(data[a:b]), dtype=torch.float32).view(t["shape"])
+        x = torch.frombuffer(bytearray(data[a:b]), dtype=dts[t["dtype"]]).view(t["shape"])
+        out[name] = x.float()
     return out, meta
 
 
@@ -121,8 +124,8 @@ def load_checkpoint(path):
     """An NSALM with the parameters of a checkpoint written by `nsa train` (model.safetensors);
     the AdamW moments in the file are skipped."""
     tensors, meta = read_safetensors(path)
-    if meta.get("format") != "nsa-lm-1":
-        raise ValueError(f"{path}: format {meta.get('format')!r}, expected 'nsa-lm-1'")
+    if meta.get("format") not in ("nsa-lm-1", "nsa-lm-2"):
+        raise ValueError(f"{path}: format {meta.get('format')!r}, expected nsa-lm-2 (or -1)")
     model = NSALM(**_parse_config(meta["config"]))
     sd = {_torch_name(k): v for k, v in tensors.items() if not k.startswith("adam.")}
     missing, unexpected = model.load_state_dict(sd, strict=False)
@@ -149,7 +152,7 @@ def _config_str(c):
 
 def save_checkpoint(model, path, step=0):
     """Writes model as a checkpoint `nsa sample` (and `nsa train --resume`'s loader) reads:
-    lm/ckpt.c's safetensors layout, F32, the data's FNV-1a checksum, no optimizer moments."""
+    format nsa-lm-2 of docs/hardening.md (F32, FNV-1a of the whole file, no optimizer moments)."""
     names, blobs, off = {}, [], 0
     for tn, t in model.state_dict().items():
         b = t.detach().to(torch.float32).contiguous().cpu().numpy().tobytes()
@@ -157,13 +160,15 @@ def save_checkpoint(model, path, step=0):
                                  "data_offsets": [off, off + len(b)]}
         blobs.append(b)
         off += len(b)
-    data = b"".join(blobs)
-    h = 1469598103934665603
-    for byte in data:
-        h = ((h ^ byte) * 1099511628211) & 0xFFFFFFFFFFFFFFFF
-    meta = {"format": "nsa-lm-1", "step": str(step), "seed": "0", "data_hash": "0",
-            "config": _config_str(model.config), "optimizer": "none", "checksum": f"{h:016x}"}
+    zero = "0" * 16
+    meta = {"format": "nsa-lm-2", "step": str(step), "seed": "0", "data_hash": zero,
+            "config": _config_str(model.config), "optimizer": "none", "checksum": zero}
     header = json.dumps({"__metadata__": meta, **names}, separators=(",", ":")).encode()
     header += b" " * (-len(header) % 8)
+    blob = struct.pack("<Q", len(header)) + header + b"".join(blobs)
+    h = 1469598103934665603  # FNV-1a 64 of the whole file, its own digits read as zeros
+    for byte in blob:
+        h = ((h ^ byte) * 1099511628211) & 0xFFFFFFFFFFFFFFFF
+    blob = blob.replace(f'"checksum":"{zero}"'.encode(), f'"checksum":"{h:016x}"'.encode(), 1)
     with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(header)) + header + data)
+        f.write(blob)
