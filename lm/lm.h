@@ -301,6 +301,14 @@ int lm_backward_acc(lm_model *m, const uint8_t *tokens, int64_t rows, int accumu
 /* One decode token at position pos (= cache length) for batch row 0: logits (256). */
 int lm_decode(lm_model *m, nsa_kv_cache **caches, uint8_t token, int64_t pos, float *logits,
               char *err, size_t n);
+/* One decode step of rows 0 .. B-1 together: tokens[b] at position pos[b] (= row b's cache
+ * length; rows may differ); logits (B, 256) on the host. */
+int lm_decode_rows(lm_model *m, nsa_kv_cache **caches, const uint8_t *tokens, const int64_t *pos,
+                   int B, float *logits, char *err, size_t n);
+/* A prefill of tokens (T) into cache row b (empty) of every layer; logits (T, 256) stay in
+ * m->logits. */
+int lm_prefill_row(lm_model *m, const uint8_t *tokens, int T, int b, nsa_kv_cache **caches,
+                   char *err, size_t n);
 
 /* Writes the message (printf-style) into err[n] when err is not NULL; returns -1, the lm
  * functions' failure value. */
@@ -538,6 +546,12 @@ uint8_t lm_sample_pick(const float *logits, const lm_sample_opts *o, uint64_t *r
 /* Generates n tokens after prompt (len ≥ 1) through the KV-cache decode; out (n). */
 int lm_generate(lm_model *m, const uint8_t *prompt, int len, int n, const lm_sample_opts *o,
                 uint8_t *out, char *err, size_t errn);
+/* The same for B prompts (1 ≤ B ≤ LM_MAX_ROWS) at once: KV caches of B rows, each prompt
+ * prefilled alone, then one decode step for all rows per token; out (B, n). Row b draws with
+ * seed + b, so it gives exactly what lm_generate gives prompt b with that seed (on the CPU). */
+#define LM_MAX_ROWS 1024
+int lm_generate_rows(lm_model *m, const uint8_t *const *prompts, const int *lens, int B, int n,
+                     const lm_sample_opts *o, uint8_t *out, char *err, size_t errn);
 
 /* splitmix64, the one RNG of the model code */
 uint64_t lm_rng_next(uint64_t *state);

@@ -15,6 +15,14 @@
 
 typedef enum { PASS_TRAIN, PASS_PREFILL, PASS_DECODE } pass_mode;
 
+/* Where a pass's rows sit: token t of row b at position pos0 + t, or, when pos is not NULL (a
+ * decode of T = 1), at pos[b]; a prefill fills cache rows b0 .. b0 + B - 1. */
+typedef struct {
+    int64_t pos0;
+    const int64_t *pos;
+    int b0;
+} pass_at;
+
 
 static int lib_fail(lm_model *m, int layer, const char *what, nsa_status st, char *err,
                     size_t n) {
@@ -78,11 +86,18 @@ static void docs_args(const lm_model *m, nsa_fwd_args *a) {
     a->max_seqlen = m->doc_max;
 }
 
-/* RoPE over x (B, T, H, D): at positions pos0 + t, or, with packed documents, at each
- * document's own positions 0, 1, ... (inverse = 1: rotate back). */
+/* RoPE over x (B, T, H, D): at positions pos0 + t, at pos[b] for row b of a decode (pos not
+ * NULL, T = 1), or, with packed documents, at each document's own positions 0, 1, ...
+ * (inverse = 1: rotate back). */
 static void rope_rows(const lm_model *m, float *x, int B, int T, int H, int64_t pos0,
-                      int inverse) {
+                      const int64_t *pos, int inverse) {
     const int D = m->D;
+    if (pos) {
+        for (int b = 0; b < B; b++)
+            m->be->rope(x + (int64_t)b * H * D, m->rope_cos, m->rope_sin, 1, 1, H, D, pos[b],
+                        inverse);
+        return;
+    }
     if (!m->doc_n) {
         m->be->rope(x, m->rope_cos, m->rope_sin, B, T, H, D, pos0, inverse);
         return;
@@ -165,9 +180,10 @@ static void att_out(const lm_model *m, lm_layer_act *A, const nsa_fwd_args *a) {
         m->be->from_att(A->att, a->out.data, (size_t)nsa_tensor_numel(&a->out));
 }
 
-/* Decode with learned φ: when this token completes a block, run φ over the block (the cache's
- * l-1 raw tokens before it, then this one) into A->kc / A->vc (1, 1, Hkv, D). */
-static int decode_phi(lm_model *m, int layer, nsa_kv_cache *cache, char *err, size_t n) {
+/* Decode with learned φ: when row b's token completes a block, run φ over the block (the
+ * cache's l-1 raw tokens of row b before it, then this one) into row b of A->kc / A->vc
+ * (B, 1, Hkv, D). */
+static int decode_phi(lm_model *m, int layer, nsa_kv_cache *cache, int b, char *err, size_t n) {
     const lm_model_config *c = &m->cfg;
     const int Hkv = c->n_kv_head, D = m->D, l = c->l;
     lm_layer_act *A = &m->act[layer];
@@ -179,15 +195,17 @@ static int decode_phi(lm_model *m, int layer, nsa_kv_cache *cache, char *err, si
     float *blk_v = blk + l * row, *u = blk + 2 * l * row, *h = u + l * row;
     nsa_tensor tk = nsa_tensor_3d(blk, NSA_DTYPE_F32, l - 1, Hkv, D);
     nsa_tensor tv = nsa_tensor_3d(blk_v, NSA_DTYPE_F32, l - 1, Hkv, D);
-    nsa_status st = l > 1 ? nsa_kv_cache_raw_cmp_tail(m->ctx, cache, 0, tk, tv) : NSA_OK;
+    nsa_status st = l > 1 ? nsa_kv_cache_raw_cmp_tail(m->ctx, cache, b, tk, tv) : NSA_OK;
     if (st != NSA_OK) {
         free(blk);
         return lib_fail(m, layer, "nsa_kv_cache_raw_cmp_tail", st, err, n);
     }
-    memcpy(blk + (l - 1) * row, A->k[0], sizeof(float) * (size_t)row);
-    memcpy(blk_v + (l - 1) * row, A->v[0], sizeof(float) * (size_t)row);
-    lm_phi(A->kc, u, h, blk, W->phi_pe[0], W->phi_w1[0], W->phi_w2[0], 1, l, Hkv, D, l, c->d);
-    lm_phi(A->vc, u, h, blk_v, W->phi_pe[1], W->phi_w1[1], W->phi_w2[1], 1, l, Hkv, D, l, c->d);
+    memcpy(blk + (l - 1) * row, A->k[0] + b * row, sizeof(float) * (size_t)row);
+    memcpy(blk_v + (l - 1) * row, A->v[0] + b * row, sizeof(float) * (size_t)row);
+    lm_phi(A->kc + b * row, u, h, blk, W->phi_pe[0], W->phi_w1[0], W->phi_w2[0], 1, l, Hkv, D,
+           l, c->d);
+    lm_phi(A->vc + b * row, u, h, blk_v, W->phi_pe[1], W->phi_w1[1], W->phi_w2[1], 1, l, Hkv, D,
+           l, c->d);
     free(blk);
     return 0;
 }
@@ -224,9 +242,31 @@ static int qkv_fused(const lm_model *m, const lm_layer_w *W) {
     return W->wg == p;
 }
 
-/* Layer `layer` over A->x (B, T) at positions pos0.., output into xout (N, C). */
-static int layer_forward(lm_model *m, int layer, int B, int T, int64_t pos0, pass_mode mode,
+/* The fused projection's split for a decode whose rows sit at their own positions: row by row,
+ * each at pos[b] (the activations' rows are att_dtype under act_lowp, else f32). */
+static void split_rows(const lm_model *m, lm_layer_act *A, const lm_layer_w *W, int B,
+                       const int64_t *pos) {
+    const lm_model_config *c = &m->cfg;
+    const int Hq = c->n_head, Hkv = c->n_kv_head, D = m->D;
+    const size_t e = m->be->act_lowp ? nsa_dtype_size(m->be->att_dtype) : sizeof(float);
+    for (int b = 0; b < B; b++) {
+        lm_layer_act r = *A;
+        r.q = (float *)((char *)A->q + (size_t)b * Hq * D * e);
+        for (int j = 0; j < 3; j++) {
+            r.k[j] = (float *)((char *)A->k[j] + (size_t)b * Hkv * D * e);
+            r.v[j] = (float *)((char *)A->v[j] + (size_t)b * Hkv * D * e);
+        }
+        r.z = A->z + (int64_t)b * Hq * 3;
+        r.g = A->g + (int64_t)b * Hq * 3;
+        m->be->qkv_split(&r, m->scratch + (int64_t)b * qkv_cols(m), W->bg, m->rope_cos,
+                         m->rope_sin, 1, 1, Hq, Hkv, D, pos[b], c->gate, c->gate_temp);
+    }
+}
+
+/* Layer `layer` over A->x (B, T) at the positions of at, output into xout (N, C). */
+static int layer_forward(lm_model *m, int layer, int B, int T, const pass_at *at, pass_mode mode,
                          nsa_kv_cache *cache, float *xout, char *err, size_t n) {
+    const int64_t pos0 = at->pos0, *pos = at->pos;
     const lm_model_config *c = &m->cfg;
     const int N = B * T, C = c->dim, D = m->D, Hq = c->n_head, Hkv = c->n_kv_head, F = c->ffn;
     lm_layer_act *A = &m->act[layer];
@@ -235,17 +275,18 @@ static int layer_forward(lm_model *m, int layer, int B, int T, int64_t pos0, pas
     m->be->rmsnorm(A->ln1, A->rstd1, A->x, W->ln1, N, C);
     if (qkv_fused(m, W)) { /* one GEMM into the scratch (free during a forward), then split */
         m->be->matmul(m->scratch, A->ln1, W->wq, N, C, qkv_cols(m), 0);
-        m->be->qkv_split(A, m->scratch, W->bg, m->rope_cos, m->rope_sin, B, T, Hq, Hkv, D, pos0,
-                         c->gate, c->gate_temp);
+        if (pos) split_rows(m, A, W, B, pos);
+        else m->be->qkv_split(A, m->scratch, W->bg, m->rope_cos, m->rope_sin, B, T, Hq, Hkv, D,
+                              pos0, c->gate, c->gate_temp);
     } else if (m->be->act_lowp) {
         return lm_fail(err, n, "layer %d: %s: the q/k/v/gate weights are not adjacent", layer,
                     m->be->name);
     } else {
         m->be->matmul(A->q, A->ln1, W->wq, N, C, Hq * D, 0);
-        rope_rows(m, A->q, B, T, Hq, pos0, 0);
+        rope_rows(m, A->q, B, T, Hq, pos0, pos, 0);
         for (int b = 0; b < 3; b++) {
             m->be->matmul(A->k[b], A->ln1, W->wk[b], N, C, Hkv * D, 0);
-            rope_rows(m, A->k[b], B, T, Hkv, pos0, 0);
+            rope_rows(m, A->k[b], B, T, Hkv, pos0, pos, 0);
             m->be->matmul(A->v[b], A->ln1, W->wv[b], N, C, Hkv * D, 0);
         }
         m->be->matmul(A->z, A->ln1, W->wg, N, C, Hq * 3, 0);
@@ -255,16 +296,20 @@ static int layer_forward(lm_model *m, int layer, int B, int T, int64_t pos0, pas
 
     nsa_status st;
     if (mode == PASS_DECODE) {
-        const int emits = c->phi == LM_PHI_LEARNED && nsa_kv_cache_emits_next(cache, 0) == 1;
-        if (emits && decode_phi(m, layer, cache, err, n)) return -1;
+        int emits = 0;
+        for (int b = 0; b < B && c->phi == LM_PHI_LEARNED; b++) {
+            if (nsa_kv_cache_emits_next(cache, b) != 1) continue;
+            if (decode_phi(m, layer, cache, b, err, n)) return -1;
+            emits = 1;
+        }
         nsa_fwd_args fa;
-        fwd_args(m, -1, A, 1, 1, &fa);
+        fwd_args(m, -1, A, B, 1, &fa);
         nsa_decode_args a;
         memset(&a, 0, sizeof a);
         a.cfg = m->nsa;
         a.q = fa.q;
-        a.k_cmp = tens(m, A->k[0], NSA_DTYPE_F32, 1, 1, Hkv, D);
-        a.v_cmp = tens(m, A->v[0], NSA_DTYPE_F32, 1, 1, Hkv, D);
+        a.k_cmp = tens(m, A->k[0], NSA_DTYPE_F32, B, 1, Hkv, D);
+        a.v_cmp = tens(m, A->v[0], NSA_DTYPE_F32, B, 1, Hkv, D);
         if (att_cast(m)) { /* raw cmp keys: the cast copies (learned φ is CPU only) */
             a.k_cmp.data = fa.k_cmp.data;
             a.v_cmp.data = fa.v_cmp.data;
@@ -275,8 +320,8 @@ static int layer_forward(lm_model *m, int layer, int B, int T, int64_t pos0, pas
         a.k_win = fa.k_win;
         a.v_win = fa.v_win;
         if (emits) {
-            a.kc_new = tens(m, A->kc, NSA_DTYPE_F32, 1, 1, Hkv, D);
-            a.vc_new = tens(m, A->vc, NSA_DTYPE_F32, 1, 1, Hkv, D);
+            a.kc_new = tens(m, A->kc, NSA_DTYPE_F32, B, 1, Hkv, D);
+            a.vc_new = tens(m, A->vc, NSA_DTYPE_F32, B, 1, Hkv, D);
         }
         a.gates = fa.gates;
         a.out = fa.out;
@@ -293,6 +338,7 @@ static int layer_forward(lm_model *m, int layer, int B, int T, int64_t pos0, pas
         if (mode == PASS_PREFILL) {
             nsa_prefill_extra ex;
             memset(&ex, 0, sizeof ex);
+            ex.b0 = at->b0;
             if (c->phi == LM_PHI_LEARNED) {
                 ex.raw_k_cmp = tens(m, A->k[0], NSA_DTYPE_F32, B, T, Hkv, D);
                 ex.raw_v_cmp = tens(m, A->v[0], NSA_DTYPE_F32, B, T, Hkv, D);
@@ -324,22 +370,23 @@ static int layer_forward(lm_model *m, int layer, int B, int T, int64_t pos0, pas
 }
 
 static int run_forward(lm_model *m, const uint8_t *tokens, const uint8_t *targets, int B, int T,
-                       int64_t pos0, pass_mode mode, nsa_kv_cache **caches, float *loss,
+                       const pass_at *at, pass_mode mode, nsa_kv_cache **caches, float *loss,
                        char *err, size_t n) {
     if (B < 1 || T < 1) return lm_fail(err, n, "forward: B=%d, T=%d, expected >= 1", B, T);
     if (m->doc_n && (mode != PASS_TRAIN || m->doc_cu[m->doc_n] != B * T))
         return lm_fail(err, n, "forward: packed documents of %d rows set for a %s of %d rows "
                        "(lm_model_set_docs(m, NULL, ...) clears them)", m->doc_cu[m->doc_n],
                        mode == PASS_TRAIN ? "forward" : "prefill or decode", B * T);
-    if (lm_model_ensure_act(m, B, T, err, n) || lm_model_ensure_rope(m, pos0 + T, err, n))
-        return -1;
+    int64_t end = at->pos0 + T; /* positions < end get a RoPE row */
+    for (int b = 0; at->pos && b < B; b++) end = at->pos[b] + 1 > end ? at->pos[b] + 1 : end;
+    if (lm_model_ensure_act(m, B, T, err, n) || lm_model_ensure_rope(m, end, err, n)) return -1;
     const lm_model_config *c = &m->cfg;
     const int N = B * T, C = c->dim, L = c->n_layer;
     m->be->embed(m->act[0].x, m->w.emb, tokens, N, C);
     double ent = 0, col = 0, sh[3] = {0, 0, 0};
     for (int l = 0; l < L; l++) {
         float *xout = l + 1 < L ? m->act[l + 1].x : m->xL;
-        if (layer_forward(m, l, B, T, pos0, mode, caches ? caches[l] : NULL, xout, err, n))
+        if (layer_forward(m, l, B, T, at, mode, caches ? caches[l] : NULL, xout, err, n))
             return -1;
     }
     float *gs[LM_MAX_LAYERS];
@@ -360,16 +407,28 @@ static int run_forward(lm_model *m, const uint8_t *tokens, const uint8_t *target
 
 int lm_forward(lm_model *m, const uint8_t *tokens, const uint8_t *targets, int B, int T,
                nsa_kv_cache **caches, float *loss, char *err, size_t n) {
-    return run_forward(m, tokens, targets, B, T, 0, caches ? PASS_PREFILL : PASS_TRAIN, caches,
+    const pass_at at = {0, NULL, 0};
+    return run_forward(m, tokens, targets, B, T, &at, caches ? PASS_PREFILL : PASS_TRAIN, caches,
                        loss, err, n);
+}
+
+int lm_prefill_row(lm_model *m, const uint8_t *tokens, int T, int b, nsa_kv_cache **caches,
+                   char *err, size_t n) {
+    const pass_at at = {0, NULL, b};
+    return run_forward(m, tokens, NULL, 1, T, &at, PASS_PREFILL, caches, NULL, err, n);
+}
+
+int lm_decode_rows(lm_model *m, nsa_kv_cache **caches, const uint8_t *tokens, const int64_t *pos,
+                   int B, float *logits, char *err, size_t n) {
+    const pass_at at = {pos[0], B > 1 ? pos : NULL, 0}; /* one row: the plain path */
+    if (run_forward(m, tokens, NULL, B, 1, &at, PASS_DECODE, caches, NULL, err, n)) return -1;
+    m->be->download(logits, m->logits, sizeof(float) * LM_VOCAB * (size_t)B);
+    return 0;
 }
 
 int lm_decode(lm_model *m, nsa_kv_cache **caches, uint8_t token, int64_t pos, float *logits,
               char *err, size_t n) {
-    uint8_t tok[1] = {token};
-    if (run_forward(m, tok, NULL, 1, 1, pos, PASS_DECODE, caches, NULL, err, n)) return -1;
-    m->be->download(logits, m->logits, sizeof(float) * LM_VOCAB);
-    return 0;
+    return lm_decode_rows(m, caches, &token, &pos, 1, logits, err, n);
 }
 
 int lm_backward(lm_model *m, const uint8_t *tokens, char *err, size_t n) {
@@ -501,10 +560,10 @@ int lm_backward_acc(lm_model *m, const uint8_t *tokens, int64_t rows, int accumu
             mmb_lo(m, dbuf, dW->wq, dqkv, qkv_ld(m), A->ln1, W->wq, N, C, qkv_cols(m), 0);
         } else {
             m->be->matmul_backward(dbuf, dW->wg, dz, A->ln1, W->wg, N, C, Hq * 3, 0);
-            rope_rows(m, dq, B, T, Hq, 0, 1);
+            rope_rows(m, dq, B, T, Hq, 0, NULL, 1);
             m->be->matmul_backward(dbuf, dW->wq, dq, A->ln1, W->wq, N, C, Hq * D, 1);
             for (int b = 0; b < 3; b++) {
-                rope_rows(m, dk[b], B, T, Hkv, 0, 1);
+                rope_rows(m, dk[b], B, T, Hkv, 0, NULL, 1);
                 m->be->matmul_backward(dbuf, dW->wk[b], dk[b], A->ln1, W->wk[b], N, C, Hkv * D,
                                        1);
                 m->be->matmul_backward(dbuf, dW->wv[b], dv[b], A->ln1, W->wv[b], N, C, Hkv * D,

@@ -81,12 +81,18 @@ uint8_t lm_sample_pick(const float *logits, const lm_sample_opts *o, uint64_t *r
     return (uint8_t)best;
 }
 
-int lm_generate(lm_model *m, const uint8_t *prompt, int len, int n, const lm_sample_opts *o,
-                uint8_t *out, char *err, size_t errn) {
-    if (len < 1) {
-        snprintf(err, errn, "prompt: empty (give at least one byte)");
-        return -1;
+int lm_generate_rows(lm_model *m, const uint8_t *const *prompts, const int *lens, int B, int n,
+                     const lm_sample_opts *o, uint8_t *out, char *err, size_t errn) {
+    if (B < 1 || B > LM_MAX_ROWS)
+        return lm_fail(err, errn, "rows: %d, expected 1 .. %d", B, LM_MAX_ROWS);
+    int64_t max_len = 0, prompt_tokens = 0;
+    for (int b = 0; b < B; b++) {
+        if (lens[b] < 1)
+            return lm_fail(err, errn, "prompt %d: empty (give at least one byte)", b);
+        max_len = lens[b] > max_len ? lens[b] : max_len;
+        prompt_tokens += lens[b];
     }
+    if (n < 1) return 0;
     const int L = m->cfg.n_layer;
     nsa_kv_cache *caches[LM_MAX_LAYERS] = {0};
     nsa_kv_cache_desc desc;
@@ -94,43 +100,64 @@ int lm_generate(lm_model *m, const uint8_t *prompt, int len, int n, const lm_sam
     desc.cfg = m->nsa;
     desc.dtype = m->be->att_dtype;
     desc.device.kind = m->be->device;
-    desc.B = 1;
-    desc.max_len = (int64_t)len + n;
+    desc.B = B;
+    desc.max_len = max_len + n;
     desc.cmp_external = m->cfg.phi == LM_PHI_LEARNED;
+    float *logits = malloc(sizeof(float) * LM_VOCAB * (size_t)B);
     int rc = -1;
+    if (!logits) {
+        lm_fail(err, errn, "out of memory");
+        goto out;
+    }
     const double t0 = mono_s();
     for (int l = 0; l < L; l++) {
         nsa_status st = nsa_kv_cache_create(m->ctx, &desc, &caches[l]);
         if (st != NSA_OK) {
-            snprintf(err, errn, "nsa_kv_cache_create: %s: %s", nsa_status_name(st),
-                     nsa_context_message(m->ctx));
+            lm_fail(err, errn, "nsa_kv_cache_create: %s: %s", nsa_status_name(st),
+                    nsa_context_message(m->ctx));
             goto out;
         }
     }
-    float logits[LM_VOCAB];
-    if (lm_forward(m, prompt, NULL, 1, len, caches, NULL, err, errn)) goto out;
-    m->be->download(logits, m->logits + (size_t)(len - 1) * LM_VOCAB, sizeof logits);
-    uint64_t rng = o->seed;
+    /* Each row alone through its prefill (lengths differ), then every row steps together. Row
+     * b draws from its own stream, seed + b, so its bytes do not depend on the others. */
+    uint64_t rng[LM_MAX_ROWS];
+    uint8_t tok[LM_MAX_ROWS];
+    int64_t pos[LM_MAX_ROWS];
+    for (int b = 0; b < B; b++) {
+        if (lm_prefill_row(m, prompts[b], lens[b], b, caches, err, errn)) goto out;
+        m->be->download(logits + (size_t)b * LM_VOCAB,
+                        m->logits + (size_t)(lens[b] - 1) * LM_VOCAB, sizeof(float) * LM_VOCAB);
+        rng[b] = o->seed + (uint64_t)b;
+        pos[b] = lens[b];
+    }
     double t1 = t0;
     for (int i = 0; i < n; i++) {
-        out[i] = lm_sample_pick(logits, o, &rng);
+        for (int b = 0; b < B; b++)
+            out[(size_t)b * n + i] = tok[b] =
+                lm_sample_pick(logits + (size_t)b * LM_VOCAB, o, &rng[b]);
         if (i == 0) t1 = mono_s();
-        if (i + 1 < n && lm_decode(m, caches, out[i], (int64_t)len + i, logits, err, errn))
-            goto out;
-    }
-    if (o->stats) {
-        o->stats->rows = 1;
-        o->stats->prompt_tokens = len;
-        o->stats->prefill_s = t1 - t0;
-        o->stats->decode_s = mono_s() - t1;
-        o->stats->decode_tokens = n > 1 ? n - 1 : 0;
+        if (i + 1 < n && lm_decode_rows(m, caches, tok, pos, B, logits, err, errn)) goto out;
+        for (int b = 0; b < B; b++) pos[b]++;
     }
     if (o->reads && n > 1 && nsa_kv_cache_last_reads(m->ctx, caches[0], 0, o->reads) != NSA_OK) {
-        snprintf(err, errn, "nsa_kv_cache_last_reads: %s", nsa_context_message(m->ctx));
+        lm_fail(err, errn, "nsa_kv_cache_last_reads: %s", nsa_context_message(m->ctx));
         goto out;
+    }
+    if (o->stats) {
+        o->stats->rows = B;
+        o->stats->prompt_tokens = prompt_tokens;
+        o->stats->prefill_s = t1 - t0;
+        o->stats->decode_s = mono_s() - t1;
+        o->stats->decode_tokens = (int64_t)B * (n - 1);
     }
     rc = 0;
 out:
     for (int l = 0; l < L; l++) nsa_kv_cache_destroy(caches[l]);
+    free(logits);
     return rc;
+}
+
+int lm_generate(lm_model *m, const uint8_t *prompt, int len, int n, const lm_sample_opts *o,
+                uint8_t *out, char *err, size_t errn) {
+    return lm_generate_rows(m, &prompt, &len, 1, n, o, out, err, errn);
 }

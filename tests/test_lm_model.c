@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
 /* test_lm_model.c — the whole language model on tiny dimensions: gradients of every parameter
  * tensor against central finite differences (through the library's nsa_forward/nsa_backward),
- * the loss falling on a tiny fixed text, and greedy sampling through the KV-cache decode giving
- * the tokens of a full forward recomputed at every step.
+ * the loss falling on a tiny fixed text, greedy sampling through the KV-cache decode giving
+ * the tokens of a full forward recomputed at every step, and batched generation giving each
+ * row what its prompt gives alone.
  * Gradient checks use a directional derivative per tensor (random unit direction v):
  * (L(p + hv) - L(p - hv)) / 2h against g·v, with selection covering every block (n·lp ≥ T) so
  * that the loss is smooth in the parameters.
@@ -163,6 +164,72 @@ static void greedy_decode(int phi) {
     lm_model_destroy(&m);
     nsa_context_destroy(ctx);
 }
+/* Batched generation: three prompts of different lengths in one KV cache of three rows
+ * (prefilled one by one, then stepped together with each row at its own position) against each
+ * prompt alone — the bytes drawn with temperature, top-k and top-p (row k with seed + k), and
+ * every decode step's logits, bit for bit. */
+static void batch_rows(int phi) {
+    nsa_context *ctx;
+    CHECK(nsa_context_create(&ctx, NULL, 0) == NSA_OK);
+    lm_model m;
+    char err[512];
+    lm_model_config c = tiny(phi, LM_GATE_SIGMOID);
+    c.lp = 4, c.n = 3, c.w = 8;
+    CHECK(lm_model_create(&m, &c, ctx, nsa_rng_u64(), err, sizeof err) == 0, "%s", err);
+    randomize(&m, 0.5);
+    enum { B = 3, G = 30, MAXP = 13 };
+    uint8_t prompt[B][MAXP], got[B * G], alone[G];
+    const uint8_t *pp[B];
+    int len[B];
+    for (int b = 0; b < B; b++) {
+        len[b] = nsa_rng_int(1, MAXP);
+        for (int i = 0; i < len[b]; i++) prompt[b][i] = (uint8_t)nsa_rng_int(32, 126);
+        pp[b] = prompt[b];
+    }
+    lm_sample_opts o = {.temperature = 1.5f, .top_k = 60, .seed = nsa_rng_u64(), .top_p = 0.95f};
+    CHECK(lm_generate_rows(&m, pp, len, B, G, &o, got, err, sizeof err) == 0, "%s", err);
+    for (int b = 0; b < B; b++) {
+        lm_sample_opts ob = o;
+        ob.seed = o.seed + (uint64_t)b;
+        CHECK(lm_generate(&m, pp[b], len[b], G, &ob, alone, err, sizeof err) == 0, "%s", err);
+        for (int i = 0; i < G; i++)
+            CHECK(got[b * G + i] == alone[i], "row %d (prompt of %d bytes), byte %d: batch %d, "
+                  "alone %d", b, len[b], i, got[b * G + i], alone[i]);
+    }
+    /* logits of every step: the batch's rows against one cache per prompt */
+    nsa_kv_cache_desc d = {m.nsa, NSA_DTYPE_F32, {NSA_DEVICE_CPU, 0}, B, MAXP + G,
+                           phi == LM_PHI_LEARNED};
+    nsa_kv_cache *cb[2] = {NULL, NULL}, *c1[B][2];
+    for (int l = 0; l < 2; l++) CHECK_OK(ctx, nsa_kv_cache_create(ctx, &d, &cb[l]));
+    d.B = 1;
+    for (int b = 0; b < B; b++) {
+        for (int l = 0; l < 2; l++) CHECK_OK(ctx, nsa_kv_cache_create(ctx, &d, &c1[b][l]));
+        CHECK(lm_prefill_row(&m, pp[b], len[b], b, cb, err, sizeof err) == 0, "%s", err);
+        CHECK(lm_forward(&m, pp[b], NULL, 1, len[b], c1[b], NULL, err, sizeof err) == 0, "%s",
+              err);
+    }
+    float lb[B * LM_VOCAB], l1[LM_VOCAB];
+    for (int i = 0; i + 1 < G; i++) {
+        uint8_t tok[B];
+        int64_t pos[B];
+        for (int b = 0; b < B; b++) tok[b] = got[b * G + i], pos[b] = len[b] + i;
+        CHECK(lm_decode_rows(&m, cb, tok, pos, B, lb, err, sizeof err) == 0, "%s", err);
+        for (int b = 0; b < B; b++) {
+            CHECK(lm_decode(&m, c1[b], tok[b], pos[b], l1, err, sizeof err) == 0, "%s", err);
+            CHECK(!memcmp(l1, lb + b * LM_VOCAB, sizeof l1), "step %d, row %d: the batch's "
+                  "logits differ from the prompt's alone", i, b);
+        }
+    }
+    for (int l = 0; l < 2; l++) {
+        nsa_kv_cache_destroy(cb[l]);
+        for (int b = 0; b < B; b++) nsa_kv_cache_destroy(c1[b][l]);
+    }
+    lm_model_destroy(&m);
+    nsa_context_destroy(ctx);
+}
+static void batch_rows_avg(void) { batch_rows(LM_PHI_AVG); }
+static void batch_rows_learned(void) { batch_rows(LM_PHI_LEARNED); }
+
 static void greedy_decode_avg(void) { greedy_decode(LM_PHI_AVG); }
 static void greedy_decode_learned(void) { greedy_decode(LM_PHI_LEARNED); }
 
@@ -173,6 +240,8 @@ int main(int argc, char **argv) {
         {"loss_decreases", loss_decreases},
         {"greedy_decode_avg", greedy_decode_avg},
         {"greedy_decode_learned", greedy_decode_learned},
+        {"batch_rows_avg", batch_rows_avg},
+        {"batch_rows_learned", batch_rows_learned},
     };
     return nsa_test_main(argc, argv, cases, (int)(sizeof cases / sizeof cases[0]));
 }
