@@ -2,7 +2,7 @@
 # SPDX-License-Identifier: Apache-2.0
 # run.sh — the `nsa` command line as a user meets it: one named case per convention of
 # tools/cli.h (usage errors exit 2 naming the option with a hint and write nothing; --k=v;
-# help from the tables; version; the run-directory guard of `nsa train`).
+# help from the tables; version; the run-directory guard of `nsa train`; `nsa sample --batch`).
 # Not the parser's unit test: it runs the real binary. usage: run.sh NSA VERSION CASE
 # Invariant: each case fails on the command line before tools/cli.c (planted bugs: docs in the
 # commit that added it).
@@ -69,6 +69,11 @@ bad_values)
   for p in 0 -0.1 1.5 nan inf 0.5x "" 1e-400; do usage_error --top-p sample --top-p "$p"; done
   usage_error --top-p sample --top-p=0
   usage_error --report sample --report ""
+  usage_error --batch sample --batch 0
+  usage_error --batch sample --batch 5x
+  usage_error --prompts sample --prompts nosuch
+  usage_error "line 2 is empty" sample --prompts - <<<$'In the beginning\n\nGood'
+  usage_error "no prompt" sample --prompts - </dev/null
   usage_error --seed sample --seed -1
   usage_error --device sample --device gpu
   usage_error --prompt decode-demo --prompt abc
@@ -116,7 +121,7 @@ key_equals_value)
 same_defaults)
   # an option that several commands take has one default, except those docs/cli.md lists with
   # the reason (another meaning, or the paper's shape in route against a small model elsewhere)
-  differ=" seed steps prompt device l d lp n w Hq Hkv Dk Dv "
+  differ=" seed steps prompt batch device l d lp n w Hq Hkv Dk Dv "
   declare -A def from
   for c in $("$nsa" help | awk '/^  [a-z]/ { print $1 }' | grep -v '^help$'); do
     while IFS= read -r row; do
@@ -166,6 +171,28 @@ progress)
     [ -s run/loss.png ] || fail "plot_loss.sh wrote no PNG"
   fi
   rm -rf run c.txt err.txt ;;
+sample_batch)
+  # prompts from a file or stdin, decoded --batch at a time: the same bytes for every --batch,
+  # prompt i (from 0) as --prompt alone with --seed + i; the speed line and --report's JSON
+  corpus c.txt
+  "$nsa" train --out run --data c.txt "${tiny[@]}" || fail "train: exit code $?"
+  printf 'In the beginning\nAnd the light\r\nGood\n' >p.txt
+  s=(sample --out run --tokens 24 --temperature 1 --top-k 0 --top-p 0.95 --seed 7)
+  "$nsa" "${s[@]}" --prompts p.txt --batch 3 --report r.json >b3.txt 2>err.txt ||
+    fail "--batch 3: exit code $?: $(cat err.txt)"
+  "$nsa" "${s[@]}" --prompts - --batch 2 <p.txt >b2.txt 2>/dev/null || fail "--batch 2: exit code $?"
+  "$nsa" "${s[@]}" --prompts p.txt >b1.txt 2>/dev/null || fail "--batch 1: exit code $?"
+  cmp -s b3.txt b1.txt && cmp -s b2.txt b1.txt || fail "the output depends on --batch"
+  [ "$(grep -c '^==> prompt [123] <==$' b3.txt)" = 3 ] || fail "no header per prompt: $(cat b3.txt)"
+  "$nsa" "${s[@]}" --prompt 'And the light' --seed 8 >one.txt 2>/dev/null || fail "alone: exit $?"
+  sed -n '/^==> prompt 2 <==$/,/^==> prompt 3 <==$/p' b3.txt | sed '1d;$d' >two.txt
+  cmp -s one.txt two.txt || fail "prompt 2 of 3 differs from it alone with --seed 8"
+  grep -q '^nsa sample: 3 row(s) by 3, 33 prompt bytes: first token after [0-9.]* ms (prefill); decode 69 tokens in [0-9.]* s = [0-9.]* tokens/s$' err.txt ||
+    fail "no speed line: $(cat err.txt)"
+  grep -q '^{"device":"cpu","precision":"f32","rows":3,"batch":3,"prompt_tokens":33,"tokens_per_row":24,"time_to_first_token_s":[0-9.e-]*,"decode_tokens":69,"decode_s":[0-9.e-]*,"decode_tokens_per_s":[0-9.e+-]*}$' r.json ||
+    fail "--report: $(cat r.json)"
+  [ "$(ls -A | grep -c tmp)" = 0 ] || fail "a temporary file was left: $(ls -A)"
+  rm -rf run c.txt p.txt r.json b?.txt one.txt two.txt err.txt ;;
 *) echo "run.sh: unknown case $case" >&2; exit 2 ;;
 esac
 [ "$fails" = 0 ] || { echo "rerun: bash $0 $nsa $version $case" >&2; exit 1; }
