@@ -121,17 +121,30 @@ static void loss_decreases(void) {
     nsa_context_destroy(ctx);
 }
 
+/* The decode tests' model in a new context: tiny, random, with selection blocks small enough
+ * that 45 tokens see several cmp blocks, real selection and the window ring. */
+static void decode_model(lm_model *m, nsa_context **out, int phi) {
+    *out = NULL; /* stays NULL on failure */
+    nsa_context *ctx;
+    char err[512];
+    CHECK(nsa_context_create(&ctx, NULL, 0) == NSA_OK);
+    lm_model_config c = tiny(phi, LM_GATE_SIGMOID);
+    c.lp = 4, c.n = 3, c.w = 8;
+    const int rc = lm_model_create(m, &c, ctx, nsa_rng_u64(), err, sizeof err);
+    if (rc) nsa_context_destroy(ctx);
+    CHECK(rc == 0, "%s", err);
+    randomize(m, 0.5);
+    *out = ctx;
+}
+
 /* Greedy generation through prefill + decode equals the argmax of a full forward over the
  * sequence so far, recomputed at every step; decode logits match the forward's last row. */
 static void greedy_decode(int phi) {
-    nsa_context *ctx;
-    CHECK(nsa_context_create(&ctx, NULL, 0) == NSA_OK);
     lm_model m;
     char err[512];
-    lm_model_config c = tiny(phi, LM_GATE_SIGMOID);
-    c.lp = 4, c.n = 3, c.w = 8; /* 45 tokens: several cmp blocks, real selection, window ring */
-    CHECK(lm_model_create(&m, &c, ctx, nsa_rng_u64(), err, sizeof err) == 0, "%s", err);
-    randomize(&m, 0.5);
+    nsa_context *ctx;
+    decode_model(&m, &ctx, phi);
+    if (!ctx) return;
     enum { P = 5, G = 40 };
     uint8_t seq[P + G];
     for (int i = 0; i < P; i++) seq[i] = (uint8_t)nsa_rng_int(32, 126);
@@ -169,14 +182,11 @@ static void greedy_decode(int phi) {
  * prompt alone — the bytes drawn with temperature, top-k and top-p (row k with seed + k), and
  * every decode step's logits, bit for bit. */
 static void batch_rows(int phi) {
-    nsa_context *ctx;
-    CHECK(nsa_context_create(&ctx, NULL, 0) == NSA_OK);
     lm_model m;
     char err[512];
-    lm_model_config c = tiny(phi, LM_GATE_SIGMOID);
-    c.lp = 4, c.n = 3, c.w = 8;
-    CHECK(lm_model_create(&m, &c, ctx, nsa_rng_u64(), err, sizeof err) == 0, "%s", err);
-    randomize(&m, 0.5);
+    nsa_context *ctx;
+    decode_model(&m, &ctx, phi);
+    if (!ctx) return;
     enum { B = 3, G = 30, MAXP = 13 };
     uint8_t prompt[B][MAXP], got[B * G], alone[G];
     const uint8_t *pp[B];
