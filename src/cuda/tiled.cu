@@ -74,7 +74,9 @@ __global__ void __launch_bounds__(TL_THREADS) tiled_kernel(nsa_cu_params P) {
     if (BR == NSA_BRANCH_CMP) {
         ntiles = ((int)nsa_cu_num_cmp(P, tlast + 1) + TL_BN - 1) / TL_BN;
     } else if (BR == NSA_BRANCH_WIN) {
-        k0 = nsa_ix_win_lo32(P.w, t0);
+        /* nsa_ix_win_lo32 written as max(): its ternary made ptxas 13.0 spill 8 B in the sm_90a
+         * bf16/f16 win kernels */
+        k0 = max(0, t0 - P.w + 1);
         ntiles = P.w > 0 ? (tlast + 1 - k0 + TL_BN - 1) / TL_BN : 0;
     } else {
         const unsigned *bits = nsa_cu_block_union<TL_THREADS>(P, b, g, t0, L.qpb, blk, ulist);
