@@ -20,7 +20,9 @@ for t in "${targets[@]}"; do
   rm -f "build-fuzz/artifacts/$t-"*
   echo "== $t: ${secs}s"
   # -timeout: one input may take at most 30 s (inputs take well under 1 s; CI machines are shared)
-  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 ASAN_OPTIONS=detect_leaks=1 \
+  # allocator_may_return_null: a valid but huge size must come back as NSA_ERR_NOMEM, as
+  # without ASan, not abort the run
+  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 ASAN_OPTIONS=detect_leaks=1:allocator_may_return_null=1 \
     "build-fuzz/tests/fuzz/$t" -max_total_time="$secs" -timeout=30 -rss_limit_mb=2048 \
     -print_final_stats=1 -artifact_prefix="build-fuzz/artifacts/$t-" \
     "build-fuzz/corpus/$t" "tests/fuzz/corpus/$t" 2>&1 | grep -E "^(#[0-9]+ +DONE|Done|stat::number_of_executed_units|==[0-9]+==|SUMMARY)|runtime error" || true

@@ -2,8 +2,9 @@
 /* fuzz_api.c — libFuzzer target for the argument checks of nsa_forward, nsa_backward and
  * nsa_decode_step (CPU): a config and descriptors drawn from the input, starting from a call
  * that is valid for tiny shapes and then mutated (presence, dtype, device, ndim, shape,
- * stride); every buffer is exactly as large as its descriptor's extent, so ASan sees any read
- * the checks should have refused.
+ * stride), with packed documents (cu_seqlens) and caller-supplied blocks (block_indices)
+ * whose values are input bytes too; every buffer is exactly as large as its descriptor's
+ * extent, so ASan sees any read the checks should have refused.
  * Not a numerical check (the reference tests do that).
  * Invariant: a call either returns an error status with a message or runs on memory its
  * descriptors describe; calls whose work could be large (B·T > 64, a head count, head dim or n
@@ -29,7 +30,14 @@ static const nsa_dtype dts[] = {NSA_DTYPE_F32, NSA_DTYPE_BF16, NSA_DTYPE_F16, NS
 
 /* Gives t a buffer exactly as large as its descriptor addresses (filled from the input, so
  * inputs may be NaN or huge), or a 1-element one when the extent is past MAX_EXTENT. */
-static void back(fz_call *c, nsa_tensor *t) {
+static void back_buf(fz_call *c, nsa_tensor *t, int read_in_checks);
+static void back(fz_call *c, nsa_tensor *t) { back_buf(c, t, 0); }
+
+/* cu_seqlens and block_indices: the checks read their values, so a descriptor claims memory
+ * the checks may read; one too large to back is left out rather than lied about. */
+static void back_values(fz_call *c, nsa_tensor *t) { back_buf(c, t, 1); }
+
+static void back_buf(fz_call *c, nsa_tensor *t, int read_in_checks) {
     if (!t->data || c->nbufs == MAX_BUFS) {
         t->data = NULL;
         return;
@@ -39,7 +47,13 @@ static void back(fz_call *c, nsa_tensor *t) {
         if (t->shape[i] > 0 &&
             (!nsa_mul_ok(t->shape[i] - 1, t->stride[i], &span) || !nsa_add_ok(ext, span, &ext)))
             ext = INT64_MAX;
-    if (ext > MAX_EXTENT || t->ndim < 0 || t->ndim > NSA_MAX_DIMS) c->huge = 1, ext = 1;
+    if (ext > MAX_EXTENT || t->ndim < 0 || t->ndim > NSA_MAX_DIMS) {
+        if (read_in_checks) {
+            t->data = NULL;
+            return;
+        }
+        c->huge = 1, ext = 1;
+    }
     size_t es = nsa_dtype_size(t->dtype);
     if (!es) es = 4;
     const size_t bytes = (size_t)ext * es;
@@ -116,10 +130,20 @@ static void fwd_args(fz_call *c, nsa_fwd_args *a, int64_t B, int64_t T, nsa_dtyp
         *opt[i] = i < 3 ? desc(c, dt, 4, o) : i < 6 ? desc(c, NSA_DTYPE_F32, 3, ls)
                   : i == 6 ? desc(c, NSA_DTYPE_I32, 4, bl) : desc(c, NSA_DTYPE_I32, 5, rg);
     }
+    /* packed documents and caller-supplied blocks: their values come from the input too */
+    const uint8_t more = fz_byte(&c->in);
+    if (more & 1) {
+        const int64_t docs = fz_val(&c->in, 4), cs[1] = {docs < INT64_MAX ? docs + 1 : docs};
+        a->cu_seqlens = desc(c, NSA_DTYPE_I32, 1, cs);
+        a->max_seqlen = fz_val(&c->in, 10);
+    }
+    if (more & 2) a->block_indices = desc(c, NSA_DTYPE_I32, 4, bl);
     nsa_tensor *all[17] = {&a->q, &a->k_cmp, &a->v_cmp, &a->k_sel, &a->v_sel, &a->k_win,
                            &a->v_win, &a->gates, &a->out, &a->out_cmp, &a->out_sel, &a->out_win,
                            &a->lse_cmp, &a->lse_sel, &a->lse_win, &a->sel_blocks, &a->sel_ranges};
     for (int i = 0; i < 17; i++) back(c, all[i]);
+    back_values(c, &a->cu_seqlens);
+    back_values(c, &a->block_indices);
 }
 
 static void bwd_args(fz_call *c, const nsa_fwd_args *a, nsa_bwd_args *gr, int64_t B, int64_t T,
