@@ -12,6 +12,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <unistd.h>
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -38,13 +39,24 @@ static inline int fz_int(fz_in *f, int small) {
     return v > INT_MAX ? INT_MAX : v < INT_MIN ? INT_MIN : (int)v;
 }
 
+static char fz_path_buf[64];
+
+/* Removes the scratch files at exit (libFuzzer ends a timed run with exit()). */
+static inline void fz_cleanup(void) {
+    char w[80];
+    snprintf(w, sizeof w, "%s.w", fz_path_buf);
+    unlink(fz_path_buf);
+    unlink(w);
+}
+
 /* This process's scratch file, in /dev/shm when there is one (no disk in the loop). */
 static inline const char *fz_path(void) {
-    static char path[64];
-    if (!path[0])
-        snprintf(path, sizeof path, "%s/nsa_fuzz_%ld", access("/dev/shm", W_OK) ? "/tmp" : "/dev/shm",
-                 (long)getpid());
-    return path;
+    if (!fz_path_buf[0]) {
+        snprintf(fz_path_buf, sizeof fz_path_buf, "%s/nsa_fuzz_%ld",
+                 access("/dev/shm", W_OK) ? "/tmp" : "/dev/shm", (long)getpid());
+        atexit(fz_cleanup);
+    }
+    return fz_path_buf;
 }
 
 /* Writes the input to the scratch file and returns its path. */
