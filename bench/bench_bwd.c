@@ -120,11 +120,14 @@ static void run(char shape, int64_t S, int reps, int keep, void *flush) {
     nsa_route_decision d;
     NK(ctx, nsa_device_caps_query(ctx, a.q.device, &caps));
     NK(ctx, nsa_route_explain(ctx, &p, &caps, &d));
+    nsa_route_decision fd; /* the forward the backward recomputes (what nsa_forward runs) */
+    p.pass = NSA_PASS_FORWARD;
+    NK(ctx, nsa_route_explain(ctx, &p, &caps, &fd));
     float *st = malloc(sizeof(float) * 6 * (size_t)reps), ms[6];
     for (int i = 0; i < reps; i++) {
         CK(cudaMemset(flush, 0x5a, 256u << 20));
         CK(cudaDeviceSynchronize());
-        NK(ctx, nsa_cuda_backward_timed(ctx, &a, &g, &sh, d.role, ms));
+        NK(ctx, nsa_cuda_backward_timed(ctx, &a, &g, &sh, d.role, fd.role, ms));
         for (int k = 0; k < 6; k++) st[k * reps + i] = ms[k];
     }
     static const char *step[6] = {"forward+stats", "index", "cmp", "sel", "win", "store"};

@@ -491,6 +491,9 @@ typedef struct {
     int multiprocessors;  /* 0 when unknown                                              */
     int64_t memory_bytes; /* 0 when unknown                                              */
     char name[64];        /* "cpu", "sm89 (named)", or the CUDA device name              */
+    int64_t smem_per_block; /* dynamic shared memory one block may opt in to, bytes (227 KB
+                               on sm90, 163 KB on sm80, 99 KB on sm86/sm89); 0 for the CPU;
+                               0 on CUDA: unknown, the router assumes 48 KB */
 } nsa_device_caps;
 
 /* Caps of a named device: "cpu" or "smNN" (sm80, sm89, sm90, ...). `compiled` says whether this

@@ -15,15 +15,15 @@
 
 /* ---- fake backends ---- */
 
-static int yes(const nsa_backend *self, const nsa_route_problem *p, nsa_branch br,
+static int yes(const nsa_backend *self, const nsa_call *c, nsa_branch br,
                const nsa_device_caps *dev, char *why, size_t why_len) {
-    (void)self, (void)p, (void)br, (void)dev, (void)why, (void)why_len;
+    (void)self, (void)c, (void)br, (void)dev, (void)why, (void)why_len;
     return 1;
 }
 
-static int no(const nsa_backend *self, const nsa_route_problem *p, nsa_branch br,
+static int no(const nsa_backend *self, const nsa_call *c, nsa_branch br,
               const nsa_device_caps *dev, char *why, size_t why_len) {
-    (void)self, (void)p, (void)br, (void)dev;
+    (void)self, (void)c, (void)br, (void)dev;
     snprintf(why, why_len, "test declines every shape");
     return 0;
 }
@@ -78,23 +78,23 @@ static void span_leak(const nsa_backend *self, nsa_branch br, const nsa_fwd_work
 #define CW (NSA_BRANCH_BIT(NSA_BRANCH_CMP) | NSA_BRANCH_BIT(NSA_BRANCH_WIN))
 #define SL NSA_BRANCH_BIT(NSA_BRANCH_SEL)
 static const nsa_backend be_nan = {"fake.nan", NSA_ROLE_FA2, CW, NSA_DEVICE_CPU, yes, fwd_nan,
-                                   NULL, NULL, NULL};
+                                   NULL, NULL, NULL, NULL};
 static const nsa_backend be_err = {"fake.err", NSA_ROLE_FA2, CW, NSA_DEVICE_CPU, yes, fwd_err,
-                                   NULL, NULL, NULL};
+                                   NULL, NULL, NULL, NULL};
 static const nsa_backend be_no = {"fake.no", NSA_ROLE_FA2, CW, NSA_DEVICE_CPU, no, fwd_ref, NULL,
-                                  NULL, NULL};
+                                  NULL, NULL, NULL};
 static const nsa_backend be_fa2 = {"fake.fa2", NSA_ROLE_FA2, CW, NSA_DEVICE_CPU, yes, fwd_ref,
-                                   NULL, NULL, NULL};
+                                   NULL, NULL, NULL, NULL};
 static const nsa_backend be_sel = {"fake.sel", NSA_ROLE_FUSED_SEL, SL, NSA_DEVICE_CPU, yes,
-                                   fwd_ref, NULL, NULL, NULL};
+                                   fwd_ref, NULL, NULL, NULL, NULL};
 static const nsa_backend be_leak = {"fake.leak", NSA_ROLE_FUSED_SEL, SL, NSA_DEVICE_CPU, yes,
-                                    fwd_ref, select_leak, NULL, NULL};
+                                    fwd_ref, select_leak, NULL, NULL, NULL};
 static const nsa_backend be_span = {"fake.span", NSA_ROLE_FA2, NSA_BRANCH_BIT(NSA_BRANCH_WIN),
-                                    NSA_DEVICE_CPU, yes, fwd_ref, NULL, span_leak, NULL};
+                                    NSA_DEVICE_CPU, yes, fwd_ref, NULL, span_leak, NULL, NULL};
 static const nsa_backend be_mask_err = {"fake.maskerr", NSA_ROLE_MASKED, CW, NSA_DEVICE_CPU, yes,
-                                        fwd_err, NULL, NULL, NULL};
+                                        fwd_err, NULL, NULL, NULL, NULL};
 static const nsa_backend be_nan_sel = {"fake.nansel", NSA_ROLE_FUSED_SEL, SL, NSA_DEVICE_CPU, yes,
-                                       fwd_nan, NULL, NULL, NULL};
+                                       fwd_nan, NULL, NULL, NULL, NULL};
 
 /* ---- a small problem and its runs ---- */
 

@@ -10,15 +10,15 @@
 #include <stdio.h>
 #include <string.h>
 
-static int yes(const nsa_backend *self, const nsa_route_problem *p, nsa_branch br,
+static int yes(const nsa_backend *self, const nsa_call *c, nsa_branch br,
                const nsa_device_caps *dev, char *why, size_t why_len) {
-    (void)self, (void)p, (void)br, (void)dev, (void)why, (void)why_len;
+    (void)self, (void)c, (void)br, (void)dev, (void)why, (void)why_len;
     return 1;
 }
 
-static int no(const nsa_backend *self, const nsa_route_problem *p, nsa_branch br,
+static int no(const nsa_backend *self, const nsa_call *c, nsa_branch br,
               const nsa_device_caps *dev, char *why, size_t why_len) {
-    (void)self, (void)p, (void)br, (void)dev;
+    (void)self, (void)c, (void)br, (void)dev;
     snprintf(why, why_len, "wrong card for this test");
     return 0;
 }
@@ -31,11 +31,11 @@ static nsa_status never_runs(nsa_context *ctx, const nsa_backend *self, nsa_bran
 
 #define CW (NSA_BRANCH_BIT(NSA_BRANCH_CMP) | NSA_BRANCH_BIT(NSA_BRANCH_WIN))
 static const nsa_backend be_optin = {"fake.optin", NSA_ROLE_FA2, CW | NSA_BACKEND_OPT_IN,
-                                     NSA_DEVICE_CPU, yes, never_runs, NULL, NULL, NULL};
+                                     NSA_DEVICE_CPU, yes, never_runs, NULL, NULL, NULL, NULL};
 static const nsa_backend be_optin_no = {"fake.optin", NSA_ROLE_FA2, CW | NSA_BACKEND_OPT_IN,
-                                        NSA_DEVICE_CPU, no, never_runs, NULL, NULL, NULL};
+                                        NSA_DEVICE_CPU, no, never_runs, NULL, NULL, NULL, NULL};
 static const nsa_backend be_fa2 = {"fake.fa2", NSA_ROLE_FA2, CW, NSA_DEVICE_CPU, yes, never_runs,
-                                   NULL, NULL, NULL};
+                                   NULL, NULL, NULL, NULL};
 
 /* The decision *d for a small problem on the CPU with FA-2 wanted, NSA_USE_HOPPER = hopper. */
 static void route(const char *hopper, nsa_route_decision *d) {

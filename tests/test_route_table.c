@@ -13,18 +13,19 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int fa2_supports(const nsa_backend *self, const nsa_route_problem *p, nsa_branch br,
+static int fa2_supports(const nsa_backend *self, const nsa_call *c, nsa_branch br,
                         const nsa_device_caps *dev, char *why, size_t why_len) {
     (void)self, (void)br, (void)dev;
+    const nsa_route_problem *p = &c->p;
     if (p->dtype == NSA_DTYPE_F32) return snprintf(why, why_len, "f32 not supported"), 0;
     if (p->cfg.Dk > 128) return snprintf(why, why_len, "Dk=%d > 128", p->cfg.Dk), 0;
     if (p->pass == NSA_PASS_BACKWARD) return snprintf(why, why_len, "no backward"), 0;
     return 1;
 }
 
-static int any_supports(const nsa_backend *self, const nsa_route_problem *p, nsa_branch br,
+static int any_supports(const nsa_backend *self, const nsa_call *c, nsa_branch br,
                         const nsa_device_caps *dev, char *why, size_t why_len) {
-    (void)self, (void)p, (void)br, (void)dev, (void)why, (void)why_len;
+    (void)self, (void)c, (void)br, (void)dev, (void)why, (void)why_len;
     return 1;
 }
 
@@ -34,19 +35,27 @@ static nsa_status never_runs(nsa_context *ctx, const nsa_backend *self, nsa_bran
     return nsa_fail(ctx, NSA_ERR_INTERNAL, "fake CUDA backend ran");
 }
 
+static nsa_status never_decodes(nsa_context *ctx, const nsa_backend *self, nsa_kv_cache *c,
+                                const nsa_decode_args *a) {
+    (void)self, (void)c, (void)a;
+    return nsa_fail(ctx, NSA_ERR_INTERNAL, "fake CUDA decode ran");
+}
+
 #define CMPWIN (NSA_BRANCH_BIT(NSA_BRANCH_CMP) | NSA_BRANCH_BIT(NSA_BRANCH_WIN))
 #define SEL NSA_BRANCH_BIT(NSA_BRANCH_SEL)
 static const nsa_backend fakes[] = {
     {"cuda.ref", NSA_ROLE_REF, NSA_BRANCHES_ALL, NSA_DEVICE_CUDA, any_supports, never_runs, NULL,
-     NULL, NULL},
+     NULL, NULL, never_decodes},
     {"cuda.mask", NSA_ROLE_MASKED, CMPWIN, NSA_DEVICE_CUDA, any_supports, never_runs, NULL, NULL,
-     NULL},
+     NULL, NULL},
     {"cuda.pack", NSA_ROLE_PACKED, SEL, NSA_DEVICE_CUDA, any_supports, never_runs, NULL, NULL,
-     NULL},
+     NULL, NULL},
     {"cuda.fa2", NSA_ROLE_FA2, CMPWIN, NSA_DEVICE_CUDA, fa2_supports, never_runs, NULL, NULL,
-     NULL},
+     NULL, NULL},
     {"cuda.tri", NSA_ROLE_FUSED_SEL, SEL, NSA_DEVICE_CUDA, any_supports, never_runs, NULL, NULL,
-     NULL},
+     NULL, NULL},
+    {"cuda.split", NSA_ROLE_FA2, NSA_BRANCHES_ALL, NSA_DEVICE_CUDA, any_supports, NULL, NULL,
+     NULL, NULL, never_decodes},
 };
 
 /* One golden row: device, dtype, T, Dk, w, pass, flags ("NAME=V NAME=V"), then per branch
@@ -258,24 +267,27 @@ static void decision_fields_and_errors(void) {
     nsa_context_destroy(ctx);
 }
 
-/* CUDA decode: the split-key step only where the profile accepted it (sm90), never under
- * NSA_FORCE_PARITY, never on an arch without code or without a profile. */
+/* CUDA decode, routed like every pass: the split-key step (cuda.split, a decode-only row) only
+ * where the profile accepted it (sm90), never under NSA_FORCE_PARITY, never on an arch without
+ * code or without a profile; the CPU decodes on the reference. */
 static void decode_step_policy(void) {
     nsa_context *ctx;
     CHECK(nsa_context_create(&ctx, NULL, 0) == NSA_OK);
+    register_fakes();
     static const struct {
         const char *dev;
         int compiled;
         const char *flags;
-        int fast;
+        const char *be;
         const char *why;
     } cases[] = {
-        {"sm90", 1, "", 1, "split-key step: parity accepted on sm90"},
-        {"sm80", 1, "", 0, "split-key parity not accepted on sm80"},
-        {"sm89", 1, "", 0, "split-key parity not accepted on sm89"},
-        {"sm100", 1, "", 0, "no profile for sm100"},
-        {"sm90", 0, "", 0, "no code for sm90 in this build"},
-        {"sm90", 1, "NSA_FORCE_PARITY=1", 0, "NSA_FORCE_PARITY=1"},
+        {"sm90", 1, "", "cuda.split", "split-key step: parity accepted on sm90"},
+        {"sm80", 1, "", "cuda.ref", "split-key parity not accepted on sm80"},
+        {"sm89", 1, "", "cuda.ref", "split-key parity not accepted on sm89"},
+        {"sm100", 1, "", "cuda.ref", "no profile for sm100"},
+        {"sm90", 0, "", "cuda.ref", "no code for sm90 in this build"},
+        {"sm90", 1, "NSA_FORCE_PARITY=1", "cuda.ref", "NSA_FORCE_PARITY=1"},
+        {"cpu", 1, "", "ref", "the CPU decodes on the reference"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         nsa_context_set_flag(ctx, "NSA_FORCE_PARITY", "0");
@@ -283,12 +295,17 @@ static void decode_step_policy(void) {
         nsa_device_caps caps;
         CHECK(nsa_device_caps_named(cases[i].dev, &caps) == NSA_OK);
         caps.compiled = cases[i].compiled;
-        char why[NSA_REASON_LEN];
-        int fast = nsa_route_decode_fast(ctx, &caps, why, sizeof why);
-        CHECK(fast == cases[i].fast, "row %zu (%s): fast %d", i, cases[i].dev, fast);
-        CHECK(strstr(why, cases[i].why) != NULL, "row %zu: \"%s\" lacks \"%s\"", i, why,
-              cases[i].why);
+        nsa_route_problem p = {nsa_config_default(4, 1, 64, 64), 2, 300, BF, NSA_PASS_DECODE, 0, 0};
+        nsa_route_decision d;
+        CHECK_OK(ctx, nsa_route_explain(ctx, &p, &caps, &d));
+        for (int b = 0; b < 3; b++) {
+            CHECK(!strcmp(d.backend[b], cases[i].be), "row %zu (%s) %s: %s", i, cases[i].dev,
+                  nsa_branch_name((nsa_branch)b), d.backend[b]);
+            CHECK(strstr(d.reason[b], cases[i].why) != NULL, "row %zu: \"%s\" lacks \"%s\"", i,
+                  d.reason[b], cases[i].why);
+        }
     }
+    unregister_fakes();
     nsa_context_destroy(ctx);
 }
 

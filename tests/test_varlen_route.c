@@ -77,9 +77,9 @@ static nsa_status fwd_ref(nsa_context *ctx, const nsa_backend *self, nsa_branch 
     return nsa_backend_ref_cpu.fwd(ctx, &nsa_backend_ref_cpu, br, w);
 }
 
-static int yes(const nsa_backend *self, const nsa_route_problem *p, nsa_branch br,
+static int yes(const nsa_backend *self, const nsa_call *c, nsa_branch br,
                const nsa_device_caps *dev, char *why, size_t why_len) {
-    (void)self, (void)p, (void)br, (void)dev, (void)why, (void)why_len;
+    (void)self, (void)c, (void)br, (void)dev, (void)why, (void)why_len;
     return 1;
 }
 
@@ -93,7 +93,7 @@ static void span_before(const nsa_backend *self, nsa_branch br, const nsa_fwd_wo
 }
 
 static const nsa_backend be_before = {"fake.before", NSA_ROLE_FA2, NSA_BRANCH_BIT(NSA_BRANCH_WIN),
-                                      NSA_DEVICE_CPU, yes, fwd_ref, NULL, span_before, NULL};
+                                      NSA_DEVICE_CPU, yes, fwd_ref, NULL, span_before, NULL, NULL};
 
 /* Packed problem: tokens of 3 documents (6, 5, 9) with w = 4, every tensor its own buffer. */
 typedef struct {

@@ -4,7 +4,7 @@
  * Invariant: after NSA_OK every present tensor matches its documented dims, dtype and device,
  * and every element offset and scratch size fits int64 / size_t.
  */
-#include "../ref/ref.h"
+#include "internal.h"
 
 static nsa_status check_dt(nsa_context *ctx, const char *name, nsa_dtype dt) {
     if (dt == NSA_DTYPE_F32 || dt == NSA_DTYPE_BF16 || dt == NSA_DTYPE_F16) return NSA_OK;

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
-/* context.c — the context: per-call error message, flags, counters, threads, stream.
- * Not the router (src/route/) nor the logger (log.c); this file only owns the struct's life.
+/* context.c — the context's per-call error message, counters, threads and stream.
+ * Not its creation (src/route/context_init.c: flags, profiles and devices belong to the router)
+ * nor the logger (log.c).
  * Invariant: every public call clears the message first, so the message always belongs to
  * the last call.
  */
@@ -9,9 +10,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-/* flags, profiles (src/route/) and the device hooks (device_cpu.c or src/cuda/device.cu) */
-#include "../route/route.h"
 
 nsa_status nsa_fail(nsa_context *ctx, nsa_status st, const char *fmt, ...) {
     if (ctx) {
@@ -25,51 +23,6 @@ nsa_status nsa_fail(nsa_context *ctx, nsa_status st, const char *fmt, ...) {
 
 void nsa_clear(nsa_context *ctx) {
     if (ctx) ctx->msg[0] = '\0';
-}
-
-nsa_status nsa_context_create(nsa_context **out, char *msg, size_t msg_len) {
-    if (msg && msg_len) msg[0] = '\0';
-    if (!out) {
-        if (msg && msg_len) snprintf(msg, msg_len, "out: NULL pointer");
-        return NSA_ERR_INVALID_ARG;
-    }
-    *out = NULL;
-    nsa_context *ctx = nsa_calloc(1, sizeof *ctx);
-    if (!ctx) {
-        if (msg && msg_len) snprintf(msg, msg_len, "context: out of memory");
-        return NSA_ERR_NOMEM;
-    }
-    nsa_flags_default(&ctx->flags);
-    nsa_status st = nsa_flags_from_env(ctx, &ctx->flags);
-    if (st != NSA_OK) {
-        if (msg && msg_len) snprintf(msg, msg_len, "%s", ctx->msg);
-        free(ctx);
-        return st;
-    }
-    ctx->cuda_devices = nsa_device_cuda_count();
-    nsa_device_toolchain(&ctx->toolchain);
-    st = nsa_profiles_init(ctx);
-    if (st != NSA_OK) {
-        if (msg && msg_len) snprintf(msg, msg_len, "%s", ctx->msg);
-        free(ctx->profiles);
-        free(ctx);
-        return st;
-    }
-    *out = ctx;
-    return NSA_OK;
-}
-
-#ifdef NSA_HAVE_CUDA
-void nsa_cuda_workspace_free(nsa_context *ctx); /* src/cuda/device.cu */
-#endif
-
-void nsa_context_destroy(nsa_context *ctx) {
-#ifdef NSA_HAVE_CUDA
-    if (ctx) nsa_cuda_workspace_free(ctx);
-#endif
-    if (ctx) free(ctx->profiles);
-    if (ctx) free(ctx->docs);
-    free(ctx);
 }
 
 const char *nsa_context_message(const nsa_context *ctx) { return ctx ? ctx->msg : ""; }

@@ -94,6 +94,54 @@ void nsa_log_once(nsa_context *ctx, const char *tag, const char *fmt, ...)
 
 /* ------------------------------------------------------------------ checks (src/core/check.c) */
 
+/* Shapes of one forward/backward call, derived once by nsa_args_check_fwd (src/core/args.c). */
+typedef struct {
+    int64_t B, T, Tc; /* batch, tokens, compressed blocks num_cmp(T) */
+    int Hq, Hkv, G, Dk, Dv;
+    int nsel_max;     /* selection blocks a query of this T may see: ceil(T / lp) */
+    nsa_dtype dt;     /* dtype of q, k*, v*, gates, out* */
+    nsa_device_kind dev;
+    double scale;
+    /* packed documents (cu_seqlens; docs/varlen.md); n_docs = 0 when not varlen. Tc is then
+     * Σ_i num_cmp(len_i) and nsel_max uses max_seqlen. cu and cc live in the context
+     * (ctx->docs): valid until the next varlen call on it. */
+    int64_t n_docs, max_seqlen;
+    const int64_t *cu; /* (n_docs + 1) token offsets: document i is [cu[i], cu[i+1])        */
+    const int64_t *cc; /* (n_docs + 1) compressed-row offsets: Σ_{j<i} num_cmp(len_j)        */
+} nsa_shape;
+
+/* Sets the per-row token counts of s for T tokens: T, Tc = num_cmp(T), nsel_max. */
+static inline void nsa_shape_tokens(nsa_shape *s, const nsa_config *c, int64_t T) {
+    s->T = T;
+    s->Tc = nsa_num_cmp(c, T);
+    s->nsel_max = (int)((T + c->lp - 1) / c->lp);
+}
+
+/* (src/core/args.c) Validates every field of a (dtypes, devices, shapes, strides, config) and derives *s.
+ * The message names the field ("k_sel: shape[1] = 7, expected 8"). */
+nsa_status nsa_args_check_fwd(nsa_context *ctx, const nsa_fwd_args *a, nsa_shape *s);
+/* Validates g against fwd's shapes (each gradient optional). */
+nsa_status nsa_args_check_bwd(nsa_context *ctx, const nsa_fwd_args *a, const nsa_bwd_args *g,
+                              const nsa_shape *s);
+
+/* ---- packed documents (src/core/varlen.c) ---- */
+
+/* Varlen part of nsa_args_check_fwd: checks a->cu_seqlens and a->max_seqlen against q's B and
+ * T (every fault NSA_ERR_SHAPE naming the field), copies the offsets to the host (ctx->docs)
+ * and fills s's varlen fields and Tc. Absent cu_seqlens: n_docs = 0, nothing else changes. */
+nsa_status nsa_varlen_check(nsa_context *ctx, const nsa_fwd_args *a, int64_t B, int64_t T,
+                            nsa_shape *s);
+/* Document i of a varlen call as a plain call: *ai views a's tensors at the document's tokens
+ * (and compressed rows), B = 1, no cu_seqlens; *si its shape. */
+void nsa_varlen_doc(const nsa_fwd_args *a, const nsa_shape *s, int64_t i, nsa_fwd_args *ai,
+                    nsa_shape *si);
+/* The gradients of document i, viewed like nsa_varlen_doc views the inputs. */
+void nsa_varlen_doc_grads(const nsa_fwd_args *a, const nsa_bwd_args *g, const nsa_shape *s,
+                          int64_t i, nsa_bwd_args *gi);
+/* Tokens [t0, t0 + len) of t along dim 1 (absent stays absent). */
+nsa_tensor nsa_tensor_rows(const nsa_tensor *t, int64_t t0, int64_t len);
+
+
 /* Validates every config field; the message names the field ("cfg.d: 3 does not divide l=32"). */
 nsa_status nsa_check_config(nsa_context *ctx, const nsa_config *cfg);
 
@@ -113,7 +161,7 @@ nsa_status nsa_check_disjoint(nsa_context *ctx, int n, const char *const *names,
                               const nsa_tensor *const *ts);
 
 /* Copies bytes of CUDA device memory to the host and waits (src/cuda/device.cu; a CPU build
- * returns NSA_ERR_UNSUPPORTED from src/core/device_cpu.c). */
+ * returns NSA_ERR_UNSUPPORTED from src/route/device_cpu.c). */
 nsa_status nsa_device_cuda_read(nsa_context *ctx, void *dst, const void *src, size_t bytes);
 
 /* ------------------------------------------------------------------ allocation (alloc.c) */

@@ -5,7 +5,7 @@
  * Invariant: a document's view covers exactly its tokens [cu[i], cu[i+1]) (and its compressed
  * rows [cc[i], cc[i+1])), so whatever runs on it cannot address another document.
  */
-#include "../ref/ref.h"
+#include "internal.h"
 
 #include <stdlib.h>
 #include <string.h>

@@ -414,11 +414,7 @@ __global__ void __launch_bounds__(FB_THREADS) fb_dq_kernel(fb_args A) {
 int nsa_cu_bwd_fa2_supported(const nsa_shape *s, nsa_branch br, const char **why) {
     if (br == NSA_BRANCH_SEL) { *why = "FA-2 serves cmp and win"; return 0; }
     if (s->dt != NSA_DTYPE_BF16 && s->dt != NSA_DTYPE_F16) { *why = "dtype not bf16/f16"; return 0; }
-    if (!((s->Dk == 64 && s->Dv == 64) || (s->Dk == 128 && s->Dv == 128) ||
-          (s->Dk == 192 && s->Dv == 128))) {
-        *why = "(Dk, Dv) not in {(64,64), (128,128), (192,128)}";
-        return 0;
-    }
+    if (!nsa_cu_tc_dims_ok(s->Dk, s->Dv)) { *why = NSA_CU_TC_DIMS_WHY; return 0; }
     if (s->G < 1 || s->G > FB_N) { *why = "G > 64"; return 0; }
     if (s->T > INT32_MAX / 2) { *why = "T too large"; return 0; }
     return 1;
@@ -536,9 +532,11 @@ static nsa_status fb_launch(nsa_context *ctx, nsa_cu_stream st, const nsa_cu_bwd
 template <typename T, int BR>
 static nsa_status fb_dims(nsa_context *ctx, nsa_cu_stream st, const nsa_cu_bwd *W,
                           const nsa_cu_tc_rows *rw) {
-    if (W->F.Dk == 64) return fb_launch<T, 64, 64, BR>(ctx, st, W, rw);
-    if (W->F.Dk == 128) return fb_launch<T, 128, 128, BR>(ctx, st, W, rw);
-    return fb_launch<T, 192, 128, BR>(ctx, st, W, rw);
+#define FB_DIMS(DK, DV) \
+    if (W->F.Dk == DK && W->F.Dv == DV) return fb_launch<T, DK, DV, BR>(ctx, st, W, rw);
+    NSA_CU_TC_DIMS(FB_DIMS)
+#undef FB_DIMS
+    return NSA_CU_TC_DIMS_FAIL(ctx, W->F.Dk, W->F.Dv);
 }
 
 nsa_status nsa_cu_bwd_fa2(nsa_context *ctx, nsa_cu_stream st, nsa_dtype dt, const nsa_cu_bwd *W,

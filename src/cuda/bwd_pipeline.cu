@@ -11,17 +11,17 @@
 #include "bwd_tiled.cuh"
 
 extern "C" {
-#include "../route/route.h"
 #include "bwd_api.h"
 }
 
 #include <string.h>
 
 extern "C" int nsa_cuda_bwd_role_supported(const nsa_route_problem *p, nsa_branch br,
-                                           nsa_role role, const char **why) {
+                                           nsa_role role, size_t smem_optin, const char **why) {
+    const size_t budget = nsa_cu_smem_budget(smem_optin);
     if (p->pass != NSA_PASS_BACKWARD) { *why = "not a backward problem"; return 0; }
     if (p->cfg.n > 256) { *why = "n > 256 (GPU top-n)"; return 0; }
-    if ((size_t)(2 * p->cfg.Dk + 2 * p->cfg.Dv + 256) * 8 > 200 * 1024) {
+    if ((size_t)(2 * p->cfg.Dk + 2 * p->cfg.Dv + 256) * 8 > budget) {
         *why = "Dk + Dv too large for the reference backward's shared memory";
         return 0;
     }
@@ -37,7 +37,7 @@ extern "C" int nsa_cuda_bwd_role_supported(const nsa_route_problem *p, nsa_branc
     }
     if ((role == NSA_ROLE_MASKED && br != NSA_BRANCH_SEL) ||
         (role == NSA_ROLE_PACKED && br == NSA_BRANCH_SEL)) {
-        if (nsa_cu_bwd_tiled_smem(p->cfg.Dk, p->cfg.Dv) > 200 * 1024) {
+        if (nsa_cu_bwd_tiled_smem(p->cfg.Dk, p->cfg.Dv) > budget) {
             *why = "Dk + Dv too large for the tiled backward's shared memory";
             return 0;
         }
@@ -80,21 +80,9 @@ static int same_view(const nsa_tensor *x, const nsa_tensor *y) {
     return 1;
 }
 
-/* The roles a forward of this call would be routed to (to recompute the selection). */
-static nsa_status forward_roles(nsa_context *ctx, const nsa_fwd_args *fwd, const nsa_shape *s,
-                                nsa_role roles[3]) {
-    const nsa_route_problem p = nsa_route_problem_of(fwd, s, NSA_PASS_FORWARD);
-    nsa_device_caps caps;
-    NSA_TRY(nsa_device_caps_of(ctx, fwd->q.device, &caps));
-    nsa_route_plan_t plan;
-    NSA_TRY(nsa_route_plan(ctx, &p, &caps, &plan));
-    for (int b = 0; b < 3; b++) roles[b] = plan.be[b] ? plan.be[b]->role : NSA_ROLE_REF;
-    return NSA_OK;
-}
-
-/* W->F.ranges from the caller's sel_ranges (validated) or from a routed CUDA forward. */
+/* W->F.ranges from the caller's sel_ranges (validated) or from a CUDA forward on fwd_role. */
 static nsa_status ranges_step(nsa_context *ctx, bwd_mem *m, const nsa_fwd_args *fwd,
-                              const nsa_shape *s, nsa_cu_bwd *W) {
+                              const nsa_shape *s, const nsa_role fwd_role[3], nsa_cu_bwd *W) {
     cudaStream_t cs = m->st;
     if (nsa_present(&fwd->sel_ranges)) {
         int ok = 0;
@@ -108,8 +96,6 @@ static nsa_status ranges_step(nsa_context *ctx, bwd_mem *m, const nsa_fwd_args *
                             "range within [0, t+1)");
         return NSA_OK;
     }
-    nsa_role roles[3];
-    NSA_TRY(forward_roles(ctx, fwd, s, roles));
     void *out;
     NSA_TRY(mem_get(ctx, m, (size_t)(s->B * s->T) * s->Hq * s->Dv * nsa_dtype_size(s->dt), &out));
     nsa_fwd_args a = *fwd;
@@ -121,24 +107,10 @@ static nsa_status ranges_step(nsa_context *ctx, bwd_mem *m, const nsa_fwd_args *
     int64_t shape[5] = {s->B, s->T, s->Hkv, fwd->cfg.n, 2};
     a.sel_ranges = nsa_tensor_make(W->F.ranges, NSA_DTYPE_I32, 5, shape);
     a.sel_ranges.device = fwd->q.device;
-    return nsa_cuda_forward(ctx, &a, s, roles);
+    return nsa_cuda_forward(ctx, &a, s, fwd_role);
 }
 
 static int is_tc(nsa_role r) { return r == NSA_ROLE_FA2 || r == NSA_ROLE_FUSED_SEL; }
-
-/* 16-byte loads need D-contiguous rows on 16-byte boundaries (the tensor-core roles). */
-static int tc_aligned(const nsa_tensor *x) {
-    const nsa_cu_view v = nsa_cu_view4(x);
-    return nsa_cu_aligned16(&v, (int)x->shape[3]);
-}
-
-/* The operands branch br's tensor-core role reads are aligned for it. */
-static int tc_views_ok(const nsa_fwd_args *f, const nsa_bwd_args *g, nsa_branch br) {
-    if (!tc_aligned(&f->q) || !tc_aligned(&g->dout)) return 0;
-    if (br == NSA_BRANCH_CMP) return f->cmp_compressed ? tc_aligned(&f->k_cmp) && tc_aligned(&f->v_cmp) : 1;
-    if (br == NSA_BRANCH_SEL) return tc_aligned(&f->k_sel) && tc_aligned(&f->v_sel);
-    return f->cfg.w == 0 || (tc_aligned(&f->k_win) && tc_aligned(&f->v_win));
-}
 
 /* What the forward hook hands the tensor-core roles. */
 typedef struct {
@@ -199,10 +171,11 @@ static int have_saved(const nsa_fwd_args *f) {
 }
 
 /* The tensor-core roles' step 1: lse, gate and delta per branch — from the caller's saved
- * forward outputs, or from a routed forward (selection recomputed into W->F.ranges, or the
+ * forward outputs, or from a forward on fwd_role (selection recomputed into W->F.ranges, or the
  * caller's validated ranges and blocks) whose hook keeps them. */
 static nsa_status tc_forward(nsa_context *ctx, bwd_mem *m, const nsa_fwd_args *fwd,
-                             const nsa_shape *s, nsa_cu_bwd *W, int given, tc_stats *S) {
+                             const nsa_shape *s, const nsa_role fwd_role[3], nsa_cu_bwd *W,
+                             int given, tc_stats *S) {
     void *p;
     const size_t n = (size_t)3 * s->B * s->T * s->Hq;
     NSA_TRY(mem_get(ctx, m, n * 12, &p));
@@ -219,8 +192,6 @@ static nsa_status tc_forward(nsa_context *ctx, bwd_mem *m, const nsa_fwd_args *f
         }
         return tc_stats_hook(ctx, &W->F, S);
     }
-    nsa_role roles[3];
-    NSA_TRY(forward_roles(ctx, fwd, s, roles));
     nsa_fwd_args a = *fwd;
     nsa_tensor none;
     memset(&none, 0, sizeof none);
@@ -231,13 +202,13 @@ static nsa_status tc_forward(nsa_context *ctx, bwd_mem *m, const nsa_fwd_args *f
         a.sel_ranges = nsa_tensor_make(W->F.ranges, NSA_DTYPE_I32, 5, shape);
         a.sel_ranges.device = fwd->q.device;
     }
-    return nsa_cu_forward_hook(ctx, &a, s, roles, given ? W->F.ranges : NULL,
+    return nsa_cu_forward_hook(ctx, &a, s, fwd_role, given ? W->F.ranges : NULL,
                                given ? W->F.blocks : NULL, tc_stats_hook, S);
 }
 
 static nsa_status run(nsa_context *ctx, bwd_mem *m, const nsa_fwd_args *fwd,
                       const nsa_bwd_args *g, const nsa_shape *s, const nsa_role role_in[3],
-                      int force_branch) {
+                      const nsa_role fwd_role[3], int force_branch) {
     const nsa_config *c = &fwd->cfg;
     cudaStream_t cs = m->st;
     nsa_cu_bwd W;
@@ -279,20 +250,13 @@ static nsa_status run(nsa_context *ctx, bwd_mem *m, const nsa_fwd_args *fwd,
         W.acc[i] = (double *)p;
         NSA_TRY(nsa_cu_check(ctx, cudaMemsetAsync(p, 0, bytes, cs), "backward: zero"));
     }
-    /* tensor-core roles need aligned operands; otherwise this call runs the tiled role */
+    /* the roles as given: the router already stepped unaligned operands down to the tiled
+       roles (nsa_call_tc_operands); backward_impl refused any that slipped through */
     nsa_role role[3];
     int tcmask = 0;
     for (int b = 0; b < 3; b++) {
         role[b] = role_in[b];
-        if (!is_tc(role[b])) continue;
-        if (!tc_views_ok(fwd, g, (nsa_branch)b)) {
-            role[b] = b == NSA_BRANCH_SEL ? NSA_ROLE_PACKED : NSA_ROLE_MASKED;
-            nsa_log_once(ctx, "bwd.tc.unaligned", "%s backward: operands not 16-byte aligned "
-                         "with contiguous rows; running the tiled role", 
-                         nsa_branch_name((nsa_branch)b));
-            continue;
-        }
-        tcmask |= 1 << b;
+        if (is_tc(role[b])) tcmask |= 1 << b;
     }
     nsa_dtype kc_dt = s->dt;
     if (fwd->cmp_compressed) {
@@ -326,7 +290,7 @@ static nsa_status run(nsa_context *ctx, bwd_mem *m, const nsa_fwd_args *fwd,
     tc_stats S;
     memset(&S, 0, sizeof S);
     if (!tcmask) {
-        NSA_TRY(ranges_step(ctx, m, fwd, s, &W));
+        NSA_TRY(ranges_step(ctx, m, fwd, s, fwd_role, &W));
     } else {
         const int given = nsa_present(&fwd->sel_ranges);
         S.saved = have_saved(fwd);
@@ -355,7 +319,7 @@ static nsa_status run(nsa_context *ctx, bwd_mem *m, const nsa_fwd_args *fwd,
         S.W = &W;
         S.dt = s->dt;
         S.tcmask = tcmask;
-        NSA_TRY(tc_forward(ctx, m, fwd, s, &W, given, &S));
+        NSA_TRY(tc_forward(ctx, m, fwd, s, fwd_role, &W, given, &S));
     }
     BWD_MARK(1);
     NSA_TRY(nsa_cu_bwd_selbits(ctx, cs, &W));
@@ -447,11 +411,14 @@ static nsa_status run(nsa_context *ctx, bwd_mem *m, const nsa_fwd_args *fwd,
 
 static nsa_status backward_impl(nsa_context *ctx, const nsa_fwd_args *fwd,
                                 const nsa_bwd_args *g, const nsa_shape *s,
-                                const nsa_role role[3], int force_branch, cudaEvent_t *ev) {
-    const nsa_route_problem p = nsa_route_problem_of(fwd, s, NSA_PASS_BACKWARD);
+                                const nsa_role role[3], const nsa_role fwd_role[3],
+                                int force_branch, cudaEvent_t *ev) {
+    const nsa_call c = nsa_call_of(fwd, g, s, NSA_PASS_BACKWARD);
     for (int b = 0; b < 3; b++) {
         const char *why = "";
-        if (!nsa_cuda_bwd_role_supported(&p, (nsa_branch)b, role[b], &why))
+        if (!nsa_cuda_bwd_role_supported(&c.p, (nsa_branch)b, role[b], nsa_cu_smem_optin(),
+                                         &why) ||
+            (is_tc(role[b]) && !nsa_call_tc_operands(&c, (nsa_branch)b, &why)))
             return nsa_fail(ctx, NSA_ERR_UNSUPPORTED, "%s: role %s: %s",
                             nsa_branch_name((nsa_branch)b), nsa_role_name(role[b]), why);
     }
@@ -460,23 +427,25 @@ static nsa_status backward_impl(nsa_context *ctx, const nsa_fwd_args *fwd,
     memset(&m, 0, sizeof m);
     m.st = (cudaStream_t)ctx->stream;
     m.ev = ev;
-    nsa_status st = run(ctx, &m, fwd, g, s, role, force_branch);
+    nsa_status st = run(ctx, &m, fwd, g, s, role, fwd_role, force_branch);
     mem_free(&m);
     return st;
 }
 
 extern "C" nsa_status nsa_cuda_backward(nsa_context *ctx, const nsa_fwd_args *fwd,
                                         const nsa_bwd_args *g, const nsa_shape *s,
-                                        const nsa_role role[3], int force_branch) {
-    return backward_impl(ctx, fwd, g, s, role, force_branch, NULL);
+                                        const nsa_role role[3], const nsa_role fwd_role[3],
+                                        int force_branch) {
+    return backward_impl(ctx, fwd, g, s, role, fwd_role, force_branch, NULL);
 }
 
 extern "C" nsa_status nsa_cuda_backward_timed(nsa_context *ctx, const nsa_fwd_args *fwd,
                                               const nsa_bwd_args *g, const nsa_shape *s,
-                                              const nsa_role role[3], float ms[6]) {
+                                              const nsa_role role[3],
+                                              const nsa_role fwd_role[3], float ms[6]) {
     cudaEvent_t ev[7];
     for (int i = 0; i < 7; i++) cudaEventCreate(&ev[i]);
-    nsa_status st = backward_impl(ctx, fwd, g, s, role, -1, ev);
+    nsa_status st = backward_impl(ctx, fwd, g, s, role, fwd_role, -1, ev);
     if (st == NSA_OK) st = nsa_cu_check(ctx, cudaEventSynchronize(ev[6]), "timed backward");
     for (int i = 0; i < 6; i++) {
         ms[i] = 0.f;
@@ -488,6 +457,7 @@ extern "C" nsa_status nsa_cuda_backward_timed(nsa_context *ctx, const nsa_fwd_ar
 
 extern "C" nsa_status nsa_device_cuda_backward(nsa_context *ctx, const nsa_fwd_args *fwd,
                                                const nsa_bwd_args *g, const nsa_shape *s,
-                                               const nsa_role role[3], int force_branch) {
-    return nsa_cuda_backward(ctx, fwd, g, s, role, force_branch);
+                                               const nsa_role role[3],
+                                               const nsa_role fwd_role[3], int force_branch) {
+    return nsa_cuda_backward(ctx, fwd, g, s, role, fwd_role, force_branch);
 }

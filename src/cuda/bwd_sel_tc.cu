@@ -323,11 +323,7 @@ __global__ void sk_reduce_kernel(nsa_cu_params P, const int *spre, int nsub, con
 
 int nsa_cu_bwd_selfused_supported(const nsa_shape *s, const char **why) {
     if (s->dt != NSA_DTYPE_BF16 && s->dt != NSA_DTYPE_F16) { *why = "dtype not bf16/f16"; return 0; }
-    if (!((s->Dk == 64 && s->Dv == 64) || (s->Dk == 128 && s->Dv == 128) ||
-          (s->Dk == 192 && s->Dv == 128))) {
-        *why = "(Dk, Dv) not in {(64,64), (128,128), (192,128)}";
-        return 0;
-    }
+    if (!nsa_cu_tc_dims_ok(s->Dk, s->Dv)) { *why = NSA_CU_TC_DIMS_WHY; return 0; }
     if (s->T > (1 << 24)) { *why = "T > 2^24 (the dq kernel's key-tile bitmap)"; return 0; }
     if (s->T * s->G / 16 >= INT32_MAX) { *why = "T·G too large for the dq grid"; return 0; }
     return 1;
@@ -341,7 +337,7 @@ static nsa_status launch_dq(nsa_context *ctx, nsa_cu_stream st, const nsa_cu_bwd
     const int nq = (15 + P.G - 1) / P.G + 1, nqmax = nq < 16 ? nq : 16;
     const int words = (int)((((int64_t)P.T + SB_BN - 1) / SB_BN + 31) / 32);
     const size_t smem = sq_smem<DK, DV>::bytes + (size_t)nqmax * P.n * 2 * 4 + (size_t)words * 4;
-    if (smem > 227 * 1024)
+    if (smem > nsa_cu_smem_optin())
         return nsa_fail(ctx, NSA_ERR_UNSUPPORTED, "sel backward: T = %d with n = %d exceeds "
                         "shared memory", P.T, P.n);
     NSA_TRY(nsa_cu_check(ctx, cudaFuncSetAttribute(sq_kernel<T, DK, DV>,
@@ -438,9 +434,11 @@ static nsa_status run_all(nsa_context *ctx, nsa_cu_stream st, const nsa_cu_bwd *
 template <typename T>
 static nsa_status run_t(nsa_context *ctx, nsa_cu_stream st, const nsa_cu_bwd *W,
                         const nsa_cu_tc_rows *rw, const int *off, const int *list) {
-    if (W->F.Dk == 64) return run_all<T, 64, 64>(ctx, st, W, rw, off, list);
-    if (W->F.Dk == 128) return run_all<T, 128, 128>(ctx, st, W, rw, off, list);
-    return run_all<T, 192, 128>(ctx, st, W, rw, off, list);
+#define SB_DIMS(DK, DV) \
+    if (W->F.Dk == DK && W->F.Dv == DV) return run_all<T, DK, DV>(ctx, st, W, rw, off, list);
+    NSA_CU_TC_DIMS(SB_DIMS)
+#undef SB_DIMS
+    return NSA_CU_TC_DIMS_FAIL(ctx, W->F.Dk, W->F.Dv);
 }
 
 nsa_status nsa_cu_bwd_selfused(nsa_context *ctx, nsa_cu_stream st, nsa_dtype dt,

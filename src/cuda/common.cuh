@@ -46,9 +46,34 @@ static inline nsa_cu_view nsa_cu_contig(void *p, int64_t Tn, int H, int D) {
 /* 16-byte loads (cp.async, ldmatrix) of a 2-byte-element view need D-contiguous rows on
  * 16-byte boundaries: the tensor-core roles' operand check. */
 static inline int nsa_cu_aligned16(const nsa_cu_view *v, int D) {
-    return v->p && v->sd == 1 && ((uintptr_t)v->p % 16) == 0 && v->sb % 8 == 0 && v->st % 8 == 0 &&
-           v->sh % 8 == 0 && D % 8 == 0;
+    return nsa_rows16(v->p, v->sb, v->st, v->sh, v->sd, D); /* the router's rule (backend.h) */
 }
+
+/* Dynamic shared memory one block may opt in to on the current device (cudaDevAttr
+ * MaxSharedMemoryPerBlockOptin, the value nsa_device_caps.smem_per_block reports; device.cu):
+ * what every launcher compares its kernel's bytes with. */
+extern "C" size_t nsa_cu_smem_optin(void);
+/* What the approximate checks (the reference and tiled kernels' supports() and launchers) allow
+ * a block: the device's opt-in limit, at most 200 KB — the margin below the H100's 227 KB they
+ * were written with. */
+static inline size_t nsa_cu_smem_budget(size_t optin) {
+    return optin < 200 * 1024 ? optin : 200 * 1024;
+}
+
+/* The (Dk, Dv) pairs the tensor-core kernels (FA-2 forward and backward, fused selection
+ * forward and backward) are compiled for: X(DK, DV) once per pair. The one list: supports()
+ * checks it and every launcher's dispatch expands it. */
+#define NSA_CU_TC_DIMS(X) X(64, 64) X(128, 128) X(192, 128)
+#define NSA_CU_TC_DIMS_WHY "(Dk, Dv) not in {(64,64), (128,128), (192,128)}"
+static inline int nsa_cu_tc_dims_ok(int Dk, int Dv) {
+#define NSA_CU_DIMS_OK(DK, DV) if (Dk == DK && Dv == DV) return 1;
+    NSA_CU_TC_DIMS(NSA_CU_DIMS_OK)
+#undef NSA_CU_DIMS_OK
+    return 0;
+}
+/* The error of a launcher asked for a pair outside the list (supports() declined it first). */
+#define NSA_CU_TC_DIMS_FAIL(ctx, Dk, Dv)                                                           \
+    nsa_fail(ctx, NSA_ERR_UNSUPPORTED, "cfg.Dk: (%d, %d): " NSA_CU_TC_DIMS_WHY, Dk, Dv)
 
 /* The shape a routing problem describes (scale left 0: supports() checks need no scale). */
 static inline nsa_shape nsa_cu_shape_of(const nsa_route_problem *p) {
@@ -181,6 +206,15 @@ typedef struct {
 
 static inline nsa_cu_fwd *nsa_cu_state(const nsa_fwd_work *w) { return (nsa_cu_fwd *)w->impl; }
 
+/* One decode step of the active rows of CUDA cache c (a validated), no host wait: fast = 1 the
+ * split-key step (f32, decode_fast.cu), 0 the reference step (double, decode_step.cu). The
+ * backends.cu rows cuda.decode and cuda.ref call it; the router picks the row
+ * (decode_cache.cu). */
+nsa_status nsa_cu_decode_step(nsa_context *ctx, nsa_kv_cache *c, const nsa_decode_args *a,
+                              int fast);
+/* The CUDA KV-cache operations (decode_cache.cu), the CUDA pipeline's kv row. */
+extern "C" const nsa_kv_ops nsa_cuda_kv_ops;
+
 /* ---- per-file launchers (each returns a status; all on `st`) ---- */
 typedef cudaStream_t nsa_cu_stream;
 /* compress.cu: kc/vc (B, Tc, Hkv, D) contiguous of element dtype `out_dt` from raw k/v. */
@@ -211,7 +245,8 @@ nsa_status nsa_cu_forward_hook(nsa_context *ctx, const nsa_fwd_args *a, const ns
 nsa_status nsa_cu_combine(nsa_context *ctx, nsa_cu_stream st, nsa_dtype dt,
                           const nsa_cu_params *P, const nsa_fwd_args *a, int force_branch);
 /* tiled.cu: masked (cmp, win) and packed (sel) SIMT kernels, f32, any dtype and stride. */
-int nsa_cu_tiled_supported(const nsa_shape *s, nsa_branch br, const char **why);
+int nsa_cu_tiled_supported(const nsa_shape *s, nsa_branch br, size_t smem_optin,
+                           const char **why);
 nsa_status nsa_cu_tiled_attend(nsa_context *ctx, nsa_cu_stream st, nsa_dtype dt, nsa_dtype kc_dt,
                                const nsa_cu_params *P, nsa_branch br);
 /* fa2.cu: tensor-core cmp (also writes P.P) and win. */

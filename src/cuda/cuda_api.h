@@ -13,11 +13,12 @@
 extern "C" {
 #endif
 
-/* Whether `role` can run branch `br` of problem p (dtype, head dims, G); when not, *why
- * (static string) says why. The backends' supports() and the launchers call this same
- * function, so "supported?" and "launched" cannot disagree. */
-int nsa_cuda_role_supported(const nsa_route_problem *p, nsa_branch br,
-                            nsa_role role, const char **why);
+/* Whether `role` can run branch `br` of problem p (dtype, head dims, G, shared memory on a
+ * device granting smem_optin bytes per block); when not, *why (static string) says why. The
+ * backends' supports() and the launchers call this same function, so "supported?" and
+ * "launched" cannot disagree. */
+int nsa_cuda_role_supported(const nsa_route_problem *p, nsa_branch br, nsa_role role,
+                            size_t smem_optin, const char **why);
 
 /* The NSA forward of a (checked; tensors on the CUDA device) on ctx's stream, each branch on
  * the given role, through the CUDA pipeline's steps without the router (tests, benchmarks).

@@ -1,10 +1,10 @@
 // SPDX-License-Identifier: Apache-2.0
 /* decode_cache.cu — CUDA KV caches: device buffers, reset, filling from whole tensors (prefill
  * and append: history, rings, φ = avg of every block the tokens complete), the read counters,
- * the raw cmp tail, and the host side of a decode step (src/ref/kv_cache.h's device hooks):
- * the split-key step by default, the reference step under NSA_FORCE_PARITY=1.
- * Not the step's attention (decode_step.cu) nor validation (kv_cache.c, kv_fill.c, decode.c do
- * it before calling here).
+ * the raw cmp tail (the CUDA row nsa_cuda_kv_ops, src/core/kv_cache.h), and the host side of a
+ * decode step (nsa_cu_decode_step: the backends.cu row the router bound picks the step).
+ * Not the step's attention (decode_step.cu) nor validation (src/core/kv_check.c and the
+ * dispatch layer, src/route/kv_api.c and kv_fill.c, do it before calling here).
  * Invariant: a compressed token is the double mean of the same dtype values in the same order
  * as nsa_ref_compress_block, so a CUDA cache holds bitwise the CPU cache's compressed tokens.
  */
@@ -17,7 +17,7 @@ static nsa_cu_kv *kv_of(const nsa_kv_cache *c) { return (nsa_cu_kv *)c->dev; }
 
 #define NBUF 20 /* device buffers of a cache: 8 of the CPU layout, 12 of state and scratch */
 
-extern "C" nsa_status nsa_device_cuda_kv_alloc(nsa_context *ctx, nsa_kv_cache *c) {
+static nsa_status cu_kv_alloc(nsa_context *ctx, nsa_kv_cache *c) {
     const int ndev = nsa_device_cuda_count();
     if (c->desc.device.index < 0 || c->desc.device.index >= ndev)
         return nsa_fail(ctx, NSA_ERR_DEVICE, "desc.device: CUDA device %d does not exist (%d "
@@ -64,7 +64,7 @@ extern "C" nsa_status nsa_device_cuda_kv_alloc(nsa_context *ctx, nsa_kv_cache *c
     return nsa_cu_check(ctx, er, "cache: clear");
 }
 
-extern "C" void nsa_device_cuda_kv_free(nsa_kv_cache *c) {
+static void cu_kv_release(nsa_kv_cache *c) {
     nsa_cu_kv *k = kv_of(c);
     void *p[8] = {c->ks, c->vs, c->kw, c->vw, c->kr, c->vr, c->kc, c->vc};
     for (int i = 0; i < 8; i++)
@@ -81,7 +81,7 @@ extern "C" void nsa_device_cuda_kv_free(nsa_kv_cache *c) {
     c->dev = NULL;
 }
 
-extern "C" nsa_status nsa_device_cuda_kv_reset(nsa_context *ctx, nsa_kv_cache *c, int b) {
+static nsa_status cu_kv_reset(nsa_context *ctx, nsa_kv_cache *c, int b) {
     nsa_cu_kv *k = kv_of(c);
     cudaStream_t st = (cudaStream_t)ctx->stream;
     const size_t first = b < 0 ? 0 : (size_t)b, rows = b < 0 ? (size_t)c->desc.B : 1;
@@ -178,9 +178,8 @@ static void fill_t(cudaStream_t st, nsa_kv_cache *c, const nsa_kv_src *src, int 
     }
 }
 
-extern "C" nsa_status nsa_device_cuda_kv_fill(nsa_context *ctx, nsa_kv_cache *c,
-                                              const nsa_kv_src *src, int b0, int64_t Bp,
-                                              int64_t T, int64_t S0) {
+static nsa_status cu_kv_fill(nsa_context *ctx, nsa_kv_cache *c, const nsa_kv_src *src, int b0,
+                             int64_t Bp, int64_t T, int64_t S0) {
     if (Bp == 0 || T == 0) return NSA_OK;
     cudaStream_t st = (cudaStream_t)ctx->stream;
     switch (c->desc.dtype) {
@@ -194,8 +193,8 @@ extern "C" nsa_status nsa_device_cuda_kv_fill(nsa_context *ctx, nsa_kv_cache *c,
     return NSA_OK;
 }
 
-extern "C" nsa_status nsa_device_cuda_kv_reads(nsa_context *ctx, const nsa_kv_cache *c, int b,
-                                               nsa_decode_reads *out) {
+static nsa_status cu_kv_reads(nsa_context *ctx, const nsa_kv_cache *c, int b,
+                              nsa_decode_reads *out) {
     int64_t r[4];
     cudaStream_t st = (cudaStream_t)ctx->stream;
     NSA_TRY(nsa_cu_check(ctx, cudaMemcpyAsync(r, kv_of(c)->reads + (int64_t)b * 4, sizeof r,
@@ -240,8 +239,8 @@ static void tail_t(cudaStream_t st, const nsa_kv_cache *c, int b, const nsa_tens
     }
 }
 
-extern "C" nsa_status nsa_device_cuda_kv_tail(nsa_context *ctx, const nsa_kv_cache *c, int b,
-                                              const nsa_tensor *k, const nsa_tensor *v) {
+static nsa_status cu_kv_tail(nsa_context *ctx, const nsa_kv_cache *c, int b, const nsa_tensor *k,
+                             const nsa_tensor *v) {
     cudaStream_t st = (cudaStream_t)ctx->stream;
     switch (c->desc.dtype) {
     case NSA_DTYPE_BF16: tail_t<__nv_bfloat16>(st, c, b, k, v); break;
@@ -252,8 +251,8 @@ extern "C" nsa_status nsa_device_cuda_kv_tail(nsa_context *ctx, const nsa_kv_cac
     return NSA_OK;
 }
 
-extern "C" nsa_status nsa_device_cuda_decode(nsa_context *ctx, nsa_kv_cache *c,
-                                             const nsa_decode_args *a, int fast) {
+nsa_status nsa_cu_decode_step(nsa_context *ctx, nsa_kv_cache *c, const nsa_decode_args *a,
+                              int fast) {
     const nsa_config *g = &c->desc.cfg;
     if (a->active && c->desc.B > 1024)
         return nsa_fail(ctx, NSA_ERR_UNSUPPORTED, "active: a mask needs B <= 1024 on CUDA "
@@ -296,3 +295,6 @@ extern "C" nsa_status nsa_device_cuda_decode(nsa_context *ctx, nsa_kv_cache *c,
         if (!a->active || a->active[b]) c->row[b].len++;
     return NSA_OK;
 }
+
+extern "C" const nsa_kv_ops nsa_cuda_kv_ops = {cu_kv_alloc, cu_kv_release, cu_kv_reset,
+                                               cu_kv_fill,  cu_kv_reads,   cu_kv_tail};

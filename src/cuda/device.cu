@@ -61,6 +61,7 @@ extern "C" int nsa_device_cuda_caps(int index, nsa_device_caps *caps, char *why,
     caps->sm = pr.major * 10 + pr.minor;
     caps->compiled = arch_compiled(caps->sm);
     caps->multiprocessors = pr.multiProcessorCount;
+    caps->smem_per_block = (int64_t)pr.sharedMemPerBlockOptin;
     caps->memory_bytes = (int64_t)pr.totalGlobalMem;
     snprintf(caps->name, sizeof caps->name, "%s", pr.name);
     return 0;
@@ -80,6 +81,25 @@ extern "C" void nsa_device_toolchain(nsa_toolchain *out) {
         snprintf(out->note, sizeof out->note, "driver %d.%d older than runtime %d.%d",
                  out->driver_version / 1000, out->driver_version % 1000 / 10,
                  out->runtime_version / 1000, out->runtime_version % 1000 / 10);
+}
+
+/* ---- shared memory ---- */
+
+extern "C" size_t nsa_cu_smem_optin(void) {
+    static size_t known[16]; /* per device ordinal, 0 until queried */
+    int dev = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess || dev < 0) {
+        cudaGetLastError();
+        return 48 * 1024;
+    }
+    if (dev < 16 && known[dev]) return known[dev];
+    int v = 0;
+    if (cudaDeviceGetAttribute(&v, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) != cudaSuccess) {
+        cudaGetLastError();
+        return 48 * 1024;
+    }
+    if (dev < 16) known[dev] = (size_t)v;
+    return (size_t)v;
 }
 
 /* ---- tile choices ---- */

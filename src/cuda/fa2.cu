@@ -363,13 +363,9 @@ __global__ void __launch_bounds__(BM * 2) fa_kernel(nsa_cu_params P, nsa_cu_view
 
 /* ---- launch ---- */
 
-static int dims_ok(int Dk, int Dv) {
-    return (Dk == 64 && Dv == 64) || (Dk == 128 && Dv == 128) || (Dk == 192 && Dv == 128);
-}
-
 static int tc_common(const nsa_shape *s, const char **why) {
     if (s->dt != NSA_DTYPE_BF16 && s->dt != NSA_DTYPE_F16) { *why = "dtype not bf16/f16"; return 0; }
-    if (!dims_ok(s->Dk, s->Dv)) { *why = "(Dk, Dv) not in {(64,64), (128,128), (192,128)}"; return 0; }
+    if (!nsa_cu_tc_dims_ok(s->Dk, s->Dv)) { *why = NSA_CU_TC_DIMS_WHY; return 0; }
     if (s->G < 1 || s->G > 64) { *why = "G > 64 (a CTA of 64 rows holds all heads of a query)"; return 0; }
     if (s->T > INT32_MAX / 2) { *why = "T too large"; return 0; }
     return 1;
@@ -395,7 +391,7 @@ template <typename T, int DK, int DV, int BR, int BM>
 static nsa_status launch(nsa_context *ctx, nsa_cu_stream st, const nsa_cu_params *P,
                          const nsa_cu_view *K, const nsa_cu_view *V) {
     size_t smem = fa_smem<DK, DV, BM>::bytes + (BR == NSA_BRANCH_SEL ? sel_list_bytes(P, BM) : 0);
-    if (smem > 227 * 1024)
+    if (smem > nsa_cu_smem_optin())
         return nsa_fail(ctx, NSA_ERR_UNSUPPORTED, "sel: T = %d with n = %d exceeds shared memory",
                         P->T, P->n);
     NSA_TRY(nsa_cu_check(ctx, cudaFuncSetAttribute(fa_kernel<T, DK, DV, BR, BM>,
@@ -419,14 +415,14 @@ static nsa_status launch_bm(nsa_context *ctx, nsa_cu_stream st, const nsa_cu_par
 template <typename T, int BR>
 static nsa_status launch_dims(nsa_context *ctx, nsa_cu_stream st, const nsa_cu_params *P,
                               const nsa_cu_view *K, const nsa_cu_view *V) {
-    if (BR == NSA_BRANCH_SEL) { /* G not dividing 16 (G | 16: sel_fused.cu unless tuned) */
-        if (P->Dk == 64) return launch<T, 64, 64, BR, 64>(ctx, st, P, K, V);
-        if (P->Dk == 128) return launch<T, 128, 128, BR, 64>(ctx, st, P, K, V);
-        return launch<T, 192, 128, BR, 64>(ctx, st, P, K, V);
-    }
-    if (P->Dk == 64) return launch_bm<T, 64, 64, BR>(ctx, st, P, K, V);
-    if (P->Dk == 128) return launch_bm<T, 128, 128, BR>(ctx, st, P, K, V);
-    return launch_bm<T, 192, 128, BR>(ctx, st, P, K, V);
+    /* sel: G not dividing 16 (G | 16: sel_fused.cu unless tuned) */
+#define FA_DIMS(DK, DV)                                                                            \
+    if (P->Dk == DK && P->Dv == DV)                                                                \
+        return BR == NSA_BRANCH_SEL ? launch<T, DK, DV, BR, 64>(ctx, st, P, K, V)                 \
+                                    : launch_bm<T, DK, DV, BR>(ctx, st, P, K, V);
+    NSA_CU_TC_DIMS(FA_DIMS)
+#undef FA_DIMS
+    return NSA_CU_TC_DIMS_FAIL(ctx, P->Dk, P->Dv);
 }
 
 template <int BR>

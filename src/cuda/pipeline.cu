@@ -156,21 +156,21 @@ static void cu_end(nsa_fwd_work *w) {
     w->impl = NULL;
 }
 
-extern "C" const nsa_pipeline nsa_cuda_pipeline = {"cuda",    NSA_DEVICE_CUDA, cu_begin,
-                                                   cu_select, cu_finite,       cu_to_host,
-                                                   cu_finish, cu_end};
+extern "C" const nsa_pipeline nsa_cuda_pipeline = {
+    "cuda", NSA_DEVICE_CUDA, cu_begin, cu_select, cu_finite, cu_to_host, cu_finish, cu_end,
+    &nsa_cuda_kv_ops};
 
 extern "C" const nsa_pipeline *nsa_device_cuda_pipeline(void) { return &nsa_cuda_pipeline; }
 
 /* ---- driving the steps without the router ---- */
 
-/* The first CUDA backend of role `role` serving br (backends.cu's list); opt-in rows (the Hopper
- * kernels) only when tuned in (nsa_cuda_tune("hopper", 1)). */
+/* The first CUDA backend of role `role` serving br (backends.cu's list; forward rows only);
+ * opt-in rows (the Hopper kernels) only when tuned in (nsa_cuda_tune("hopper", 1)). */
 static const nsa_backend *backend_of(nsa_role role, nsa_branch br) {
     int n = 0;
     const nsa_backend *const *list = nsa_device_cuda_backends(&n);
     for (int i = 0; i < n; i++)
-        if (list[i]->role == role && (list[i]->branches & NSA_BRANCH_BIT(br)) &&
+        if (list[i]->fwd && list[i]->role == role && (list[i]->branches & NSA_BRANCH_BIT(br)) &&
             (!(list[i]->branches & NSA_BACKEND_OPT_IN) || nsa_cu_tuning.hopper))
             return list[i];
     return NULL;
@@ -214,7 +214,8 @@ static nsa_status bind_roles(nsa_context *ctx, const nsa_route_problem *p, const
     for (int br = 0; br < 3; br++) {
         const char *why = "no CUDA backend of this role";
         be[br] = backend_of(role[br], (nsa_branch)br);
-        if (!be[br] || !nsa_cuda_role_supported(p, (nsa_branch)br, role[br], &why))
+        if (!be[br] ||
+            !nsa_cuda_role_supported(p, (nsa_branch)br, role[br], nsa_cu_smem_optin(), &why))
             return nsa_fail(ctx, NSA_ERR_UNSUPPORTED, "%s: role %s: %s",
                             nsa_branch_name((nsa_branch)br), nsa_role_name(role[br]), why);
     }

@@ -150,7 +150,7 @@ static void launch_attend_t(nsa_cu_stream st, nsa_dtype kc_dt, const nsa_cu_para
 nsa_status nsa_cu_ref_attend(nsa_context *ctx, nsa_cu_stream st, nsa_dtype dt, nsa_dtype kc_dt,
                              const nsa_cu_params *P, nsa_branch br) {
     if (P->R * P->Hq == 0) return NSA_OK;
-    if ((size_t)(P->Dk + P->Dv + 2 * REF_THREADS) * 8 > 200 * 1024)
+    if ((size_t)(P->Dk + P->Dv + 2 * REF_THREADS) * 8 > nsa_cu_smem_budget(nsa_cu_smem_optin()))
         return nsa_fail(ctx, NSA_ERR_UNSUPPORTED, "cfg.Dk: %d + Dv %d too large for the "
                         "reference kernel's shared memory", P->Dk, P->Dv);
     switch (dt) {

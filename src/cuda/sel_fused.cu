@@ -236,7 +236,7 @@ static nsa_status launch16(nsa_context *ctx, nsa_cu_stream st, const nsa_cu_para
     const int QPB = 16 / P->G;
     size_t smem = s16_smem<DK, DV, ST>::bytes +
                   (size_t)(QPB * P->n + P->nsel_max + (P->nsel_max + 31) / 32 + 32) * 4;
-    if (smem > 227 * 1024)
+    if (smem > nsa_cu_smem_optin())
         return nsa_fail(ctx, NSA_ERR_UNSUPPORTED, "sel: T = %d with n = %d exceeds shared memory",
                         P->T, P->n);
     NSA_TRY(nsa_cu_check(ctx, cudaFuncSetAttribute(sel16_kernel<T, DK, DV, ST, PAD>,
@@ -260,9 +260,11 @@ static nsa_status launch16_pad(nsa_context *ctx, nsa_cu_stream st, const nsa_cu_
  * one stage 31.1 ms vs two 35.7; Dk=192 two stages 40.3 ms vs one 43.4). */
 template <typename T, int ST>
 static nsa_status launch16_st(nsa_context *ctx, nsa_cu_stream st, const nsa_cu_params *P) {
-    if (P->Dk == 64) return launch16_pad<T, 64, 64, ST>(ctx, st, P);
-    if (P->Dk == 128) return launch16_pad<T, 128, 128, ST>(ctx, st, P);
-    return launch16_pad<T, 192, 128, ST>(ctx, st, P);
+#define S16_DIMS(DK, DV) \
+    if (P->Dk == DK && P->Dv == DV) return launch16_pad<T, DK, DV, ST>(ctx, st, P);
+    NSA_CU_TC_DIMS(S16_DIMS)
+#undef S16_DIMS
+    return NSA_CU_TC_DIMS_FAIL(ctx, P->Dk, P->Dv);
 }
 
 template <typename T>

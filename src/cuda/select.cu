@@ -173,7 +173,7 @@ nsa_status nsa_cu_select(nsa_context *ctx, nsa_cu_stream st, const nsa_cu_params
     size_t per = (size_t)(P->nsel_max + P->n + 256) * 4;
     int warps = per * SEL_WARPS <= 48 * 1024 ? SEL_WARPS : 1;
     size_t smem = per * (size_t)warps;
-    if (smem > 200 * 1024)
+    if (smem > nsa_cu_smem_budget(nsa_cu_smem_optin()))
         return nsa_fail(ctx, NSA_ERR_UNSUPPORTED, "q: T = %d too long for GPU selection", P->T);
     if (smem > 48 * 1024)
         cudaFuncSetAttribute(select_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,

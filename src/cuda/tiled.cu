@@ -164,7 +164,8 @@ __global__ void __launch_bounds__(TL_THREADS) tiled_kernel(nsa_cu_params P) {
     }
 }
 
-int nsa_cu_tiled_supported(const nsa_shape *s, nsa_branch br, const char **why) {
+int nsa_cu_tiled_supported(const nsa_shape *s, nsa_branch br, size_t smem_optin,
+                           const char **why) {
     nsa_cu_params P;
     P.G = s->G;
     P.Dk = s->Dk;
@@ -173,7 +174,7 @@ int nsa_cu_tiled_supported(const nsa_shape *s, nsa_branch br, const char **why) 
     P.nsel_max = s->nsel_max;
     (void)br;
     if (tl_bytes(&P, 0) + (size_t)(TL_ROWS * 256 + s->nsel_max + s->nsel_max / 32 + 32) * 4 >
-        200 * 1024) {
+        nsa_cu_smem_budget(smem_optin)) {
         *why = "head dims or T too large for the tiled kernel's shared memory";
         return 0;
     }
@@ -183,7 +184,7 @@ int nsa_cu_tiled_supported(const nsa_shape *s, nsa_branch br, const char **why) 
 template <typename T, typename TK, int BR>
 static nsa_status launch(nsa_context *ctx, nsa_cu_stream st, const nsa_cu_params *P) {
     size_t smem = tl_bytes(P, BR == NSA_BRANCH_SEL);
-    if (smem > 227 * 1024)
+    if (smem > nsa_cu_smem_optin())
         return nsa_fail(ctx, NSA_ERR_UNSUPPORTED, "cfg.Dk: %d, Dv %d, n %d exceed the tiled "
                         "kernel's shared memory", P->Dk, P->Dv, P->n);
     NSA_TRY(nsa_cu_check(ctx, cudaFuncSetAttribute(tiled_kernel<T, TK, BR>,

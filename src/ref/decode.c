@@ -1,15 +1,15 @@
 // SPDX-License-Identifier: Apache-2.0
-/* decode.c — nsa_decode_step on the reference: one token per active row is pushed into the
+/* decode.c — the reference decode step: one token per active row is pushed into the
  * cache (nsa_kv_push), then its attention is nsa_ref_row — the very function the reference
  * prefill calls per row — over the cache's keys/values, so decode equals prefill bitwise.
  * Not fast: each step converts the row's sel history to double (O(S) conversions); the read
  * counters count what the attention read (nsa_ref_row's reads), which is what a kernel reading
  * the cache in place touches. NSA_FORCE_BRANCH and NSA_STRICT_ASSERTS apply as in the forward.
- * Invariant: every argument is validated and every scratch buffer allocated before the cache
- * changes, so a failed step leaves the cache exactly as it was.
+ * Pure reference: the dispatch layer (src/route/kv_api.c) validated the call and routed it here.
+ * Invariant: every scratch buffer is allocated before the cache changes, so a failed step leaves
+ * the cache exactly as it was.
  */
 #include "kv_cache.h"
-#include "../route/route.h"
 
 #include <stdlib.h>
 
@@ -147,69 +147,16 @@ static nsa_status step_row(nsa_context *ctx, nsa_kv_cache *c, const nsa_decode_a
     return NSA_OK;
 }
 
-nsa_status nsa_decode_step(nsa_context *ctx, nsa_kv_cache *c, const nsa_decode_args *a) {
-    if (!ctx) return NSA_ERR_INVALID_ARG;
-    nsa_clear(ctx);
-    if (!c) return nsa_fail(ctx, NSA_ERR_INVALID_ARG, "cache: NULL pointer");
-    if (!a) return nsa_fail(ctx, NSA_ERR_INVALID_ARG, "args: NULL pointer");
-    NSA_TRY(nsa_kv_check_cfg(ctx, c, &a->cfg));
-    const nsa_config *g = &c->desc.cfg;
-    const nsa_dtype dt = c->desc.dtype;
-    const nsa_device_kind dev = c->desc.device.kind;
+nsa_status nsa_ref_decode_step(nsa_context *ctx, nsa_kv_cache *c, const nsa_decode_args *a) {
     const int B = c->desc.B;
-    int64_t qs[4] = {B, 1, g->Hq, g->Dk}, gs[4] = {B, 1, g->Hq, 3}, os[4] = {B, 1, g->Hq, g->Dv};
-    int64_t ks[4] = {B, 1, g->Hkv, g->Dk}, vs[4] = {B, 1, g->Hkv, g->Dv};
-    NSA_TRY(nsa_check_tensor(ctx, "q", &a->q, dt, dev, 4, qs));
-    NSA_TRY(nsa_check_tensor(ctx, "k_cmp", &a->k_cmp, dt, dev, 4, ks));
-    NSA_TRY(nsa_check_tensor(ctx, "v_cmp", &a->v_cmp, dt, dev, 4, vs));
-    NSA_TRY(nsa_check_tensor(ctx, "k_sel", &a->k_sel, dt, dev, 4, ks));
-    NSA_TRY(nsa_check_tensor(ctx, "v_sel", &a->v_sel, dt, dev, 4, vs));
-    if (g->w > 0) {
-        NSA_TRY(nsa_check_tensor(ctx, "k_win", &a->k_win, dt, dev, 4, ks));
-        NSA_TRY(nsa_check_tensor(ctx, "v_win", &a->v_win, dt, dev, 4, vs));
-    }
-    NSA_TRY(nsa_check_tensor(ctx, "gates", &a->gates, dt, dev, 4, gs));
-    NSA_TRY(nsa_check_tensor(ctx, "out", &a->out, dt, dev, 4, os));
-    int64_t bs[4] = {B, 1, g->Hkv, g->n};
-    NSA_TRY(nsa_check_opt_tensor(ctx, "sel_blocks", &a->sel_blocks, NSA_DTYPE_I32, dev, 4, bs));
-    if (nsa_present(&a->sel_blocks) && dev == NSA_DEVICE_CUDA)
-        return nsa_fail(ctx, NSA_ERR_UNSUPPORTED, "sel_blocks: a decode step reports its blocks "
-                        "on CPU caches only in this build");
-
     int64_t t_max = -1;
-    int emits = 0;
-    for (int b = 0; b < B; b++) {
-        if (a->active && !a->active[b]) continue;
-        const int64_t t = c->row[b].len;
-        if (t >= c->desc.max_len)
-            return nsa_fail(ctx, NSA_ERR_CACHE, "cache row %d: full at max_len = %lld (reset it, "
-                            "or make a longer cache)", b, (long long)c->desc.max_len);
-        if (t > t_max) t_max = t;
-        emits |= nsa_kv_emits(g, t);
-    }
-    if (c->desc.cmp_external && emits) {
-        NSA_TRY(nsa_check_tensor(ctx, "kc_new", &a->kc_new, dt, dev, 4, ks));
-        NSA_TRY(nsa_check_tensor(ctx, "vc_new", &a->vc_new, dt, dev, 4, vs));
-    } else if (!c->desc.cmp_external && (nsa_present(&a->kc_new) || nsa_present(&a->vc_new))) {
-        return nsa_fail(ctx, NSA_ERR_INVALID_ARG, "kc_new: only for a cmp_external cache (this "
-                        "one computes φ = avg from k_cmp)");
-    }
-    if (t_max < 0) return NSA_OK; /* no active row */
-    if (dev == NSA_DEVICE_CUDA) { /* src/cuda/decode_*.cu: no host wait */
-        nsa_device_caps caps;
-        char why[NSA_REASON_LEN];
-        NSA_TRY(nsa_device_caps_of(ctx, c->desc.device, &caps));
-        int fast = nsa_route_decode_fast(ctx, &caps, why, sizeof why);
-        nsa_log_once(ctx, "decode.route", "%s", why);
-        ctx->counters.calls++;
-        return nsa_device_cuda_decode(ctx, c, a, fast);
-    }
-
+    for (int b = 0; b < B; b++)
+        if ((!a->active || a->active[b]) && c->row[b].len > t_max) t_max = c->row[b].len;
+    if (t_max < 0) return NSA_OK;
     step_scratch s;
     if (!scratch_init(&s, c, t_max))
         return nsa_fail(ctx, NSA_ERR_NOMEM, "decode: out of memory for the step's scratch "
                         "(positions up to %lld)", (long long)t_max);
-    ctx->counters.calls++;
     nsa_kv_src src = {&a->k_cmp, &a->v_cmp, &a->k_sel, &a->v_sel, &a->k_win, &a->v_win,
                       &a->kc_new, &a->vc_new};
     for (int b = 0; b < B; b++) {

@@ -31,7 +31,7 @@
  *
  * ---- How a CUDA backend plugs in ----------------------------------------------------------
  * 1. src/cuda/device.cu defines every function declared at the end of this file (the CPU build
- *    defines them in src/core/device_cpu.c; CMake drops that file when src/cuda/device.cu
+ *    defines them in src/route/device_cpu.c; CMake drops that file when src/cuda/device.cu
  *    exists): device count and caps, the toolchain, the CUDA pipeline, the CUDA backend list.
  * 2. The CUDA pipeline fills nsa_fwd_work with device buffers: its element type for o/lse is its
  *    own choice (documented in src/cuda), ranges and blocks are i32 device arrays. It must offer
@@ -53,6 +53,7 @@ extern "C" {
 #endif
 
 #include "../ref/ref.h"
+#include "../core/kv_cache.h"
 
 #define NSA_BRANCH_BIT(b) (1u << (unsigned)(b))
 #define NSA_BRANCHES_ALL (NSA_BRANCH_BIT(NSA_BRANCH_CMP) | NSA_BRANCH_BIT(NSA_BRANCH_SEL) | \
@@ -100,7 +101,41 @@ typedef struct nsa_pipeline {
     nsa_status (*finish)(nsa_context *ctx, nsa_fwd_work *w);
     /* frees everything begin allocated; safe after a failed or partial begin */
     void (*end)(nsa_fwd_work *w);
+    /* the device's KV-cache operations (src/core/kv_cache.h) */
+    const nsa_kv_ops *kv;
 } nsa_pipeline;
+
+/* Operands a tensor-core kernel loads 16 bytes at a time (bits of nsa_call.aligned). */
+enum {
+    NSA_OPND_Q = 1,    /* q                                            */
+    NSA_OPND_CMP = 2,  /* k_cmp, v_cmp as given (read when cmp_given)  */
+    NSA_OPND_SEL = 4,  /* k_sel, v_sel                                 */
+    NSA_OPND_WIN = 8,  /* k_win, v_win                                 */
+    NSA_OPND_DOUT = 16 /* dout (backward)                              */
+};
+#define NSA_OPND_ALL 31u
+
+/* The call the router and every supports() see: the problem plus what only the call's tensors
+ * tell (a kernel's launcher refuses what the problem alone cannot show). nsa_route_explain,
+ * which has no tensors, describes contiguous aligned operands. */
+typedef struct {
+    nsa_route_problem p;
+    unsigned aligned; /* NSA_OPND_* bits: present, D-contiguous rows on 16-byte boundaries     */
+    int cmp_given;    /* 1: k_cmp/v_cmp hold compressed tokens (nsa_fwd_args.cmp_compressed)  */
+} nsa_call;
+
+/* The rule of 16-byte operand loads, shared by the router (nsa_call_of) and the CUDA launchers:
+ * a non-NULL base on a 16-byte boundary, unit stride along D, and the other strides and D
+ * multiples of 8 elements. */
+static inline int nsa_rows16(const void *p, int64_t s0, int64_t s1, int64_t s2, int64_t sd,
+                             int64_t D) {
+    return p && sd == 1 && ((uintptr_t)p % 16) == 0 && s0 % 8 == 0 && s1 % 8 == 0 &&
+           s2 % 8 == 0 && D % 8 == 0;
+}
+
+/* Whether the operands branch br of c reads on a tensor-core role meet nsa_rows16 (q, that
+ * branch's keys and values, dout for the backward); else 0 with *why (static). */
+int nsa_call_tc_operands(const nsa_call *c, nsa_branch br, const char **why);
 
 typedef struct nsa_backend nsa_backend;
 struct nsa_backend {
@@ -108,9 +143,11 @@ struct nsa_backend {
     nsa_role role;
     unsigned branches;       /* NSA_BRANCH_BIT of each branch it serves, | NSA_BACKEND_OPT_IN  */
     nsa_device_kind device;
-    /* 1 when it can run branch br of p on dev; else 0 with why (a short phrase, no period),
-     * e.g. "Dk=192 > 128". Cheap and pure: the router calls it for every decision. */
-    int (*supports)(const nsa_backend *self, const nsa_route_problem *p, nsa_branch br,
+    /* 1 when it can run branch br of call c on dev; else 0 with why (a short phrase, no
+     * period), e.g. "Dk=192 > 128". It sees what the launcher will see (strides, alignment,
+     * empty tensors), so a launcher never refuses a call the router gave it. Cheap and pure:
+     * the router calls it for every decision. */
+    int (*supports)(const nsa_backend *self, const nsa_call *c, nsa_branch br,
                     const nsa_device_caps *dev, char *why, size_t why_len);
     /* forward of branch br: writes w->o[br] and w->lse[br] (sel reads w->ranges). A kernel
      * failure returns its status (NSA_ERR_CUDA, ...) with the context message set. */
@@ -125,6 +162,11 @@ struct nsa_backend {
     void (*span)(const nsa_backend *self, nsa_branch br, const nsa_fwd_work *w, int64_t t,
                  int64_t *lo, int64_t *hi);
     const void *impl;        /* backend private constants                                     */
+    /* optional: one decode step of every active row of cache c (a validated by
+     * nsa_decode_check, the step routed here as NSA_PASS_DECODE: this backend serves all three
+     * branches of the step). NULL: the backend does not decode. */
+    nsa_status (*decode)(nsa_context *ctx, const nsa_backend *self, nsa_kv_cache *c,
+                         const nsa_decode_args *a);
 };
 
 /* ---- the router and the table (src/route/router.c, src/route/backends.c) ---- */
@@ -140,9 +182,12 @@ typedef struct {
 
 /* The routing problem of call a (shape s from nsa_args_check_fwd) for pass. */
 nsa_route_problem nsa_route_problem_of(const nsa_fwd_args *a, const nsa_shape *s, nsa_pass pass);
+/* The call a (and g for the backward, else NULL) for pass: its problem and operand facts. */
+nsa_call nsa_call_of(const nsa_fwd_args *a, const nsa_bwd_args *g, const nsa_shape *s,
+                     nsa_pass pass);
 
-/* Decides every branch of p on dev from ctx's flags and profiles (nsa_route_explain's engine). */
-nsa_status nsa_route_plan(nsa_context *ctx, const nsa_route_problem *p, const nsa_device_caps *dev,
+/* Decides every branch of c on dev from ctx's flags and profiles (nsa_route_explain's engine). */
+nsa_status nsa_route_plan(nsa_context *ctx, const nsa_call *c, const nsa_device_caps *dev,
                           nsa_route_plan_t *out);
 
 /* Every backend known to this process: the built-in table, then the device's list, then those
@@ -165,7 +210,7 @@ extern const nsa_pipeline nsa_cpu_pipeline;
 /* The CPU reference backend: every branch, every dtype, every shape. */
 extern const nsa_backend nsa_backend_ref_cpu;
 
-/* ---- device hooks: src/core/device_cpu.c (CPU build) or src/cuda/device.cu (CUDA build) ---- */
+/* ---- device hooks: src/route/device_cpu.c (CPU build) or src/cuda/device.cu (CUDA build) ---- */
 
 /* Usable CUDA devices (0 without CUDA or without a driver). */
 int nsa_device_cuda_count(void);
@@ -179,12 +224,15 @@ const nsa_pipeline *nsa_device_cuda_pipeline(void);
 const nsa_backend *const *nsa_device_cuda_backends(int *count);
 /* The backward hook (additive): gradients g of fwd for tensors on a CUDA device (both already
  * validated; s from nsa_args_check_fwd), branch br on role[br] (the router's choice for
- * NSA_PASS_BACKWARD; backends accept that pass through nsa_cuda_bwd_role_supported), gates
- * replaced by one-hot when force_branch >= 0. Deterministic; src/cuda/bwd_pipeline.cu defines
- * it (docs/cuda_backward.md); NSA_ERR_UNSUPPORTED in a CPU build. */
+ * NSA_PASS_BACKWARD; backends accept that pass through nsa_cuda_bwd_role_supported), the
+ * selection recomputed (when needed) by a forward on fwd_role (the router's choice for
+ * NSA_PASS_FORWARD), gates replaced by one-hot when force_branch >= 0. Deterministic;
+ * src/cuda/bwd_pipeline.cu defines it (docs/cuda_backward.md); NSA_ERR_UNSUPPORTED in a CPU
+ * build. */
 nsa_status nsa_device_cuda_backward(nsa_context *ctx, const nsa_fwd_args *fwd,
                                     const nsa_bwd_args *g, const nsa_shape *s,
-                                    const nsa_role role[3], int force_branch);
+                                    const nsa_role role[3], const nsa_role fwd_role[3],
+                                    int force_branch);
 
 #ifdef __cplusplus
 }

@@ -45,7 +45,8 @@ const nsa_backend *const *nsa_backends_all(int *count) {
 }
 
 nsa_status nsa_backend_register(const nsa_backend *be) {
-    if (!be || !be->name || !be->supports || !be->fwd || !(be->branches & NSA_BRANCHES_ALL) ||
+    if (!be || !be->name || !be->supports || !(be->fwd || be->decode) ||
+        !(be->branches & NSA_BRANCHES_ALL) ||
         (unsigned)be->role >= NSA_ROLE_COUNT)
         return NSA_ERR_INVALID_ARG;
     if (nregistered == NSA_REGISTER_MAX) return NSA_ERR_INVALID_ARG;
@@ -95,6 +96,17 @@ static int arch_compiled(const nsa_toolchain *tc, int sm) {
     return 0;
 }
 
+/* Opt-in shared memory per block of an architecture (CUDA C Programming Guide, compute
+ * capability table); the 48 KB every architecture grants without opt-in where not listed. */
+static int64_t smem_optin_of(int sm) {
+    switch (sm) {
+    case 80: case 87: return 163 * 1024;
+    case 86: case 89: return 99 * 1024;
+    case 90: return 227 * 1024;
+    default: return 48 * 1024;
+    }
+}
+
 nsa_status nsa_device_caps_named(const char *name, nsa_device_caps *out) {
     if (!name || !out) return NSA_ERR_INVALID_ARG;
     memset(out, 0, sizeof *out);
@@ -112,6 +124,7 @@ nsa_status nsa_device_caps_named(const char *name, nsa_device_caps *out) {
     out->kind = NSA_DEVICE_CUDA;
     out->sm = sm;
     out->compiled = arch_compiled(&tc, sm);
+    out->smem_per_block = smem_optin_of(sm);
     snprintf(out->name, sizeof out->name, "sm%d (named)", sm);
     return NSA_OK;
 }

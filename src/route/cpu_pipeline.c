@@ -8,6 +8,7 @@
  * bitwise (same primitives, same order of every sum, acc = double).
  */
 #include "route.h"
+#include "../ref/kv_cache.h"
 
 #include <math.h>
 #include <omp.h>
@@ -297,15 +298,22 @@ static nsa_status cpu_finish(nsa_context *ctx, nsa_fwd_work *w) {
 
 const nsa_pipeline nsa_cpu_pipeline = {
     "cpu", NSA_DEVICE_CPU, cpu_begin, cpu_select, cpu_finite, cpu_to_host, cpu_finish, cpu_end,
+    &nsa_ref_kv_ops,
 };
 
-static int ref_supports(const nsa_backend *self, const nsa_route_problem *p, nsa_branch br,
+static int ref_supports(const nsa_backend *self, const nsa_call *c, nsa_branch br,
                         const nsa_device_caps *dev, char *why, size_t why_len) {
-    (void)self, (void)p, (void)br, (void)dev, (void)why, (void)why_len;
+    (void)self, (void)c, (void)br, (void)dev, (void)why, (void)why_len;
     return 1;
+}
+
+static nsa_status ref_decode(nsa_context *ctx, const nsa_backend *self, nsa_kv_cache *c,
+                             const nsa_decode_args *a) {
+    (void)self;
+    return nsa_ref_decode_step(ctx, c, a);
 }
 
 const nsa_backend nsa_backend_ref_cpu = {
     "ref", NSA_ROLE_REF, NSA_BRANCHES_ALL, NSA_DEVICE_CPU, ref_supports, ref_fwd, NULL, NULL,
-    NULL,
+    NULL, ref_decode,
 };

@@ -19,20 +19,6 @@ static void tag_of(const nsa_backend *be, const char *what, char *tag, size_t le
     snprintf(tag, len, "%s.%s", pre, what);
 }
 
-nsa_route_problem nsa_route_problem_of(const nsa_fwd_args *a, const nsa_shape *s,
-                                       nsa_pass pass) {
-    nsa_route_problem p;
-    memset(&p, 0, sizeof p);
-    p.cfg = a->cfg;
-    p.B = s->B;
-    p.T = s->T;
-    p.dtype = s->dt;
-    p.pass = pass;
-    p.n_docs = s->n_docs;
-    p.max_seqlen = s->max_seqlen;
-    return p;
-}
-
 /* Prefixes the message of a failed step of document i of a packed call with the document. */
 static nsa_status doc_fail(nsa_context *ctx, nsa_status st, const nsa_shape *s, int64_t i) {
     char msg[NSA_MSG_LEN];
@@ -42,23 +28,27 @@ static nsa_status doc_fail(nsa_context *ctx, nsa_status st, const nsa_shape *s, 
 }
 
 /* Routes the call and applies what holds for every path: counters, unsupported notices. */
-static nsa_status route(nsa_context *ctx, const nsa_fwd_args *a, const nsa_shape *s,
-                        nsa_pass pass, nsa_route_problem *p, nsa_route_plan_t *plan) {
-    *p = nsa_route_problem_of(a, s, pass);
+static nsa_status route(nsa_context *ctx, const nsa_fwd_args *a, const nsa_bwd_args *g,
+                        const nsa_shape *s, nsa_pass pass, nsa_call *c, nsa_route_plan_t *plan) {
+    *c = nsa_call_of(a, g, s, pass);
     nsa_device_caps caps;
     NSA_TRY(nsa_device_caps_of(ctx, a->q.device, &caps));
-    NSA_TRY(nsa_route_plan(ctx, p, &caps, plan));
-    for (int b = 0; b < 3; b++) {
+    NSA_TRY(nsa_route_plan(ctx, c, &caps, plan));
+    for (int b = 0; b < 3; b++)
         if (!plan->be[b])
             return nsa_fail(ctx, NSA_ERR_UNSUPPORTED, "%s branch: no backend can run it on %s: %s",
                             nsa_branch_name((nsa_branch)b), caps.name, plan->d.reason[b]);
-        if (plan->declined[b]) {
-            char tag[48];
-            const nsa_backend probe = {.role = plan->d.wanted[b]};
-            tag_of(&probe, "unsupported", tag, sizeof tag);
-            ctx->counters.fallback_unsupported++;
-            nsa_log_once(ctx, tag, "%s: %s", nsa_branch_name((nsa_branch)b), plan->d.reason[b]);
-        }
+    /* what runs, once per context and pass: nsa_route_explain says the same (a test checks) */
+    nsa_log_once(ctx, pass == NSA_PASS_FORWARD ? "forward.route" : "backward.route",
+                 "cmp %s, sel %s, win %s", plan->d.backend[0], plan->d.backend[1],
+                 plan->d.backend[2]);
+    for (int b = 0; b < 3; b++) {
+        if (!plan->declined[b]) continue;
+        char tag[48];
+        const nsa_backend probe = {.role = plan->d.wanted[b]};
+        tag_of(&probe, "unsupported", tag, sizeof tag);
+        ctx->counters.fallback_unsupported++;
+        nsa_log_once(ctx, tag, "%s: %s", nsa_branch_name((nsa_branch)b), plan->d.reason[b]);
     }
     if (ctx->flags.force_branch >= 0)
         nsa_log_once(ctx, "gate.force", "NSA_FORCE_BRANCH=%s: gates replaced by one-hot "
@@ -233,10 +223,10 @@ nsa_status nsa_forward(nsa_context *ctx, const nsa_fwd_args *a) {
     nsa_clear(ctx);
     nsa_shape s;
     NSA_TRY(nsa_args_check_fwd(ctx, a, &s));
-    nsa_route_problem p;
+    nsa_call c;
     nsa_route_plan_t plan;
-    NSA_TRY(route(ctx, a, &s, NSA_PASS_FORWARD, &p, &plan));
-    if (s.n_docs == 0) return forward_one(ctx, a, &s, &p, &plan);
+    NSA_TRY(route(ctx, a, NULL, &s, NSA_PASS_FORWARD, &c, &plan));
+    if (s.n_docs == 0) return forward_one(ctx, a, &s, &c.p, &plan);
     /* Packed documents: each one a plain call over its own tokens, on the packed call's plan
      * (the router saw the documents; docs/varlen.md). */
     for (int64_t i = 0; i < s.n_docs; i++) {
@@ -270,15 +260,18 @@ static nsa_status strict_backward(nsa_context *ctx, const nsa_fwd_args *fwd, con
     return st;
 }
 
-/* One plain (not packed) backward on the plan. */
+/* One plain (not packed) backward on the plan; fwd_roles: the forward the CUDA backward
+ * recomputes where it needs the selection (what nsa_forward of this call runs). */
 static nsa_status backward_one(nsa_context *ctx, const nsa_fwd_args *fwd, const nsa_bwd_args *g,
-                               const nsa_shape *s, const nsa_route_plan_t *plan) {
+                               const nsa_shape *s, const nsa_route_plan_t *plan,
+                               const nsa_role fwd_roles[3]) {
     if (ctx->flags.strict_asserts) NSA_TRY(strict_backward(ctx, fwd, s));
     if (s->dev == NSA_DEVICE_CUDA) {
         /* the CUDA backward (backend.h's hook) */
         nsa_role roles[3];
         for (int b = 0; b < 3; b++) roles[b] = plan->be[b]->role;
-        return nsa_device_cuda_backward(ctx, fwd, g, s, roles, ctx->flags.force_branch);
+        return nsa_device_cuda_backward(ctx, fwd, g, s, roles, fwd_roles,
+                                        ctx->flags.force_branch);
     }
     nsa_fwd_args a2 = *fwd;
     if (ctx->flags.force_branch >= 0)
@@ -294,21 +287,32 @@ nsa_status nsa_backward(nsa_context *ctx, const nsa_fwd_args *fwd, const nsa_bwd
     nsa_shape s;
     NSA_TRY(nsa_args_check_fwd(ctx, fwd, &s));
     NSA_TRY(nsa_args_check_bwd(ctx, fwd, g, &s));
-    nsa_route_problem p;
+    nsa_call c;
     nsa_route_plan_t plan;
-    NSA_TRY(route(ctx, fwd, &s, NSA_PASS_BACKWARD, &p, &plan));
+    NSA_TRY(route(ctx, fwd, g, &s, NSA_PASS_BACKWARD, &c, &plan));
     if (s.dev != NSA_DEVICE_CUDA && !all_ref_cpu(&plan))
         return nsa_fail(ctx, NSA_ERR_UNSUPPORTED, "backward: only the CPU reference runs it "
                         "(routed: cmp %s, sel %s, win %s)", plan.d.backend[0],
                         plan.d.backend[1], plan.d.backend[2]);
-    if (s.n_docs == 0) return backward_one(ctx, fwd, g, &s, &plan);
+    /* the forward decision too: the CUDA backward recomputes what nsa_forward runs */
+    nsa_role fwd_roles[3] = {NSA_ROLE_REF, NSA_ROLE_REF, NSA_ROLE_REF};
+    if (s.dev == NSA_DEVICE_CUDA) {
+        nsa_device_caps caps;
+        nsa_route_plan_t fplan;
+        const nsa_call fc = nsa_call_of(fwd, NULL, &s, NSA_PASS_FORWARD);
+        NSA_TRY(nsa_device_caps_of(ctx, fwd->q.device, &caps));
+        NSA_TRY(nsa_route_plan(ctx, &fc, &caps, &fplan));
+        for (int b = 0; b < 3; b++)
+            if (fplan.be[b]) fwd_roles[b] = fplan.be[b]->role;
+    }
+    if (s.n_docs == 0) return backward_one(ctx, fwd, g, &s, &plan, fwd_roles);
     for (int64_t i = 0; i < s.n_docs; i++) {
         nsa_fwd_args ai;
         nsa_shape si;
         nsa_bwd_args gi;
         nsa_varlen_doc(fwd, &s, i, &ai, &si);
         nsa_varlen_doc_grads(fwd, g, &s, i, &gi);
-        nsa_status st = backward_one(ctx, &ai, &gi, &si, &plan);
+        nsa_status st = backward_one(ctx, &ai, &gi, &si, &plan, fwd_roles);
         if (st != NSA_OK) return doc_fail(ctx, st, &s, i);
     }
     return NSA_OK;

@@ -45,12 +45,6 @@ nsa_status nsa_profiles_init(nsa_context *ctx);
 /* Writes a profile as the `key: value` lines of its file. */
 void nsa_profile_format(const nsa_profile *p, char *buf, size_t len);
 
-/* Decode on device caps: 1 for the fast (split-key, f32) CUDA step, 0 for the reference step
- * (double). The fast step runs where the device's profile accepted its parity, unless
- * NSA_FORCE_PARITY=1. why (len bytes) gets the reason. Pure, like nsa_route_explain. */
-int nsa_route_decode_fast(const nsa_context *ctx, const nsa_device_caps *caps, char *why,
-                          size_t len);
-
 /* ---- flags (flags.c) ---- */
 void nsa_flags_default(nsa_flags *f);
 nsa_status nsa_flags_from_env(nsa_context *ctx, nsa_flags *out);
@@ -74,5 +68,9 @@ const nsa_backend *nsa_backend_nth(int i);
 
 /* Caps of the device a call's tensors live on (CPU, or CUDA device index). */
 nsa_status nsa_device_caps_of(nsa_context *ctx, nsa_device dev, nsa_device_caps *out);
+
+/* The KV-cache operations of the device cache c lives on (NSA_ERR_UNSUPPORTED naming
+ * desc.device when this build has none: a CUDA cache in a CPU build). */
+nsa_status nsa_kv_ops_of(nsa_context *ctx, const nsa_kv_cache *c, const nsa_kv_ops **out);
 
 #endif /* NSA_ROUTE_ROUTE_H */

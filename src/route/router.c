@@ -69,6 +69,10 @@ static nsa_role policy_fa2(const nsa_flags *f, const nsa_profile *prof, const ch
         say(r, "; window branch off (w=0): nothing to accelerate");
         return base;
     }
+    if (!win && len == 0) {
+        say(r, "; no complete compressed block (T < l): nothing to accelerate");
+        return base;
+    }
     int want = bflag >= 0 ? bflag : f->use_fa2;
     const char *who = bflag >= 0 ? bname : "NSA_USE_FA2";
     if (want == 0) {
@@ -98,6 +102,31 @@ static nsa_role policy_fa2(const nsa_flags *f, const nsa_profile *prof, const ch
     }
     say(r, "; FA-2 (%s), %lld keys/query >= cutoff %lld (%s)", who, (long long)len,
         (long long)cut, cwho);
+    return NSA_ROLE_FA2;
+}
+
+/* Policy for a decode step (all branches at once): the split-key step, role fa2, where the
+ * device's profile accepted its parity; else the reference step. */
+static nsa_role policy_decode(const nsa_flags *f, const nsa_profile *prof,
+                              const nsa_device_caps *dev, char *r) {
+    if (dev->kind == NSA_DEVICE_CPU) {
+        say(r, "reference step (the CPU decodes on the reference)");
+        return NSA_ROLE_REF;
+    }
+    if (f->force_parity) {
+        say(r, "reference step (NSA_FORCE_PARITY=1)");
+        return NSA_ROLE_REF;
+    }
+    if (!prof) {
+        say(r, "reference step: no profile for sm%d", dev->sm);
+        return NSA_ROLE_REF;
+    }
+    if (!prof->decode_fast_parity_accepted) {
+        say(r, "reference step: split-key parity not accepted on sm%d (%s)", dev->sm,
+            prof->source);
+        return NSA_ROLE_REF;
+    }
+    say(r, "split-key step: parity accepted on sm%d (%s)", dev->sm, prof->source);
     return NSA_ROLE_FA2;
 }
 
@@ -147,10 +176,10 @@ static nsa_role policy_sel(const nsa_flags *f, const nsa_profile *prof, const ch
     return NSA_ROLE_FUSED_SEL;
 }
 
-/* The first backend of role for (p, br, dev) whose supports() accepts; appends why others
- * declined. *existed = 1 when some backend of that role and device exists. Opt-in rows count
- * only with NSA_USE_HOPPER=1. */
-static const nsa_backend *find(const nsa_flags *f, const nsa_route_problem *p, nsa_branch br,
+/* The first backend of role for (c, br, dev) with an entry for c's pass whose supports()
+ * accepts; appends why others declined. *existed = 1 when some such backend exists. Opt-in
+ * rows count only with NSA_USE_HOPPER=1. */
+static const nsa_backend *find(const nsa_flags *f, const nsa_call *c, nsa_branch br,
                                const nsa_device_caps *dev, nsa_role role, char *r, int *existed) {
     *existed = 0;
     const nsa_backend *be;
@@ -158,16 +187,17 @@ static const nsa_backend *find(const nsa_flags *f, const nsa_route_problem *p, n
         if (be->role != role || be->device != dev->kind || !(be->branches & NSA_BRANCH_BIT(br)) ||
             ((be->branches & NSA_BACKEND_OPT_IN) && !f->use_hopper))
             continue;
+        if (c->p.pass == NSA_PASS_DECODE ? !be->decode : !be->fwd) continue; /* no such entry */
         *existed = 1;
         char why[NSA_REASON_LEN] = "";
-        if (be->supports(be, p, br, dev, why, sizeof why)) return be;
+        if (be->supports(be, c, br, dev, why, sizeof why)) return be;
         say(r, "; %s declines: %s", be->name, why[0] ? why : "unsupported");
     }
     return NULL;
 }
 
 /* Binds branch br: wanted role, else base role, else the reference. */
-static void bind(const nsa_flags *f, const nsa_toolchain *tc, const nsa_route_problem *p,
+static void bind(const nsa_flags *f, const nsa_toolchain *tc, const nsa_call *c,
                  nsa_branch br, const nsa_device_caps *dev, nsa_role wanted,
                  nsa_route_plan_t *out) {
     char *r = out->d.reason[br];
@@ -186,7 +216,7 @@ static void bind(const nsa_flags *f, const nsa_toolchain *tc, const nsa_route_pr
     for (int k = 0; k < 3; k++) {
         if (k > 0 && chain[k] == chain[k - 1]) continue;
         int existed = 0;
-        const nsa_backend *be = find(f, p, br, dev, chain[k], r, &existed);
+        const nsa_backend *be = find(f, c, br, dev, chain[k], r, &existed);
         if (be) {
             out->be[br] = be;
             out->d.backend[br] = be->name;
@@ -212,21 +242,20 @@ static void bind(const nsa_flags *f, const nsa_toolchain *tc, const nsa_route_pr
 /* Where a failed step of bound backend `bound` reruns: the base role's backend, else the
  * reference's, whichever is not `bound` itself (quiet: no reason text). NULL or `bound` when
  * there is nothing safer. */
-static const nsa_backend *fallback_of(const nsa_flags *f, const nsa_route_problem *p,
+static const nsa_backend *fallback_of(const nsa_flags *f, const nsa_call *c,
                                       nsa_branch br, const nsa_device_caps *dev,
                                       const nsa_backend *bound) {
     char scratch[NSA_REASON_LEN] = "";
     int existed;
     const nsa_backend *be = NULL;
     nsa_role base = base_role(f, br);
-    if (base != NSA_ROLE_REF && dev->compiled) be = find(f, p, br, dev, base, scratch, &existed);
-    if (!be || be == bound) be = find(f, p, br, dev, NSA_ROLE_REF, scratch, &existed);
+    if (base != NSA_ROLE_REF && dev->compiled) be = find(f, c, br, dev, base, scratch, &existed);
+    if (!be || be == bound) be = find(f, c, br, dev, NSA_ROLE_REF, scratch, &existed);
     return be ? be : bound;
 }
 
 static nsa_status check_problem(nsa_context *ctx, const nsa_route_problem *p,
                                 const nsa_device_caps *dev) {
-    if (!p) return nsa_fail(ctx, NSA_ERR_INVALID_ARG, "problem: NULL pointer");
     if (!dev) return nsa_fail(ctx, NSA_ERR_INVALID_ARG, "dev: NULL pointer");
     NSA_TRY(nsa_check_config(ctx, &p->cfg));
     if (p->B < 0) return nsa_fail(ctx, NSA_ERR_INVALID_ARG, "problem.B: %lld < 0", (long long)p->B);
@@ -247,8 +276,10 @@ static nsa_status check_problem(nsa_context *ctx, const nsa_route_problem *p,
     return NSA_OK;
 }
 
-nsa_status nsa_route_plan(nsa_context *ctx, const nsa_route_problem *p, const nsa_device_caps *dev,
+nsa_status nsa_route_plan(nsa_context *ctx, const nsa_call *c, const nsa_device_caps *dev,
                           nsa_route_plan_t *out) {
+    if (!c) return nsa_fail(ctx, NSA_ERR_INVALID_ARG, "problem: NULL pointer");
+    const nsa_route_problem *p = &c->p;
     NSA_TRY(check_problem(ctx, p, dev));
     memset(out, 0, sizeof *out);
     const nsa_flags *f = &ctx->flags;
@@ -272,7 +303,9 @@ nsa_status nsa_route_plan(nsa_context *ctx, const nsa_route_problem *p, const ns
         const nsa_branch br = (nsa_branch)b;
         char *r = out->d.reason[br];
         nsa_role wanted;
-        if (f->force_parity) {
+        if (p->pass == NSA_PASS_DECODE) {
+            wanted = policy_decode(f, prof, dev, r);
+        } else if (f->force_parity) {
             say(r, "reference (NSA_FORCE_PARITY=1: every branch, fast paths bypassed)");
             wanted = NSA_ROLE_REF;
         } else if (varlen_ref) {
@@ -286,11 +319,11 @@ nsa_status nsa_route_plan(nsa_context *ctx, const nsa_route_problem *p, const ns
             wanted = policy_fa2(f, prof, devname, p, br, r);
         }
         out->d.wanted[br] = wanted;
-        nsa_flags eff = *f;
-        if (f->force_parity || varlen_ref)
+        nsa_flags eff = *f; /* a decode step has no masked/packed variant: wanted, else ref */
+        if (f->force_parity || varlen_ref || p->pass == NSA_PASS_DECODE)
             eff.use_win_mask = eff.use_cmp_mask = eff.use_sel_pack = 0;
-        bind(&eff, &ctx->toolchain, p, br, dev, wanted, out);
-        out->fallback[br] = fallback_of(&eff, p, br, dev, out->be[br]);
+        bind(&eff, &ctx->toolchain, c, br, dev, wanted, out);
+        out->fallback[br] = fallback_of(&eff, c, br, dev, out->be[br]);
     }
     return NSA_OK;
 }
@@ -300,28 +333,10 @@ nsa_status nsa_route_explain(nsa_context *ctx, const nsa_route_problem *p,
     if (!ctx) return NSA_ERR_INVALID_ARG;
     nsa_clear(ctx);
     if (!out) return nsa_fail(ctx, NSA_ERR_INVALID_ARG, "out: NULL pointer");
+    if (!p) return nsa_fail(ctx, NSA_ERR_INVALID_ARG, "problem: NULL pointer");
+    const nsa_call c = {*p, NSA_OPND_ALL, 0}; /* no tensors: contiguous, aligned operands */
     nsa_route_plan_t plan;
-    NSA_TRY(nsa_route_plan(ctx, p, dev, &plan));
+    NSA_TRY(nsa_route_plan(ctx, &c, dev, &plan));
     *out = plan.d;
     return NSA_OK;
-}
-
-int nsa_route_decode_fast(const nsa_context *ctx, const nsa_device_caps *caps, char *why,
-                          size_t len) {
-    const nsa_profile *prof = nsa_profiles_find(ctx->profiles, caps->sm);
-    int fast = 0;
-    if (ctx->flags.force_parity)
-        snprintf(why, len, "reference step (NSA_FORCE_PARITY=1)");
-    else if (!caps->compiled)
-        snprintf(why, len, "reference step: no code for sm%d in this build", caps->sm);
-    else if (!prof)
-        snprintf(why, len, "reference step: no profile for sm%d", caps->sm);
-    else if (!prof->decode_fast_parity_accepted)
-        snprintf(why, len, "reference step: split-key parity not accepted on sm%d (%s)", caps->sm,
-                 prof->source);
-    else {
-        fast = 1;
-        snprintf(why, len, "split-key step: parity accepted on sm%d (%s)", caps->sm, prof->source);
-    }
-    return fast;
 }

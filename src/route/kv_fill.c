@@ -1,11 +1,12 @@
 // SPDX-License-Identifier: Apache-2.0
-/* kv_fill.c — filling a KV cache from whole tensors: nsa_kv_cache_prefill (a forward that also
- * fills the cache) and nsa_kv_cache_append (fills without attention).
- * Not the decode step (decode.c). Both push token by token through nsa_kv_push, the function a
- * decode step uses, so every path leaves a row in the same state for the same tokens.
+/* kv_fill.c — the public entry points that fill a KV cache from whole tensors:
+ * nsa_kv_cache_prefill (a routed forward that also fills the cache) and nsa_kv_cache_append
+ * (fills without attention), both through the device's nsa_kv_ops.fill.
+ * Not the decode step (kv_api.c). The CPU fill pushes token by token through nsa_kv_push, the
+ * function a decode step uses, so every path leaves a row in the same state for the same tokens.
  * Invariant: everything is validated before the first byte of the cache changes.
  */
-#include "kv_cache.h"
+#include "route.h"
 
 /* Rows [b0, b0 + Bp) exist. */
 static nsa_status check_rows(nsa_context *ctx, const nsa_kv_cache *c, int64_t b0, int64_t Bp,
@@ -24,16 +25,12 @@ static nsa_status check_room(nsa_context *ctx, const nsa_kv_cache *c, int64_t b,
     return NSA_OK;
 }
 
-/* Pushes T tokens of src's rows 0..Bp-1 into the empty cache rows b0..b0+Bp-1. */
-static nsa_status fill(nsa_context *ctx, nsa_kv_cache *c, const nsa_kv_src *src, int64_t b0,
-                       int64_t Bp, int64_t T) {
+/* Fills T tokens of src's rows 0..Bp-1 into the empty cache rows b0..b0+Bp-1 (the device's
+ * nsa_kv_ops.fill). */
+static nsa_status fill(nsa_context *ctx, const nsa_kv_ops *ops, nsa_kv_cache *c,
+                       const nsa_kv_src *src, int64_t b0, int64_t Bp, int64_t T) {
     if (Bp == 0 || T == 0) return NSA_OK; /* an empty document leaves its row empty */
-    if (c->desc.device.kind == NSA_DEVICE_CUDA)
-        return nsa_device_cuda_kv_fill(ctx, c, src, (int)b0, Bp, T, 0);
-    for (int64_t i = 0; i < Bp; i++)
-        for (int64_t t = 0; t < T; t++)
-            nsa_kv_push(c, (int)(b0 + i), src, i, t, nsa_num_cmp(&c->desc.cfg, t + 1) - 1);
-    return NSA_OK;
+    return ops->fill(ctx, c, src, (int)b0, Bp, T, 0);
 }
 
 nsa_status nsa_kv_cache_prefill(nsa_context *ctx, nsa_kv_cache *c, const nsa_fwd_args *fwd,
@@ -76,12 +73,14 @@ nsa_status nsa_kv_cache_prefill(nsa_context *ctx, nsa_kv_cache *c, const nsa_fwd
         return nsa_fail(ctx, NSA_ERR_INVALID_ARG, "extra.raw_k_cmp: only for a cmp_external "
                         "cache (this one computes φ = avg from k_cmp)");
     }
+    const nsa_kv_ops *ops = NULL;
+    NSA_TRY(nsa_kv_ops_of(ctx, c, &ops));
     NSA_TRY(nsa_forward(ctx, fwd));
     const int ext = c->desc.cmp_external;
     if (s.n_docs == 0) {
         nsa_kv_src src = {rk, rv, &fwd->k_sel, &fwd->v_sel, &fwd->k_win, &fwd->v_win,
                           ext ? &fwd->k_cmp : NULL, ext ? &fwd->v_cmp : NULL};
-        return fill(ctx, c, &src, b0, s.B, s.T);
+        return fill(ctx, ops, c, &src, b0, s.B, s.T);
     }
     /* nsa_forward re-read the same offsets into the same context buffer: s.cu is still valid */
     for (int64_t i = 0; i < s.n_docs; i++) {
@@ -94,7 +93,7 @@ nsa_status nsa_kv_cache_prefill(nsa_context *ctx, nsa_kv_cache *c, const nsa_fwd
             nsa_tensor_rows(&fwd->k_cmp, c0, nc),   nsa_tensor_rows(&fwd->v_cmp, c0, nc)};
         nsa_kv_src src = {&v[0], &v[1], &v[2], &v[3], &v[4], &v[5], ext ? &v[6] : NULL,
                           ext ? &v[7] : NULL};
-        NSA_TRY(fill(ctx, c, &src, b0 + i, 1, len));
+        NSA_TRY(fill(ctx, ops, c, &src, b0 + i, 1, len));
     }
     return NSA_OK;
 }
@@ -137,11 +136,9 @@ nsa_status nsa_kv_cache_append(nsa_context *ctx, nsa_kv_cache *c, const nsa_kv_a
         return nsa_fail(ctx, NSA_ERR_INVALID_ARG, "kc: only for a cmp_external cache (this one "
                         "computes φ = avg)");
     }
+    const nsa_kv_ops *ops = NULL;
+    NSA_TRY(nsa_kv_ops_of(ctx, c, &ops));
     nsa_kv_src src = {&a->k_cmp, &a->v_cmp, &a->k_sel, &a->v_sel, &a->k_win, &a->v_win,
                       &a->kc, &a->vc};
-    if (dev == NSA_DEVICE_CUDA) return nsa_device_cuda_kv_fill(ctx, c, &src, a->b0, Bp, T, S0);
-    for (int64_t i = 0; i < Bp; i++)
-        for (int64_t t = 0; t < T; t++)
-            nsa_kv_push(c, (int)(a->b0 + i), &src, i, t, nsa_num_cmp(g, S0 + t + 1) - 1 - c0);
-    return NSA_OK;
+    return ops->fill(ctx, c, &src, a->b0, Bp, T, S0);
 }
