@@ -1,11 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
-/* decode.c — the reference decode step: one token per active row is pushed into the
- * cache (nsa_kv_push), then its attention is nsa_ref_row — the very function the reference
- * prefill calls per row — over the cache's keys/values, so decode equals prefill bitwise.
- * Not fast: each step converts the row's sel history to double (O(S) conversions); the read
- * counters count what the attention read (nsa_ref_row's reads), which is what a kernel reading
- * the cache in place touches. NSA_FORCE_BRANCH and NSA_STRICT_ASSERTS apply as in the forward.
- * Pure reference: the dispatch layer (src/route/kv_api.c) validated the call and routed it here.
+/* decode.c — the reference decode step (validated and routed here by src/route/kv_api.c): each
+ * active row pushes its token (nsa_kv_push), then attends through nsa_ref_row — the function the
+ * reference prefill calls per row — over the cache, so decode equals prefill bitwise.
+ * Not fast: each step converts the row's sel history to double; the read counters count what
+ * nsa_ref_row read. NSA_FORCE_BRANCH and NSA_STRICT_ASSERTS apply as in the forward.
  * Invariant: every scratch buffer is allocated before the cache changes, so a failed step leaves
  * the cache exactly as it was.
  */

@@ -37,11 +37,14 @@
  *    own choice (documented in src/cuda), ranges and blocks are i32 device arrays. It must offer
  *    a reference role for every branch (the fallback): a backend with role NSA_ROLE_REF whose
  *    supports() accepts every problem (e.g. masked SDPA, or a host round trip through nsa_ref_*).
- * 3. A backend is one file: `const nsa_backend nsa_cuda_backend_fa2 = {...}` with supports()
- *    (which also owns the "can this shape run" question: dtype, Dk/Dv, shared memory, pass) and
- *    fwd() per branch it serves; then one line in the list nsa_device_cuda_backends() returns.
- *    The router picks by role and order: the first backend of the wanted role, device kind and
- *    branch whose supports() accepts wins. supports() must be cheap and pure (no launches).
+ * 3. A backend is one row: `const nsa_backend nsa_cuda_backend_fa2 = {...}` with supports()
+ *    (which owns the whole "can this call run" question: dtype, Dk/Dv, pass, the operands of
+ *    nsa_call, the device's shared memory — whatever its launcher would refuse), fwd() per
+ *    branch it serves and/or decode() for decode steps; then one line in the list
+ *    nsa_device_cuda_backends() returns. The router picks by role and order: the first backend
+ *    of the wanted role, device kind and branch, with an entry for the pass, whose supports()
+ *    accepts wins. supports() must be cheap and pure (no launches). The device's KV-cache
+ *    operations (nsa_kv_ops) hang on its pipeline (docs/routing.md, "Adding a backend").
  * 4. A new fast path is off by default until its profile says parity_accepted (profiles/smNN.yaml,
  *    after `nsa parity` passes on that card); flags opt in earlier (docs/routing.md).
  */
