@@ -62,16 +62,26 @@ static void gradcheck(int phi, int gate) {
         }
         nv = sqrt(nv);
         for (int64_t k = 0; k < n; k++) v[k] = (float)(v[k] / nv), an += (double)g[t->off + k] * v[k];
-        float *p = m.params + t->off, lp, lm;
+        float *p = m.params + t->off;
         float *keep = malloc(sizeof(float) * (size_t)n);
         memcpy(keep, p, sizeof(float) * (size_t)n);
-        for (int64_t k = 0; k < n; k++) p[k] = keep[k] + (float)h * v[k];
-        CHECK(lm_forward(&m, x, y, B, T, NULL, &lp, err, sizeof err) == 0, "%s", err);
-        for (int64_t k = 0; k < n; k++) p[k] = keep[k] - (float)h * v[k];
-        CHECK(lm_forward(&m, x, y, B, T, NULL, &lm, err, sizeof err) == 0, "%s", err);
+        /* Central differences at h and h/2, combined by Richardson extrapolation: the O(h²)
+         * truncation term cancels. A plain central difference at h = 1e-2 erred by up to 13 %
+         * on 4 of 2,600 random models with learned φ and softmax gates (curvature, not the
+         * backward); float32 rounding of the loss stays ~1e-5, far under the bound. */
+        double dh[2];
+        for (int r = 0; r < 2; r++) {
+            const double hr = h / (1 << r);
+            float lp, lm;
+            for (int64_t k = 0; k < n; k++) p[k] = keep[k] + (float)hr * v[k];
+            CHECK(lm_forward(&m, x, y, B, T, NULL, &lp, err, sizeof err) == 0, "%s", err);
+            for (int64_t k = 0; k < n; k++) p[k] = keep[k] - (float)hr * v[k];
+            CHECK(lm_forward(&m, x, y, B, T, NULL, &lm, err, sizeof err) == 0, "%s", err);
+            dh[r] = ((double)lp - lm) / (2 * hr);
+        }
         memcpy(p, keep, sizeof(float) * (size_t)n);
         free(keep);
-        const double fd = ((double)lp - lm) / (2 * h);
+        const double fd = (4 * dh[1] - dh[0]) / 3;
         CHECK(fabs(fd - an) <= 3e-2 * fabs(an) + 2e-3, "%s: finite difference %.6g, backward %.6g",
               t->name, fd, an);
         checked++;
