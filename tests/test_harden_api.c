@@ -62,6 +62,42 @@ static void extent_at_int64_max(void) {
     nsa_context_destroy(ctx);
 }
 
+/* Found by the 30-minute fuzz_api run (2026-12-08): a gradient whose size-1 dim carries the
+ * stride INT64_MAX (any stride is valid on a size-1 dim; PyTorch makes such views) passed the
+ * extent check, then the aliasing check turned strides into bytes, INT64_MAX · 4: signed
+ * overflow (UBSan only). The backward must run and give the gradient of the plain layout. */
+static void disjoint_unit_dim_huge_stride(void) {
+    enum { T = 5 };
+    float q[T], k[T], v[T], gates[T * 3], out[T], dout[T], dq[T], dq_ref[T];
+    for (int i = 0; i < T; i++)
+        q[i] = (float)nsa_rng_normal(), k[i] = (float)nsa_rng_normal(),
+        v[i] = (float)nsa_rng_normal(), dout[i] = (float)nsa_rng_normal();
+    for (int i = 0; i < 3 * T; i++) gates[i] = (float)nsa_rng_uniform();
+    nsa_context *ctx;
+    CHECK(nsa_context_create(&ctx, NULL, 0) == NSA_OK);
+    nsa_fwd_args a;
+    memset(&a, 0, sizeof a);
+    a.cfg = nsa_config_default(1, 1, 1, 1);
+    a.cfg.l = 2, a.cfg.d = 1, a.cfg.lp = 2, a.cfg.n = 3, a.cfg.w = 2;
+    a.q = nsa_tensor_4d(q, NSA_DTYPE_F32, 1, T, 1, 1);
+    a.k_cmp = a.k_sel = a.k_win = nsa_tensor_4d(k, NSA_DTYPE_F32, 1, T, 1, 1);
+    a.v_cmp = a.v_sel = a.v_win = nsa_tensor_4d(v, NSA_DTYPE_F32, 1, T, 1, 1);
+    a.gates = nsa_tensor_4d(gates, NSA_DTYPE_F32, 1, T, 1, 3);
+    a.out = nsa_tensor_4d(out, NSA_DTYPE_F32, 1, T, 1, 1);
+    nsa_bwd_args g;
+    memset(&g, 0, sizeof g);
+    g.dout = nsa_tensor_4d(dout, NSA_DTYPE_F32, 1, T, 1, 1);
+    g.dq = nsa_tensor_4d(dq_ref, NSA_DTYPE_F32, 1, T, 1, 1);
+    nsa_status st = nsa_backward(ctx, &a, &g);
+    CHECK(st == NSA_OK, "%s: %s", nsa_status_name(st), nsa_context_message(ctx));
+    g.dq = nsa_tensor_4d(dq, NSA_DTYPE_F32, 1, T, 1, 1);
+    g.dq.stride[0] = INT64_MAX, g.dq.stride[2] = INT64_MAX; /* size-1 dims */
+    st = nsa_backward(ctx, &a, &g);
+    CHECK(st == NSA_OK, "%s: %s", nsa_status_name(st), nsa_context_message(ctx));
+    CHECK(memcmp(dq, dq_ref, sizeof dq) == 0, "dq through the huge-stride view differs");
+    nsa_context_destroy(ctx);
+}
+
 /* num_cmp on negative and huge T, and on a config it cannot use (l < 1: T - l overflowed). */
 static void num_cmp_extremes(void) {
     nsa_config c = nsa_config_default(1, 1, 1, 1); /* l 32, d 16 */
@@ -147,6 +183,7 @@ int main(int argc, char **argv) {
         {"tensor_make_null_shape", tensor_make_null_shape},
         {"tensor_make_overflow", tensor_make_overflow},
         {"extent_at_int64_max", extent_at_int64_max},
+        {"disjoint_unit_dim_huge_stride", disjoint_unit_dim_huge_stride},
         {"num_cmp_extremes", num_cmp_extremes},
         {"config_sum_overflow", config_sum_overflow},
         {"config_upper_bounds", config_upper_bounds},

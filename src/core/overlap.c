@@ -79,7 +79,10 @@ static void view_of(const nsa_tensor *t, view *v) {
     v->nd = t->ndim;
     for (int i = 0; i < t->ndim; i++) {
         v->shape[i] = t->shape[i];
-        v->stride[i] = t->stride[i] * v->esz;
+        /* A size-1 dim never steps, and its stride may be anything (INT64_MAX from a fuzzer,
+         * PyTorch's arbitrary strides): only a dim that steps has a byte stride, which the
+         * extent check already bounded. */
+        v->stride[i] = t->shape[i] > 1 ? t->stride[i] * v->esz : 0;
     }
 }
 
