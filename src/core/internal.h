@@ -10,6 +10,7 @@
 #include "checked.h"
 #include "nsa.h"
 
+#include <limits.h>
 #include <stdarg.h>
 #include <stdbool.h>
 
@@ -114,7 +115,9 @@ typedef struct {
 static inline void nsa_shape_tokens(nsa_shape *s, const nsa_config *c, int64_t T) {
     s->T = T;
     s->Tc = nsa_num_cmp(c, T);
-    s->nsel_max = (int)((T + c->lp - 1) / c->lp);
+    /* ⌈T / lp⌉ without T + lp − 1, which overflowed for T near INT64_MAX (fuzz_api). */
+    const int64_t nb = T / c->lp + (T % c->lp != 0);
+    s->nsel_max = nb > INT_MAX ? INT_MAX : (int)nb;
 }
 
 /* (src/core/args.c) Validates every field of a (dtypes, devices, shapes, strides, config) and derives *s.
